@@ -1,0 +1,215 @@
+//! Secret types. Each zeroizes on drop, prints `***` in `Debug`, is not `Clone`, and can only be
+//! built from bytes where the design allows it (a `PatientKey` never can, outside this crate).
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::envelope::KeyId;
+use crate::{aead, CryptoError};
+
+/// 32 secret bytes that are wiped when dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct Key32([u8; 32]);
+
+impl Key32 {
+    pub(crate) fn random() -> Self {
+        let mut k = [0u8; 32];
+        OsRng.fill_bytes(&mut k);
+        Key32(k)
+    }
+
+    pub(crate) fn from_array(bytes: &Zeroizing<[u8; 32]>) -> Self {
+        Key32(**bytes)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+macro_rules! redacted_debug {
+    ($($t:ty),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($t), "(***)"))
+            }
+        }
+    )*};
+}
+redacted_debug!(DataKey, DeviceSecret, PatientKey, Password);
+
+/// The station's data-encryption key: the raw SQLCipher key and the key that wraps patient keys.
+#[derive(ZeroizeOnDrop)]
+pub struct DataKey {
+    key: Key32,
+}
+
+impl DataKey {
+    /// A fresh random key (a new vault).
+    pub fn generate() -> Self {
+        DataKey { key: Key32::random() }
+    }
+
+    pub(crate) fn from_key(key: Key32) -> Self {
+        DataKey { key }
+    }
+
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        self.key.bytes()
+    }
+
+    /// The value for SQLCipher's `PRAGMA key`: a raw key (`x'…'`), so no KDF runs on every open.
+    pub fn sqlcipher_pragma_value(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(67));
+        s.push_str("x'");
+        for b in self.key.bytes() {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s.push('\'');
+        s
+    }
+
+    /// Wraps a patient key so that it can only be unwrapped for the same patient.
+    pub fn wrap_patient_key(&self, patient_id: uuid::Uuid, key: &PatientKey) -> Vec<u8> {
+        let aad = patient_key_aad(patient_id, &key.id);
+        let mut out = Vec::with_capacity(1 + 16 + 12 + 32 + 16);
+        out.push(PATIENT_KEY_WRAP_VERSION);
+        out.extend_from_slice(key.id.as_bytes());
+        aead::seal_into(self.key(), &aad, key.key.bytes(), &mut out);
+        out
+    }
+
+    /// Unwraps a key made by [`DataKey::wrap_patient_key`] for the same patient.
+    pub fn unwrap_patient_key(&self, patient_id: uuid::Uuid, wrapped: &[u8]) -> Result<PatientKey, CryptoError> {
+        let (&version, rest) = wrapped.split_first().ok_or(CryptoError::Malformed("wrapped patient key"))?;
+        if version != PATIENT_KEY_WRAP_VERSION {
+            return Err(CryptoError::UnsupportedVersion { what: "wrapped patient key", version });
+        }
+        if rest.len() < 16 {
+            return Err(CryptoError::Malformed("wrapped patient key"));
+        }
+        let (id, sealed) = rest.split_at(16);
+        let id = KeyId::from_slice(id)?;
+        let key = aead::open_key(self.key(), &patient_key_aad(patient_id, &id), sealed)?;
+        Ok(PatientKey { id, key: Key32::from_array(&key) })
+    }
+
+    /// A keyed, deterministic index of `value` (e.g. an MRN) so it can be looked up without being
+    /// stored in the clear. `domain` separates indexes of different fields.
+    pub fn blind_index(&self, domain: &str, value: &str) -> [u8; 32] {
+        let mut subkey = Zeroizing::new([0u8; 32]);
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"chartroom/blind-index/v1"), self.key());
+        // 32 bytes is always a valid HKDF-SHA-256 output length.
+        if hk.expand(domain.as_bytes(), subkey.as_mut()).is_err() {
+            unreachable!("32-byte HKDF output is valid");
+        }
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(subkey.as_ref()) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        mac.update(value.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+const PATIENT_KEY_WRAP_VERSION: u8 = 1;
+
+fn patient_key_aad(patient_id: uuid::Uuid, key_id: &KeyId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64);
+    aad.extend_from_slice(b"chartroom/patient-key/v1");
+    aad.extend_from_slice(patient_id.as_bytes());
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
+}
+
+/// The device secret: 32 random bytes created at enrollment and kept only in the OS keyring.
+#[derive(ZeroizeOnDrop)]
+pub struct DeviceSecret {
+    key: Key32,
+}
+
+impl DeviceSecret {
+    /// A fresh random device secret (enrollment).
+    pub fn generate() -> Self {
+        DeviceSecret { key: Key32::random() }
+    }
+
+    /// Rebuilds the secret from the bytes the keyring returned.
+    pub fn from_keyring_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadLength("device secret"))?;
+        let arr = Zeroizing::new(arr);
+        Ok(DeviceSecret { key: Key32::from_array(&arr) })
+    }
+
+    /// The bytes to hand to the keyring.
+    pub fn keyring_bytes(&self) -> &[u8] {
+        self.key.bytes()
+    }
+
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        self.key.bytes()
+    }
+}
+
+impl PartialEq for DeviceSecret {
+    /// Constant-time comparison.
+    fn eq(&self, other: &Self) -> bool {
+        self.key.bytes().ct_eq(other.key.bytes()).into()
+    }
+}
+
+/// One patient's key: seals that patient's PHI fields. Destroying it crypto-shreds the patient.
+#[derive(ZeroizeOnDrop)]
+pub struct PatientKey {
+    #[zeroize(skip)]
+    id: KeyId,
+    key: Key32,
+}
+
+impl PatientKey {
+    /// A fresh random patient key with a fresh key id.
+    pub fn generate() -> Self {
+        PatientKey { id: KeyId::random(), key: Key32::random() }
+    }
+
+    /// The public identifier of this key (stored beside every value it seals).
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        self.key.bytes()
+    }
+}
+
+/// A user's password, wiped when dropped.
+pub struct Password(Zeroizing<String>);
+
+impl Password {
+    pub fn new(password: String) -> Self {
+        Password(Zeroizing::new(password))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// Length in characters (for password-policy checks).
+    pub fn char_count(&self) -> usize {
+        self.0.chars().count()
+    }
+}
+
+impl From<&str> for Password {
+    fn from(s: &str) -> Self {
+        Password::new(s.to_owned())
+    }
+}

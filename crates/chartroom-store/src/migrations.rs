@@ -1,0 +1,51 @@
+//! Append-only schema migrations. Never edit a migration that has shipped: add a new one.
+//! `PRAGMA user_version` holds the number of migrations applied.
+
+/// Each entry is one migration; its 1-based position is the schema version it produces.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: patients, their wrapped keys, and the clinical record tables.
+    r#"
+    CREATE TABLE patient_keys (
+        patient_id BLOB PRIMARY KEY,
+        wrapped    BLOB NOT NULL
+    );
+    CREATE TABLE shredded_patients (
+        patient_id  BLOB PRIMARY KEY,
+        shredded_at INTEGER NOT NULL
+    );
+    CREATE TABLE patients (
+        id        BLOB PRIMARY KEY REFERENCES patient_keys(patient_id),
+        mrn_index BLOB NOT NULL UNIQUE,
+        unit      TEXT NOT NULL,
+        bed       TEXT NOT NULL,
+        version   INTEGER NOT NULL,
+        body      BLOB NOT NULL
+    );
+    CREATE INDEX patients_by_unit ON patients(unit, bed);
+    CREATE TABLE allergies (
+        id BLOB PRIMARY KEY, patient_id BLOB NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL, sort_key INTEGER NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL
+    );
+    CREATE INDEX allergies_by_patient ON allergies(patient_id, sort_key DESC);
+    CREATE TABLE conditions (
+        id BLOB PRIMARY KEY, patient_id BLOB NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL, sort_key INTEGER NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL
+    );
+    CREATE INDEX conditions_by_patient ON conditions(patient_id, sort_key DESC);
+    CREATE TABLE medication_requests (
+        id BLOB PRIMARY KEY, patient_id BLOB NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL, sort_key INTEGER NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL
+    );
+    CREATE INDEX medication_requests_by_patient ON medication_requests(patient_id, sort_key DESC);
+    CREATE TABLE observations (
+        id BLOB PRIMARY KEY, patient_id BLOB NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL, sort_key INTEGER NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL
+    );
+    CREATE INDEX observations_by_patient ON observations(patient_id, sort_key DESC);
+    CREATE TABLE notes (
+        id BLOB PRIMARY KEY, patient_id BLOB NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL, sort_key INTEGER NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL
+    );
+    CREATE INDEX notes_by_patient ON notes(patient_id, sort_key DESC);
+    "#,
+];
