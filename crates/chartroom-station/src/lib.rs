@@ -1,1 +1,20 @@
-//! stub
+//! The Chartroom station core: the profile directory, the vault (key slots + encrypted store) with
+//! its `LockedVault → UnlockedVault` type state, the port to the OS keyring, and the system clock.
+//! The headless CLI (`chartroom-station`) and the desktop app are thin shells over this crate.
+//!
+//! Architecture invariant: no UI types here, and no direct SQL — records go through
+//! `chartroom-store`, keys through `chartroom-crypto`.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod demo;
+mod error;
+pub mod keystore;
+pub mod profile;
+pub mod vault;
+
+pub use error::StationError;
+pub use keystore::{DeviceSecretStore, KeystoreError, MemoryKeystore, OsKeyring};
+pub use profile::Profile;
+pub use vault::{LockedVault, NewVault, UnlockedVault};

@@ -113,6 +113,9 @@ impl Store {
 
     fn init(conn: Connection, dek: DataKey, options: StoreOptions, path: &Path) -> Result<Store> {
         if options.encryption == DatabaseEncryption::SqlCipher {
+            // SQLCipher logs HMAC failures to stderr itself; errors are reported through our own
+            // types instead (one clear line, no internals).
+            conn.execute_batch("PRAGMA cipher_log_level = NONE")?;
             conn.pragma_update(None, "key", dek.sqlcipher_pragma_value().as_str())?;
         }
         // The first read proves the key (SQLCipher checks page 1's HMAC) before anything is written.
@@ -151,6 +154,11 @@ impl Store {
     /// The schema version of this database.
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// The data key this store was opened with (to seal further key slots for it).
+    pub fn data_key(&self) -> &DataKey {
+        &self.dek
     }
 
     /// Where the database file lives.

@@ -40,10 +40,13 @@ impl SynthConfig {
     }
 }
 
-const GIVEN: &[&str] = &[
-    "Ava", "Noah", "Mia", "Liam", "Zoe", "Omar", "Ines", "Mateo", "Hana", "Ravi", "Lena", "Tomas", "Aiko",
-    "Kofi", "Elena", "Jonas", "Priya", "Diego", "Freya", "Malik", "Nora", "Yusuf", "Clara", "Arjun", "Sofia",
-    "Emil", "Leila", "Hugo", "Amara", "Felix", "Ruth", "Sami", "Iris", "Bram", "Lucia", "Theo",
+const GIVEN_FEMALE: &[&str] = &[
+    "Ava", "Mia", "Zoe", "Ines", "Hana", "Lena", "Aiko", "Elena", "Priya", "Freya", "Nora", "Clara", "Sofia",
+    "Leila", "Amara", "Ruth", "Iris", "Lucia",
+];
+const GIVEN_MALE: &[&str] = &[
+    "Noah", "Liam", "Omar", "Mateo", "Ravi", "Tomas", "Kofi", "Jonas", "Diego", "Malik", "Yusuf", "Arjun",
+    "Emil", "Hugo", "Felix", "Sami", "Bram", "Theo",
 ];
 const FAMILY: &[&str] = &[
     "Synthwood", "Testa", "Mockridge", "Fakely", "Samplesson", "Demoulin", "Placeholt", "Dummett", "Sandbrook",
@@ -115,7 +118,10 @@ pub fn patient(config: &SynthConfig, index: u64) -> PatientBundle {
         id,
         // Unique per index within a seed: a bijection of the index over 90 million numbers.
         mrn: format!("M{:08}", 10_000_000 + (index.wrapping_mul(7_919) + config.seed % 1_000) % 90_000_000),
-        name: HumanName { family: pick(&mut rng, FAMILY).to_string(), given: pick(&mut rng, GIVEN).to_string() },
+        name: HumanName {
+            family: pick(&mut rng, FAMILY).to_string(),
+            given: pick(&mut rng, if sex == Sex::Female { GIVEN_FEMALE } else { GIVEN_MALE }).to_string(),
+        },
         birth_date,
         sex,
         unit,

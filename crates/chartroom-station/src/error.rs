@@ -1,0 +1,78 @@
+//! Station errors: one enum, stable codes, messages fit to show a clinician (no PHI, no internals).
+
+use chartroom_crypto::CryptoError;
+use chartroom_store::StoreError;
+
+use crate::KeystoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StationError {
+    #[error("this profile directory holds no Chartroom station; enroll it first")]
+    NotEnrolled,
+    #[error("this profile directory already holds a Chartroom station; refusing to overwrite it")]
+    AlreadyEnrolled,
+    #[error("wrong username or password")]
+    WrongPassword,
+    #[error("no key slot for this user on this device; log in online once first")]
+    UnknownUser,
+    #[error("the key slot stored for this user belongs to another user; the profile was tampered with")]
+    SlotOfAnotherUser,
+    #[error("the key slot stored for this user was made on another device; the profile was copied or tampered with")]
+    SlotOfAnotherDevice,
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    #[error(
+        "this station was set up with the `{recorded}` keyring but `{current}` is in use now; refusing to switch key stores (the change was recorded)"
+    )]
+    KeystoreChanged { recorded: String, current: String },
+    #[error("the local database is damaged: {0}")]
+    DatabaseDamaged(&'static str),
+    #[error("the profile file `{0}` is damaged")]
+    ProfileDamaged(&'static str),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Crypto(CryptoError),
+    #[error("file error in the profile directory: {0}")]
+    Io(String),
+}
+
+impl StationError {
+    /// A stable machine-readable code for the UI, scripts and tests.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StationError::NotEnrolled => "station.not_enrolled",
+            StationError::AlreadyEnrolled => "station.already_enrolled",
+            StationError::WrongPassword => "auth.wrong_password",
+            StationError::UnknownUser => "auth.unknown_user",
+            StationError::SlotOfAnotherUser => "vault.slot_wrong_user",
+            StationError::SlotOfAnotherDevice => "vault.slot_wrong_device",
+            StationError::Keystore(KeystoreError::Missing) => "keyring.missing",
+            StationError::Keystore(KeystoreError::Unavailable(_)) => "keyring.unavailable",
+            StationError::Keystore(KeystoreError::Damaged) => "keyring.damaged",
+            StationError::KeystoreChanged { .. } => "keyring.backend_changed",
+            StationError::DatabaseDamaged(_) => "vault.database_damaged",
+            StationError::ProfileDamaged(_) => "vault.profile_damaged",
+            StationError::Store(e) => e.code(),
+            StationError::Crypto(_) => "vault.crypto",
+            StationError::Io(_) => "station.io",
+        }
+    }
+}
+
+impl From<std::io::Error> for StationError {
+    fn from(e: std::io::Error) -> Self {
+        StationError::Io(e.kind().to_string())
+    }
+}
+
+impl From<CryptoError> for StationError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::WrongPassword => StationError::WrongPassword,
+            CryptoError::WrongUser => StationError::SlotOfAnotherUser,
+            CryptoError::WrongDevice => StationError::SlotOfAnotherDevice,
+            other => StationError::Crypto(other),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The profile directory: what a station keeps on disk, and how it is written safely.
+//!
+//! ```text
+//! DIR/device.json            device id, device profile, keyring backend (no secrets)
+//! DIR/keyslots.json          per-user key slots and the recovery slot (sealed; useless without the keyring)
+//! DIR/cache.db (-wal, -shm)  the SQLCipher database
+//! DIR/security-events.jsonl  security-relevant events that happen before any database is open (no PHI)
+//! ```
+//! File names never carry PHI. Files are written to a temporary name, synced and renamed, so a crash
+//! leaves either the old or the new version, never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chartroom_crypto::{KeySlot, RecoverySlot};
+use chartroom_domain::{DeviceProfile, Timestamp};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::StationError;
+
+const FORMAT: u32 = 1;
+
+/// `device.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub format: u32,
+    pub device_id: Uuid,
+    pub profile: DeviceProfile,
+    /// The keyring backend that holds the device secret (see `DeviceSecretStore::backend`).
+    pub keystore: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SlotRecord {
+    user_id: Uuid,
+    username: String,
+    /// Hex of the key slot bytes.
+    slot: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SlotFile {
+    format: u32,
+    users: Vec<SlotRecord>,
+    recovery: Option<String>,
+}
+
+/// A user known to this device (has a key slot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotUser {
+    pub user_id: Uuid,
+    pub username: String,
+    pub slot: KeySlot,
+}
+
+/// A station profile directory.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    dir: PathBuf,
+}
+
+impl Profile {
+    pub fn new(dir: impl Into<PathBuf>) -> Profile {
+        Profile { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.join("cache.db")
+    }
+    fn device_path(&self) -> PathBuf {
+        self.dir.join("device.json")
+    }
+    fn slots_path(&self) -> PathBuf {
+        self.dir.join("keyslots.json")
+    }
+    fn events_path(&self) -> PathBuf {
+        self.dir.join("security-events.jsonl")
+    }
+
+    pub fn is_enrolled(&self) -> bool {
+        self.device_path().exists()
+    }
+
+    /// Creates the directory (0700 on Unix).
+    pub fn create_dir(&self) -> Result<(), StationError> {
+        fs::create_dir_all(&self.dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
+    pub fn read_device(&self) -> Result<DeviceRecord, StationError> {
+        let bytes = match fs::read(self.device_path()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StationError::NotEnrolled),
+            Err(e) => return Err(e.into()),
+        };
+        let rec: DeviceRecord =
+            serde_json::from_slice(&bytes).map_err(|_| StationError::ProfileDamaged("device.json"))?;
+        if rec.format != FORMAT {
+            return Err(StationError::ProfileDamaged("device.json"));
+        }
+        Ok(rec)
+    }
+
+    pub fn write_device(&self, rec: &DeviceRecord) -> Result<(), StationError> {
+        let json = serde_json::to_vec_pretty(rec).map_err(|_| StationError::ProfileDamaged("device.json"))?;
+        write_atomic(&self.device_path(), &json)
+    }
+
+    fn read_slot_file(&self) -> Result<SlotFile, StationError> {
+        match fs::read(self.slots_path()) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|_| StationError::ProfileDamaged("keyslots.json")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SlotFile { format: FORMAT, ..SlotFile::default() }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn write_slot_file(&self, file: &SlotFile) -> Result<(), StationError> {
+        let json = serde_json::to_vec_pretty(file).map_err(|_| StationError::ProfileDamaged("keyslots.json"))?;
+        write_atomic(&self.slots_path(), &json)
+    }
+
+    /// The key slot stored under `username` (case-insensitive).
+    pub fn slot_for(&self, username: &str) -> Result<Option<SlotUser>, StationError> {
+        let file = self.read_slot_file()?;
+        let Some(rec) = file.users.iter().find(|u| u.username.eq_ignore_ascii_case(username)) else {
+            return Ok(None);
+        };
+        let bytes = from_hex(&rec.slot).ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        let slot = KeySlot::from_bytes(&bytes).map_err(|_| StationError::ProfileDamaged("keyslots.json"))?;
+        Ok(Some(SlotUser { user_id: rec.user_id, username: rec.username.clone(), slot }))
+    }
+
+    /// Usernames with a slot on this device.
+    pub fn usernames(&self) -> Result<Vec<String>, StationError> {
+        Ok(self.read_slot_file()?.users.into_iter().map(|u| u.username).collect())
+    }
+
+    /// Adds or replaces the slot of `username`.
+    pub fn put_slot(&self, user_id: Uuid, username: &str, slot: &KeySlot) -> Result<(), StationError> {
+        let mut file = self.read_slot_file()?;
+        file.users.retain(|u| !u.username.eq_ignore_ascii_case(username) && u.user_id != user_id);
+        file.users.push(SlotRecord { user_id, username: username.to_owned(), slot: to_hex(slot.as_bytes()) });
+        self.write_slot_file(&file)
+    }
+
+    pub fn put_recovery_slot(&self, slot: &RecoverySlot) -> Result<(), StationError> {
+        let mut file = self.read_slot_file()?;
+        file.recovery = Some(to_hex(slot.as_bytes()));
+        self.write_slot_file(&file)
+    }
+
+    pub fn recovery_slot(&self) -> Result<Option<RecoverySlot>, StationError> {
+        let Some(hex) = self.read_slot_file()?.recovery else { return Ok(None) };
+        let bytes = from_hex(&hex).ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        RecoverySlot::from_bytes(&bytes).map(Some).map_err(|_| StationError::ProfileDamaged("keyslots.json"))
+    }
+
+    /// Appends one security event (no PHI: event name, ids and backend names only).
+    pub fn record_event(&self, at: Timestamp, event: &str, detail: serde_json::Value) -> Result<(), StationError> {
+        let line = serde_json::json!({ "at": at.to_string(), "event": event, "detail": detail });
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options.open(self.events_path())?;
+        writeln!(f, "{line}")?;
+        f.sync_all()?;
+        Ok(())
+    }
+
+    /// Every file this profile may hold.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let db = self.database_path();
+        vec![
+            self.device_path(),
+            self.slots_path(),
+            self.events_path(),
+            PathBuf::from(format!("{}-wal", db.display())),
+            PathBuf::from(format!("{}-shm", db.display())),
+            db,
+        ]
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StationError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_rejects_garbage() {
+        let b = vec![0u8, 1, 0xab, 0xff];
+        assert_eq!(from_hex(&to_hex(&b)), Some(b));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("é1"), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! The vault: a profile's key slots plus its encrypted store, in two type states.
+//!
+//! [`LockedVault`] holds no key and can show nothing; [`LockedVault::unlock`] with a user's password
+//! (and this device's secret from the OS keyring) yields an [`UnlockedVault`], and
+//! [`UnlockedVault::lock`] closes the database and wipes every key, giving back a `LockedVault`.
+
+use std::sync::Arc;
+
+use chartroom_crypto::{DataKey, DeviceSecret, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey, RecoverySlot};
+use chartroom_domain::{DeviceProfile, Timestamp};
+use chartroom_store::{Store, StoreError, StoreOptions};
+use uuid::Uuid;
+
+use crate::profile::{DeviceRecord, Profile};
+use crate::{DeviceSecretStore, StationError};
+
+type Result<T> = std::result::Result<T, StationError>;
+
+/// What a new vault is made with.
+#[derive(Debug)]
+pub struct NewVault<'a> {
+    pub profile: DeviceProfile,
+    pub user_id: Uuid,
+    pub username: &'a str,
+    pub password: &'a Password,
+    pub kdf: KdfParams,
+    /// The recovery public key (from the server at enrollment); the data key is sealed to it too.
+    pub recovery: Option<RecoveryPublicKey>,
+    pub now: Timestamp,
+    pub store: StoreOptions,
+}
+
+/// A station whose data cannot be read until a user unlocks it.
+#[derive(Debug, Clone)]
+pub struct LockedVault {
+    profile: Profile,
+    device: DeviceRecord,
+    keystore: Arc<dyn DeviceSecretStore>,
+    store_options: StoreOptions,
+}
+
+/// An unlocked station: one authenticated user and the open store.
+#[derive(Debug)]
+pub struct UnlockedVault {
+    locked: LockedVault,
+    user_id: Uuid,
+    username: String,
+    store: Store,
+}
+
+impl LockedVault {
+    /// Creates a new vault in an empty profile directory, with the first user's key slot. Nothing is
+    /// left behind if any step fails (including the keyring entry).
+    pub fn create(profile: Profile, keystore: Arc<dyn DeviceSecretStore>, new: NewVault<'_>) -> Result<UnlockedVault> {
+        if profile.is_enrolled() || profile.database_path().exists() {
+            return Err(StationError::AlreadyEnrolled);
+        }
+        profile.create_dir()?;
+        let device = DeviceRecord {
+            format: 1,
+            device_id: Uuid::new_v4(),
+            profile: new.profile,
+            keystore: keystore.backend().to_owned(),
+            created_at: new.now,
+        };
+        let secret = DeviceSecret::generate();
+        keystore.save(device.device_id, &secret)?;
+        let result = Self::create_files(&profile, &device, &secret, &new);
+        match result {
+            Ok(store) => {
+                let locked = LockedVault { profile, device, keystore, store_options: new.store };
+                Ok(UnlockedVault { locked, user_id: new.user_id, username: new.username.to_owned(), store })
+            }
+            Err(e) => {
+                for f in profile.files() {
+                    let _ = std::fs::remove_file(f);
+                }
+                let _ = keystore.delete(device.device_id);
+                Err(e)
+            }
+        }
+    }
+
+    fn create_files(profile: &Profile, device: &DeviceRecord, secret: &DeviceSecret, new: &NewVault<'_>) -> Result<Store> {
+        let dek = DataKey::generate();
+        let slot = KeySlot::seal(&dek, new.password, secret, new.user_id, device.device_id, 1, new.kdf)?;
+        profile.put_slot(new.user_id, new.username, &slot)?;
+        if let Some(recovery) = &new.recovery {
+            profile.put_recovery_slot(&RecoverySlot::seal(&dek, recovery, device.device_id)?)?;
+        }
+        let store = Store::create(&profile.database_path(), dek, new.store)?;
+        // device.json last: its presence means "enrollment completed".
+        profile.write_device(device)?;
+        Ok(store)
+    }
+
+    /// Opens an enrolled profile (reads no secret yet). Refuses if the keyring backend in use is not
+    /// the one the device secret was stored in, and records that refusal.
+    pub fn open(profile: Profile, keystore: Arc<dyn DeviceSecretStore>, now: Timestamp) -> Result<LockedVault> {
+        let device = profile.read_device()?;
+        if device.keystore != keystore.backend() {
+            profile.record_event(
+                now,
+                "keystore_backend_refused",
+                serde_json::json!({ "recorded": device.keystore, "offered": keystore.backend(), "device_id": device.device_id }),
+            )?;
+            return Err(StationError::KeystoreChanged {
+                recorded: device.keystore,
+                current: keystore.backend().to_owned(),
+            });
+        }
+        Ok(LockedVault { profile, device, keystore, store_options: StoreOptions::default() })
+    }
+
+    /// Uses these store options (page cache size) for the next unlock.
+    pub fn with_store_options(mut self, options: StoreOptions) -> Self {
+        self.store_options = options;
+        self
+    }
+
+    pub fn device_id(&self) -> Uuid {
+        self.device.device_id
+    }
+    pub fn device_profile(&self) -> DeviceProfile {
+        self.device.profile
+    }
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+    pub fn usernames(&self) -> Result<Vec<String>> {
+        self.profile.usernames()
+    }
+
+    /// Unlocks with a user's password and this device's secret.
+    pub fn unlock(&self, username: &str, password: &Password) -> Result<UnlockedVault> {
+        let user = self.profile.slot_for(username)?.ok_or(StationError::UnknownUser)?;
+        let secret = self.keystore.load(self.device.device_id)?;
+        let dek = user.slot.open(password, &secret, user.user_id, self.device.device_id)?;
+        let store = self.open_store(dek)?;
+        Ok(UnlockedVault { locked: self.clone(), user_id: user.user_id, username: user.username, store })
+    }
+
+    fn open_store(&self, dek: DataKey) -> Result<Store> {
+        // The data key came out of an authenticated slot, so a database that does not open with it
+        // is damaged (or replaced), never "a wrong password".
+        Store::open(&self.profile.database_path(), dek, self.store_options).map_err(|e| match e {
+            StoreError::WrongKeyOrDamaged => StationError::DatabaseDamaged("it does not open with this device's key"),
+            StoreError::Truncated => StationError::DatabaseDamaged("the file is truncated"),
+            StoreError::Missing => StationError::DatabaseDamaged("the database file is missing"),
+            other => StationError::Store(other),
+        })
+    }
+
+    /// Opens the store with the recovery private key, without the keyring. The audited recovery flow
+    /// around it (re-enrolling the device secret, new slots) belongs to sync and enrollment.
+    pub fn open_with_recovery_key(&self, keys: &RecoveryKeyPair) -> Result<Store> {
+        let slot = self.profile.recovery_slot()?.ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        if slot.device_id() != self.device.device_id {
+            return Err(StationError::SlotOfAnotherDevice);
+        }
+        let dek = slot.open(keys)?;
+        self.open_store(dek)
+    }
+}
+
+impl UnlockedVault {
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+    pub fn device_id(&self) -> Uuid {
+        self.locked.device.device_id
+    }
+
+    /// The open store.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Gives another user a key slot on this device (after they authenticated online).
+    pub fn add_user(&mut self, user_id: Uuid, username: &str, password: &Password, kdf: KdfParams) -> Result<()> {
+        let secret = self.locked.keystore.load(self.device_id())?;
+        let slot_version = match self.locked.profile.slot_for(username)? {
+            Some(existing) => existing.slot.slot_version().saturating_add(1),
+            None => 1,
+        };
+        let slot = KeySlot::seal(self.store.data_key(), password, &secret, user_id, self.device_id(), slot_version, kdf)?;
+        self.locked.profile.put_slot(user_id, username, &slot)
+    }
+
+    /// Locks: checkpoints and closes the database and drops (wiping) the data key and every patient
+    /// key. What comes back can show nothing until the next [`LockedVault::unlock`].
+    pub fn lock(self) -> LockedVault {
+        let UnlockedVault { locked, store, .. } = self;
+        // If the checkpoint fails (e.g. disk full), committed data is still safe in the WAL and the
+        // connection is closed when `store` is dropped; the keys are wiped either way.
+        let _ = store.close();
+        locked
+    }
+}

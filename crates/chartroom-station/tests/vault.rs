@@ -1,0 +1,311 @@
+//! Vault tests against real SQLCipher files, with the in-memory keystore standing in for the OS
+//! keyring (the real keyring is exercised by the end-to-end tests in `tests/`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chartroom_crypto::{DeviceSecret, KdfParams, Password, RecoveryKeyPair};
+use chartroom_domain::{DeviceProfile, HumanName, Timestamp};
+use chartroom_station::{
+    DeviceSecretStore, KeystoreError, LockedVault, MemoryKeystore, NewVault, Profile, StationError, UnlockedVault,
+};
+use chartroom_store::StoreOptions;
+use chartroom_synth::{patient, SynthConfig};
+use uuid::Uuid;
+
+const NOW: Timestamp = Timestamp(1_795_764_183_000);
+const PW: &str = "correct horse battery";
+
+fn options() -> StoreOptions {
+    StoreOptions { cache_kib: 4096, ..StoreOptions::default() }
+}
+
+fn create(dir: &Path, keystore: Arc<dyn DeviceSecretStore>, recovery: Option<&RecoveryKeyPair>) -> UnlockedVault {
+    create_as(dir, keystore, recovery, Uuid::new_v4())
+}
+
+fn create_as(dir: &Path, keystore: Arc<dyn DeviceSecretStore>, recovery: Option<&RecoveryKeyPair>, user_id: Uuid) -> UnlockedVault {
+    let mut vault = LockedVault::create(
+        Profile::new(dir),
+        keystore,
+        NewVault {
+            profile: DeviceProfile::Station,
+            user_id,
+            username: "nurse.a",
+            password: &Password::from(PW),
+            kdf: KdfParams::MINIMUM,
+            recovery: recovery.map(|k| k.public()),
+            now: NOW,
+            store: options(),
+        },
+    )
+    .unwrap();
+    let config = SynthConfig { observations_per_patient: 20, ..SynthConfig::new(5, NOW) };
+    let bundles: Vec<_> = (0..6).map(|i| patient(&config, i)).collect();
+    vault.store().import(&bundles).unwrap();
+    vault
+}
+
+fn open(dir: &Path, keystore: Arc<dyn DeviceSecretStore>) -> LockedVault {
+    LockedVault::open(Profile::new(dir), keystore, NOW).unwrap().with_store_options(options())
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn lock_unlock_and_wrong_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    let vault = create(dir.path(), ks.clone(), None);
+    let user = vault.user_id();
+    vault.lock();
+    // Locking checkpointed and closed the database: the WAL is empty.
+    let wal = dir.path().join("cache.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+
+    let locked = open(dir.path(), ks);
+    let before = snapshot(dir.path());
+    let err = locked.unlock("nurse.a", &Password::from("wrong password!")).unwrap_err();
+    assert!(matches!(err, StationError::WrongPassword), "{err:?}");
+    assert_eq!(err.code(), "auth.wrong_password");
+    let err = locked.unlock("nobody", &Password::from(PW)).unwrap_err();
+    assert!(matches!(err, StationError::UnknownUser), "{err:?}");
+    assert_eq!(snapshot(dir.path()), before, "failed unlocks change nothing");
+
+    let mut vault = locked.unlock("NURSE.A", &Password::from(PW)).unwrap();
+    assert_eq!(vault.user_id(), user);
+    assert_eq!(vault.store().census(None).unwrap().len(), 6);
+    let _locked: LockedVault = vault.lock();
+}
+
+#[test]
+fn second_user_gets_own_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    let mut vault = create(dir.path(), ks.clone(), None);
+    let b = Uuid::new_v4();
+    vault.add_user(b, "nurse.b", &Password::from("another good passphrase"), KdfParams::MINIMUM).unwrap();
+    let locked = vault.lock();
+    let mut vb = locked.unlock("nurse.b", &Password::from("another good passphrase")).unwrap();
+    assert_eq!(vb.user_id(), b);
+    assert_eq!(vb.store().census(None).unwrap().len(), 6);
+    // A's password does not open B's slot.
+    let locked = vb.lock();
+    assert!(matches!(locked.unlock("nurse.b", &Password::from(PW)), Err(StationError::WrongPassword)));
+}
+
+#[test]
+fn swapped_and_copied_slots_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    let mut vault = create(dir.path(), ks.clone(), None);
+    vault.add_user(Uuid::new_v4(), "nurse.b", &Password::from(PW), KdfParams::MINIMUM).unwrap();
+    vault.lock();
+
+    // Swap the two users' slot bytes in keyslots.json.
+    let path = dir.path().join("keyslots.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let users = json["users"].as_array_mut().unwrap();
+    let (a, b) = (users[0]["slot"].clone(), users[1]["slot"].clone());
+    users[0]["slot"] = b;
+    users[1]["slot"] = a;
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    assert!(matches!(err, StationError::SlotOfAnotherUser), "{err:?}");
+    std::fs::write(&path, &original).unwrap();
+
+    // The same user's slot file copied from another device.
+    let mine: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let user: Uuid = mine["users"][0]["user_id"].as_str().unwrap().parse().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    create_as(other.path(), Arc::new(MemoryKeystore::default()), None, user).lock();
+    std::fs::copy(other.path().join("keyslots.json"), &path).unwrap();
+    let err = open(dir.path(), ks).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    assert!(matches!(err, StationError::SlotOfAnotherDevice), "{err:?}");
+
+    // Garbage in the slot file.
+    std::fs::write(&path, b"{ not json").unwrap();
+    let err = open(dir.path(), Arc::new(MemoryKeystore::default())).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    assert!(matches!(err, StationError::ProfileDamaged("keyslots.json")), "{err:?}");
+}
+
+#[test]
+fn missing_keyring_entry_is_a_clear_error_and_never_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    create(dir.path(), ks.clone(), None).lock();
+    let before = snapshot(dir.path());
+    ks.clear();
+    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    assert!(matches!(err, StationError::Keystore(KeystoreError::Missing)), "{err:?}");
+    assert_eq!(err.to_string(), "this device's key is not available in the system keyring");
+    assert_eq!(snapshot(dir.path()), before);
+    // Still missing: nothing silently created a replacement.
+    let device: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("device.json")).unwrap()).unwrap();
+    let id: Uuid = device["device_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ks.load(id).err(), Some(KeystoreError::Missing));
+}
+
+/// A store that claims to be a weaker backend (e.g. a plaintext file).
+#[derive(Debug, Default)]
+struct PlaintextFileStore(MemoryKeystore);
+
+impl DeviceSecretStore for PlaintextFileStore {
+    fn backend(&self) -> &'static str {
+        "plaintext-file"
+    }
+    fn load(&self, id: Uuid) -> Result<DeviceSecret, KeystoreError> {
+        self.0.load(id)
+    }
+    fn save(&self, id: Uuid, s: &DeviceSecret) -> Result<(), KeystoreError> {
+        self.0.save(id, s)
+    }
+    fn delete(&self, id: Uuid) -> Result<(), KeystoreError> {
+        self.0.delete(id)
+    }
+}
+
+#[test]
+fn switching_keyring_backend_is_refused_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = MemoryKeystore::default();
+    create(dir.path(), Arc::new(ks.clone()), None).lock();
+    let err = LockedVault::open(Profile::new(dir.path()), Arc::new(PlaintextFileStore(ks)), NOW).unwrap_err();
+    assert!(matches!(&err, StationError::KeystoreChanged { recorded, current } if recorded == "memory" && current == "plaintext-file"));
+    let events = std::fs::read_to_string(dir.path().join("security-events.jsonl")).unwrap();
+    assert!(events.contains("keystore_backend_refused"), "{events}");
+}
+
+#[test]
+fn damaged_database_is_reported_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    create(dir.path(), ks.clone(), None).lock();
+    let db = dir.path().join("cache.db");
+    let original = std::fs::read(&db).unwrap();
+
+    std::fs::write(&db, &original[..original.len() / 2 + 7]).unwrap();
+    let before = snapshot(dir.path());
+    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    assert!(matches!(err, StationError::DatabaseDamaged(_)), "{err:?}");
+    assert_eq!(snapshot(dir.path()), before);
+
+    let mut flipped = original.clone();
+    flipped[200] ^= 0xff;
+    std::fs::write(&db, &flipped).unwrap();
+    let before = snapshot(dir.path());
+    let err = open(dir.path(), ks).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    assert!(matches!(err, StationError::DatabaseDamaged(_)), "{err:?}");
+    assert_eq!(err.code(), "vault.database_damaged");
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn canary_is_in_no_profile_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    let mut vault = create(dir.path(), ks.clone(), None);
+    let mut b = patient(&SynthConfig::new(99, NOW), 0);
+    b.patient.name = HumanName { family: "Quetzalcanary".into(), given: "Philomena".into() };
+    b.patient.mrn = "CANARY777".into();
+    b.notes[0].text = "canary-note marmalade-theorem".into();
+    vault.store().import(&[b]).unwrap();
+    let needles = ["Quetzalcanary", "Philomena", "CANARY777", "marmalade-theorem"];
+    let check = |when: &str| {
+        for (name, bytes) in snapshot(dir.path()) {
+            for n in needles {
+                assert!(!bytes.windows(n.len()).any(|w| w == n.as_bytes()), "{n} in {name} ({when})");
+            }
+        }
+    };
+    check("while unlocked");
+    vault.lock();
+    check("after lock");
+    let names: Vec<String> = snapshot(dir.path()).into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().all(|n| ["cache.db", "cache.db-wal", "cache.db-shm", "device.json", "keyslots.json"].contains(&n.as_str())), "{names:?}");
+}
+
+#[test]
+fn recovery_slot_opens_the_data_without_the_keyring() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    let recovery = RecoveryKeyPair::generate();
+    create(dir.path(), ks.clone(), Some(&recovery)).lock();
+    ks.clear();
+    let locked = open(dir.path(), ks);
+    assert!(locked.unlock("nurse.a", &Password::from(PW)).is_err());
+    let mut store = locked.open_with_recovery_key(&recovery).unwrap();
+    assert_eq!(store.census(None).unwrap().len(), 6, "unsynced work survives a lost keyring");
+    assert!(locked.open_with_recovery_key(&RecoveryKeyPair::generate()).is_err());
+}
+
+#[derive(Debug)]
+struct BrokenKeyring;
+
+impl DeviceSecretStore for BrokenKeyring {
+    fn backend(&self) -> &'static str {
+        "broken"
+    }
+    fn load(&self, _: Uuid) -> Result<DeviceSecret, KeystoreError> {
+        Err(KeystoreError::Unavailable("test".into()))
+    }
+    fn save(&self, _: Uuid, _: &DeviceSecret) -> Result<(), KeystoreError> {
+        Err(KeystoreError::Unavailable("test".into()))
+    }
+    fn delete(&self, _: Uuid) -> Result<(), KeystoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn creation_is_all_or_nothing_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LockedVault::create(
+        Profile::new(dir.path()),
+        Arc::new(BrokenKeyring),
+        NewVault {
+            profile: DeviceProfile::Laptop,
+            user_id: Uuid::new_v4(),
+            username: "doc",
+            password: &Password::from(PW),
+            kdf: KdfParams::MINIMUM,
+            recovery: None,
+            now: NOW,
+            store: options(),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, StationError::Keystore(KeystoreError::Unavailable(_))));
+    assert!(snapshot(dir.path()).is_empty(), "nothing left behind");
+
+    let ks = Arc::new(MemoryKeystore::default());
+    create(dir.path(), ks.clone(), None).lock();
+    let before = snapshot(dir.path());
+    let again = LockedVault::create(
+        Profile::new(dir.path()),
+        ks,
+        NewVault {
+            profile: DeviceProfile::Station,
+            user_id: Uuid::new_v4(),
+            username: "x",
+            password: &Password::from(PW),
+            kdf: KdfParams::MINIMUM,
+            recovery: None,
+            now: NOW,
+            store: options(),
+        },
+    );
+    assert!(matches!(again, Err(StationError::AlreadyEnrolled)));
+    assert_eq!(snapshot(dir.path()), before);
+}
