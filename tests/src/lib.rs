@@ -1,1 +1,3 @@
-//! stub
+//! Chartroom's end-to-end test package. The tests live in `tests/`; this library is empty.
+
+#![forbid(unsafe_code)]

@@ -205,6 +205,17 @@ impl Store {
         Ok(())
     }
 
+    /// Adds or replaces several records of one kind in one transaction (e.g. a vitals set).
+    pub fn put_all<R: ChartRecord>(&mut self, records: &[R]) -> Result<()> {
+        let Store { conn, dek, keys, .. } = self;
+        let tx = conn.transaction()?;
+        for r in records {
+            put_record_in(&tx, dek, keys, r)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Imports whole patients in one transaction: all of them or none.
     pub fn import(&mut self, bundles: &[PatientBundle]) -> Result<()> {
         let Store { conn, dek, keys, .. } = self;

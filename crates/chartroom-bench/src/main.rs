@@ -1,0 +1,247 @@
+//! `chartroom-bench`: measures the vault (SQLCipher overhead, unlock, field sealing, chart reads)
+//! and prints the numbers. Benchmarks report; they never fail on timing.
+//!
+//! `cargo run --release -p chartroom-bench -- vault --json`
+
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chartroom_crypto::{FieldPlace, KdfParams, Password, PatientKey};
+use chartroom_domain::{DeviceProfile, Observation, Timestamp, VitalSign};
+use chartroom_station::{LockedVault, MemoryKeystore, NewVault, Profile};
+use chartroom_store::{DatabaseEncryption, Store, StoreOptions};
+use chartroom_synth::{patient, SynthConfig};
+use clap::{Parser, Subcommand};
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+#[derive(Parser, Debug)]
+#[command(name = "chartroom-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Vault benchmarks.
+    Vault {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 10_000)]
+        patients: u64,
+        #[arg(long, default_value_t = 100)]
+        observations: usize,
+        /// Random chart reads per measured round.
+        #[arg(long, default_value_t = 4_000)]
+        reads: usize,
+        /// Vitals sets (one transaction of 7 observations each) per write round.
+        #[arg(long, default_value_t = 600)]
+        writes: usize,
+        #[arg(long, default_value_t = 20)]
+        unlocks: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Vault { json, patients, observations, reads, writes, unlocks } => {
+            let report = vault(patients, observations, reads, writes, unlocks)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if let Some(map) = report.as_object() {
+                for (k, v) in map {
+                    println!("{k:<36} {v}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples.get(idx).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn vault(patients: u64, observations: usize, reads: usize, writes: usize, unlocks: usize) -> anyhow::Result<serde_json::Value> {
+    let now = Timestamp(1_795_764_183_000);
+    let dir = tempfile::tempdir()?;
+
+    // Field sealing.
+    let key = PatientKey::generate();
+    let place = FieldPlace { patient_id: Uuid::new_v4(), record_id: Uuid::new_v4(), field: "note.body" };
+    let field = [b'x'; 200];
+    let n = 200_000u32;
+    let t = Instant::now();
+    let mut sealed = Vec::new();
+    for _ in 0..n {
+        sealed = key.seal(&place, &field);
+    }
+    let seal_ns = t.elapsed().as_nanos() as f64 / f64::from(n);
+    let t = Instant::now();
+    for _ in 0..n {
+        key.open(&place, &sealed).context("open")?;
+    }
+    let open_ns = t.elapsed().as_nanos() as f64 / f64::from(n);
+
+    // KDF alone.
+    let mut kdf = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        KdfParams::DEFAULT.hash_password(&Password::from("benchmark passphrase"), &[7u8; 16])?;
+        kdf.push(t.elapsed());
+    }
+    let kdf_ms = ms(percentile(&mut kdf, 0.5));
+
+    // The two databases: identical schema and sealed fields; only the file encryption differs.
+    let config = SynthConfig { observations_per_patient: observations, ..SynthConfig::new(42, now) };
+    let plain_opts = StoreOptions { encryption: DatabaseEncryption::PlainForBenchmark, ..StoreOptions::default() };
+    let cipher_opts = StoreOptions::default();
+    let mut plain = Store::create(&dir.path().join("plain.db"), chartroom_crypto::DataKey::generate(), plain_opts)?;
+    let keystore = Arc::new(MemoryKeystore::default());
+    let password = Password::from("benchmark passphrase");
+    let user = Uuid::new_v4();
+    let mut unlocked = LockedVault::create(
+        Profile::new(dir.path().join("station")),
+        keystore.clone(),
+        NewVault {
+            profile: DeviceProfile::Station,
+            user_id: user,
+            username: "bench",
+            password: &password,
+            kdf: KdfParams::DEFAULT,
+            recovery: None,
+            now,
+            store: cipher_opts,
+        },
+    )?;
+    let t = Instant::now();
+    let chunk = 250u64;
+    let mut rows = 0usize;
+    let mut start = 0;
+    while start < patients {
+        let bundles: Vec<_> = (start..(start + chunk).min(patients)).map(|i| patient(&config, i)).collect();
+        rows += bundles.iter().map(|b| b.row_count()).sum::<usize>();
+        plain.import(&bundles)?;
+        unlocked.store().import(&bundles)?;
+        start += chunk;
+    }
+    let build_s = t.elapsed().as_secs_f64();
+    let ids: Vec<Uuid> = (0..patients).map(|i| patient(&SynthConfig { observations_per_patient: 0, ..config.clone() }, i).patient.id).collect();
+
+    // Warm both caches with one full pass, then alternate measured rounds.
+    let cipher = unlocked.store();
+    for id in &ids {
+        plain.chart(*id, observations)?;
+        cipher.chart(*id, observations)?;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let (mut plain_read, mut cipher_read) = (Duration::ZERO, Duration::ZERO);
+    let mut chart_samples = Vec::with_capacity(reads * 3);
+    for _round in 0..3 {
+        let picks: Vec<Uuid> = (0..reads).map(|_| ids[rng.gen_range(0..ids.len())]).collect();
+        let t = Instant::now();
+        for id in &picks {
+            plain.chart(*id, observations)?;
+        }
+        plain_read += t.elapsed();
+        let t = Instant::now();
+        for id in &picks {
+            let s = Instant::now();
+            cipher.chart(*id, observations)?;
+            chart_samples.push(s.elapsed());
+        }
+        cipher_read += t.elapsed();
+    }
+    let chart_p50 = ms(percentile(&mut chart_samples, 0.5));
+    let chart_p99 = ms(percentile(&mut chart_samples, 0.99));
+
+    // Writes: one vitals set (7 observations) per transaction, as a nurse records them.
+    let (mut plain_write, mut cipher_write) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..3 {
+        let sets: Vec<Vec<Observation>> = (0..writes)
+            .map(|i| {
+                let pid = ids[rng.gen_range(0..ids.len())];
+                VitalSign::ALL
+                    .iter()
+                    .map(|v| Observation {
+                        id: Uuid::new_v4(),
+                        patient_id: pid,
+                        vital: *v,
+                        value: v.normal_range().0 + 1.0,
+                        effective_at: Timestamp(now.0 + (round * writes + i) as i64 * 1000),
+                        recorded_by: user,
+                        version: 0,
+                    })
+                    .collect()
+            })
+            .collect();
+        let t = Instant::now();
+        for set in &sets {
+            plain.put_all(set)?;
+        }
+        plain_write += t.elapsed();
+        let t = Instant::now();
+        for set in &sets {
+            cipher.put_all(set)?;
+        }
+        cipher_write += t.elapsed();
+    }
+    let db_bytes = std::fs::metadata(cipher.path())?.len();
+
+    // Unlock: Argon2id + slot unwrap + SQLCipher open (+ schema check).
+    let locked = unlocked.lock();
+    let mut unlock = Vec::new();
+    for _ in 0..unlocks {
+        let t = Instant::now();
+        let v = locked.unlock("bench", &password)?;
+        unlock.push(t.elapsed());
+        v.lock();
+    }
+    let unlock_p95 = ms(percentile(&mut unlock, 0.95));
+    drop(plain);
+
+    Ok(serde_json::json!({
+        "machine": machine(),
+        "patients": patients,
+        "observations_per_patient": observations,
+        "rows": rows,
+        "database_mib": (db_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "build_seconds": (build_s * 10.0).round() / 10.0,
+        "page_cache_mib": cipher_opts.cache_kib / 1024,
+        "sqlcipher_read_overhead_ratio": round3(cipher_read.as_secs_f64() / plain_read.as_secs_f64()),
+        "sqlcipher_write_overhead_ratio": round3(cipher_write.as_secs_f64() / plain_write.as_secs_f64()),
+        "chart_read_p50_ms": chart_p50,
+        "chart_read_p99_ms": chart_p99,
+        "kdf_ms": kdf_ms,
+        "unlock_p95_ms": unlock_p95,
+        "unlock_over_kdf_ratio": round3(unlock_p95 / kdf_ms),
+        "field_seal_ns": seal_ns.round(),
+        "field_open_ns": open_ns.round(),
+    }))
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let _ = Path::new("/");
+    format!("{cpus} cores, {model}")
+}
