@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use chartroom_crypto::{KdfParams, Password};
 use chartroom_domain::{DeviceProfile, Timestamp};
-use chartroom_station::{DeviceSecretStore, KeystoreError, LockedVault, NewVault, OsKeyring, Profile, StationError};
+use chartroom_station::{
+    DeviceSecretStore, KeystoreError, LockedVault, NewVault, OsKeyring, Profile, StationError,
+};
 use chartroom_store::StoreOptions;
 use uuid::Uuid;
 

@@ -8,7 +8,9 @@ fn repo_root() -> PathBuf {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -52,7 +54,8 @@ fn every_crate_root_forbids_unsafe() {
         .into_iter()
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let is_root = (name == "lib.rs" || name == "main.rs") && p.parent().is_some_and(|d| d.ends_with("src"));
+            let is_root =
+                (name == "lib.rs" || name == "main.rs") && p.parent().is_some_and(|d| d.ends_with("src"));
             is_root && !std::fs::read_to_string(p).unwrap_or_default().contains("#![forbid(unsafe_code)]")
         })
         .map(|p| p.display().to_string())

@@ -46,22 +46,59 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         unlocks: usize,
     },
+    /// How fast the synthetic generator fills a SQLCipher store.
+    Synth {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100_000)]
+        patients: u64,
+        #[arg(long, default_value_t = 100)]
+        observations: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let (report, json) = match Cli::parse().command {
         Cmd::Vault { json, patients, observations, reads, writes, unlocks } => {
-            let report = vault(patients, observations, reads, writes, unlocks)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if let Some(map) = report.as_object() {
-                for (k, v) in map {
-                    println!("{k:<36} {v}");
-                }
-            }
+            (vault(patients, observations, reads, writes, unlocks)?, json)
+        }
+        Cmd::Synth { json, patients, observations } => (synth(patients, observations)?, json),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Some(map) = report.as_object() {
+        for (k, v) in map {
+            println!("{k:<36} {v}");
         }
     }
     Ok(())
+}
+
+/// Generates `patients` synthetic patients into one SQLCipher store, in batches of 500.
+fn synth(patients: u64, observations: usize) -> anyhow::Result<serde_json::Value> {
+    let now = Timestamp(1_795_764_183_000);
+    let dir = tempfile::tempdir()?;
+    let config = SynthConfig { observations_per_patient: observations, ..SynthConfig::new(42, now) };
+    let path = dir.path().join("synth.db");
+    let mut store = Store::create(&path, chartroom_crypto::DataKey::generate(), StoreOptions::default())?;
+    let t = Instant::now();
+    let (mut rows, mut start) = (0usize, 0u64);
+    while start < patients {
+        let bundles: Vec<_> = (start..(start + 500).min(patients)).map(|i| patient(&config, i)).collect();
+        rows += bundles.iter().map(|b| b.row_count()).sum::<usize>();
+        store.import(&bundles)?;
+        start += 500;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(&path)?.len();
+    Ok(serde_json::json!({
+        "machine": machine(),
+        "patients": patients,
+        "rows": rows,
+        "seconds": (secs * 10.0).round() / 10.0,
+        "rows_per_second": (rows as f64 / secs).round(),
+        "database_mib": (bytes as f64 / 1048576.0).round(),
+    }))
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -74,7 +111,13 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn vault(patients: u64, observations: usize, reads: usize, writes: usize, unlocks: usize) -> anyhow::Result<serde_json::Value> {
+fn vault(
+    patients: u64,
+    observations: usize,
+    reads: usize,
+    writes: usize,
+    unlocks: usize,
+) -> anyhow::Result<serde_json::Value> {
     let now = Timestamp(1_795_764_183_000);
     let dir = tempfile::tempdir()?;
 
@@ -106,9 +149,11 @@ fn vault(patients: u64, observations: usize, reads: usize, writes: usize, unlock
 
     // The two databases: identical schema and sealed fields; only the file encryption differs.
     let config = SynthConfig { observations_per_patient: observations, ..SynthConfig::new(42, now) };
-    let plain_opts = StoreOptions { encryption: DatabaseEncryption::PlainForBenchmark, ..StoreOptions::default() };
+    let plain_opts =
+        StoreOptions { encryption: DatabaseEncryption::PlainForBenchmark, ..StoreOptions::default() };
     let cipher_opts = StoreOptions::default();
-    let mut plain = Store::create(&dir.path().join("plain.db"), chartroom_crypto::DataKey::generate(), plain_opts)?;
+    let mut plain =
+        Store::create(&dir.path().join("plain.db"), chartroom_crypto::DataKey::generate(), plain_opts)?;
     let keystore = Arc::new(MemoryKeystore::default());
     let password = Password::from("benchmark passphrase");
     let user = Uuid::new_v4();
@@ -138,7 +183,9 @@ fn vault(patients: u64, observations: usize, reads: usize, writes: usize, unlock
         start += chunk;
     }
     let build_s = t.elapsed().as_secs_f64();
-    let ids: Vec<Uuid> = (0..patients).map(|i| patient(&SynthConfig { observations_per_patient: 0, ..config.clone() }, i).patient.id).collect();
+    let ids: Vec<Uuid> = (0..patients)
+        .map(|i| patient(&SynthConfig { observations_per_patient: 0, ..config.clone() }, i).patient.id)
+        .collect();
 
     // Warm both caches with one full pass, then alternate measured rounds.
     let cipher = unlocked.store();
@@ -240,7 +287,12 @@ fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let _ = Path::new("/");
     format!("{cpus} cores, {model}")

@@ -42,7 +42,11 @@ pub(crate) fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Zeroizin
 }
 
 /// Opens a sealed 32-byte key.
-pub(crate) fn open_key(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+pub(crate) fn open_key(
+    key: &[u8; 32],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     let plain = open(key, aad, sealed)?;
     let mut out = Zeroizing::new([0u8; 32]);
     if plain.len() != 32 {

@@ -123,8 +123,14 @@ mod tests {
         let key = PatientKey::generate();
         let (p, r) = (Uuid::new_v4(), Uuid::new_v4());
         let sealed = key.seal(&place(p, r, "patient.name"), b"DOE, JANE");
-        assert_eq!(key.open(&place(Uuid::new_v4(), r, "patient.name"), &sealed), Err(CryptoError::OpenFailed));
-        assert_eq!(key.open(&place(p, Uuid::new_v4(), "patient.name"), &sealed), Err(CryptoError::OpenFailed));
+        assert_eq!(
+            key.open(&place(Uuid::new_v4(), r, "patient.name"), &sealed),
+            Err(CryptoError::OpenFailed)
+        );
+        assert_eq!(
+            key.open(&place(p, Uuid::new_v4(), "patient.name"), &sealed),
+            Err(CryptoError::OpenFailed)
+        );
         assert_eq!(key.open(&place(p, r, "patient.mrn"), &sealed), Err(CryptoError::OpenFailed));
         let other = PatientKey::generate();
         assert_eq!(other.open(&place(p, r, "patient.name"), &sealed), Err(CryptoError::OpenFailed));

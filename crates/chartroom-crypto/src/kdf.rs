@@ -29,14 +29,14 @@ impl KdfParams {
 
     /// Checked constructor: refuses anything below OWASP's floor or above sane maxima.
     pub fn new(m_kib: u32, t: u32, p: u32) -> Result<Self, CryptoError> {
-        if m_kib < Self::MINIMUM.m_kib || m_kib > Self::MAX_M_KIB {
+        if !(Self::MINIMUM.m_kib..=Self::MAX_M_KIB).contains(&m_kib) {
             return Err(CryptoError::KdfParams(format!(
                 "memory must be between {} and {} KiB, got {m_kib}",
                 Self::MINIMUM.m_kib,
                 Self::MAX_M_KIB
             )));
         }
-        if t < Self::MINIMUM.t || t > Self::MAX_T {
+        if !(Self::MINIMUM.t..=Self::MAX_T).contains(&t) {
             return Err(CryptoError::KdfParams(format!(
                 "iterations must be between {} and {}, got {t}",
                 Self::MINIMUM.t,
@@ -44,7 +44,10 @@ impl KdfParams {
             )));
         }
         if p == 0 || p > Self::MAX_P {
-            return Err(CryptoError::KdfParams(format!("parallelism must be between 1 and {}, got {p}", Self::MAX_P)));
+            return Err(CryptoError::KdfParams(format!(
+                "parallelism must be between 1 and {}, got {p}",
+                Self::MAX_P
+            )));
         }
         Ok(KdfParams { m_kib, t, p })
     }
@@ -60,7 +63,11 @@ impl KdfParams {
     }
 
     /// Argon2id(password, salt) → 32 bytes.
-    pub fn hash_password(&self, password: &Password, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    pub fn hash_password(
+        &self,
+        password: &Password,
+        salt: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         let params = Params::new(self.m_kib, self.t, self.p, Some(32))
             .map_err(|e| CryptoError::KdfParams(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);

@@ -136,7 +136,12 @@ impl RecoverySlot {
     }
 }
 
-fn recovery_kek(shared: &[u8; 32], eph: &[u8; 32], recipient: &[u8; 32], device_id: Uuid) -> zeroize::Zeroizing<[u8; 32]> {
+fn recovery_kek(
+    shared: &[u8; 32],
+    eph: &[u8; 32],
+    recipient: &[u8; 32],
+    device_id: Uuid,
+) -> zeroize::Zeroizing<[u8; 32]> {
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(eph);
     salt[32..].copy_from_slice(recipient);

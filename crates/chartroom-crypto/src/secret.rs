@@ -87,7 +87,11 @@ impl DataKey {
     }
 
     /// Unwraps a key made by [`DataKey::wrap_patient_key`] for the same patient.
-    pub fn unwrap_patient_key(&self, patient_id: uuid::Uuid, wrapped: &[u8]) -> Result<PatientKey, CryptoError> {
+    pub fn unwrap_patient_key(
+        &self,
+        patient_id: uuid::Uuid,
+        wrapped: &[u8],
+    ) -> Result<PatientKey, CryptoError> {
         let (&version, rest) = wrapped.split_first().ok_or(CryptoError::Malformed("wrapped patient key"))?;
         if version != PATIENT_KEY_WRAP_VERSION {
             return Err(CryptoError::UnsupportedVersion { what: "wrapped patient key", version });
@@ -211,5 +215,60 @@ impl Password {
 impl From<&str> for Password {
     fn from(s: &str) -> Self {
         Password::new(s.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compile-time proof that every key type wipes itself when dropped — which is what makes
+    /// `UnlockedVault::lock()` (drop the store, and with it the data key and the patient keys) a wipe.
+    fn wipes_on_drop<T: ZeroizeOnDrop>() {}
+
+    #[test]
+    fn key_types_zeroize_on_drop() {
+        wipes_on_drop::<DataKey>();
+        wipes_on_drop::<DeviceSecret>();
+        wipes_on_drop::<PatientKey>();
+        wipes_on_drop::<Key32>();
+        wipes_on_drop::<Zeroizing<String>>();
+    }
+
+    #[test]
+    fn explicit_zeroize_clears_key_bytes() {
+        let mut k = Key32::random();
+        assert_ne!(k.bytes(), &[0u8; 32]);
+        k.zeroize();
+        assert_eq!(k.bytes(), &[0u8; 32]);
+    }
+
+    #[test]
+    fn sqlcipher_key_is_a_raw_hex_key() {
+        let k = DataKey::generate();
+        let v = k.sqlcipher_pragma_value();
+        assert!(v.starts_with("x'") && v.ends_with('\''));
+        assert_eq!(v.len(), 67);
+        assert!(v[2..66].chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn patient_key_unwraps_only_for_its_patient() {
+        let dek = DataKey::generate();
+        let key = PatientKey::generate();
+        let (p, q) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let wrapped = dek.wrap_patient_key(p, &key);
+        assert_eq!(dek.unwrap_patient_key(p, &wrapped).unwrap().id(), key.id());
+        assert!(dek.unwrap_patient_key(q, &wrapped).is_err());
+        assert!(DataKey::generate().unwrap_patient_key(p, &wrapped).is_err());
+        assert!(dek.unwrap_patient_key(p, &wrapped[..10]).is_err());
+    }
+
+    #[test]
+    fn blind_index_is_keyed_and_domain_separated() {
+        let (a, b) = (DataKey::generate(), DataKey::generate());
+        assert_eq!(a.blind_index("mrn", "M1"), a.blind_index("mrn", "M1"));
+        assert_ne!(a.blind_index("mrn", "M1"), b.blind_index("mrn", "M1"));
+        assert_ne!(a.blind_index("mrn", "M1"), a.blind_index("name", "M1"));
     }
 }

@@ -166,7 +166,8 @@ mod tests {
         let dek = DataKey::generate();
         let dev = DeviceSecret::generate();
         let (u, d) = (Uuid::new_v4(), Uuid::new_v4());
-        let slot = KeySlot::seal(&dek, &"a long passphrase".into(), &dev, u, d, 1, KdfParams::MINIMUM).unwrap();
+        let slot =
+            KeySlot::seal(&dek, &"a long passphrase".into(), &dev, u, d, 1, KdfParams::MINIMUM).unwrap();
         (dek, dev, u, d, slot)
     }
 
@@ -177,12 +178,24 @@ mod tests {
         assert_eq!(parsed, slot);
         let opened = parsed.open(&"a long passphrase".into(), &dev, u, d).unwrap();
         assert_eq!(opened.key(), dek.key());
-        assert_eq!(parsed.open(&"wrong passphrase!".into(), &dev, u, d).err(), Some(CryptoError::WrongPassword));
-        assert_eq!(parsed.open(&"a long passphrase".into(), &dev, Uuid::new_v4(), d).err(), Some(CryptoError::WrongUser));
-        assert_eq!(parsed.open(&"a long passphrase".into(), &dev, u, Uuid::new_v4()).err(), Some(CryptoError::WrongDevice));
+        assert_eq!(
+            parsed.open(&"wrong passphrase!".into(), &dev, u, d).err(),
+            Some(CryptoError::WrongPassword)
+        );
+        assert_eq!(
+            parsed.open(&"a long passphrase".into(), &dev, Uuid::new_v4(), d).err(),
+            Some(CryptoError::WrongUser)
+        );
+        assert_eq!(
+            parsed.open(&"a long passphrase".into(), &dev, u, Uuid::new_v4()).err(),
+            Some(CryptoError::WrongDevice)
+        );
         // The right password with another device's secret does not open it.
         let other = DeviceSecret::generate();
-        assert_eq!(parsed.open(&"a long passphrase".into(), &other, u, d).err(), Some(CryptoError::WrongPassword));
+        assert_eq!(
+            parsed.open(&"a long passphrase".into(), &other, u, d).err(),
+            Some(CryptoError::WrongPassword)
+        );
     }
 
     #[test]
@@ -192,7 +205,10 @@ mod tests {
         let mut bytes = slot.as_bytes().to_vec();
         bytes[HEADER_LEN - 1] ^= 1;
         let edited = KeySlot::from_bytes(&bytes).unwrap();
-        assert_eq!(edited.open(&"a long passphrase".into(), &dev, u, d).err(), Some(CryptoError::WrongPassword));
+        assert_eq!(
+            edited.open(&"a long passphrase".into(), &dev, u, d).err(),
+            Some(CryptoError::WrongPassword)
+        );
         // Weakening the KDF below the floor is refused at parse time.
         let mut weak = slot.as_bytes().to_vec();
         weak[5..9].copy_from_slice(&1024u32.to_be_bytes());

@@ -112,16 +112,22 @@ impl LockPolicy {
     }
 
     pub fn with_absolute_session(mut self, d: Duration) -> Result<Self, PolicyError> {
-        self.absolute_session =
-            Bounds { key: "absolute_session", min: Duration::from_secs(HOUR), max: Duration::from_secs(12 * HOUR) }
-                .check(d)?;
+        self.absolute_session = Bounds {
+            key: "absolute_session",
+            min: Duration::from_secs(HOUR),
+            max: Duration::from_secs(12 * HOUR),
+        }
+        .check(d)?;
         Ok(self)
     }
 
     pub fn with_max_offline_age(mut self, d: Duration) -> Result<Self, PolicyError> {
-        self.max_offline_age =
-            Bounds { key: "max_offline_age", min: Duration::from_secs(HOUR), max: Duration::from_secs(168 * HOUR) }
-                .check(d)?;
+        self.max_offline_age = Bounds {
+            key: "max_offline_age",
+            min: Duration::from_secs(HOUR),
+            max: Duration::from_secs(168 * HOUR),
+        }
+        .check(d)?;
         Ok(self)
     }
 
@@ -133,8 +139,9 @@ impl LockPolicy {
             });
         }
         self.max_failed_attempts = max_failed_attempts;
-        self.lockout = Bounds { key: "lockout", min: Duration::from_secs(MIN), max: Duration::from_secs(24 * HOUR) }
-            .check(lockout)?;
+        self.lockout =
+            Bounds { key: "lockout", min: Duration::from_secs(MIN), max: Duration::from_secs(24 * HOUR) }
+                .check(lockout)?;
         Ok(self)
     }
 
@@ -185,7 +192,10 @@ mod tests {
     #[test]
     fn out_of_bounds_values_name_their_key() {
         let p = LockPolicy::defaults(DeviceProfile::Laptop);
-        assert_eq!(p.with_absolute_session(Duration::from_secs(13 * 3600)).unwrap_err().key, "absolute_session");
+        assert_eq!(
+            p.with_absolute_session(Duration::from_secs(13 * 3600)).unwrap_err().key,
+            "absolute_session"
+        );
         assert_eq!(p.with_lockout(2, Duration::from_secs(900)).unwrap_err().key, "max_failed_attempts");
         assert_eq!(p.with_warning(Duration::from_secs(1)).unwrap_err().key, "warning");
         let short = LockPolicy::defaults(DeviceProfile::Station).with_idle(Duration::from_secs(60)).unwrap();

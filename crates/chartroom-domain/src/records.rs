@@ -62,7 +62,8 @@ impl std::str::FromStr for Date {
         }
         let parse = |x: &str| x.parse::<u16>().map_err(|_| bad());
         let year = i32::from(parse(y)?);
-        let (month, day) = (u8::try_from(parse(m)?).map_err(|_| bad())?, u8::try_from(parse(d)?).map_err(|_| bad())?);
+        let (month, day) =
+            (u8::try_from(parse(m)?).map_err(|_| bad())?, u8::try_from(parse(d)?).map_err(|_| bad())?);
         Date::new(year, month, day).ok_or_else(bad)
     }
 }
@@ -342,7 +343,11 @@ pub struct PatientBundle {
 impl PatientBundle {
     /// Number of clinical rows (patient included).
     pub fn row_count(&self) -> usize {
-        1 + self.allergies.len() + self.conditions.len() + self.medications.len() + self.observations.len() + self.notes.len()
+        1 + self.allergies.len()
+            + self.conditions.len()
+            + self.medications.len()
+            + self.observations.len()
+            + self.notes.len()
     }
 }
 

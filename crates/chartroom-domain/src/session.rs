@@ -42,14 +42,25 @@ pub enum SessionEvent {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Transition {
     None,
-    Unlocked { user: Uuid },
+    Unlocked {
+        user: Uuid,
+    },
     /// A different user logged in: the locked session of `ended` is over (its drafts stay encrypted).
-    SwitchedUser { ended: Uuid, user: Uuid },
+    SwitchedUser {
+        ended: Uuid,
+        user: Uuid,
+    },
     WarningStarted,
     WarningCancelled,
-    Locked { reason: LockReason },
-    LoginFailed { attempts: u32 },
-    LockedOut { until: Timestamp },
+    Locked {
+        reason: LockReason,
+    },
+    LoginFailed {
+        attempts: u32,
+    },
+    LockedOut {
+        until: Timestamp,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -263,8 +274,14 @@ mod tests {
         assert_eq!(s.handle(ok(nurse, "nurse"), T0), Transition::Unlocked { user: nurse });
         assert_eq!(s.handle(SessionEvent::Tick, T0.plus(secs(269))), Transition::None);
         assert_eq!(s.handle(SessionEvent::Tick, T0.plus(secs(270))), Transition::WarningStarted);
-        assert_eq!(s.state(T0.plus(secs(271))), SessionState::Warning { user: nurse, locks_at: T0.plus(secs(300)) });
-        assert_eq!(s.handle(SessionEvent::Tick, T0.plus(secs(300))), Transition::Locked { reason: LockReason::Idle });
+        assert_eq!(
+            s.state(T0.plus(secs(271))),
+            SessionState::Warning { user: nurse, locks_at: T0.plus(secs(300)) }
+        );
+        assert_eq!(
+            s.handle(SessionEvent::Tick, T0.plus(secs(300))),
+            Transition::Locked { reason: LockReason::Idle }
+        );
         // Input after the deadline does not revive the session.
         assert_eq!(s.handle(SessionEvent::Activity, T0.plus(secs(301))), Transition::None);
         assert_eq!(s.state(T0.plus(secs(301))), SessionState::Locked { owner: Some(nurse) });
@@ -287,7 +304,10 @@ mod tests {
         let doc = Uuid::new_v4();
         s.handle(ok(doc, "doc"), T0);
         // The first thing after resume is a mouse move; the clock (which counts suspend) says 9 h.
-        assert_eq!(s.handle(SessionEvent::Activity, T0.plus(secs(9 * 3600))), Transition::Locked { reason: LockReason::Idle });
+        assert_eq!(
+            s.handle(SessionEvent::Activity, T0.plus(secs(9 * 3600))),
+            Transition::Locked { reason: LockReason::Idle }
+        );
         assert_eq!(s.state(T0.plus(secs(9 * 3600))), SessionState::Locked { owner: Some(doc) });
     }
 

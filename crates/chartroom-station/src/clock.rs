@@ -10,7 +10,10 @@ use chartroom_domain::{Clock, Timestamp};
 /// idle for the whole night and therefore locked.
 pub fn system_clock() -> impl Clock {
     let start = Instant::now();
-    SuspendAwareClock::new(move || Timestamp(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)), wall_now)
+    SuspendAwareClock::new(
+        move || Timestamp(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)),
+        wall_now,
+    )
 }
 
 /// Wall-clock time now (UTC).

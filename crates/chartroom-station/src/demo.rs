@@ -19,7 +19,13 @@ pub const DEMO_USERNAME: &str = "nurse.demo";
 pub const DEMO_PASSWORD: &str = "demo-station-passphrase";
 
 /// Runs the demo in `profile`, writing a human-readable account to `out`.
-pub fn run(profile: Profile, keystore: Arc<dyn DeviceSecretStore>, patients: u64, now: Timestamp, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(
+    profile: Profile,
+    keystore: Arc<dyn DeviceSecretStore>,
+    patients: u64,
+    now: Timestamp,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let password = Password::from(DEMO_PASSWORD);
     writeln!(out, "Creating an encrypted station vault in {}", profile.dir().display())?;
     writeln!(out, "  device secret -> system keyring ({})", keystore.backend())?;
@@ -47,7 +53,15 @@ pub fn run(profile: Profile, keystore: Arc<dyn DeviceSecretStore>, patients: u64
     writeln!(out, "\nICU census ({} patients):", census.len())?;
     for row in census.iter().take(5) {
         let allergy = if row.allergy_count > 0 { "ALLERGY" } else { "" };
-        writeln!(out, "  bed {:<4} {:<24} {:<10} {} {:<7}", row.bed, row.name, row.mrn, row.sex.letter(), allergy)?;
+        writeln!(
+            out,
+            "  bed {:<4} {:<24} {:<10} {} {:<7}",
+            row.bed,
+            row.name,
+            row.mrn,
+            row.sex.letter(),
+            allergy
+        )?;
     }
     let first = census.first().map(|r| r.mrn.clone());
 
@@ -59,7 +73,11 @@ pub fn run(profile: Profile, keystore: Arc<dyn DeviceSecretStore>, patients: u64
     }
     let started = std::time::Instant::now();
     let mut vault = locked.unlock(DEMO_USERNAME, &password)?;
-    writeln!(out, "Unlocked as {DEMO_USERNAME} in {} ms (Argon2id m=64 MiB t=3 + keyring + SQLCipher open).", started.elapsed().as_millis())?;
+    writeln!(
+        out,
+        "Unlocked as {DEMO_USERNAME} in {} ms (Argon2id m=64 MiB t=3 + keyring + SQLCipher open).",
+        started.elapsed().as_millis()
+    )?;
 
     if let Some(mrn) = first {
         let id = vault.store().find_by_mrn(&mrn)?;
@@ -90,7 +108,8 @@ pub fn write_chart_summary(chart: &Chart, now: Timestamp, out: &mut dyn Write) -
     if chart.allergies.is_empty() {
         writeln!(out, "Allergies: no known allergies")?;
     } else {
-        let list: Vec<String> = chart.allergies.iter().map(|a| format!("{} ({})", a.substance, a.reaction)).collect();
+        let list: Vec<String> =
+            chart.allergies.iter().map(|a| format!("{} ({})", a.substance, a.reaction)).collect();
         writeln!(out, "Allergies: {}", list.join(", "))?;
     }
     writeln!(out, "Problems:")?;

@@ -66,11 +66,14 @@ impl OsKeyring {
     /// weaker store.
     pub fn connect() -> Result<OsKeyring, KeystoreError> {
         #[cfg(target_os = "linux")]
-        let store: Arc<keyring_core::CredentialStore> = dbus_secret_service_keyring_store::Store::new().map_err(map_err)?;
+        let store: Arc<keyring_core::CredentialStore> =
+            dbus_secret_service_keyring_store::Store::new().map_err(map_err)?;
         #[cfg(target_os = "macos")]
-        let store: Arc<keyring_core::CredentialStore> = apple_native_keyring_store::keychain::Store::new().map_err(map_err)?;
+        let store: Arc<keyring_core::CredentialStore> =
+            apple_native_keyring_store::keychain::Store::new().map_err(map_err)?;
         #[cfg(target_os = "windows")]
-        let store: Arc<keyring_core::CredentialStore> = windows_native_keyring_store::Store::new().map_err(map_err)?;
+        let store: Arc<keyring_core::CredentialStore> =
+            windows_native_keyring_store::Store::new().map_err(map_err)?;
         Ok(OsKeyring { store })
     }
 

@@ -66,7 +66,10 @@ fn main() -> ExitCode {
 
 fn read_password() -> anyhow::Result<Password> {
     let mut line = zeroize::Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line).context("could not read the password from standard input")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("could not read the password from standard input")?;
     let pw = line.trim_end_matches(['\n', '\r']);
     anyhow::ensure!(!pw.is_empty(), "no password on standard input");
     Ok(Password::new(pw.to_owned()))
@@ -74,7 +77,10 @@ fn read_password() -> anyhow::Result<Password> {
 
 fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
     let username = cli.username.as_deref().context("--username is required")?;
-    anyhow::ensure!(cli.password_stdin, "--password-stdin is required (passwords are never taken as arguments)");
+    anyhow::ensure!(
+        cli.password_stdin,
+        "--password-stdin is required (passwords are never taken as arguments)"
+    );
     let password = read_password()?;
     let keystore = Arc::new(OsKeyring::connect()?);
     let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
@@ -97,7 +103,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out)?;
             } else {
                 for r in &rows {
-                    writeln!(out, "{:<5} {:<4} {:<26} {:<10} {} allergies:{}", r.unit, r.bed, r.name, r.mrn, r.sex.letter(), r.allergy_count)?;
+                    writeln!(
+                        out,
+                        "{:<5} {:<4} {:<26} {:<10} {} allergies:{}",
+                        r.unit,
+                        r.bed,
+                        r.name,
+                        r.mrn,
+                        r.sex.letter(),
+                        r.allergy_count
+                    )?;
                 }
             }
             vault.lock();

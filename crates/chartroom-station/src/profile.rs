@@ -120,13 +120,16 @@ impl Profile {
     fn read_slot_file(&self) -> Result<SlotFile, StationError> {
         match fs::read(self.slots_path()) {
             Ok(b) => serde_json::from_slice(&b).map_err(|_| StationError::ProfileDamaged("keyslots.json")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SlotFile { format: FORMAT, ..SlotFile::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(SlotFile { format: FORMAT, ..SlotFile::default() })
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     fn write_slot_file(&self, file: &SlotFile) -> Result<(), StationError> {
-        let json = serde_json::to_vec_pretty(file).map_err(|_| StationError::ProfileDamaged("keyslots.json"))?;
+        let json =
+            serde_json::to_vec_pretty(file).map_err(|_| StationError::ProfileDamaged("keyslots.json"))?;
         write_atomic(&self.slots_path(), &json)
     }
 
@@ -161,13 +164,20 @@ impl Profile {
     }
 
     pub fn recovery_slot(&self) -> Result<Option<RecoverySlot>, StationError> {
-        let Some(hex) = self.read_slot_file()?.recovery else { return Ok(None) };
+        let Some(hex) = self.read_slot_file()?.recovery else {
+            return Ok(None);
+        };
         let bytes = from_hex(&hex).ok_or(StationError::ProfileDamaged("keyslots.json"))?;
         RecoverySlot::from_bytes(&bytes).map(Some).map_err(|_| StationError::ProfileDamaged("keyslots.json"))
     }
 
     /// Appends one security event (no PHI: event name, ids and backend names only).
-    pub fn record_event(&self, at: Timestamp, event: &str, detail: serde_json::Value) -> Result<(), StationError> {
+    pub fn record_event(
+        &self,
+        at: Timestamp,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StationError> {
         let line = serde_json::json!({ "at": at.to_string(), "event": event, "detail": detail });
         let mut options = OpenOptions::new();
         options.create(true).append(true);

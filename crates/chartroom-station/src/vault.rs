@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use chartroom_crypto::{DataKey, DeviceSecret, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey, RecoverySlot};
+use chartroom_crypto::{
+    DataKey, DeviceSecret, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey, RecoverySlot,
+};
 use chartroom_domain::{DeviceProfile, Timestamp};
 use chartroom_store::{Store, StoreError, StoreOptions};
 use uuid::Uuid;
@@ -51,7 +53,11 @@ pub struct UnlockedVault {
 impl LockedVault {
     /// Creates a new vault in an empty profile directory, with the first user's key slot. Nothing is
     /// left behind if any step fails (including the keyring entry).
-    pub fn create(profile: Profile, keystore: Arc<dyn DeviceSecretStore>, new: NewVault<'_>) -> Result<UnlockedVault> {
+    pub fn create(
+        profile: Profile,
+        keystore: Arc<dyn DeviceSecretStore>,
+        new: NewVault<'_>,
+    ) -> Result<UnlockedVault> {
         if profile.is_enrolled() || profile.database_path().exists() {
             return Err(StationError::AlreadyEnrolled);
         }
@@ -81,7 +87,12 @@ impl LockedVault {
         }
     }
 
-    fn create_files(profile: &Profile, device: &DeviceRecord, secret: &DeviceSecret, new: &NewVault<'_>) -> Result<Store> {
+    fn create_files(
+        profile: &Profile,
+        device: &DeviceRecord,
+        secret: &DeviceSecret,
+        new: &NewVault<'_>,
+    ) -> Result<Store> {
         let dek = DataKey::generate();
         let slot = KeySlot::seal(&dek, new.password, secret, new.user_id, device.device_id, 1, new.kdf)?;
         profile.put_slot(new.user_id, new.username, &slot)?;
@@ -96,7 +107,11 @@ impl LockedVault {
 
     /// Opens an enrolled profile (reads no secret yet). Refuses if the keyring backend in use is not
     /// the one the device secret was stored in, and records that refusal.
-    pub fn open(profile: Profile, keystore: Arc<dyn DeviceSecretStore>, now: Timestamp) -> Result<LockedVault> {
+    pub fn open(
+        profile: Profile,
+        keystore: Arc<dyn DeviceSecretStore>,
+        now: Timestamp,
+    ) -> Result<LockedVault> {
         let device = profile.read_device()?;
         if device.keystore != keystore.backend() {
             profile.record_event(
@@ -144,7 +159,9 @@ impl LockedVault {
         // The data key came out of an authenticated slot, so a database that does not open with it
         // is damaged (or replaced), never "a wrong password".
         Store::open(&self.profile.database_path(), dek, self.store_options).map_err(|e| match e {
-            StoreError::WrongKeyOrDamaged => StationError::DatabaseDamaged("it does not open with this device's key"),
+            StoreError::WrongKeyOrDamaged => {
+                StationError::DatabaseDamaged("it does not open with this device's key")
+            }
             StoreError::Truncated => StationError::DatabaseDamaged("the file is truncated"),
             StoreError::Missing => StationError::DatabaseDamaged("the database file is missing"),
             other => StationError::Store(other),
@@ -180,13 +197,27 @@ impl UnlockedVault {
     }
 
     /// Gives another user a key slot on this device (after they authenticated online).
-    pub fn add_user(&mut self, user_id: Uuid, username: &str, password: &Password, kdf: KdfParams) -> Result<()> {
+    pub fn add_user(
+        &mut self,
+        user_id: Uuid,
+        username: &str,
+        password: &Password,
+        kdf: KdfParams,
+    ) -> Result<()> {
         let secret = self.locked.keystore.load(self.device_id())?;
         let slot_version = match self.locked.profile.slot_for(username)? {
             Some(existing) => existing.slot.slot_version().saturating_add(1),
             None => 1,
         };
-        let slot = KeySlot::seal(self.store.data_key(), password, &secret, user_id, self.device_id(), slot_version, kdf)?;
+        let slot = KeySlot::seal(
+            self.store.data_key(),
+            password,
+            &secret,
+            user_id,
+            self.device_id(),
+            slot_version,
+            kdf,
+        )?;
         self.locked.profile.put_slot(user_id, username, &slot)
     }
 

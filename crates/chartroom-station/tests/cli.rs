@@ -44,20 +44,39 @@ fn demo_then_census_and_chart() {
     assert!(text.contains("Allergies:"), "{text}");
 
     let pw = format!("{}\n", chartroom_station::demo::DEMO_PASSWORD);
-    let out = station(&["--profile-dir", p, "--username", "nurse.demo", "--password-stdin", "census", "--json"], &pw);
+    let out = station(
+        &["--profile-dir", p, "--username", "nurse.demo", "--password-stdin", "census", "--json"],
+        &pw,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 8);
     let mrn = rows[0]["mrn"].as_str().unwrap().to_owned();
 
-    let out = station(&["--profile-dir", p, "--username", "nurse.demo", "--password-stdin", "chart", "--mrn", &mrn, "--json"], &pw);
+    let out = station(
+        &[
+            "--profile-dir",
+            p,
+            "--username",
+            "nurse.demo",
+            "--password-stdin",
+            "chart",
+            "--mrn",
+            &mrn,
+            "--json",
+        ],
+        &pw,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let chart: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(chart["patient"]["mrn"], mrn.as_str());
 
     // Wrong password: exit 1, exactly one line on stderr, no PHI.
-    let out = station(&["--profile-dir", p, "--username", "nurse.demo", "--password-stdin", "chart", "--mrn", &mrn], "nope\n");
+    let out = station(
+        &["--profile-dir", p, "--username", "nurse.demo", "--password-stdin", "chart", "--mrn", &mrn],
+        "nope\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -75,7 +94,10 @@ fn demo_then_census_and_chart() {
 fn unenrolled_profile_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("nothing");
-    let out = station(&["--profile-dir", p.to_str().unwrap(), "--username", "u", "--password-stdin", "census"], "pw\n");
+    let out = station(
+        &["--profile-dir", p.to_str().unwrap(), "--username", "u", "--password-stdin", "census"],
+        "pw\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");

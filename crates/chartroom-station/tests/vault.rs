@@ -9,7 +9,8 @@ use std::sync::Arc;
 use chartroom_crypto::{DeviceSecret, KdfParams, Password, RecoveryKeyPair};
 use chartroom_domain::{DeviceProfile, HumanName, Timestamp};
 use chartroom_station::{
-    DeviceSecretStore, KeystoreError, LockedVault, MemoryKeystore, NewVault, Profile, StationError, UnlockedVault,
+    DeviceSecretStore, KeystoreError, LockedVault, MemoryKeystore, NewVault, Profile, StationError,
+    UnlockedVault,
 };
 use chartroom_store::StoreOptions;
 use chartroom_synth::{patient, SynthConfig};
@@ -22,11 +23,20 @@ fn options() -> StoreOptions {
     StoreOptions { cache_kib: 4096, ..StoreOptions::default() }
 }
 
-fn create(dir: &Path, keystore: Arc<dyn DeviceSecretStore>, recovery: Option<&RecoveryKeyPair>) -> UnlockedVault {
+fn create(
+    dir: &Path,
+    keystore: Arc<dyn DeviceSecretStore>,
+    recovery: Option<&RecoveryKeyPair>,
+) -> UnlockedVault {
     create_as(dir, keystore, recovery, Uuid::new_v4())
 }
 
-fn create_as(dir: &Path, keystore: Arc<dyn DeviceSecretStore>, recovery: Option<&RecoveryKeyPair>, user_id: Uuid) -> UnlockedVault {
+fn create_as(
+    dir: &Path,
+    keystore: Arc<dyn DeviceSecretStore>,
+    recovery: Option<&RecoveryKeyPair>,
+    user_id: Uuid,
+) -> UnlockedVault {
     let mut vault = LockedVault::create(
         Profile::new(dir),
         keystore,
@@ -136,7 +146,9 @@ fn swapped_and_copied_slots_are_refused() {
 
     // Garbage in the slot file.
     std::fs::write(&path, b"{ not json").unwrap();
-    let err = open(dir.path(), Arc::new(MemoryKeystore::default())).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    let err = open(dir.path(), Arc::new(MemoryKeystore::default()))
+        .unlock("nurse.a", &Password::from(PW))
+        .unwrap_err();
     assert!(matches!(err, StationError::ProfileDamaged("keyslots.json")), "{err:?}");
 }
 
@@ -152,7 +164,8 @@ fn missing_keyring_entry_is_a_clear_error_and_never_a_new_key() {
     assert_eq!(err.to_string(), "this device's key is not available in the system keyring");
     assert_eq!(snapshot(dir.path()), before);
     // Still missing: nothing silently created a replacement.
-    let device: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("device.json")).unwrap()).unwrap();
+    let device: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("device.json")).unwrap()).unwrap();
     let id: Uuid = device["device_id"].as_str().unwrap().parse().unwrap();
     assert_eq!(ks.load(id).err(), Some(KeystoreError::Missing));
 }
@@ -182,7 +195,9 @@ fn switching_keyring_backend_is_refused_and_recorded() {
     let ks = MemoryKeystore::default();
     create(dir.path(), Arc::new(ks.clone()), None).lock();
     let err = LockedVault::open(Profile::new(dir.path()), Arc::new(PlaintextFileStore(ks)), NOW).unwrap_err();
-    assert!(matches!(&err, StationError::KeystoreChanged { recorded, current } if recorded == "memory" && current == "plaintext-file"));
+    assert!(
+        matches!(&err, StationError::KeystoreChanged { recorded, current } if recorded == "memory" && current == "plaintext-file")
+    );
     let events = std::fs::read_to_string(dir.path().join("security-events.jsonl")).unwrap();
     assert!(events.contains("keystore_backend_refused"), "{events}");
 }
@@ -233,7 +248,11 @@ fn canary_is_in_no_profile_file() {
     vault.lock();
     check("after lock");
     let names: Vec<String> = snapshot(dir.path()).into_iter().map(|(n, _)| n).collect();
-    assert!(names.iter().all(|n| ["cache.db", "cache.db-wal", "cache.db-shm", "device.json", "keyslots.json"].contains(&n.as_str())), "{names:?}");
+    assert!(
+        names.iter().all(|n| ["cache.db", "cache.db-wal", "cache.db-shm", "device.json", "keyslots.json"]
+            .contains(&n.as_str())),
+        "{names:?}"
+    );
 }
 
 #[test]

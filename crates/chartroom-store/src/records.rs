@@ -1,9 +1,7 @@
 //! How each clinical record type maps onto its table: the row's plaintext index columns and the field
 //! name its sealed body is bound to.
 
-use chartroom_domain::{
-    Allergy, Condition, MedicationRequest, Note, NoteStatus, Observation, Validate,
-};
+use chartroom_domain::{Allergy, Condition, MedicationRequest, Note, NoteStatus, Observation, Validate};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
@@ -57,10 +55,28 @@ macro_rules! chart_record {
 
 chart_record!(Allergy, "allergies", "allergy.body", |s| kind = format!("{:?}", s.criticality), sort = 0);
 chart_record!(Condition, "conditions", "condition.body", |s| kind = format!("{:?}", s.status), sort = 0);
-chart_record!(MedicationRequest, "medication_requests", "medication_request.body", |s| kind = format!("{:?}", s.status), sort = 0);
-chart_record!(Observation, "observations", "observation.body", |s| kind = s.vital.loinc().to_string(), sort = s.effective_at.0);
-chart_record!(Note, "notes", "note.body", |s| kind = match s.status {
-    NoteStatus::Draft => "draft".to_string(),
-    NoteStatus::Signed { .. } => "signed".to_string(),
-    NoteStatus::EnteredInError { .. } => "entered-in-error".to_string(),
-}, sort = s.created_at.0);
+chart_record!(
+    MedicationRequest,
+    "medication_requests",
+    "medication_request.body",
+    |s| kind = format!("{:?}", s.status),
+    sort = 0
+);
+chart_record!(
+    Observation,
+    "observations",
+    "observation.body",
+    |s| kind = s.vital.loinc().to_string(),
+    sort = s.effective_at.0
+);
+chart_record!(
+    Note,
+    "notes",
+    "note.body",
+    |s| kind = match s.status {
+        NoteStatus::Draft => "draft".to_string(),
+        NoteStatus::Signed { .. } => "signed".to_string(),
+        NoteStatus::EnteredInError { .. } => "entered-in-error".to_string(),
+    },
+    sort = s.created_at.0
+);

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use chartroom_crypto::{DataKey, FieldPlace, PatientKey};
 use chartroom_domain::{
-    Allergy, Chart, Condition, Date, MedicationRequest, Note, Observation, Patient, PatientBundle, Sex, Timestamp,
-    Validate,
+    Allergy, Chart, Condition, Date, MedicationRequest, Note, Observation, Patient, PatientBundle, Sex,
+    Timestamp, Validate,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -83,7 +83,9 @@ impl Store {
         if path.exists() {
             return Err(StoreError::AlreadyExists);
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let result = Connection::open_with_flags(path, flags)
             .map_err(StoreError::from)
             .and_then(|conn| Store::init(conn, dek, options, path));
@@ -263,7 +265,12 @@ impl Store {
              FROM patients p WHERE ?1 IS NULL OR p.unit = ?1 ORDER BY p.unit, p.bed",
         )?;
         let rows = stmt.query_map([unit], |r| {
-            Ok((r.get::<_, [u8; 16]>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, Option<i64>>(3)?))
+            Ok((
+                r.get::<_, [u8; 16]>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -330,7 +337,9 @@ impl Store {
     pub fn evict_patient(&mut self, patient_id: Uuid, now: Timestamp) -> Result<()> {
         let tx = self.conn.transaction()?;
         let id = patient_id.as_bytes();
-        for table in [Allergy::TABLE, Condition::TABLE, MedicationRequest::TABLE, Observation::TABLE, Note::TABLE] {
+        for table in
+            [Allergy::TABLE, Condition::TABLE, MedicationRequest::TABLE, Observation::TABLE, Note::TABLE]
+        {
             tx.execute(&format!("DELETE FROM {table} WHERE patient_id = ?1"), [id])?;
         }
         let found = tx.execute("DELETE FROM patients WHERE id = ?1", [id])?;
@@ -383,7 +392,11 @@ fn patient_key<'k>(
                     .prepare_cached("SELECT 1 FROM shredded_patients WHERE patient_id = ?1")?
                     .query_row([patient_id.as_bytes()], |_| Ok(()))
                     .optional()?;
-                return Err(if shredded.is_some() { StoreError::PatientShredded } else { StoreError::PatientNotFound });
+                return Err(if shredded.is_some() {
+                    StoreError::PatientShredded
+                } else {
+                    StoreError::PatientNotFound
+                });
             };
             Ok(v.insert(dek.unwrap_patient_key(patient_id, &wrapped)?))
         }
@@ -416,7 +429,14 @@ fn put_patient_in(
         "INSERT INTO patients (id, mrn_index, unit, bed, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO UPDATE SET mrn_index = ?2, unit = ?3, bed = ?4, version = ?5, body = ?6",
     )?
-    .execute(params![id.as_bytes(), &mrn_index[..], patient.unit, patient.bed, patient.version, body])?;
+    .execute(params![
+        id.as_bytes(),
+        &mrn_index[..],
+        patient.unit,
+        patient.bed,
+        patient.version,
+        body
+    ])?;
     Ok(())
 }
 

@@ -11,7 +11,10 @@ use chartroom_store::{Store, StoreError, StoreOptions};
 use chartroom_synth::{patient, SynthConfig};
 
 fn cfg() -> SynthConfig {
-    SynthConfig { observations_per_patient: 30, ..SynthConfig::new(11, Timestamp::from_civil_date(2026, 11, 27)) }
+    SynthConfig {
+        observations_per_patient: 30,
+        ..SynthConfig::new(11, Timestamp::from_civil_date(2026, 11, 27))
+    }
 }
 
 fn small_options() -> StoreOptions {
@@ -93,7 +96,8 @@ fn intact(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<PatientBundle>, impl Fn(
     let dek = DataKey::generate();
     let dev = DeviceSecret::generate();
     let (u, d) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    let slot = KeySlot::seal(&dek, &Password::from("test passphrase"), &dev, u, d, 1, KdfParams::MINIMUM).unwrap();
+    let slot =
+        KeySlot::seal(&dek, &Password::from("test passphrase"), &dev, u, d, 1, KdfParams::MINIMUM).unwrap();
     let path = dir.join("cache.db");
     let mut store = Store::create(&path, dek, small_options()).unwrap();
     let bundles: Vec<_> = (0..n).map(|i| patient(&cfg(), i)).collect();
@@ -183,7 +187,7 @@ fn evicted_patient_is_crypto_shredded() {
     assert!(matches!(store.chart(pid, 10), Err(StoreError::PatientNotFound)));
     assert!(store.sealed_body::<Note>(note_id).unwrap().is_none());
     // Re-admission gets a new key: the old bytes still do not open.
-    store.import(&[victim.clone()]).unwrap();
+    store.import(std::slice::from_ref(victim)).unwrap();
     assert!(store.open_sealed::<Note>(pid, note_id, &sealed).is_err());
     // Other patients are untouched.
     assert_eq!(store.chart(bundles[2].patient.id, 5).unwrap().patient, bundles[2].patient);
@@ -231,6 +235,9 @@ fn create_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _, _) = new_store(dir.path(), 1);
     let before = std::fs::read(&path).unwrap();
-    assert!(matches!(Store::create(&path, DataKey::generate(), small_options()), Err(StoreError::AlreadyExists)));
+    assert!(matches!(
+        Store::create(&path, DataKey::generate(), small_options()),
+        Err(StoreError::AlreadyExists)
+    ));
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }

@@ -49,9 +49,32 @@ const GIVEN_MALE: &[&str] = &[
     "Emil", "Hugo", "Felix", "Sami", "Bram", "Theo",
 ];
 const FAMILY: &[&str] = &[
-    "Synthwood", "Testa", "Mockridge", "Fakely", "Samplesson", "Demoulin", "Placeholt", "Dummett", "Sandbrook",
-    "Fictor", "Proxley", "Simula", "Avatarov", "Exemplar", "Pseudonym", "Notreal", "Madeup", "Vertex",
-    "Quillfeather", "Hollowmere", "Ashcombe", "Brindlewood", "Castellane", "Dunmore", "Everhart", "Foxglove",
+    "Synthwood",
+    "Testa",
+    "Mockridge",
+    "Fakely",
+    "Samplesson",
+    "Demoulin",
+    "Placeholt",
+    "Dummett",
+    "Sandbrook",
+    "Fictor",
+    "Proxley",
+    "Simula",
+    "Avatarov",
+    "Exemplar",
+    "Pseudonym",
+    "Notreal",
+    "Madeup",
+    "Vertex",
+    "Quillfeather",
+    "Hollowmere",
+    "Ashcombe",
+    "Brindlewood",
+    "Castellane",
+    "Dunmore",
+    "Everhart",
+    "Foxglove",
 ];
 const ALLERGIES: &[(&str, &str, Criticality)] = &[
     ("Penicillin", "Hives", Criticality::High),
@@ -112,7 +135,11 @@ pub fn patient(config: &SynthConfig, index: u64) -> PatientBundle {
     let bed_number = index / unit_count + 1;
     let (now_year, ..) = config.now.to_civil();
     let year = i32::try_from(now_year).unwrap_or(2026) - rng.gen_range(18..96);
-    let birth_date = Date::new(year, rng.gen_range(1..=12), rng.gen_range(1..=28)).unwrap_or(Date { year, month: 1, day: 1 });
+    let birth_date = Date::new(year, rng.gen_range(1..=12), rng.gen_range(1..=28)).unwrap_or(Date {
+        year,
+        month: 1,
+        day: 1,
+    });
     let sex = if rng.gen_bool(0.5) { Sex::Female } else { Sex::Male };
     let patient = Patient {
         id,
@@ -154,7 +181,11 @@ pub fn patient(config: &SynthConfig, index: u64) -> PatientBundle {
             patient_id: id,
             code: code.to_string(),
             display: display.to_string(),
-            onset: Date::new(year + rng.gen_range(20..40).min(i32::try_from(now_year).unwrap_or(2026) - year), 6, 1),
+            onset: Date::new(
+                year + rng.gen_range(20..40).min(i32::try_from(now_year).unwrap_or(2026) - year),
+                6,
+                1,
+            ),
             status: if rng.gen_bool(0.85) { ClinicalStatus::Active } else { ClinicalStatus::Resolved },
             version: 1,
         })
@@ -225,9 +256,14 @@ fn vitals(rng: &mut ChaCha8Rng, config: &SynthConfig, patient_id: Uuid) -> Vec<O
             }
             let (lo, hi) = vital.plausible_range();
             let raw: f64 = base + rng.gen_range(-spread..*spread);
-            let decimals = if matches!(vital, VitalSign::Temperature | VitalSign::Weight) { 10.0 } else { 1.0 };
+            let decimals =
+                if matches!(vital, VitalSign::Temperature | VitalSign::Weight) { 10.0 } else { 1.0 };
             let value = ((raw * decimals).round() / decimals).clamp(lo, hi);
-            let value = if *vital == VitalSign::DiastolicBp { value.min(out_last_systolic(&out) - 10.0) } else { value };
+            let value = if *vital == VitalSign::DiastolicBp {
+                value.min(out_last_systolic(&out) - 10.0)
+            } else {
+                value
+            };
             out.push(Observation {
                 id: uuid(rng),
                 patient_id,
