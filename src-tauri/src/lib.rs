@@ -1,1 +1,33 @@
-//! stub
+//! The Chartroom desktop shell: builds the Tauri app, manages state and registers the IPC commands.
+//!
+//! The security-relevant setup (CSP, prototype freezing, which window may call which command)
+//! lives in `tauri.conf.json`, `capabilities/` and `build.rs`.
+
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod error;
+pub mod state;
+
+use tauri::Manager;
+
+use crate::state::{AppState, PROFILE_DIR_ENV};
+
+/// Builds and runs the application; returns when the last window is closed.
+pub fn run() {
+    let result = tauri::Builder::default()
+        .setup(|app| {
+            let env_override = std::env::var_os(PROFILE_DIR_ENV).map(Into::into);
+            // A missing data directory is reported by the commands, not fatal here.
+            let local_data_dir = app.path().local_data_dir().ok();
+            app.manage(AppState::resolve(env_override, local_data_dir));
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![commands::station::station_status])
+        .run(tauri::generate_context!());
+    if let Err(e) = result {
+        // Nothing to clean up and no window to show it in: report and exit non-zero.
+        eprintln!("chartroom: failed to start: {e}");
+        std::process::exit(1);
+    }
+}

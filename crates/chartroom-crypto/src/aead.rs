@@ -1,8 +1,8 @@
 //! AES-256-GCM with a fresh random 96-bit nonce per seal; the one place that touches the cipher.
 
+use aes::Aes256;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
-use rand::rngs::OsRng;
+use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
@@ -11,47 +11,71 @@ use crate::CryptoError;
 pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const TAG_LEN: usize = 16;
 
-/// Seals `plaintext` under `key`, appending `nonce ‖ ciphertext ‖ tag` to `out`.
-///
-/// A random nonce is safe here: every key seals far fewer than 2^32 messages in its life (NIST SP
-/// 800-38D §8.3), and random nonces survive restarts and concurrent writers where a counter would not.
-pub(crate) fn seal_into(key: &[u8; 32], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
-    let mut nonce = [0u8; NONCE_LEN];
-    OsRng.fill_bytes(&mut nonce);
-    // Encryption with a valid key and a message below 64 GiB cannot fail.
-    let ct = match cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }) {
-        Ok(ct) => ct,
-        Err(_) => unreachable!("AES-GCM encryption of an in-memory buffer cannot fail"),
-    };
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-}
+/// An expanded AES-256 key, kept for keys that seal and open many values (patient keys), so the key
+/// schedule is computed once rather than per field. Round keys are wiped on drop (`aes/zeroize`).
+pub(crate) struct AeadKey(Aes256);
 
-/// Opens `nonce ‖ ciphertext ‖ tag` produced by [`seal_into`].
-pub(crate) fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if sealed.len() < NONCE_LEN + TAG_LEN {
-        return Err(CryptoError::Malformed("sealed value"));
+impl AeadKey {
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        AeadKey(Aes256::new(key.into()))
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-        .map(Zeroizing::new)
-        .map_err(|_| CryptoError::OpenFailed)
+
+    fn gcm(&self) -> Aes256Gcm {
+        Aes256Gcm::from(self.0.clone())
+    }
+
+    /// Seals `plaintext`, appending `nonce ‖ ciphertext ‖ tag` to `out`.
+    ///
+    /// A random nonce is safe here: every key seals far fewer than 2^32 messages in its life (NIST
+    /// SP 800-38D §8.3), and random nonces survive restarts and concurrent writers where a counter
+    /// would not. Nonces come from the thread-local CSPRNG (ChaCha12, seeded and periodically
+    /// reseeded from the OS, reseeded after fork): a system call per seal would double its cost.
+    pub(crate) fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        // Encryption of an in-memory message below 64 GiB cannot fail.
+        let ct = match self.gcm().encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }) {
+            Ok(ct) => ct,
+            Err(_) => unreachable!("AES-GCM encryption of an in-memory buffer cannot fail"),
+        };
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+    }
+
+    /// Opens `nonce ‖ ciphertext ‖ tag` produced by [`AeadKey::seal_into`].
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::Malformed("sealed value"));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        self.gcm()
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::OpenFailed)
+    }
+
+    /// Opens a sealed 32-byte key.
+    pub(crate) fn open_key(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        let plain = self.open(aad, sealed)?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        if plain.len() != 32 {
+            return Err(CryptoError::BadLength("wrapped key"));
+        }
+        out.copy_from_slice(&plain);
+        Ok(out)
+    }
 }
 
-/// Opens a sealed 32-byte key.
+/// One-shot seal under a raw key (key slots, recovery slots).
+pub(crate) fn seal_into(key: &[u8; 32], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+    AeadKey::new(key).seal_into(aad, plaintext, out)
+}
+
+/// One-shot open of a sealed 32-byte key under a raw key.
 pub(crate) fn open_key(
     key: &[u8; 32],
     aad: &[u8],
     sealed: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-    let plain = open(key, aad, sealed)?;
-    let mut out = Zeroizing::new([0u8; 32]);
-    if plain.len() != 32 {
-        return Err(CryptoError::BadLength("wrapped key"));
-    }
-    out.copy_from_slice(&plain);
-    Ok(out)
+    AeadKey::new(key).open_key(aad, sealed)
 }

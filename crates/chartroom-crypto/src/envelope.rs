@@ -10,7 +10,7 @@ use rand::RngCore;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::aead::{self, NONCE_LEN, TAG_LEN};
+use crate::aead::{NONCE_LEN, TAG_LEN};
 use crate::{CryptoError, PatientKey};
 
 /// Current envelope format version.
@@ -72,7 +72,7 @@ impl PatientKey {
         let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.push(ENVELOPE_VERSION);
         out.extend_from_slice(id.as_bytes());
-        aead::seal_into(self.key(), &place.aad(&id), plaintext, &mut out);
+        self.cipher().seal_into(&place.aad(&id), plaintext, &mut out);
         out
     }
 
@@ -82,7 +82,7 @@ impl PatientKey {
         if key_id != self.id() {
             return Err(CryptoError::OpenFailed);
         }
-        aead::open(self.key(), &place.aad(&key_id), &sealed[HEADER_LEN..])
+        self.cipher().open(&place.aad(&key_id), &sealed[HEADER_LEN..])
     }
 }
 

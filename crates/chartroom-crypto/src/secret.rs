@@ -102,7 +102,7 @@ impl DataKey {
         let (id, sealed) = rest.split_at(16);
         let id = KeyId::from_slice(id)?;
         let key = aead::open_key(self.key(), &patient_key_aad(patient_id, &id), sealed)?;
-        Ok(PatientKey { id, key: Key32::from_array(&key) })
+        Ok(PatientKey::from_parts(id, Key32::from_array(&key)))
     }
 
     /// A keyed, deterministic index of `value` (e.g. an MRN) so it can be looked up without being
@@ -171,26 +171,34 @@ impl PartialEq for DeviceSecret {
 }
 
 /// One patient's key: seals that patient's PHI fields. Destroying it crypto-shreds the patient.
-#[derive(ZeroizeOnDrop)]
 pub struct PatientKey {
-    #[zeroize(skip)]
     id: KeyId,
     key: Key32,
+    /// The expanded key schedule (wiped on drop by the `aes` crate).
+    cipher: aead::AeadKey,
 }
+
+/// Both fields that hold key material wipe themselves on drop.
+impl ZeroizeOnDrop for PatientKey {}
 
 impl PatientKey {
     /// A fresh random patient key with a fresh key id.
     pub fn generate() -> Self {
-        PatientKey { id: KeyId::random(), key: Key32::random() }
+        Self::from_parts(KeyId::random(), Key32::random())
+    }
+
+    fn from_parts(id: KeyId, key: Key32) -> Self {
+        let cipher = aead::AeadKey::new(key.bytes());
+        PatientKey { id, key, cipher }
+    }
+
+    pub(crate) fn cipher(&self) -> &aead::AeadKey {
+        &self.cipher
     }
 
     /// The public identifier of this key (stored beside every value it seals).
     pub fn id(&self) -> KeyId {
         self.id
-    }
-
-    pub(crate) fn key(&self) -> &[u8; 32] {
-        self.key.bytes()
     }
 }
 

@@ -316,7 +316,8 @@ pub struct Note {
     pub version: i64,
 }
 
-/// Everything a station shows for one patient.
+/// One patient and what is recorded about them: what a station shows, and the unit of bulk import
+/// (synthetic data, FHIR bundles). A chart read from a store may hold only the newest observations.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Chart {
     pub patient: Patient,
@@ -329,19 +330,8 @@ pub struct Chart {
     pub notes: Vec<Note>,
 }
 
-/// One patient and everything recorded about them (bulk import, synthetic data).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PatientBundle {
-    pub patient: Patient,
-    pub allergies: Vec<Allergy>,
-    pub conditions: Vec<Condition>,
-    pub medications: Vec<MedicationRequest>,
-    pub observations: Vec<Observation>,
-    pub notes: Vec<Note>,
-}
-
-impl PatientBundle {
-    /// Number of clinical rows (patient included).
+impl Chart {
+    /// Number of records, the patient included.
     pub fn row_count(&self) -> usize {
         1 + self.allergies.len()
             + self.conditions.len()

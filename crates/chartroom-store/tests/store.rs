@@ -34,7 +34,7 @@ fn key_pair() -> (DataKey, DataKey) {
     (dek, again)
 }
 
-fn new_store(dir: &Path, n: u64) -> (PathBuf, DataKey, Vec<PatientBundle>) {
+fn new_store(dir: &Path, n: u64) -> (PathBuf, DataKey, Vec<Chart>) {
     let path = dir.join("cache.db");
     let (dek, again) = key_pair();
     let mut store = Store::create(&path, dek, small_options()).unwrap();
@@ -91,7 +91,7 @@ fn wrong_key_is_refused_and_the_file_is_untouched() {
 
 /// Builds a store and returns its file bytes plus a fresh copy of its key, so each damage case can
 /// start from the same intact file.
-fn intact(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<PatientBundle>, impl Fn() -> DataKey) {
+fn intact(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<Chart>, impl Fn() -> DataKey) {
     use chartroom_crypto::{DeviceSecret, KdfParams, KeySlot, Password};
     let dek = DataKey::generate();
     let dev = DeviceSecret::generate();

@@ -126,7 +126,7 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
 }
 
 /// Patient number `index` of the population described by `config`.
-pub fn patient(config: &SynthConfig, index: u64) -> PatientBundle {
+pub fn patient(config: &SynthConfig, index: u64) -> Chart {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let id = uuid(&mut rng);
     let units = if config.units.is_empty() { vec!["MED".to_string()] } else { config.units.clone() };
@@ -227,7 +227,7 @@ pub fn patient(config: &SynthConfig, index: u64) -> PatientBundle {
         })
         .collect();
 
-    PatientBundle { patient, allergies, conditions, medications, observations, notes }
+    Chart { patient, allergies, conditions, medications, observations, notes }
 }
 
 /// Vital signs every four hours going back from `now`: a per-patient baseline plus noise, kept

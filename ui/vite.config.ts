@@ -1,0 +1,21 @@
+// Vite config for the Chartroom UI. `npm run build` writes ui/dist, which tauri.conf.json embeds.
+import { defineConfig } from "vite";
+import { svelte } from "@sveltejs/vite-plugin-svelte";
+
+export default defineConfig({
+  plugins: [svelte()],
+  // Keep Tauri's/cargo's output visible in the same terminal.
+  clearScreen: false,
+  server: {
+    port: 5173,
+    strictPort: true,
+  },
+  build: {
+    outDir: "dist",
+    emptyOutDir: true,
+    // Never inline assets as data: URIs; everything is a same-origin file the CSP allows.
+    assetsInlineLimit: 0,
+    // Debuggable in dev; release packaging (later issue) may revisit.
+    sourcemap: false,
+  },
+});
