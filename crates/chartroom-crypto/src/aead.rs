@@ -11,17 +11,18 @@ use crate::CryptoError;
 pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const TAG_LEN: usize = 16;
 
-/// An expanded AES-256 key, kept for keys that seal and open many values (patient keys), so the key
-/// schedule is computed once rather than per field. Round keys are wiped on drop (`aes/zeroize`).
-pub(crate) struct AeadKey(Aes256);
+/// An initialised AES-256-GCM key, kept for keys that seal and open many values (patient keys), so
+/// the key schedule and the GHASH key are computed once rather than per field. Both are wiped on drop
+/// (`aes/zeroize`, `polyval/zeroize`).
+pub(crate) struct AeadKey(Aes256Gcm);
 
 impl AeadKey {
     pub(crate) fn new(key: &[u8; 32]) -> Self {
-        AeadKey(Aes256::new(key.into()))
+        AeadKey(Aes256Gcm::from(Aes256::new(key.into())))
     }
 
-    fn gcm(&self) -> Aes256Gcm {
-        Aes256Gcm::from(self.0.clone())
+    fn gcm(&self) -> &Aes256Gcm {
+        &self.0
     }
 
     /// Seals `plaintext`, appending `nonce ‖ ciphertext ‖ tag` to `out`.

@@ -141,7 +141,7 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let current: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let current = self.schema_version()?;
         let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
         if current > supported {
             return Err(StoreError::SchemaTooNew { found: current, supported });
