@@ -1,8 +1,8 @@
 //! AES-256-GCM with a fresh random 96-bit nonce per seal; the one place that touches the cipher.
 
 use aes::Aes256;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
@@ -34,13 +34,16 @@ impl AeadKey {
     pub(crate) fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
-        // Encryption of an in-memory message below 64 GiB cannot fail.
-        let ct = match self.gcm().encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }) {
-            Ok(ct) => ct,
-            Err(_) => unreachable!("AES-GCM encryption of an in-memory buffer cannot fail"),
-        };
+        out.reserve(NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        // Encrypted in place in the output buffer: no intermediate copy of the plaintext. Encryption
+        // of an in-memory message below 64 GiB cannot fail.
+        match self.gcm().encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[start..]) {
+            Ok(tag) => out.extend_from_slice(&tag),
+            Err(_) => unreachable!("AES-GCM encryption of an in-memory buffer cannot fail"),
+        }
     }
 
     /// Opens `nonce ‖ ciphertext ‖ tag` produced by [`AeadKey::seal_into`].
@@ -48,11 +51,13 @@ impl AeadKey {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(CryptoError::Malformed("sealed value"));
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut buf = Zeroizing::new(ct.to_vec());
         self.gcm()
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map(Zeroizing::new)
-            .map_err(|_| CryptoError::OpenFailed)
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
+            .map_err(|_| CryptoError::OpenFailed)?;
+        Ok(buf)
     }
 
     /// Opens a sealed 32-byte key.

@@ -1,7 +1,7 @@
 //! Field envelopes: a PHI value sealed with its patient's key and bound to its place.
 //!
 //! Wire format (version 1): `0x01 ‖ key id (16) ‖ nonce (12) ‖ ciphertext ‖ tag (16)`.
-//! The AAD is `"chartroom/field/v1" ‖ version ‖ key id ‖ patient id ‖ record id ‖ len(field) ‖ field`,
+//! The AAD is `"chartroom/field/v1" ‖ version ‖ key id ‖ patient id ‖ record id ‖ len(field) (1 byte) ‖ field`,
 //! so a sealed value copied to another patient, record or field — or re-labelled with another key id —
 //! fails to open instead of showing the wrong value.
 
@@ -48,32 +48,47 @@ pub struct FieldPlace<'a> {
 }
 
 impl FieldPlace<'_> {
-    fn aad(&self, key_id: &KeyId) -> Vec<u8> {
+    /// Writes the AAD into `buf` and returns it. Field names are short identifiers chosen by code, so
+    /// the AAD fits a stack buffer (no allocation per seal); a name longer than [`MAX_FIELD_LEN`] is
+    /// refused.
+    fn aad<'b>(&self, key_id: &KeyId, buf: &'b mut [u8; AAD_CAPACITY]) -> Result<&'b [u8], CryptoError> {
         let field = self.field.as_bytes();
-        let mut aad = Vec::with_capacity(18 + 1 + 16 + 32 + 2 + field.len());
-        aad.extend_from_slice(b"chartroom/field/v1");
-        aad.push(ENVELOPE_VERSION);
-        aad.extend_from_slice(key_id.as_bytes());
-        aad.extend_from_slice(self.patient_id.as_bytes());
-        aad.extend_from_slice(self.record_id.as_bytes());
-        // Field names are short identifiers chosen by code; the length prefix keeps the encoding
-        // unambiguous all the same.
-        let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
-        aad.extend_from_slice(&len.to_be_bytes());
-        aad.extend_from_slice(field);
-        aad
+        if field.len() > MAX_FIELD_LEN {
+            return Err(CryptoError::Malformed("field name"));
+        }
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            buf[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
+        };
+        put(AAD_LABEL);
+        put(&[ENVELOPE_VERSION]);
+        put(key_id.as_bytes());
+        put(self.patient_id.as_bytes());
+        put(self.record_id.as_bytes());
+        // The length prefix keeps the encoding unambiguous. MAX_FIELD_LEN < 256, so it fits a byte.
+        put(&[u8::try_from(field.len()).unwrap_or(u8::MAX)]);
+        put(field);
+        Ok(&buf[..n])
     }
 }
 
+const AAD_LABEL: &[u8] = b"chartroom/field/v1";
+/// Longest field name (table and column) that can be bound into an envelope.
+pub const MAX_FIELD_LEN: usize = 64;
+const AAD_CAPACITY: usize = 18 + 1 + 16 + 16 + 16 + 1 + MAX_FIELD_LEN;
+
 impl PatientKey {
-    /// Seals `plaintext` for `place`.
-    pub fn seal(&self, place: &FieldPlace<'_>, plaintext: &[u8]) -> Vec<u8> {
+    /// Seals `plaintext` for `place`. Fails only for a field name longer than [`MAX_FIELD_LEN`].
+    pub fn seal(&self, place: &FieldPlace<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let id = self.id();
+        let mut aad = [0u8; AAD_CAPACITY];
+        let aad = place.aad(&id, &mut aad)?;
         let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.push(ENVELOPE_VERSION);
         out.extend_from_slice(id.as_bytes());
-        self.cipher().seal_into(&place.aad(&id), plaintext, &mut out);
-        out
+        self.cipher().seal_into(aad, plaintext, &mut out);
+        Ok(out)
     }
 
     /// Opens a value sealed by [`PatientKey::seal`] at the same place with this key.
@@ -82,7 +97,8 @@ impl PatientKey {
         if key_id != self.id() {
             return Err(CryptoError::OpenFailed);
         }
-        self.cipher().open(&place.aad(&key_id), &sealed[HEADER_LEN..])
+        let mut aad = [0u8; AAD_CAPACITY];
+        self.cipher().open(place.aad(&key_id, &mut aad)?, &sealed[HEADER_LEN..])
     }
 }
 
@@ -112,7 +128,7 @@ mod tests {
     fn seal_open_round_trip() {
         let key = PatientKey::generate();
         let (p, r) = (Uuid::new_v4(), Uuid::new_v4());
-        let sealed = key.seal(&place(p, r, "note.body"), b"synthetic note text");
+        let sealed = key.seal(&place(p, r, "note.body"), b"synthetic note text").unwrap();
         assert_eq!(&key.open(&place(p, r, "note.body"), &sealed).unwrap()[..], b"synthetic note text");
         // The plaintext does not appear in the envelope.
         assert!(!sealed.windows(9).any(|w| w == b"synthetic"));
@@ -122,7 +138,7 @@ mod tests {
     fn moving_a_sealed_value_fails_to_open() {
         let key = PatientKey::generate();
         let (p, r) = (Uuid::new_v4(), Uuid::new_v4());
-        let sealed = key.seal(&place(p, r, "patient.name"), b"DOE, JANE");
+        let sealed = key.seal(&place(p, r, "patient.name"), b"DOE, JANE").unwrap();
         assert_eq!(
             key.open(&place(Uuid::new_v4(), r, "patient.name"), &sealed),
             Err(CryptoError::OpenFailed)
@@ -137,10 +153,23 @@ mod tests {
     }
 
     #[test]
+    fn overlong_field_names_are_refused() {
+        let key = PatientKey::generate();
+        let long = "f".repeat(MAX_FIELD_LEN + 1);
+        assert_eq!(
+            key.seal(&place(Uuid::nil(), Uuid::nil(), &long), b"x"),
+            Err(CryptoError::Malformed("field name"))
+        );
+        let ok = "f".repeat(MAX_FIELD_LEN);
+        let sealed = key.seal(&place(Uuid::nil(), Uuid::nil(), &ok), b"x").unwrap();
+        assert_eq!(&key.open(&place(Uuid::nil(), Uuid::nil(), &ok), &sealed).unwrap()[..], b"x");
+    }
+
+    #[test]
     fn relabelled_key_id_fails_to_open() {
         let key = PatientKey::generate();
         let (p, r) = (Uuid::new_v4(), Uuid::new_v4());
-        let mut sealed = key.seal(&place(p, r, "f"), b"x");
+        let mut sealed = key.seal(&place(p, r, "f"), b"x").unwrap();
         sealed[1] ^= 1;
         assert!(key.open(&place(p, r, "f"), &sealed).is_err());
     }
@@ -151,7 +180,7 @@ mod tests {
         let pl = place(Uuid::new_v4(), Uuid::new_v4(), "observation.body");
         let mut seen = HashSet::with_capacity(1_000_000);
         for _ in 0..1_000_000 {
-            let sealed = key.seal(&pl, b"72");
+            let sealed = key.seal(&pl, b"72").unwrap();
             let nonce: [u8; 12] = sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN].try_into().unwrap();
             assert!(seen.insert(nonce), "nonce reused");
         }
@@ -163,7 +192,7 @@ mod tests {
         fn any_single_byte_flip_is_detected(data in proptest::collection::vec(any::<u8>(), 0..256), pos in any::<usize>(), bit in 0u8..8) {
             let key = PatientKey::generate();
             let pl = place(Uuid::nil(), Uuid::nil(), "f");
-            let mut sealed = key.seal(&pl, &data);
+            let mut sealed = key.seal(&pl, &data).unwrap();
             let i = pos % sealed.len();
             sealed[i] ^= 1 << bit;
             prop_assert!(key.open(&pl, &sealed).is_err());

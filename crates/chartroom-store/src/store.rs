@@ -477,7 +477,7 @@ fn seal_body<T: Serialize>(
 ) -> Result<Vec<u8>> {
     let key = patient_key(conn, dek, keys, patient_id)?;
     let json = zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(|_| StoreError::Decode)?);
-    Ok(key.seal(&FieldPlace { patient_id, record_id, field }, &json))
+    Ok(key.seal(&FieldPlace { patient_id, record_id, field }, &json)?)
 }
 
 fn open_body<T: serde::de::DeserializeOwned>(
