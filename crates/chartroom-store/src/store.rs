@@ -68,14 +68,21 @@ pub struct CensusRow {
 /// An open, decrypted store. Dropping it closes the database and wipes every key it holds.
 pub struct Store {
     conn: Connection,
-    dek: DataKey,
-    keys: HashMap<Uuid, PatientKey>,
+    keys: Keys,
     path: PathBuf,
+}
+
+/// The data key and the patient keys unwrapped with it so far (wiped when dropped).
+struct Keys {
+    dek: DataKey,
+    patients: HashMap<Uuid, PatientKey>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("cached_patient_keys", &self.keys.len()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("cached_patient_keys", &self.keys.patients.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +142,7 @@ impl Store {
         // Clinical writes must survive power loss: FULL syncs the WAL on every commit.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "cache_size", -options.cache_kib)?;
-        let mut store = Store { conn, dek, keys: HashMap::new(), path: path.to_owned() };
+        let mut store = Store { conn, keys: Keys { dek, patients: HashMap::new() }, path: path.to_owned() };
         store.migrate()?;
         Ok(store)
     }
@@ -162,7 +169,7 @@ impl Store {
 
     /// The data key this store was opened with (to seal further key slots for it).
     pub fn data_key(&self) -> &DataKey {
-        &self.dek
+        &self.keys.dek
     }
 
     /// Where the database file lives.
@@ -193,28 +200,28 @@ impl Store {
 
     /// Adds or replaces a patient (creating the patient's key on first sight).
     pub fn put_patient(&mut self, patient: &Patient) -> Result<()> {
-        let Store { conn, dek, keys, .. } = self;
+        let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
-        put_patient_in(&tx, dek, keys, patient)?;
+        put_patient_in(&tx, keys, patient)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Adds or replaces one clinical record of an existing patient.
     pub fn put<R: ChartRecord>(&mut self, record: &R) -> Result<()> {
-        let Store { conn, dek, keys, .. } = self;
+        let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
-        put_record_in(&tx, dek, keys, record)?;
+        put_record_in(&tx, keys, record)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Adds or replaces several records of one kind in one transaction (e.g. a vitals set).
     pub fn put_all<R: ChartRecord>(&mut self, records: &[R]) -> Result<()> {
-        let Store { conn, dek, keys, .. } = self;
+        let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
         for r in records {
-            put_record_in(&tx, dek, keys, r)?;
+            put_record_in(&tx, keys, r)?;
         }
         tx.commit()?;
         Ok(())
@@ -222,24 +229,24 @@ impl Store {
 
     /// Imports whole patients in one transaction: all of them or none.
     pub fn import(&mut self, bundles: &[Chart]) -> Result<()> {
-        let Store { conn, dek, keys, .. } = self;
+        let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
         for b in bundles {
-            put_patient_in(&tx, dek, keys, &b.patient)?;
+            put_patient_in(&tx, keys, &b.patient)?;
             for r in &b.allergies {
-                put_record_in(&tx, dek, keys, r)?;
+                put_record_in(&tx, keys, r)?;
             }
             for r in &b.conditions {
-                put_record_in(&tx, dek, keys, r)?;
+                put_record_in(&tx, keys, r)?;
             }
             for r in &b.medications {
-                put_record_in(&tx, dek, keys, r)?;
+                put_record_in(&tx, keys, r)?;
             }
             for r in &b.observations {
-                put_record_in(&tx, dek, keys, r)?;
+                put_record_in(&tx, keys, r)?;
             }
             for r in &b.notes {
-                put_record_in(&tx, dek, keys, r)?;
+                put_record_in(&tx, keys, r)?;
             }
         }
         tx.commit()?;
@@ -248,7 +255,7 @@ impl Store {
 
     /// The patient with this MRN, found through a keyed index (the MRN is not stored in the clear).
     pub fn find_by_mrn(&mut self, mrn: &str) -> Result<Uuid> {
-        let index = self.dek.blind_index(MRN_INDEX_DOMAIN, mrn.trim());
+        let index = self.keys.dek.blind_index(MRN_INDEX_DOMAIN, mrn.trim());
         self.conn
             .prepare_cached("SELECT id FROM patients WHERE mrn_index = ?1")?
             .query_row([&index[..]], |r| r.get::<_, [u8; 16]>(0))
@@ -259,7 +266,7 @@ impl Store {
 
     /// Every patient on `unit` (or on every unit), ordered by unit and bed.
     pub fn census(&mut self, unit: Option<&str>) -> Result<Vec<CensusRow>> {
-        let Store { conn, dek, keys, .. } = self;
+        let Store { conn, keys, .. } = self;
         let mut stmt = conn.prepare_cached(
             "SELECT p.id, p.body,
                     (SELECT count(*) FROM allergies a WHERE a.patient_id = p.id),
@@ -278,7 +285,7 @@ impl Store {
         for row in rows {
             let (id, body, allergy_count, last) = row?;
             let id = Uuid::from_bytes(id);
-            let p: Patient = open_body(conn, dek, keys, id, id, PATIENT_FIELD, &body)?;
+            let p: Patient = keys.open(conn, id, id, PATIENT_FIELD, &body)?;
             out.push(CensusRow {
                 patient_id: id,
                 name: p.name.to_string(),
@@ -296,23 +303,23 @@ impl Store {
 
     /// One patient's chart, with at most `max_observations` of the newest observations.
     pub fn chart(&mut self, patient_id: Uuid, max_observations: usize) -> Result<Chart> {
-        let Store { conn, dek, keys, .. } = self;
+        let Store { conn, keys, .. } = self;
         let body: Vec<u8> = conn
             .prepare_cached("SELECT body FROM patients WHERE id = ?1")?
             .query_row([patient_id.as_bytes()], |r| r.get(0))
             .optional()?
             .ok_or(StoreError::PatientNotFound)?;
-        let mut patient: Patient = open_body(conn, dek, keys, patient_id, patient_id, PATIENT_FIELD, &body)?;
+        let mut patient: Patient = keys.open(conn, patient_id, patient_id, PATIENT_FIELD, &body)?;
         patient.version = conn
             .prepare_cached("SELECT version FROM patients WHERE id = ?1")?
             .query_row([patient_id.as_bytes()], |r| r.get(0))?;
         Ok(Chart {
             patient,
-            allergies: records_of(conn, dek, keys, patient_id, usize::MAX)?,
-            conditions: records_of(conn, dek, keys, patient_id, usize::MAX)?,
-            medications: records_of(conn, dek, keys, patient_id, usize::MAX)?,
-            observations: records_of(conn, dek, keys, patient_id, max_observations)?,
-            notes: records_of(conn, dek, keys, patient_id, usize::MAX)?,
+            allergies: records_of(conn, keys, patient_id, usize::MAX)?,
+            conditions: records_of(conn, keys, patient_id, usize::MAX)?,
+            medications: records_of(conn, keys, patient_id, usize::MAX)?,
+            observations: records_of(conn, keys, patient_id, max_observations)?,
+            notes: records_of(conn, keys, patient_id, usize::MAX)?,
         })
     }
 
@@ -329,8 +336,8 @@ impl Store {
     /// Opens a sealed body (e.g. one kept from before an eviction) with whatever key this store holds
     /// for the patient now.
     pub fn open_sealed<R: ChartRecord>(&mut self, patient_id: Uuid, id: Uuid, sealed: &[u8]) -> Result<R> {
-        let Store { dek, keys, conn, .. } = self;
-        open_body(conn, dek, keys, patient_id, id, R::FIELD, sealed)
+        let Store { keys, conn, .. } = self;
+        keys.open(conn, patient_id, id, R::FIELD, sealed)
     }
 
     /// Crypto-shreds a patient: deletes every row and the patient's key in one transaction, so that
@@ -355,7 +362,7 @@ impl Store {
         )?;
         tx.commit()?;
         // Dropping the cached key wipes it from memory.
-        self.keys.remove(&patient_id);
+        self.keys.patients.remove(&patient_id);
         // Old page images in the WAL are encrypted under the data key and still hold the wrapped
         // patient key: fold them into the (securely deleted) main file and empty the WAL.
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -374,28 +381,60 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The patient's key: from the cache, or unwrapped from the database with the data key.
-fn patient_key<'k>(
-    conn: &Connection,
-    dek: &DataKey,
-    keys: &'k mut HashMap<Uuid, PatientKey>,
-    patient_id: Uuid,
-) -> Result<&'k PatientKey> {
-    use std::collections::hash_map::Entry;
-    match keys.entry(patient_id) {
-        Entry::Occupied(e) => Ok(e.into_mut()),
-        Entry::Vacant(v) => {
-            let wrapped: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT wrapped FROM patient_keys WHERE patient_id = ?1")?
-                .query_row([patient_id.as_bytes()], |r| r.get(0))
-                .optional()?;
-            let Some(wrapped) = wrapped else {
-                let shredded =
-                    row_exists(conn, "SELECT 1 FROM shredded_patients WHERE patient_id = ?1", patient_id)?;
-                return Err(if shredded { StoreError::PatientShredded } else { StoreError::PatientNotFound });
-            };
-            Ok(v.insert(dek.unwrap_patient_key(patient_id, &wrapped)?))
+impl Keys {
+    /// The patient's key: from the cache, or unwrapped from the database with the data key.
+    fn patient(&mut self, conn: &Connection, patient_id: Uuid) -> Result<&PatientKey> {
+        use std::collections::hash_map::Entry;
+        match self.patients.entry(patient_id) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(v) => {
+                let wrapped: Option<Vec<u8>> = conn
+                    .prepare_cached("SELECT wrapped FROM patient_keys WHERE patient_id = ?1")?
+                    .query_row([patient_id.as_bytes()], |r| r.get(0))
+                    .optional()?;
+                let Some(wrapped) = wrapped else {
+                    let shredded = row_exists(
+                        conn,
+                        "SELECT 1 FROM shredded_patients WHERE patient_id = ?1",
+                        patient_id,
+                    )?;
+                    return Err(if shredded {
+                        StoreError::PatientShredded
+                    } else {
+                        StoreError::PatientNotFound
+                    });
+                };
+                Ok(v.insert(self.dek.unwrap_patient_key(patient_id, &wrapped)?))
+            }
         }
+    }
+
+    /// Seals a record as JSON with its patient's key, bound to `(patient, record, field)`.
+    fn seal<T: Serialize>(
+        &mut self,
+        conn: &Connection,
+        patient_id: Uuid,
+        record_id: Uuid,
+        field: &str,
+        value: &T,
+    ) -> Result<Vec<u8>> {
+        let key = self.patient(conn, patient_id)?;
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(|_| StoreError::Decode)?);
+        Ok(key.seal(&FieldPlace { patient_id, record_id, field }, &json)?)
+    }
+
+    /// Opens what [`Keys::seal`] sealed at the same place.
+    fn open<T: serde::de::DeserializeOwned>(
+        &mut self,
+        conn: &Connection,
+        patient_id: Uuid,
+        record_id: Uuid,
+        field: &str,
+        sealed: &[u8],
+    ) -> Result<T> {
+        let key = self.patient(conn, patient_id)?;
+        let json = key.open(&FieldPlace { patient_id, record_id, field }, sealed)?;
+        serde_json::from_slice(&json).map_err(|_| StoreError::Decode)
     }
 }
 
@@ -404,23 +443,18 @@ fn row_exists(conn: &Connection, sql: &str, id: Uuid) -> Result<bool> {
     Ok(conn.prepare_cached(sql)?.query_row([id.as_bytes()], |_| Ok(())).optional()?.is_some())
 }
 
-fn put_patient_in(
-    tx: &Transaction<'_>,
-    dek: &DataKey,
-    keys: &mut HashMap<Uuid, PatientKey>,
-    patient: &Patient,
-) -> Result<()> {
+fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Patient) -> Result<()> {
     patient.validate()?;
     let id = patient.id;
     if !row_exists(tx, "SELECT 1 FROM patient_keys WHERE patient_id = ?1", id)? {
         let key = PatientKey::generate();
         tx.prepare_cached("INSERT INTO patient_keys (patient_id, wrapped) VALUES (?1, ?2)")?
-            .execute(params![id.as_bytes(), dek.wrap_patient_key(id, &key)])?;
+            .execute(params![id.as_bytes(), keys.dek.wrap_patient_key(id, &key)])?;
         tx.prepare_cached("DELETE FROM shredded_patients WHERE patient_id = ?1")?.execute([id.as_bytes()])?;
-        keys.insert(id, key);
+        keys.patients.insert(id, key);
     }
-    let body = seal_body(tx, dek, keys, id, id, PATIENT_FIELD, patient)?;
-    let mrn_index = dek.blind_index(MRN_INDEX_DOMAIN, patient.mrn.trim());
+    let body = keys.seal(tx, id, id, PATIENT_FIELD, patient)?;
+    let mrn_index = keys.dek.blind_index(MRN_INDEX_DOMAIN, patient.mrn.trim());
     tx.prepare_cached(
         "INSERT INTO patients (id, mrn_index, unit, bed, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO UPDATE SET mrn_index = ?2, unit = ?3, bed = ?4, version = ?5, body = ?6",
@@ -436,15 +470,10 @@ fn put_patient_in(
     Ok(())
 }
 
-fn put_record_in<R: ChartRecord>(
-    tx: &Transaction<'_>,
-    dek: &DataKey,
-    keys: &mut HashMap<Uuid, PatientKey>,
-    record: &R,
-) -> Result<()> {
+fn put_record_in<R: ChartRecord>(tx: &Transaction<'_>, keys: &mut Keys, record: &R) -> Result<()> {
     record.validate()?;
     let (pid, id) = (record.patient_id(), record.id());
-    let body = seal_body(tx, dek, keys, pid, id, R::FIELD, record)?;
+    let body = keys.seal(tx, pid, id, R::FIELD, record)?;
     let sql = format!(
         "INSERT INTO {} (id, patient_id, kind, sort_key, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO UPDATE SET kind = ?3, sort_key = ?4, version = ?5, body = ?6
@@ -466,38 +495,9 @@ fn put_record_in<R: ChartRecord>(
     Ok(())
 }
 
-fn seal_body<T: Serialize>(
-    conn: &Connection,
-    dek: &DataKey,
-    keys: &mut HashMap<Uuid, PatientKey>,
-    patient_id: Uuid,
-    record_id: Uuid,
-    field: &str,
-    value: &T,
-) -> Result<Vec<u8>> {
-    let key = patient_key(conn, dek, keys, patient_id)?;
-    let json = zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(|_| StoreError::Decode)?);
-    Ok(key.seal(&FieldPlace { patient_id, record_id, field }, &json)?)
-}
-
-fn open_body<T: serde::de::DeserializeOwned>(
-    conn: &Connection,
-    dek: &DataKey,
-    keys: &mut HashMap<Uuid, PatientKey>,
-    patient_id: Uuid,
-    record_id: Uuid,
-    field: &str,
-    sealed: &[u8],
-) -> Result<T> {
-    let key = patient_key(conn, dek, keys, patient_id)?;
-    let json = key.open(&FieldPlace { patient_id, record_id, field }, sealed)?;
-    serde_json::from_slice(&json).map_err(|_| StoreError::Decode)
-}
-
 fn records_of<R: ChartRecord>(
     conn: &Connection,
-    dek: &DataKey,
-    keys: &mut HashMap<Uuid, PatientKey>,
+    keys: &mut Keys,
     patient_id: Uuid,
     limit: usize,
 ) -> Result<Vec<R>> {
@@ -513,7 +513,7 @@ fn records_of<R: ChartRecord>(
     let mut out = Vec::new();
     for row in rows {
         let (id, version, body) = row?;
-        let mut rec: R = open_body(conn, dek, keys, patient_id, Uuid::from_bytes(id), R::FIELD, &body)?;
+        let mut rec: R = keys.open(conn, patient_id, Uuid::from_bytes(id), R::FIELD, &body)?;
         rec.set_version(version);
         out.push(rec);
     }
