@@ -61,6 +61,8 @@ pub enum Transition {
     LockedOut {
         until: Timestamp,
     },
+    /// An authentication arrived while the user was throttled; nothing changed.
+    Refused(Throttled),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -229,6 +231,12 @@ impl Session {
                 result
             }
             SessionEvent::AuthSucceeded { user, username } => {
+                // The caller should have asked `check_attempt` before verifying the password; if it
+                // did not, the throttle still holds here: a password tried during a delay or a
+                // lockout does not unlock, even when it is right.
+                if let Err(throttled) = self.check_attempt(&username, now) {
+                    return Transition::Refused(throttled);
+                }
                 self.attempts.remove(&username.to_lowercase());
                 let previous = match self.inner {
                     Inner::Locked { owner } => owner,
@@ -356,6 +364,27 @@ mod tests {
         assert!(s.check_attempt("nurse", t.plus(policy.lockout())).is_ok());
     }
 
+    #[test]
+    fn a_right_password_during_lockout_does_not_unlock() {
+        let policy = LockPolicy::defaults(DeviceProfile::Station);
+        let mut s = Session::new(policy, T0);
+        let nurse = Uuid::new_v4();
+        let mut t = T0;
+        for _ in 0..policy.max_failed_attempts() {
+            t = t.plus(MAX_DELAY);
+            s.handle(SessionEvent::AuthFailed { username: "nurse".into() }, t);
+        }
+        assert!(matches!(
+            s.handle(ok(nurse, "nurse"), t.plus(secs(1))),
+            Transition::Refused(Throttled::LockedOut { .. })
+        ));
+        assert_eq!(s.state(t.plus(secs(1))), SessionState::Locked { owner: None });
+        assert_eq!(
+            s.handle(ok(nurse, "nurse"), t.plus(policy.lockout())),
+            Transition::Unlocked { user: nurse }
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Step {
         Wait(u64),
@@ -396,8 +425,12 @@ mod tests {
                     Step::Wait(d) | Step::Suspend(d) => { now = now.plus(secs(d)); s.handle(SessionEvent::Tick, now); }
                     Step::Activity => { s.handle(SessionEvent::Activity, now); if matches!(s.state(now), SessionState::Unlocked { .. }) { last_input = Some(now); } }
                     Step::AuthOk(i) => {
-                        s.handle(ok(users[i], &format!("u{i}")), now);
-                        authenticated = Some(users[i]); last_input = Some(now); session_start = Some(now);
+                        let t = s.handle(ok(users[i], &format!("u{i}")), now);
+                        if matches!(t, Transition::Unlocked { .. } | Transition::SwitchedUser { .. }) {
+                            authenticated = Some(users[i]); last_input = Some(now); session_start = Some(now);
+                        } else {
+                            prop_assert!(matches!(t, Transition::Refused(_)), "{t:?}");
+                        }
                     }
                     Step::AuthFail(i) => { s.handle(SessionEvent::AuthFailed { username: format!("u{i}") }, now); }
                     Step::Lock => { s.handle(SessionEvent::LockNow, now); }
