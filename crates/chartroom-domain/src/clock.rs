@@ -88,16 +88,16 @@ pub trait Clock: Send + Sync {
 /// monotonic one (which on Linux stops during suspend, like Rust's `Instant`) and the wall clock
 /// (which keeps running through suspend but can be stepped back by NTP or an admin).
 ///
-/// `now = anchor_wall + max(monotonic elapsed, wall elapsed)`, never less than the last reading. A
-/// forward wall jump can only make a session lock early, which is the safe direction; a backward jump
-/// is absorbed by the monotonic source.
+/// Each reading advances "now" by `max(Δmonotonic, Δwall)` since the previous reading, with a
+/// backward wall step counting as zero. Suspend shows up as a wall delta the monotonic source did not
+/// see; a backward step is absorbed by the monotonic delta *of that reading only*, so a later suspend
+/// is still counted in full. A forward wall step can only make a session lock early — the safe side.
 #[derive(Debug)]
 pub struct SuspendAwareClock<M, W> {
     monotonic: M,
     wall: W,
-    anchor_mono: Timestamp,
-    anchor_wall: Timestamp,
-    last: std::sync::atomic::AtomicI64,
+    /// (last monotonic reading, last wall reading, last "now").
+    last: std::sync::Mutex<(Timestamp, Timestamp, Timestamp)>,
 }
 
 impl<M, W> SuspendAwareClock<M, W>
@@ -106,9 +106,8 @@ where
     W: Fn() -> Timestamp + Send + Sync,
 {
     pub fn new(monotonic: M, wall: W) -> Self {
-        let anchor_mono = monotonic();
-        let anchor_wall = wall();
-        SuspendAwareClock { monotonic, wall, anchor_mono, anchor_wall, last: anchor_wall.0.into() }
+        let (mono, wall_now) = (monotonic(), wall());
+        SuspendAwareClock { monotonic, wall, last: std::sync::Mutex::new((mono, wall_now, wall_now)) }
     }
 }
 
@@ -118,11 +117,14 @@ where
     W: Fn() -> Timestamp + Send + Sync,
 {
     fn now(&self) -> Timestamp {
-        let mono = (self.monotonic)().since(self.anchor_mono);
-        let wall = (self.wall)().since(self.anchor_wall);
-        let candidate = self.anchor_wall.plus(mono.max(wall)).0;
-        let prev = self.last.fetch_max(candidate, std::sync::atomic::Ordering::SeqCst);
-        Timestamp(prev.max(candidate))
+        // A poisoned lock only means another thread panicked mid-reading; the state is three plain
+        // timestamps and still consistent.
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mono, wall) = ((self.monotonic)(), (self.wall)());
+        let step = mono.since(last.0).max(wall.since(last.1));
+        let now = last.2.plus(step);
+        *last = (mono, wall, now);
+        now
     }
 }
 
@@ -175,9 +177,16 @@ mod tests {
         // Suspended overnight: the monotonic source stops, the wall clock runs on.
         wall.fetch_add(8 * 3_600_000, Ordering::SeqCst);
         assert_eq!(clock.now().since(start), Duration::from_secs(8 * 3600));
-        // NTP steps the wall clock back an hour while 10 s pass: time still moves forward.
+        // NTP steps the wall clock back an hour while 10 s pass: time moves forward by those 10 s.
         wall.fetch_sub(3_600_000, Ordering::SeqCst);
         mono.fetch_add(10_000, Ordering::SeqCst);
-        assert!(clock.now() >= start.plus(Duration::from_secs(8 * 3600)));
+        wall.fetch_add(10_000, Ordering::SeqCst);
+        let after_step = clock.now();
+        assert_eq!(after_step.since(start), Duration::from_secs(8 * 3600 + 10));
+        // Then the laptop sleeps for 30 minutes: all of it counts, despite the earlier backward step.
+        wall.fetch_add(30 * 60_000, Ordering::SeqCst);
+        assert_eq!(clock.now().since(after_step), Duration::from_secs(30 * 60));
+        // Readings never go backwards.
+        assert!(clock.now() >= after_step);
     }
 }
