@@ -44,20 +44,27 @@ macro_rules! redacted_debug {
 }
 redacted_debug!(DataKey, DeviceSecret, PatientKey, Password);
 
-/// The station's data-encryption key: the raw SQLCipher key and the key that wraps patient keys.
+/// The station's data-encryption key: the raw SQLCipher key. Patient keys are wrapped, and blind
+/// indexes computed, with subkeys derived from it by HKDF, so no key serves two ciphers.
 #[derive(ZeroizeOnDrop)]
 pub struct DataKey {
     key: Key32,
+    wrap: Key32,
+    index: Key32,
 }
 
 impl DataKey {
     /// A fresh random key (a new vault).
     pub fn generate() -> Self {
-        DataKey { key: Key32::random() }
+        Self::from_key(Key32::random())
     }
 
     pub(crate) fn from_key(key: Key32) -> Self {
-        DataKey { key }
+        let derive = |label: &[u8]| {
+            Key32::from_array(&crate::kdf::hkdf_32(b"chartroom/data-key/v1", key.bytes(), label))
+        };
+        let (wrap, index) = (derive(b"patient-key-wrap"), derive(b"blind-index"));
+        DataKey { key, wrap, index }
     }
 
     pub(crate) fn key(&self) -> &[u8; 32] {
@@ -82,7 +89,7 @@ impl DataKey {
         let mut out = Vec::with_capacity(1 + 16 + 12 + 32 + 16);
         out.push(PATIENT_KEY_WRAP_VERSION);
         out.extend_from_slice(key.id.as_bytes());
-        aead::seal_into(self.key(), &aad, key.key.bytes(), &mut out);
+        aead::seal_into(self.wrap.bytes(), &aad, key.key.bytes(), &mut out);
         out
     }
 
@@ -101,19 +108,14 @@ impl DataKey {
         }
         let (id, sealed) = rest.split_at(16);
         let id = KeyId::from_slice(id)?;
-        let key = aead::open_key(self.key(), &patient_key_aad(patient_id, &id), sealed)?;
+        let key = aead::open_key(self.wrap.bytes(), &patient_key_aad(patient_id, &id), sealed)?;
         Ok(PatientKey::from_parts(id, Key32::from_array(&key)))
     }
 
     /// A keyed, deterministic index of `value` (e.g. an MRN) so it can be looked up without being
     /// stored in the clear. `domain` separates indexes of different fields.
     pub fn blind_index(&self, domain: &str, value: &str) -> [u8; 32] {
-        let mut subkey = Zeroizing::new([0u8; 32]);
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"chartroom/blind-index/v1"), self.key());
-        // 32 bytes is always a valid HKDF-SHA-256 output length.
-        if hk.expand(domain.as_bytes(), subkey.as_mut()).is_err() {
-            unreachable!("32-byte HKDF output is valid");
-        }
+        let subkey = crate::kdf::hkdf_32(b"chartroom/blind-index/v1", self.index.bytes(), domain.as_bytes());
         let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(subkey.as_ref()) {
             Ok(mac) => mac,
             Err(_) => unreachable!("HMAC accepts keys of any length"),

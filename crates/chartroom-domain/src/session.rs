@@ -94,7 +94,7 @@ struct Attempts {
     locked_until: Option<Timestamp>,
 }
 
-/// One device's session. Throttling is per (case-folded) username.
+/// One device's session. Throttling is per username, ASCII case-folded exactly as key-slot lookup is.
 #[derive(Debug, Clone)]
 pub struct Session {
     policy: LockPolicy,
@@ -119,10 +119,10 @@ impl Session {
     /// The state at `now` (applies pending time-based transitions first).
     pub fn state(&mut self, now: Timestamp) -> SessionState {
         self.advance(now);
-        self.view(now)
+        self.view()
     }
 
-    fn view(&self, _now: Timestamp) -> SessionState {
+    fn view(&self) -> SessionState {
         match self.inner {
             Inner::Locked { owner } => SessionState::Locked { owner },
             Inner::Active { user, warned: false, .. } => SessionState::Unlocked { user },
@@ -181,7 +181,7 @@ impl Session {
 
     /// The attempt record for `username`, forgetting failures older than the lockout window.
     fn attempts_for(&mut self, username: &str, now: Timestamp) -> Attempts {
-        let key = username.to_lowercase();
+        let key = username.to_ascii_lowercase();
         let window = self.policy.lockout();
         let entry = self.attempts.entry(key).or_default();
         let stale = entry.last_failure.is_some_and(|t| now.since(t) >= window)
@@ -227,7 +227,7 @@ impl Session {
                 } else {
                     Transition::LoginFailed { attempts: a.failures }
                 };
-                self.attempts.insert(username.to_lowercase(), a);
+                self.attempts.insert(username.to_ascii_lowercase(), a);
                 result
             }
             SessionEvent::AuthSucceeded { user, username } => {
@@ -237,7 +237,7 @@ impl Session {
                 if let Err(throttled) = self.check_attempt(&username, now) {
                     return Transition::Refused(throttled);
                 }
-                self.attempts.remove(&username.to_lowercase());
+                self.attempts.remove(&username.to_ascii_lowercase());
                 let previous = match self.inner {
                     Inner::Locked { owner } => owner,
                     Inner::Active { user, .. } => Some(user),

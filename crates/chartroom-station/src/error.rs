@@ -29,6 +29,8 @@ pub enum StationError {
     DatabaseDamaged(&'static str),
     #[error("the profile file `{0}` is damaged")]
     ProfileDamaged(&'static str),
+    #[error("this device has no recovery slot")]
+    NoRecoverySlot,
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -53,6 +55,7 @@ impl StationError {
             StationError::KeystoreChanged { .. } => "keyring.backend_changed",
             StationError::DatabaseDamaged(_) => "vault.database_damaged",
             StationError::ProfileDamaged(_) => "vault.profile_damaged",
+            StationError::NoRecoverySlot => "vault.no_recovery_slot",
             StationError::Store(e) => e.code(),
             StationError::Crypto(_) => "vault.crypto",
             StationError::Io(_) => "station.io",

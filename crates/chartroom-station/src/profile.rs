@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use chartroom_crypto::{KeySlot, RecoverySlot};
 use chartroom_domain::{DeviceProfile, Timestamp};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::StationError;
@@ -39,6 +40,10 @@ struct SlotRecord {
     username: String,
     /// Hex of the key slot bytes.
     slot: String,
+    /// SHA-256 of the slot bytes: a damaged slot is reported as damage, not as a wrong password
+    /// (the slot's own AEAD tag cannot tell the two apart). Not a security check — whoever can
+    /// rewrite the slot can rewrite this too; the AEAD is what protects the key.
+    sha256: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -120,6 +125,10 @@ impl Profile {
     fn read_slot_file(&self) -> Result<SlotFile, StationError> {
         match fs::read(self.slots_path()) {
             Ok(b) => serde_json::from_slice(&b).map_err(|_| StationError::ProfileDamaged("keyslots.json")),
+            // An enrolled device always has its slot file (it is written before device.json).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.is_enrolled() => {
+                Err(StationError::ProfileDamaged("keyslots.json"))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(SlotFile { format: FORMAT, ..SlotFile::default() })
             }
@@ -140,6 +149,9 @@ impl Profile {
             return Ok(None);
         };
         let bytes = from_hex(&rec.slot).ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        if to_hex(&Sha256::digest(&bytes)) != rec.sha256 {
+            return Err(StationError::ProfileDamaged("keyslots.json"));
+        }
         let slot = KeySlot::from_bytes(&bytes).map_err(|_| StationError::ProfileDamaged("keyslots.json"))?;
         Ok(Some(SlotUser { user_id: rec.user_id, username: rec.username.clone(), slot }))
     }
@@ -153,7 +165,12 @@ impl Profile {
     pub fn put_slot(&self, user_id: Uuid, username: &str, slot: &KeySlot) -> Result<(), StationError> {
         let mut file = self.read_slot_file()?;
         file.users.retain(|u| !u.username.eq_ignore_ascii_case(username) && u.user_id != user_id);
-        file.users.push(SlotRecord { user_id, username: username.to_owned(), slot: to_hex(slot.as_bytes()) });
+        file.users.push(SlotRecord {
+            user_id,
+            username: username.to_owned(),
+            slot: to_hex(slot.as_bytes()),
+            sha256: to_hex(&Sha256::digest(slot.as_bytes())),
+        });
         self.write_slot_file(&file)
     }
 

@@ -10,7 +10,7 @@ use chartroom_crypto::{
     DataKey, DeviceSecret, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey, RecoverySlot,
 };
 use chartroom_domain::{DeviceProfile, Timestamp};
-use chartroom_store::{Store, StoreError, StoreOptions};
+use chartroom_store::{DatabaseEncryption, Store, StoreError, StoreOptions};
 use uuid::Uuid;
 
 use crate::profile::{DeviceRecord, Profile};
@@ -58,7 +58,9 @@ impl LockedVault {
         keystore: Arc<dyn DeviceSecretStore>,
         new: NewVault<'_>,
     ) -> Result<UnlockedVault> {
-        if profile.is_enrolled() || profile.database_path().exists() {
+        // Refuse if anything of a station is here (even a half-made one): never merge into, or on
+        // failure delete, files this call did not create.
+        if profile.files().iter().any(|f| f.exists()) {
             return Err(StationError::AlreadyEnrolled);
         }
         profile.create_dir()?;
@@ -71,10 +73,12 @@ impl LockedVault {
         };
         let secret = DeviceSecret::generate();
         keystore.save(device.device_id, &secret)?;
-        let result = Self::create_files(&profile, &device, &secret, &new);
+        // The station database is always SQLCipher, whatever options were passed in.
+        let store_options = StoreOptions { encryption: DatabaseEncryption::SqlCipher, ..new.store };
+        let result = Self::create_files(&profile, &device, &secret, &new, store_options);
         match result {
             Ok(store) => {
-                let locked = LockedVault { profile, device, keystore, store_options: new.store };
+                let locked = LockedVault { profile, device, keystore, store_options };
                 Ok(UnlockedVault { locked, user_id: new.user_id, username: new.username.to_owned(), store })
             }
             Err(e) => {
@@ -92,6 +96,7 @@ impl LockedVault {
         device: &DeviceRecord,
         secret: &DeviceSecret,
         new: &NewVault<'_>,
+        store_options: StoreOptions,
     ) -> Result<Store> {
         let dek = DataKey::generate();
         let slot = KeySlot::seal(&dek, new.password, secret, new.user_id, device.device_id, 1, new.kdf)?;
@@ -99,7 +104,7 @@ impl LockedVault {
         if let Some(recovery) = &new.recovery {
             profile.put_recovery_slot(&RecoverySlot::seal(&dek, recovery, device.device_id)?)?;
         }
-        let store = Store::create(&profile.database_path(), dek, new.store)?;
+        let store = Store::create(&profile.database_path(), dek, store_options)?;
         // device.json last: its presence means "enrollment completed".
         profile.write_device(device)?;
         Ok(store)
@@ -127,9 +132,9 @@ impl LockedVault {
         Ok(LockedVault { profile, device, keystore, store_options: StoreOptions::default() })
     }
 
-    /// Uses these store options (page cache size) for the next unlock.
+    /// Uses these store options (page cache size) for the next unlock. The database stays SQLCipher.
     pub fn with_store_options(mut self, options: StoreOptions) -> Self {
-        self.store_options = options;
+        self.store_options = StoreOptions { encryption: DatabaseEncryption::SqlCipher, ..options };
         self
     }
 
@@ -171,7 +176,7 @@ impl LockedVault {
     /// Opens the store with the recovery private key, without the keyring. The audited recovery flow
     /// around it (re-enrolling the device secret, new slots) belongs to sync and enrollment.
     pub fn open_with_recovery_key(&self, keys: &RecoveryKeyPair) -> Result<Store> {
-        let slot = self.profile.recovery_slot()?.ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        let slot = self.profile.recovery_slot()?.ok_or(StationError::NoRecoverySlot)?;
         if slot.device_id() != self.device.device_id {
             return Err(StationError::SlotOfAnotherDevice);
         }

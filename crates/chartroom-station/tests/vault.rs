@@ -122,14 +122,16 @@ fn swapped_and_copied_slots_are_refused() {
     vault.add_user(Uuid::new_v4(), "nurse.b", &Password::from(PW), KdfParams::MINIMUM).unwrap();
     vault.lock();
 
-    // Swap the two users' slot bytes in keyslots.json.
+    // Swap the two users' slots (bytes and digests) in keyslots.json.
     let path = dir.path().join("keyslots.json");
     let original = std::fs::read_to_string(&path).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&original).unwrap();
     let users = json["users"].as_array_mut().unwrap();
-    let (a, b) = (users[0]["slot"].clone(), users[1]["slot"].clone());
-    users[0]["slot"] = b;
-    users[1]["slot"] = a;
+    for field in ["slot", "sha256"] {
+        let (a, b) = (users[0][field].clone(), users[1][field].clone());
+        users[0][field] = b;
+        users[1][field] = a;
+    }
     std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW)).unwrap_err();
     assert!(matches!(err, StationError::SlotOfAnotherUser), "{err:?}");
@@ -143,6 +145,24 @@ fn swapped_and_copied_slots_are_refused() {
     std::fs::copy(other.path().join("keyslots.json"), &path).unwrap();
     let err = open(dir.path(), ks).unlock("nurse.a", &Password::from(PW)).unwrap_err();
     assert!(matches!(err, StationError::SlotOfAnotherDevice), "{err:?}");
+
+    // One flipped bit in a stored slot is damage, not "wrong password".
+    let mut json: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let slot = json["users"][0]["slot"].as_str().unwrap().to_owned();
+    let last = if slot.ends_with('0') { '1' } else { '0' };
+    json["users"][0]["slot"] = serde_json::Value::String(format!("{}{last}", &slot[..slot.len() - 1]));
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let err = open(dir.path(), Arc::new(MemoryKeystore::default()))
+        .unlock("nurse.a", &Password::from(PW))
+        .unwrap_err();
+    assert!(matches!(err, StationError::ProfileDamaged("keyslots.json")), "{err:?}");
+
+    // A missing slot file on an enrolled device is damage, not an unknown user.
+    std::fs::remove_file(&path).unwrap();
+    let err = open(dir.path(), Arc::new(MemoryKeystore::default()))
+        .unlock("nurse.a", &Password::from(PW))
+        .unwrap_err();
+    assert!(matches!(err, StationError::ProfileDamaged("keyslots.json")), "{err:?}");
 
     // Garbage in the slot file.
     std::fs::write(&path, b"{ not json").unwrap();
@@ -267,6 +287,13 @@ fn recovery_slot_opens_the_data_without_the_keyring() {
     let mut store = locked.open_with_recovery_key(&recovery).unwrap();
     assert_eq!(store.census(None).unwrap().len(), 6, "unsynced work survives a lost keyring");
     assert!(locked.open_with_recovery_key(&RecoveryKeyPair::generate()).is_err());
+
+    let other = tempfile::tempdir().unwrap();
+    create(other.path(), Arc::new(MemoryKeystore::default()), None).lock();
+    let err = open(other.path(), Arc::new(MemoryKeystore::default()))
+        .open_with_recovery_key(&recovery)
+        .unwrap_err();
+    assert!(matches!(err, StationError::NoRecoverySlot), "{err:?}");
 }
 
 #[derive(Debug)]
@@ -327,4 +354,24 @@ fn creation_is_all_or_nothing_and_never_overwrites() {
     );
     assert!(matches!(again, Err(StationError::AlreadyEnrolled)));
     assert_eq!(snapshot(dir.path()), before);
+
+    // A half-made profile (only a slot file left behind) is not merged into or deleted either.
+    let half = tempfile::tempdir().unwrap();
+    std::fs::write(half.path().join("keyslots.json"), b"{}").unwrap();
+    let again = LockedVault::create(
+        Profile::new(half.path()),
+        Arc::new(MemoryKeystore::default()),
+        NewVault {
+            profile: DeviceProfile::Station,
+            user_id: Uuid::new_v4(),
+            username: "x",
+            password: &Password::from(PW),
+            kdf: KdfParams::MINIMUM,
+            recovery: None,
+            now: NOW,
+            store: options(),
+        },
+    );
+    assert!(matches!(again, Err(StationError::AlreadyEnrolled)));
+    assert_eq!(std::fs::read(half.path().join("keyslots.json")).unwrap(), b"{}");
 }

@@ -75,7 +75,9 @@ pub struct Store {
 /// The data key and the patient keys unwrapped with it so far (wiped when dropped).
 struct Keys {
     dek: DataKey,
-    patients: HashMap<Uuid, PatientKey>,
+    /// Boxed so that growing the map moves pointers, not key material: a moved-from copy of a key
+    /// would be freed without being wiped.
+    patients: HashMap<Uuid, Box<PatientKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -127,7 +129,13 @@ impl Store {
             // SQLCipher logs HMAC failures to stderr itself; errors are reported through our own
             // types instead (one clear line, no internals).
             conn.execute_batch("PRAGMA cipher_log_level = NONE")?;
-            conn.pragma_update(None, "key", dek.sqlcipher_pragma_value().as_str())?;
+            // Built in a wiped buffer (rusqlite's `pragma_update` would format the key into a plain
+            // String). The raw-key syntax `x'…'` means SQLCipher runs no KDF on open.
+            let mut sql = zeroize::Zeroizing::new(String::with_capacity(80));
+            sql.push_str("PRAGMA key = \"");
+            sql.push_str(&dek.sqlcipher_pragma_value());
+            sql.push_str("\";");
+            conn.execute_batch(&sql)?;
         }
         // The first read proves the key (SQLCipher checks page 1's HMAC) before anything is written.
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
@@ -304,15 +312,13 @@ impl Store {
     /// One patient's chart, with at most `max_observations` of the newest observations.
     pub fn chart(&mut self, patient_id: Uuid, max_observations: usize) -> Result<Chart> {
         let Store { conn, keys, .. } = self;
-        let body: Vec<u8> = conn
-            .prepare_cached("SELECT body FROM patients WHERE id = ?1")?
-            .query_row([patient_id.as_bytes()], |r| r.get(0))
+        let (body, version): (Vec<u8>, i64) = conn
+            .prepare_cached("SELECT body, version FROM patients WHERE id = ?1")?
+            .query_row([patient_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .ok_or(StoreError::PatientNotFound)?;
         let mut patient: Patient = keys.open(conn, patient_id, patient_id, PATIENT_FIELD, &body)?;
-        patient.version = conn
-            .prepare_cached("SELECT version FROM patients WHERE id = ?1")?
-            .query_row([patient_id.as_bytes()], |r| r.get(0))?;
+        patient.version = version;
         Ok(Chart {
             patient,
             allergies: records_of(conn, keys, patient_id, usize::MAX)?,
@@ -404,7 +410,7 @@ impl Keys {
                         StoreError::PatientNotFound
                     });
                 };
-                Ok(v.insert(self.dek.unwrap_patient_key(patient_id, &wrapped)?))
+                Ok(v.insert(Box::new(self.dek.unwrap_patient_key(patient_id, &wrapped)?)))
             }
         }
     }
@@ -451,7 +457,7 @@ fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Patient) -> R
         tx.prepare_cached("INSERT INTO patient_keys (patient_id, wrapped) VALUES (?1, ?2)")?
             .execute(params![id.as_bytes(), keys.dek.wrap_patient_key(id, &key)])?;
         tx.prepare_cached("DELETE FROM shredded_patients WHERE patient_id = ?1")?.execute([id.as_bytes()])?;
-        keys.patients.insert(id, key);
+        keys.patients.insert(id, Box::new(key));
     }
     let body = keys.seal(tx, id, id, PATIENT_FIELD, patient)?;
     let mrn_index = keys.dek.blind_index(MRN_INDEX_DOMAIN, patient.mrn.trim());
