@@ -95,8 +95,8 @@ impl Sex {
     }
 }
 
-/// A person's name.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+/// A person's name. `Debug` prints `***`: a stray `{:?}` in a log or panic must not leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HumanName {
     pub family: String,
     pub given: String,
@@ -108,8 +108,8 @@ impl std::fmt::Display for HumanName {
     }
 }
 
-/// FHIR `Patient`, with the ward placement a station needs.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+/// FHIR `Patient`, with the ward placement a station needs. `Debug` shows only ids and placement.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Patient {
     pub id: Uuid,
     pub mrn: String,
@@ -301,8 +301,8 @@ pub enum NoteStatus {
     EnteredInError { reason: String, at: Timestamp },
 }
 
-/// A clinical note (DocumentReference-like).
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+/// A clinical note (DocumentReference-like). `Debug` never prints the text.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Note {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -341,6 +341,37 @@ impl Chart {
     }
 }
 
+// PHI-bearing records print redacted `Debug`: identifiers and structure, never names, MRNs, birth
+// dates or free text.
+impl std::fmt::Debug for HumanName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HumanName(***)")
+    }
+}
+
+impl std::fmt::Debug for Patient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Patient")
+            .field("id", &self.id)
+            .field("unit", &self.unit)
+            .field("bed", &self.bed)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Note")
+            .field("id", &self.id)
+            .field("patient_id", &self.patient_id)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +385,36 @@ mod tests {
         assert!("20-01-01".parse::<Date>().is_err());
         let d: Date = serde_json::from_str("\"1980-07-04\"").unwrap();
         assert_eq!(serde_json::to_string(&d).unwrap(), "\"1980-07-04\"");
+    }
+
+    #[test]
+    fn debug_output_carries_no_phi() {
+        let p = Patient {
+            id: Uuid::nil(),
+            mrn: "MRN-CANARY".into(),
+            name: HumanName { family: "Canaryfamily".into(), given: "Canarygiven".into() },
+            birth_date: Date::new(1961, 3, 9).unwrap(),
+            sex: Sex::Female,
+            unit: "ICU".into(),
+            bed: "04A".into(),
+            version: 3,
+        };
+        let shown = format!("{p:?} {:?}", p.name);
+        for phi in ["MRN-CANARY", "Canaryfamily", "Canarygiven", "1961"] {
+            assert!(!shown.contains(phi), "{phi} in {shown}");
+        }
+        let n = Note {
+            id: Uuid::nil(),
+            patient_id: Uuid::nil(),
+            author_id: Uuid::nil(),
+            kind: NoteKind::Nursing,
+            text: "canary note text".into(),
+            created_at: Timestamp(0),
+            status: NoteStatus::Draft,
+            addendum_to: None,
+            version: 1,
+        };
+        assert!(!format!("{n:?}").contains("canary"));
     }
 
     #[test]
