@@ -55,7 +55,7 @@ fn device_secret_round_trips_through_the_real_keyring() {
     let fresh: Arc<dyn DeviceSecretStore> = Arc::new(OsKeyring::connect().unwrap());
     assert_eq!(fresh.backend(), "secret-service");
     let reopened = LockedVault::open(Profile::new(dir.path()), fresh.clone(), now).unwrap();
-    let vault = reopened.unlock("doc.keyring", &password).unwrap();
+    let vault = reopened.unlock("doc.keyring", &password, now).unwrap();
     vault.lock();
     drop(locked);
 
@@ -63,7 +63,7 @@ fn device_secret_round_trips_through_the_real_keyring() {
     ks.delete(device).unwrap();
     let err = LockedVault::open(Profile::new(dir.path()), fresh.clone(), now)
         .unwrap()
-        .unlock("doc.keyring", &password)
+        .unlock("doc.keyring", &password, now)
         .unwrap_err();
     assert!(matches!(err, StationError::Keystore(KeystoreError::Missing)), "{err:?}");
     assert_eq!(fresh.load(device).err(), Some(KeystoreError::Missing));

@@ -262,7 +262,7 @@ fn vault(
     let mut unlock = Vec::new();
     for _ in 0..unlocks {
         let t = Instant::now();
-        let v = locked.unlock("bench", &password)?;
+        let v = locked.unlock("bench", &password, now)?;
         unlock.push(t.elapsed());
         v.lock();
     }

@@ -10,10 +10,12 @@ pub mod clock;
 pub mod policy;
 pub mod records;
 pub mod session;
+pub mod throttle;
 pub mod validate;
 
 pub use clock::{Clock, Timestamp};
 pub use policy::{DeviceProfile, LockPolicy, PolicyError};
 pub use records::*;
 pub use session::{Session, SessionEvent, SessionState};
+pub use throttle::{LoginThrottle, Throttled};
 pub use validate::{Validate, ValidationError};

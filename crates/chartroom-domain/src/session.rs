@@ -4,11 +4,9 @@
 //! Every event carries "now" from the injected clock, and time-based transitions are applied before the
 //! event itself, so a late event can never revive a session that should already be locked.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use uuid::Uuid;
 
+use crate::throttle::{FailureOutcome, LoginThrottle, Throttled};
 use crate::{LockPolicy, Timestamp};
 
 /// What the UI shows.
@@ -72,44 +70,29 @@ pub enum LockReason {
     Requested,
 }
 
-/// Why a login attempt may not be made now.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
-pub enum Throttled {
-    #[error("too many failed attempts; try again in {} s", retry_after.as_secs().max(1))]
-    Delay { retry_after: Duration },
-    #[error("account locked on this device after repeated failed attempts; try again in {} min", retry_after.as_secs().div_ceil(60))]
-    LockedOut { retry_after: Duration },
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Inner {
     Locked { owner: Option<Uuid> },
     Active { user: Uuid, started: Timestamp, last_activity: Timestamp, warned: bool },
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Attempts {
-    failures: u32,
-    last_failure: Option<Timestamp>,
-    locked_until: Option<Timestamp>,
-}
-
-/// One device's session. Throttling is per username, ASCII case-folded exactly as key-slot lookup is.
+/// One device's session (lock state and login throttling).
 #[derive(Debug, Clone)]
 pub struct Session {
     policy: LockPolicy,
     inner: Inner,
-    attempts: HashMap<String, Attempts>,
+    throttle: LoginThrottle,
     last_now: Timestamp,
 }
 
-/// Failures before delays start; after that each failure doubles the delay, up to [`MAX_DELAY`].
-const FREE_FAILURES: u32 = 2;
-const MAX_DELAY: Duration = Duration::from_secs(60);
-
 impl Session {
     pub fn new(policy: LockPolicy, now: Timestamp) -> Self {
-        Session { policy, inner: Inner::Locked { owner: None }, attempts: HashMap::new(), last_now: now }
+        Session {
+            policy,
+            inner: Inner::Locked { owner: None },
+            throttle: LoginThrottle::default(),
+            last_now: now,
+        }
     }
 
     pub fn policy(&self) -> &LockPolicy {
@@ -164,32 +147,7 @@ impl Session {
     /// May `username` try a password now? Check before running the (expensive) key derivation.
     pub fn check_attempt(&mut self, username: &str, now: Timestamp) -> Result<(), Throttled> {
         self.advance(now);
-        let a = self.attempts_for(username, now);
-        if let Some(until) = a.locked_until {
-            if now < until {
-                return Err(Throttled::LockedOut { retry_after: until.since(now) });
-            }
-        }
-        if let (Some(last), true) = (a.last_failure, a.failures > FREE_FAILURES) {
-            let delay = delay_after(a.failures);
-            if now < last.plus(delay) {
-                return Err(Throttled::Delay { retry_after: last.plus(delay).since(now) });
-            }
-        }
-        Ok(())
-    }
-
-    /// The attempt record for `username`, forgetting failures older than the lockout window.
-    fn attempts_for(&mut self, username: &str, now: Timestamp) -> Attempts {
-        let key = username.to_ascii_lowercase();
-        let window = self.policy.lockout();
-        let entry = self.attempts.entry(key).or_default();
-        let stale = entry.last_failure.is_some_and(|t| now.since(t) >= window)
-            && entry.locked_until.is_none_or(|u| now >= u);
-        if stale {
-            *entry = Attempts::default();
-        }
-        *entry
+        self.throttle.check(username, now, &self.policy)
     }
 
     /// Handles one event at `now`.
@@ -217,18 +175,10 @@ impl Session {
                 Inner::Locked { .. } => timed,
             },
             SessionEvent::AuthFailed { username } => {
-                let mut a = self.attempts_for(&username, now);
-                a.failures += 1;
-                a.last_failure = Some(now);
-                let result = if a.failures >= self.policy.max_failed_attempts() {
-                    let until = now.plus(self.policy.lockout());
-                    a.locked_until = Some(until);
-                    Transition::LockedOut { until }
-                } else {
-                    Transition::LoginFailed { attempts: a.failures }
-                };
-                self.attempts.insert(username.to_ascii_lowercase(), a);
-                result
+                match self.throttle.record_failure(&username, now, &self.policy) {
+                    FailureOutcome::Failed { attempts } => Transition::LoginFailed { attempts },
+                    FailureOutcome::LockedOut { until } => Transition::LockedOut { until },
+                }
             }
             SessionEvent::AuthSucceeded { user, username } => {
                 // The caller should have asked `check_attempt` before verifying the password; if it
@@ -237,7 +187,7 @@ impl Session {
                 if let Err(throttled) = self.check_attempt(&username, now) {
                     return Transition::Refused(throttled);
                 }
-                self.attempts.remove(&username.to_ascii_lowercase());
+                self.throttle.record_success(&username);
                 let previous = match self.inner {
                     Inner::Locked { owner } => owner,
                     Inner::Active { user, .. } => Some(user),
@@ -255,17 +205,13 @@ impl Session {
     }
 }
 
-/// Delay after `failures` failed attempts: 1 s, 2 s, 4 s … up to a minute.
-fn delay_after(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(FREE_FAILURES + 1).min(16);
-    Duration::from_secs(1u64 << exp).min(MAX_DELAY)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::throttle::{FREE_FAILURES, MAX_DELAY};
     use crate::DeviceProfile;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     const T0: Timestamp = Timestamp(1_800_000_000_000);
     fn secs(s: u64) -> Duration {

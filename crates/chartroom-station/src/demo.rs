@@ -67,12 +67,12 @@ pub fn run(
 
     let locked = vault.lock();
     writeln!(out, "\nLocked: database closed, data key and patient keys wiped from memory.")?;
-    match locked.unlock(DEMO_USERNAME, &Password::from("not the password")) {
+    match locked.unlock(DEMO_USERNAME, &Password::from("not the password"), now) {
         Err(e) => writeln!(out, "Unlock with a wrong password: refused ({e}).")?,
         Ok(_) => anyhow::bail!("a wrong password unlocked the vault"),
     }
     let started = std::time::Instant::now();
-    let mut vault = locked.unlock(DEMO_USERNAME, &password)?;
+    let mut vault = locked.unlock(DEMO_USERNAME, &password, now)?;
     writeln!(
         out,
         "Unlocked as {DEMO_USERNAME} in {} ms (Argon2id m=64 MiB t=3 + keyring + SQLCipher open).",

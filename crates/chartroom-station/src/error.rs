@@ -13,6 +13,8 @@ pub enum StationError {
     AlreadyEnrolled,
     #[error("wrong username or password")]
     WrongPassword,
+    #[error("{0}")]
+    Throttled(#[from] chartroom_domain::Throttled),
     #[error("no key slot for this user on this device; log in online once first")]
     UnknownUser,
     #[error("the key slot stored for this user belongs to another user; the profile was tampered with")]
@@ -46,6 +48,8 @@ impl StationError {
             StationError::NotEnrolled => "station.not_enrolled",
             StationError::AlreadyEnrolled => "station.already_enrolled",
             StationError::WrongPassword => "auth.wrong_password",
+            StationError::Throttled(chartroom_domain::Throttled::Delay { .. }) => "auth.throttled",
+            StationError::Throttled(chartroom_domain::Throttled::LockedOut { .. }) => "auth.locked_out",
             StationError::UnknownUser => "auth.unknown_user",
             StationError::SlotOfAnotherUser => "vault.slot_wrong_user",
             StationError::SlotOfAnotherDevice => "vault.slot_wrong_device",

@@ -84,7 +84,7 @@ fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
     let password = read_password()?;
     let keystore = Arc::new(OsKeyring::connect()?);
     let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
-    Ok(locked.unlock(username, &password)?)
+    Ok(locked.unlock(username, &password, clock::wall_now())?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

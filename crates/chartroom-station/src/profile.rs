@@ -4,6 +4,7 @@
 //! DIR/device.json            device id, device profile, keyring backend (no secrets)
 //! DIR/keyslots.json          per-user key slots and the recovery slot (sealed; useless without the keyring)
 //! DIR/cache.db (-wal, -shm)  the SQLCipher database
+//! DIR/login-attempts.json    failed-login counters per username (throttling survives restarts)
 //! DIR/security-events.jsonl  security-relevant events that happen before any database is open (no PHI)
 //! ```
 //! File names never carry PHI. Files are written to a temporary name, synced and renamed, so a crash
@@ -14,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chartroom_crypto::{KeySlot, RecoverySlot};
-use chartroom_domain::{DeviceProfile, Timestamp};
+use chartroom_domain::{DeviceProfile, LoginThrottle, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -86,6 +87,31 @@ impl Profile {
     }
     fn events_path(&self) -> PathBuf {
         self.dir.join("security-events.jsonl")
+    }
+    fn attempts_path(&self) -> PathBuf {
+        self.dir.join("login-attempts.json")
+    }
+
+    /// The failed-login counters. A missing file means none; an unreadable one is recorded and
+    /// started afresh, because refusing every login over a damaged counter file would lock a ward out.
+    pub fn read_throttle(&self, now: Timestamp) -> Result<LoginThrottle, StationError> {
+        match fs::read(self.attempts_path()) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(t) => Ok(t),
+                Err(_) => {
+                    self.record_event(now, "login_attempts_file_damaged", serde_json::json!({}))?;
+                    Ok(LoginThrottle::default())
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LoginThrottle::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn write_throttle(&self, throttle: &LoginThrottle) -> Result<(), StationError> {
+        let json =
+            serde_json::to_vec(throttle).map_err(|_| StationError::ProfileDamaged("login-attempts.json"))?;
+        write_atomic(&self.attempts_path(), &json)
     }
 
     pub fn is_enrolled(&self) -> bool {
@@ -215,6 +241,7 @@ impl Profile {
         vec![
             self.device_path(),
             self.slots_path(),
+            self.attempts_path(),
             self.events_path(),
             PathBuf::from(format!("{}-wal", db.display())),
             PathBuf::from(format!("{}-shm", db.display())),

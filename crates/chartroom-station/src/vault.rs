@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chartroom_crypto::{
     DataKey, DeviceSecret, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey, RecoverySlot,
 };
-use chartroom_domain::{DeviceProfile, Timestamp};
+use chartroom_domain::{DeviceProfile, LockPolicy, Timestamp};
 use chartroom_store::{DatabaseEncryption, Store, StoreError, StoreOptions};
 use uuid::Uuid;
 
@@ -151,8 +151,29 @@ impl LockedVault {
         self.profile.usernames()
     }
 
-    /// Unlocks with a user's password and this device's secret.
-    pub fn unlock(&self, username: &str, password: &Password) -> Result<UnlockedVault> {
+    /// Unlocks with a user's password and this device's secret, at `now`.
+    ///
+    /// Attempts are throttled per username by the device profile's lock policy (growing delays, then a
+    /// lockout), and the counters live in the profile, so a new process does not grant new guesses.
+    /// A throttled attempt is refused before any password work is done, even if it would be right.
+    pub fn unlock(&self, username: &str, password: &Password, now: Timestamp) -> Result<UnlockedVault> {
+        let policy = LockPolicy::defaults(self.device.profile);
+        let mut throttle = self.profile.read_throttle(now)?;
+        throttle.check(username, now, &policy)?;
+        let attempt = self.try_unlock(username, password);
+        match &attempt {
+            Ok(_) => throttle.record_success(username),
+            Err(StationError::WrongPassword | StationError::UnknownUser) => {
+                throttle.record_failure(username, now, &policy);
+            }
+            // Damage, a missing keyring entry, tampering: not a guess, and not the user's fault.
+            Err(_) => return attempt,
+        }
+        self.profile.write_throttle(&throttle)?;
+        attempt
+    }
+
+    fn try_unlock(&self, username: &str, password: &Password) -> Result<UnlockedVault> {
         let user = self.profile.slot_for(username)?.ok_or(StationError::UnknownUser)?;
         let secret = self.keystore.load(self.device.device_id)?;
         let dek = user.slot.open(password, &secret, user.user_id, self.device.device_id)?;

@@ -85,14 +85,17 @@ fn lock_unlock_and_wrong_passwords() {
 
     let locked = open(dir.path(), ks);
     let before = snapshot(dir.path());
-    let err = locked.unlock("nurse.a", &Password::from("wrong password!")).unwrap_err();
+    let err = locked.unlock("nurse.a", &Password::from("wrong password!"), NOW).unwrap_err();
     assert!(matches!(err, StationError::WrongPassword), "{err:?}");
     assert_eq!(err.code(), "auth.wrong_password");
-    let err = locked.unlock("nobody", &Password::from(PW)).unwrap_err();
+    let err = locked.unlock("nobody", &Password::from(PW), NOW).unwrap_err();
     assert!(matches!(err, StationError::UnknownUser), "{err:?}");
-    assert_eq!(snapshot(dir.path()), before, "failed unlocks change nothing");
+    // Failed unlocks change nothing but the attempt counters.
+    let after: Vec<_> =
+        snapshot(dir.path()).into_iter().filter(|(n, _)| n != "login-attempts.json").collect();
+    assert!(after == before, "failed unlocks changed a profile file");
 
-    let mut vault = locked.unlock("NURSE.A", &Password::from(PW)).unwrap();
+    let mut vault = locked.unlock("NURSE.A", &Password::from(PW), NOW).unwrap();
     assert_eq!(vault.user_id(), user);
     assert_eq!(vault.store().census(None).unwrap().len(), 6);
     let _locked: LockedVault = vault.lock();
@@ -106,12 +109,12 @@ fn second_user_gets_own_slot() {
     let b = Uuid::new_v4();
     vault.add_user(b, "nurse.b", &Password::from("another good passphrase"), KdfParams::MINIMUM).unwrap();
     let locked = vault.lock();
-    let mut vb = locked.unlock("nurse.b", &Password::from("another good passphrase")).unwrap();
+    let mut vb = locked.unlock("nurse.b", &Password::from("another good passphrase"), NOW).unwrap();
     assert_eq!(vb.user_id(), b);
     assert_eq!(vb.store().census(None).unwrap().len(), 6);
     // A's password does not open B's slot.
     let locked = vb.lock();
-    assert!(matches!(locked.unlock("nurse.b", &Password::from(PW)), Err(StationError::WrongPassword)));
+    assert!(matches!(locked.unlock("nurse.b", &Password::from(PW), NOW), Err(StationError::WrongPassword)));
 }
 
 #[test]
@@ -133,7 +136,7 @@ fn swapped_and_copied_slots_are_refused() {
         users[1][field] = a;
     }
     std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
-    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW), NOW).unwrap_err();
     assert!(matches!(err, StationError::SlotOfAnotherUser), "{err:?}");
     std::fs::write(&path, &original).unwrap();
 
@@ -143,7 +146,7 @@ fn swapped_and_copied_slots_are_refused() {
     let other = tempfile::tempdir().unwrap();
     create_as(other.path(), Arc::new(MemoryKeystore::default()), None, user).lock();
     std::fs::copy(other.path().join("keyslots.json"), &path).unwrap();
-    let err = open(dir.path(), ks).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    let err = open(dir.path(), ks).unlock("nurse.a", &Password::from(PW), NOW).unwrap_err();
     assert!(matches!(err, StationError::SlotOfAnotherDevice), "{err:?}");
 
     // One flipped bit in a stored slot is damage, not "wrong password".
@@ -153,21 +156,21 @@ fn swapped_and_copied_slots_are_refused() {
     json["users"][0]["slot"] = serde_json::Value::String(format!("{}{last}", &slot[..slot.len() - 1]));
     std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     let err = open(dir.path(), Arc::new(MemoryKeystore::default()))
-        .unlock("nurse.a", &Password::from(PW))
+        .unlock("nurse.a", &Password::from(PW), NOW)
         .unwrap_err();
     assert!(matches!(err, StationError::ProfileDamaged("keyslots.json")), "{err:?}");
 
     // A missing slot file on an enrolled device is damage, not an unknown user.
     std::fs::remove_file(&path).unwrap();
     let err = open(dir.path(), Arc::new(MemoryKeystore::default()))
-        .unlock("nurse.a", &Password::from(PW))
+        .unlock("nurse.a", &Password::from(PW), NOW)
         .unwrap_err();
     assert!(matches!(err, StationError::ProfileDamaged("keyslots.json")), "{err:?}");
 
     // Garbage in the slot file.
     std::fs::write(&path, b"{ not json").unwrap();
     let err = open(dir.path(), Arc::new(MemoryKeystore::default()))
-        .unlock("nurse.a", &Password::from(PW))
+        .unlock("nurse.a", &Password::from(PW), NOW)
         .unwrap_err();
     assert!(matches!(err, StationError::ProfileDamaged("keyslots.json")), "{err:?}");
 }
@@ -179,7 +182,7 @@ fn missing_keyring_entry_is_a_clear_error_and_never_a_new_key() {
     create(dir.path(), ks.clone(), None).lock();
     let before = snapshot(dir.path());
     ks.clear();
-    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW), NOW).unwrap_err();
     assert!(matches!(err, StationError::Keystore(KeystoreError::Missing)), "{err:?}");
     assert_eq!(err.to_string(), "this device's key is not available in the system keyring");
     assert_eq!(snapshot(dir.path()), before);
@@ -232,7 +235,7 @@ fn damaged_database_is_reported_and_left_alone() {
 
     std::fs::write(&db, &original[..original.len() / 2 + 7]).unwrap();
     let before = snapshot(dir.path());
-    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW), NOW).unwrap_err();
     assert!(matches!(err, StationError::DatabaseDamaged(_)), "{err:?}");
     assert_eq!(snapshot(dir.path()), before);
 
@@ -240,7 +243,7 @@ fn damaged_database_is_reported_and_left_alone() {
     flipped[200] ^= 0xff;
     std::fs::write(&db, &flipped).unwrap();
     let before = snapshot(dir.path());
-    let err = open(dir.path(), ks).unlock("nurse.a", &Password::from(PW)).unwrap_err();
+    let err = open(dir.path(), ks).unlock("nurse.a", &Password::from(PW), NOW).unwrap_err();
     assert!(matches!(err, StationError::DatabaseDamaged(_)), "{err:?}");
     assert_eq!(err.code(), "vault.database_damaged");
     assert_eq!(snapshot(dir.path()), before);
@@ -265,14 +268,15 @@ fn canary_is_in_no_profile_file() {
         }
     };
     check("while unlocked");
-    vault.lock();
+    let locked = vault.lock();
+    // A failed and a successful login write the attempt counters too.
+    assert!(locked.unlock("nurse.a", &Password::from("wrong password!"), NOW).is_err());
+    locked.unlock("nurse.a", &Password::from(PW), NOW).unwrap().lock();
     check("after lock");
     let names: Vec<String> = snapshot(dir.path()).into_iter().map(|(n, _)| n).collect();
-    assert!(
-        names.iter().all(|n| ["cache.db", "cache.db-wal", "cache.db-shm", "device.json", "keyslots.json"]
-            .contains(&n.as_str())),
-        "{names:?}"
-    );
+    let known =
+        ["cache.db", "cache.db-wal", "cache.db-shm", "device.json", "keyslots.json", "login-attempts.json"];
+    assert!(names.iter().all(|n| known.contains(&n.as_str())), "{names:?}");
 }
 
 #[test]
@@ -283,7 +287,7 @@ fn recovery_slot_opens_the_data_without_the_keyring() {
     create(dir.path(), ks.clone(), Some(&recovery)).lock();
     ks.clear();
     let locked = open(dir.path(), ks);
-    assert!(locked.unlock("nurse.a", &Password::from(PW)).is_err());
+    assert!(locked.unlock("nurse.a", &Password::from(PW), NOW).is_err());
     let mut store = locked.open_with_recovery_key(&recovery).unwrap();
     assert_eq!(store.census(None).unwrap().len(), 6, "unsynced work survives a lost keyring");
     assert!(locked.open_with_recovery_key(&RecoveryKeyPair::generate()).is_err());
@@ -374,4 +378,40 @@ fn creation_is_all_or_nothing_and_never_overwrites() {
     );
     assert!(matches!(again, Err(StationError::AlreadyEnrolled)));
     assert_eq!(std::fs::read(half.path().join("keyslots.json")).unwrap(), b"{}");
+}
+
+#[test]
+fn guessing_is_throttled_and_locked_out_across_restarts() {
+    use chartroom_domain::{LockPolicy, Throttled};
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    create(dir.path(), ks.clone(), None).lock();
+    let policy = LockPolicy::defaults(DeviceProfile::Station);
+    let wrong = Password::from("a wrong guess!");
+    let mut t = NOW;
+    for i in 1..=policy.max_failed_attempts() {
+        // Each attempt from a fresh `LockedVault`, as from a new process.
+        let err = open(dir.path(), ks.clone()).unlock("nurse.a", &wrong, t).unwrap_err();
+        assert!(matches!(err, StationError::WrongPassword), "attempt {i}: {err:?}");
+        // Trying again at once after the free attempts is delayed, without checking the password.
+        if i > 2 && i < policy.max_failed_attempts() {
+            let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW), t).unwrap_err();
+            assert!(matches!(err, StationError::Throttled(Throttled::Delay { .. })), "{err:?}");
+        }
+        t = t.plus(std::time::Duration::from_secs(61));
+    }
+    // Locked out: even the right password is refused, with its own code.
+    let err = open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW), t).unwrap_err();
+    assert!(matches!(err, StationError::Throttled(Throttled::LockedOut { .. })), "{err:?}");
+    assert_eq!(err.code(), "auth.locked_out");
+    // Another user on the same station is not affected by nurse.a's lockout.
+    assert!(matches!(
+        open(dir.path(), ks.clone()).unlock("nurse.b", &wrong, t),
+        Err(StationError::UnknownUser)
+    ));
+    // After the lockout the right password works and clears the counter.
+    let later = t.plus(policy.lockout());
+    open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW), later).unwrap().lock();
+    let err = open(dir.path(), ks).unlock("nurse.a", &wrong, later).unwrap_err();
+    assert!(matches!(err, StationError::WrongPassword), "{err:?}");
 }
