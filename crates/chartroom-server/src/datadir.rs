@@ -1,0 +1,207 @@
+//! The server's data directory and `init`.
+//!
+//! ```text
+//! DIR/config.json       listen address, TLS 1.2 opt-in (no secrets)
+//! DIR/tls/cert.pem      self-signed certificate (its fingerprint is what stations pin)
+//! DIR/tls/key.pem       its private key (0600)
+//! DIR/keys/master.key   32-byte master key (0600): the database key is derived from it, so the
+//!                       database file alone is useless (a separate directory, so backups of the
+//!                       database need not include it)
+//! DIR/keys/signing.key  Ed25519 seed for signed audit checkpoints (0600)
+//! DIR/server.db         SQLCipher database
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::ServerError;
+
+/// `config.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    pub format: u32,
+    pub listen: SocketAddr,
+    /// TLS 1.2 is refused unless an administrator opts in.
+    pub allow_tls12: bool,
+}
+
+/// Options for `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub listen: SocketAddr,
+    /// Names the self-signed certificate is valid for.
+    pub names: Vec<String>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+}
+
+/// What `init` made.
+#[derive(Clone, Debug)]
+pub struct InitReport {
+    /// `sha256:<hex>` of the certificate: give it to stations at enrollment.
+    pub fingerprint: String,
+}
+
+/// A server data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    dir: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DataDir { dir: dir.into() }
+    }
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub(crate) fn cert_path(&self) -> PathBuf {
+        self.dir.join("tls").join("cert.pem")
+    }
+    pub(crate) fn key_path(&self) -> PathBuf {
+        self.dir.join("tls").join("key.pem")
+    }
+    fn master_key_path(&self) -> PathBuf {
+        self.dir.join("keys").join("master.key")
+    }
+    fn signing_key_path(&self) -> PathBuf {
+        self.dir.join("keys").join("signing.key")
+    }
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.join("server.db")
+    }
+
+    pub fn read_config(&self) -> Result<ServerConfig, ServerError> {
+        let bytes = match fs::read(self.config_path()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ServerError::NotInitialised),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes).map_err(|_| ServerError::Damaged("config.json"))
+    }
+
+    /// The certificate's fingerprint.
+    pub fn fingerprint(&self) -> Result<String, ServerError> {
+        use rustls::pki_types::pem::PemObject;
+        let cert = rustls::pki_types::CertificateDer::from_pem_file(self.cert_path())
+            .map_err(|_| ServerError::Damaged("tls/cert.pem"))?;
+        Ok(crate::tls::fingerprint(&cert))
+    }
+}
+
+/// Initialises an empty (or missing) data directory. Refuses, changing nothing, if it already holds
+/// a server; removes what it wrote if a step fails.
+pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerError> {
+    let existing = [
+        dir.config_path(),
+        dir.cert_path(),
+        dir.key_path(),
+        dir.master_key_path(),
+        dir.signing_key_path(),
+        dir.database_path(),
+    ];
+    if existing.iter().any(|p| p.exists()) {
+        return Err(ServerError::AlreadyInitialised);
+    }
+    let result = init_files(dir, options);
+    if result.is_err() {
+        for p in existing {
+            let _ = fs::remove_file(p);
+        }
+    }
+    result
+}
+
+fn init_files(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerError> {
+    for sub in [dir.path().to_path_buf(), dir.path().join("tls"), dir.path().join("keys")] {
+        create_private_dir(&sub)?;
+    }
+    let (cert_pem, key_pem, fingerprint) = crate::tls::self_signed(options.names.clone())?;
+    write_new(&dir.cert_path(), cert_pem.as_bytes(), 0o644)?;
+    write_new(&dir.key_path(), key_pem.as_bytes(), 0o600)?;
+
+    let mut master = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(master.as_mut());
+    write_new(&dir.master_key_path(), master.as_ref(), 0o600)?;
+    let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    write_new(&dir.signing_key_path(), signing.as_bytes(), 0o600)?;
+
+    create_database(&dir.database_path(), &master)?;
+    let config = ServerConfig { format: 1, listen: options.listen, allow_tls12: false };
+    let json = serde_json::to_vec_pretty(&config).map_err(|_| ServerError::Internal("config encoding"))?;
+    // config.json last: its presence means "initialised".
+    write_new(&dir.config_path(), &json, 0o600)?;
+    Ok(InitReport { fingerprint })
+}
+
+/// The SQLCipher key of the server database: HKDF of the master key (never the master key itself).
+fn database_key_pragma(master: &[u8; 32]) -> Zeroizing<String> {
+    let key = chartroom_crypto::kdf::hkdf_sha256(b"chartroom/server-db/v1", master, b"database");
+    let mut sql = Zeroizing::new(String::from("PRAGMA key = \"x'"));
+    for b in key.iter() {
+        sql.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        sql.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    sql.push_str("'\";");
+    sql
+}
+
+fn create_database(path: &Path, master: &[u8; 32]) -> Result<(), ServerError> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(&database_key_pragma(master))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         PRAGMA user_version = 1;",
+    )?;
+    conn.close().map_err(|(_, e)| ServerError::from(e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+    fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates `path` (refusing if it exists) with `mode`, writes and syncs it.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServerError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Server errors: stable codes, messages without PHI or internals.
+
+/// Everything the server's commands can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("this data directory is already initialised; refusing to overwrite it")]
+    AlreadyInitialised,
+    #[error("this data directory is not initialised; run `chartroom-server init` first")]
+    NotInitialised,
+    #[error("the file `{0}` in the data directory is damaged")]
+    Damaged(&'static str),
+    #[error("cannot listen on the requested address ({0})")]
+    Bind(String),
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("file error: {0}")]
+    Io(String),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ServerError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServerError::AlreadyInitialised => "server.already_initialised",
+            ServerError::NotInitialised => "server.not_initialised",
+            ServerError::Damaged(_) => "server.damaged",
+            ServerError::Bind(_) => "server.bind",
+            ServerError::Tls(_) => "server.tls",
+            ServerError::Database(_) => "server.database",
+            ServerError::Io(_) => "server.io",
+            ServerError::Internal(_) => "server.internal",
+        }
+    }
+}
+
+impl From<std::io::Error> for ServerError {
+    fn from(e: std::io::Error) -> Self {
+        ServerError::Io(e.kind().to_string())
+    }
+}
+
+impl From<rusqlite::Error> for ServerError {
+    fn from(e: rusqlite::Error) -> Self {
+        ServerError::Database(e.to_string())
+    }
+}

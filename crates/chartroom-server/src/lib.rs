@@ -1,0 +1,71 @@
+//! The Chartroom central server as a library: `init` lays out a data directory (TLS certificate,
+//! signing key, master key outside the database, SQLCipher database); `start` serves the HTTPS API
+//! (TLS 1.3 only by default) until asked to stop. The `chartroom-server` binary only parses
+//! arguments and calls this crate.
+//!
+//! Architecture invariant: handlers never touch files or SQL directly — they go through the
+//! storage layer (added with accounts and devices); the wire types live in `chartroom-protocol`.
+
+#![forbid(unsafe_code)]
+
+mod datadir;
+mod error;
+mod http;
+mod tls;
+
+pub use datadir::{init, DataDir, InitOptions, InitReport};
+pub use error::ServerError;
+pub use http::router;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A server that is accepting connections.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections and lets requests in flight finish (up to `grace`).
+    pub async fn shutdown(self, grace: Duration) -> Result<(), ServerError> {
+        self.handle.graceful_shutdown(Some(grace));
+        self.task.await.map_err(|_| ServerError::Internal("server task failed"))??;
+        Ok(())
+    }
+
+    /// Waits until the server stops (after [`RunningServer::shutdown`] from another task, or an
+    /// error).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.task.await.map_err(|_| ServerError::Internal("server task failed"))??;
+        Ok(())
+    }
+
+    /// A handle that can stop the server from elsewhere (e.g. a signal handler).
+    pub fn stopper(&self) -> impl Fn(Duration) + Send + 'static {
+        let handle = self.handle.clone();
+        move |grace| handle.graceful_shutdown(Some(grace))
+    }
+}
+
+/// Binds `listen` (port 0 allowed) and starts serving the data directory's API over TLS.
+pub async fn start(dir: &DataDir, listen: SocketAddr) -> Result<RunningServer, ServerError> {
+    let config = dir.read_config()?;
+    let tls = tls::server_config(dir, config.allow_tls12)?;
+    let listener =
+        std::net::TcpListener::bind(listen).map_err(|e| ServerError::Bind(e.kind().to_string()))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+    )?
+    .handle(handle.clone());
+    let app = router();
+    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    Ok(RunningServer { addr, handle, task })
+}

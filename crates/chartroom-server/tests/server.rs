@@ -1,0 +1,195 @@
+//! The server over real TLS: `init` on a temp dir, `start` on port 0, and a rustls client that pins
+//! the certificate fingerprint the way stations will. Plus the binary's CLI contract.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartroom_server::{init, start, DataDir, InitOptions, ServerError};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Accepts exactly the certificate whose SHA-256 fingerprint was pinned at enrollment.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use sha2::{Digest, Sha256};
+        let hex: String = Sha256::digest(end_entity).iter().map(|b| format!("{b:02x}")).collect();
+        if format!("sha256:{hex}") == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("certificate does not match the pinned fingerprint".into()))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn client(
+    fingerprint: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { fingerprint: fingerprint.into(), provider }))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn get(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> std::io::Result<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test]
+async fn health_over_pinned_tls13_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    assert!(report.fingerprint.starts_with("sha256:") && report.fingerprint.len() == 7 + 64);
+    assert_eq!(dir.fingerprint().unwrap(), report.fingerprint);
+
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let ok =
+        get(&client(&report.fingerprint, &[&rustls::version::TLS13]), server.addr, "/health").await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let body = ok.split("\r\n\r\n").nth(1).unwrap();
+    let health: chartroom_protocol::Health = serde_json::from_str(body).unwrap();
+    assert_eq!(health.api_version, chartroom_protocol::API_VERSION);
+
+    // Another certificate (a different pin) is refused even though the server is reachable.
+    let other = "sha256:".to_string() + &"0".repeat(64);
+    assert!(get(&client(&other, &[&rustls::version::TLS13]), server.addr, "/health").await.is_err());
+    // TLS 1.2 is refused by default.
+    assert!(get(&client(&report.fingerprint, &[&rustls::version::TLS12]), server.addr, "/health")
+        .await
+        .is_err());
+    // Unknown paths are 404, not a crash.
+    let missing =
+        get(&client(&report.fingerprint, &[&rustls::version::TLS13]), server.addr, "/nope").await.unwrap();
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+#[test]
+fn init_refuses_an_initialised_directory_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    init(&dir, &InitOptions::default()).unwrap();
+    let snapshot = || {
+        let mut files = Vec::new();
+        for sub in ["", "tls", "keys"] {
+            for e in std::fs::read_dir(dir.path().join(sub)).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_file() {
+                    files.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    assert!(matches!(init(&dir, &InitOptions::default()), Err(ServerError::AlreadyInitialised)));
+    assert!(snapshot() == before, "a second init changed files");
+    // Secrets are private to the server's user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["keys/master.key", "keys/signing.key", "tls/key.pem", "server.db"] {
+            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+    }
+    // The database file does not open without the key derived from the master key.
+    let conn = rusqlite::Connection::open(dir.database_path()).unwrap();
+    assert!(conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).is_err());
+}
+
+#[test]
+fn cli_init_then_serve_then_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    let bin = env!("CARGO_BIN_EXE_chartroom-server");
+    let out = Command::new(bin).args(["init", "--data-dir", data.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("fingerprint: sha256:") && line.trim_end().len() == 20 + 64, "{line}");
+
+    let again = Command::new(bin).args(["init", "--data-dir", data.to_str().unwrap()]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8(again.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let mut child = Command::new(bin)
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("listening on https://127.0.0.1:"), "{first}");
+    let port: u16 = first.trim_end().rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0);
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
+}
