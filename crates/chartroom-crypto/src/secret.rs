@@ -216,6 +216,12 @@ impl Password {
         self.0.as_bytes()
     }
 
+    /// The password itself, for password-policy checks and for hashing into a PHC string on the
+    /// server. Do not copy it anywhere else.
+    pub fn expose_for_hashing(&self) -> &str {
+        &self.0
+    }
+
     /// Length in characters (for password-policy checks).
     pub fn char_count(&self) -> usize {
         self.0.chars().count()

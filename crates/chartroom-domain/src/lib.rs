@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod password;
 pub mod policy;
 pub mod records;
+pub mod roles;
 pub mod session;
 pub mod throttle;
 pub mod validate;
@@ -16,6 +18,7 @@ pub mod validate;
 pub use clock::{Clock, Timestamp};
 pub use policy::{DeviceProfile, LockPolicy, PolicyError};
 pub use records::*;
+pub use roles::Role;
 pub use session::{Session, SessionEvent, SessionState};
 pub use throttle::{LoginThrottle, Throttled};
 pub use validate::{Validate, ValidationError};

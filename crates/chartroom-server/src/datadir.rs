@@ -96,6 +96,17 @@ impl DataDir {
         serde_json::from_slice(&bytes).map_err(|_| ServerError::Damaged("config.json"))
     }
 
+    /// Opens the database with the key derived from `keys/master.key`.
+    pub fn open_storage(&self) -> Result<crate::storage::SqliteStorage, ServerError> {
+        self.read_config()?;
+        let bytes = Zeroizing::new(
+            fs::read(self.master_key_path()).map_err(|_| ServerError::Damaged("keys/master.key"))?,
+        );
+        let master: Zeroizing<[u8; 32]> =
+            Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.key"))?);
+        crate::storage::SqliteStorage::open(&self.database_path(), &master)
+    }
+
     /// The certificate's fingerprint.
     pub fn fingerprint(&self) -> Result<String, ServerError> {
         use rustls::pki_types::pem::PemObject;
@@ -142,41 +153,17 @@ fn init_files(dir: &DataDir, options: &InitOptions) -> Result<InitReport, Server
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     write_new(&dir.signing_key_path(), signing.as_bytes(), 0o600)?;
 
-    create_database(&dir.database_path(), &master)?;
+    drop(crate::storage::SqliteStorage::open(&dir.database_path(), &master)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.database_path(), fs::Permissions::from_mode(0o600))?;
+    }
     let config = ServerConfig { format: 1, listen: options.listen, allow_tls12: false };
     let json = serde_json::to_vec_pretty(&config).map_err(|_| ServerError::Internal("config encoding"))?;
     // config.json last: its presence means "initialised".
     write_new(&dir.config_path(), &json, 0o600)?;
     Ok(InitReport { fingerprint })
-}
-
-/// The SQLCipher key of the server database: HKDF of the master key (never the master key itself).
-fn database_key_pragma(master: &[u8; 32]) -> Zeroizing<String> {
-    let key = chartroom_crypto::kdf::hkdf_sha256(b"chartroom/server-db/v1", master, b"database");
-    let mut sql = Zeroizing::new(String::from("PRAGMA key = \"x'"));
-    for b in key.iter() {
-        sql.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        sql.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    sql.push_str("'\";");
-    sql
-}
-
-fn create_database(path: &Path, master: &[u8; 32]) -> Result<(), ServerError> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.execute_batch(&database_key_pragma(master))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         PRAGMA user_version = 1;",
-    )?;
-    conn.close().map_err(|(_, e)| ServerError::from(e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
 }
 
 fn create_private_dir(path: &Path) -> Result<(), ServerError> {

@@ -9,6 +9,12 @@ pub enum ServerError {
     NotInitialised,
     #[error("the file `{0}` in the data directory is damaged")]
     Damaged(&'static str),
+    #[error("a user with this username already exists (usernames are unique regardless of case)")]
+    UserExists,
+    #[error("no such user")]
+    UnknownUser,
+    #[error("invalid {0}")]
+    Invalid(#[from] chartroom_domain::ValidationError),
     #[error("cannot listen on the requested address ({0})")]
     Bind(String),
     #[error("TLS set-up failed: {0}")]
@@ -28,6 +34,9 @@ impl ServerError {
             ServerError::AlreadyInitialised => "server.already_initialised",
             ServerError::NotInitialised => "server.not_initialised",
             ServerError::Damaged(_) => "server.damaged",
+            ServerError::UserExists => "user.exists",
+            ServerError::UnknownUser => "user.unknown",
+            ServerError::Invalid(_) => "request.invalid",
             ServerError::Bind(_) => "server.bind",
             ServerError::Tls(_) => "server.tls",
             ServerError::Database(_) => "server.database",

@@ -11,7 +11,9 @@
 mod datadir;
 mod error;
 mod http;
+pub mod storage;
 mod tls;
+pub mod users;
 
 pub use datadir::{init, DataDir, InitOptions, InitReport};
 pub use error::ServerError;

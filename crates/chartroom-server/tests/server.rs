@@ -193,3 +193,101 @@ fn cli_init_then_serve_then_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
 }
+
+#[test]
+fn accounts_are_unique_and_policed() {
+    use chartroom_crypto::Password;
+    use chartroom_domain::{Role, Timestamp};
+    use chartroom_server::storage::Storage;
+    use chartroom_server::users::add_user;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let now = Timestamp(1_795_764_183_000);
+    let pw = Password::from("violet trains at dawn");
+    let ana = add_user(&storage, "Ana.Nurse", Role::Nurse, vec!["ICU".into()], &pw, now).unwrap();
+    assert_eq!(ana.role, Role::Nurse);
+
+    // Case-insensitively unique.
+    assert!(matches!(
+        add_user(&storage, "ana.nurse", Role::Physician, vec![], &pw, now),
+        Err(ServerError::UserExists)
+    ));
+    // Password policy: each rule gives a clear error naming the field, never the password.
+    for (name, bad) in [("bo.doc", "short"), ("bo.doc", "bo.doc-is-my-password"), ("bo.doc", "password1234")]
+    {
+        let err = add_user(&storage, name, Role::Physician, vec![], &Password::from(bad), now).unwrap_err();
+        assert!(matches!(err, ServerError::Invalid(ref v) if v.field == "password"), "{err:?}");
+        assert!(!err.to_string().contains(bad));
+    }
+    assert!(matches!(
+        add_user(&storage, "bad name;", Role::Admin, vec![], &pw, now),
+        Err(ServerError::Invalid(ref v)) if v.field == "username"
+    ));
+
+    storage.set_disabled("ANA.NURSE", true).unwrap();
+    let users = storage.list_users().unwrap();
+    assert_eq!(users.len(), 1);
+    assert!(users[0].disabled);
+    assert_eq!(users[0].units, vec!["ICU".to_string()]);
+    storage.set_disabled("ana.nurse", false).unwrap();
+    assert!(!storage.list_users().unwrap()[0].disabled);
+    assert!(matches!(storage.set_disabled("nobody", true), Err(ServerError::UnknownUser)));
+
+    // The listing (CLI, JSON) never shows the password or its hash.
+    drop(storage);
+    let listing = Command::new(env!("CARGO_BIN_EXE_chartroom-server"))
+        .args(["user", "list", "--data-dir", dir.path().to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let text = String::from_utf8(listing.stdout).unwrap();
+    assert!(text.contains("Ana.Nurse") && !text.contains("argon2") && !text.contains("violet"));
+}
+
+#[test]
+fn cli_user_add_reads_the_password_from_stdin() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    let bin = env!("CARGO_BIN_EXE_chartroom-server");
+    assert!(Command::new(bin)
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let add = |user: &str, pw: &str| {
+        let mut child = Command::new(bin)
+            .args([
+                "user",
+                "add",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--username",
+                user,
+                "--role",
+                "nurse",
+            ])
+            .args(["--unit", "ICU", "--unit", "MED", "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ok = add("cara", "a sufficiently long passphrase");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let dup = add("CARA", "a sufficiently long passphrase");
+    assert_eq!(dup.status.code(), Some(1));
+    let err = String::from_utf8(dup.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("already exists"), "{err}");
+    let weak = add("dan", "tooshort");
+    assert_eq!(weak.status.code(), Some(1));
+    assert!(String::from_utf8(weak.stderr).unwrap().contains("at least 12 characters"));
+}

@@ -1,0 +1,182 @@
+//! Server storage behind one trait, so that a PostgreSQL backend can be added without touching
+//! commands or handlers. The embedded backend is SQLCipher, keyed by an HKDF subkey of the master
+//! key in `keys/master.key`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chartroom_domain::{Role, Timestamp};
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::ServerError;
+
+/// Append-only migrations of the server schema; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: metadata.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: accounts. `username_key` is the case-folded name that makes usernames unique regardless of case.
+    "CREATE TABLE users (
+        id            BLOB PRIMARY KEY,
+        username      TEXT NOT NULL,
+        username_key  TEXT NOT NULL UNIQUE,
+        role          TEXT NOT NULL,
+        units         TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL
+    );",
+];
+
+/// A user account as listed (never with its password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub username: String,
+    pub role: Role,
+    pub units: Vec<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+/// A new account: its record plus the Argon2id PHC string of its password.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub record: UserRecord,
+    pub password_hash: String,
+}
+
+/// What the server stores. One implementation per database; one conformance suite for all.
+pub trait Storage: Send + Sync {
+    fn create_user(&self, user: &NewUser) -> Result<(), ServerError>;
+    fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), ServerError>;
+    fn list_users(&self) -> Result<Vec<UserRecord>, ServerError>;
+}
+
+/// The embedded backend.
+#[derive(Debug)]
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStorage {
+    /// Opens (and migrates) the database at `path` with the key derived from `master`.
+    pub fn open(path: &Path, master: &[u8; 32]) -> Result<Self, ServerError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(&database_key_pragma(master))?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+            .map_err(|_| ServerError::Damaged("server.db"))?;
+        // Admin commands run while the server serves: wait for the other writer instead of failing.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if current > known {
+            return Err(ServerError::Database(format!(
+                "schema {current} is newer than this build ({known})"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+            tx.commit()?;
+        }
+        Ok(SqliteStorage { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ServerError> {
+        self.conn.lock().map_err(|_| ServerError::Internal("storage lock poisoned"))
+    }
+}
+
+/// The SQLCipher key statement for the server database: an HKDF subkey of the master key (never
+/// the master key itself), built in a wiped buffer.
+fn database_key_pragma(master: &[u8; 32]) -> Zeroizing<String> {
+    let key = chartroom_crypto::kdf::hkdf_sha256(b"chartroom/server-db/v1", master, b"database");
+    let mut sql = Zeroizing::new(String::from("PRAGMA key = \"x'"));
+    for b in key.iter() {
+        sql.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        sql.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    sql.push_str("'\";");
+    sql
+}
+
+impl Storage for SqliteStorage {
+    fn create_user(&self, user: &NewUser) -> Result<(), ServerError> {
+        let r = &user.record;
+        let units = serde_json::to_string(&r.units).map_err(|_| ServerError::Internal("units encoding"))?;
+        let result = self.conn()?.execute(
+            "INSERT INTO users (id, username, username_key, role, units, password_hash, disabled, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                r.id.as_bytes(),
+                r.username,
+                username_key(&r.username),
+                r.role.as_str(),
+                units,
+                user.password_hash,
+                r.disabled,
+                r.created_at.0
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                Err(ServerError::UserExists)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), ServerError> {
+        let changed = self.conn()?.execute(
+            "UPDATE users SET disabled = ?1 WHERE username_key = ?2",
+            params![disabled, username_key(username)],
+        )?;
+        if changed == 0 {
+            return Err(ServerError::UnknownUser);
+        }
+        Ok(())
+    }
+
+    fn list_users(&self) -> Result<Vec<UserRecord>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, username, role, units, disabled, created_at FROM users ORDER BY username_key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, [u8; 16]>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, bool>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, username, role, units, disabled, created_at) = row?;
+            out.push(UserRecord {
+                id: Uuid::from_bytes(id),
+                username,
+                role: role.parse().map_err(|_| ServerError::Damaged("server.db"))?,
+                units: serde_json::from_str(&units).map_err(|_| ServerError::Damaged("server.db"))?,
+                disabled,
+                created_at: Timestamp(created_at),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Usernames are unique regardless of case.
+fn username_key(username: &str) -> String {
+    username.trim().to_lowercase()
+}
