@@ -46,6 +46,16 @@ fn code(field: &'static str, value: &str, max: usize) -> Result<(), ValidationEr
     Ok(())
 }
 
+/// An account or device name: `min..=max` ASCII letters, digits, `.`, `_` or `-`.
+pub fn check_name(field: &'static str, value: &str, min: usize, max: usize) -> Result<(), ValidationError> {
+    let ok = (min..=max).contains(&value.chars().count())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(err(field, format!("must be {min}–{max} letters, digits, '.', '_' or '-'")));
+    }
+    Ok(())
+}
+
 fn version(v: i64) -> Result<(), ValidationError> {
     if v < 0 {
         return Err(err("version", "must not be negative"));

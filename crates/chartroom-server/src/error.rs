@@ -13,6 +13,10 @@ pub enum ServerError {
     UserExists,
     #[error("no such user")]
     UnknownUser,
+    #[error("no such device")]
+    UnknownDevice,
+    #[error("this device is already enrolled or revoked; a new token needs a new device name")]
+    DeviceEnrolled,
     #[error("invalid {0}")]
     Invalid(#[from] chartroom_domain::ValidationError),
     #[error("cannot listen on the requested address ({0})")]
@@ -36,6 +40,8 @@ impl ServerError {
             ServerError::Damaged(_) => "server.damaged",
             ServerError::UserExists => "user.exists",
             ServerError::UnknownUser => "user.unknown",
+            ServerError::UnknownDevice => "device.unknown",
+            ServerError::DeviceEnrolled => "device.enrolled",
             ServerError::Invalid(_) => "request.invalid",
             ServerError::Bind(_) => "server.bind",
             ServerError::Tls(_) => "server.tls",

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod datadir;
+pub mod devices;
 mod error;
 mod http;
 pub mod storage;

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chartroom_crypto::Password;
-use chartroom_domain::{Role, Timestamp};
+use chartroom_domain::{DeviceProfile, Role, Timestamp};
+use chartroom_server::devices::issue_token;
 use chartroom_server::users::add_user;
 use chartroom_server::{init, start, DataDir, InitOptions};
 use clap::{Parser, Subcommand};
@@ -35,6 +36,11 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage devices: enrollment tokens and revocation.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
     },
     /// Serve the HTTPS API until SIGTERM or Ctrl-C.
     Serve {
@@ -85,6 +91,38 @@ enum UserCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Issue a one-time enrollment token (printed once; only its hash is stored).
+    Token {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        profile: DeviceProfile,
+        /// A unit whose patients this device may hold (repeatable).
+        #[arg(long = "unit")]
+        units: Vec<String>,
+        #[arg(long, default_value_t = 24)]
+        expires_in_hours: u64,
+    },
+    /// Revoke a device: its token and (once enrollment exists) its access stop working.
+    Revoke {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List devices (never tokens).
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("fingerprint: {}", report.fingerprint);
         }
         Command::User { command } => user(command)?,
+        Command::Device { command } => device(command)?,
         Command::Serve { data_dir, listen } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(DataDir::new(data_dir), listen))?;
@@ -137,6 +176,48 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
                 for u in users {
                     let state = if u.disabled { "disabled" } else { "active" };
                     println!("{:<24} {:<10} {:<8} {}", u.username, u.role.as_str(), state, u.units.join(","));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn device(command: DeviceCommand) -> anyhow::Result<()> {
+    use chartroom_server::storage::Storage;
+    match command {
+        DeviceCommand::Token { data_dir, name, profile, units, expires_in_hours } => {
+            anyhow::ensure!(
+                (1..=24 * 30).contains(&expires_in_hours),
+                "--expires-in-hours must be between 1 and 720"
+            );
+            let storage = DataDir::new(data_dir).open_storage()?;
+            let lifetime = Duration::from_secs(expires_in_hours * 3600);
+            let token = issue_token(&storage, &name, profile, units, lifetime, wall_now())?;
+            println!("{}", token.as_str());
+        }
+        DeviceCommand::Revoke { data_dir, name } => {
+            DataDir::new(data_dir).open_storage()?.revoke_device(&name, wall_now())?;
+            println!("revoked {name}");
+        }
+        DeviceCommand::List { data_dir, json } => {
+            let devices = DataDir::new(data_dir).open_storage()?.list_devices()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+            } else {
+                for d in devices {
+                    let state = match (d.revoked_at, d.enrolled_at) {
+                        (Some(_), _) => "revoked",
+                        (None, Some(_)) => "enrolled",
+                        (None, None) => "awaiting enrollment",
+                    };
+                    println!(
+                        "{:<24} {:<8} {:<20} {}",
+                        d.name,
+                        format!("{:?}", d.profile).to_lowercase(),
+                        state,
+                        d.units.join(",")
+                    );
                 }
             }
         }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use chartroom_domain::{Role, Timestamp};
+use chartroom_domain::{DeviceProfile, Role, Timestamp};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 use uuid::Uuid;
@@ -28,6 +28,20 @@ const MIGRATIONS: &[&str] = &[
         disabled      INTEGER NOT NULL DEFAULT 0,
         created_at    INTEGER NOT NULL
     );",
+    // 3: devices. Only the SHA-256 of a one-time enrollment token is kept.
+    "CREATE TABLE devices (
+        id               BLOB PRIMARY KEY,
+        name             TEXT NOT NULL,
+        name_key         TEXT NOT NULL UNIQUE,
+        profile          TEXT NOT NULL,
+        units            TEXT NOT NULL,
+        token_hash       BLOB UNIQUE,
+        token_expires_at INTEGER,
+        public_key       BLOB,
+        enrolled_at      INTEGER,
+        revoked_at       INTEGER,
+        created_at       INTEGER NOT NULL
+    );",
 ];
 
 /// A user account as listed (never with its password hash).
@@ -48,11 +62,28 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+/// A device as listed (never with its token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub profile: DeviceProfile,
+    pub units: Vec<String>,
+    pub token_expires_at: Option<Timestamp>,
+    pub enrolled_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
 /// What the server stores. One implementation per database; one conformance suite for all.
 pub trait Storage: Send + Sync {
     fn create_user(&self, user: &NewUser) -> Result<(), ServerError>;
     fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), ServerError>;
     fn list_users(&self) -> Result<Vec<UserRecord>, ServerError>;
+    /// Registers a device awaiting enrollment, or replaces the token of one not yet enrolled.
+    fn put_device_token(&self, device: &DeviceRecord, token_hash: &[u8; 32]) -> Result<(), ServerError>;
+    fn revoke_device(&self, name: &str, now: Timestamp) -> Result<(), ServerError>;
+    fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError>;
 }
 
 /// The embedded backend.
@@ -173,6 +204,102 @@ impl Storage for SqliteStorage {
             });
         }
         Ok(out)
+    }
+
+    fn put_device_token(&self, d: &DeviceRecord, token_hash: &[u8; 32]) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let existing: Option<(Option<i64>, Option<i64>)> = tx
+            .query_row(
+                "SELECT enrolled_at, revoked_at FROM devices WHERE name_key = ?1",
+                [username_key(&d.name)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map(Some)
+            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })?;
+        let units = serde_json::to_string(&d.units).map_err(|_| ServerError::Internal("units encoding"))?;
+        let profile = serde_json::to_value(d.profile)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        match existing {
+            Some((Some(_), _)) | Some((_, Some(_))) => return Err(ServerError::DeviceEnrolled),
+            Some((None, None)) => {
+                tx.execute(
+                    "UPDATE devices SET token_hash = ?1, token_expires_at = ?2, profile = ?3, units = ?4 WHERE name_key = ?5",
+                    params![&token_hash[..], d.token_expires_at.map(|t| t.0), profile, units, username_key(&d.name)],
+                )?;
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO devices (id, name, name_key, profile, units, token_hash, token_expires_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        d.id.as_bytes(),
+                        d.name,
+                        username_key(&d.name),
+                        profile,
+                        units,
+                        &token_hash[..],
+                        d.token_expires_at.map(|t| t.0),
+                        d.created_at.0
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revoke_device(&self, name: &str, now: Timestamp) -> Result<(), ServerError> {
+        // Revocation also kills any unused enrollment token.
+        let changed = self.conn()?.execute(
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?1), token_hash = NULL WHERE name_key = ?2",
+            params![now.0, username_key(name)],
+        )?;
+        if changed == 0 {
+            return Err(ServerError::UnknownDevice);
+        }
+        Ok(())
+    }
+
+    fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, profile, units, token_expires_at, enrolled_at, revoked_at, created_at
+             FROM devices ORDER BY name_key",
+        )?;
+        let rows = stmt.query_map([], SqliteStorage::device_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut d, profile, units) = row?;
+            d.profile = profile.parse().map_err(|_| ServerError::Damaged("server.db"))?;
+            d.units = serde_json::from_str(&units).map_err(|_| ServerError::Damaged("server.db"))?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+impl SqliteStorage {
+    fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(DeviceRecord, String, String)> {
+        let ts = |v: Option<i64>| v.map(Timestamp);
+        let profile: String = r.get(2)?;
+        let units: String = r.get(3)?;
+        Ok((
+            DeviceRecord {
+                id: Uuid::from_bytes(r.get(0)?),
+                name: r.get(1)?,
+                profile: DeviceProfile::Station,
+                units: Vec::new(),
+                token_expires_at: ts(r.get(4)?),
+                enrolled_at: ts(r.get(5)?),
+                revoked_at: ts(r.get(6)?),
+                created_at: Timestamp(r.get(7)?),
+            },
+            profile,
+            units,
+        ))
     }
 }
 

@@ -5,7 +5,8 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use chartroom_crypto::Password;
 use chartroom_domain::password::check_password;
-use chartroom_domain::{Role, Timestamp, ValidationError};
+use chartroom_domain::validate::check_name;
+use chartroom_domain::{Role, Timestamp};
 use uuid::Uuid;
 
 use crate::storage::{NewUser, Storage, UserRecord};
@@ -22,15 +23,7 @@ pub fn add_user(
     now: Timestamp,
 ) -> Result<UserRecord, ServerError> {
     let username = username.trim();
-    let valid_name = (2..=64).contains(&username.chars().count())
-        && username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid_name {
-        return Err(ValidationError {
-            field: "username",
-            message: "must be 2–64 letters, digits, '.', '_' or '-'".into(),
-        }
-        .into());
-    }
+    check_name("username", username, 2, 64)?;
     check_password(username, password.expose_for_hashing())?;
     let record = UserRecord {
         id: Uuid::now_v7(),

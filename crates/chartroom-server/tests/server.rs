@@ -291,3 +291,69 @@ fn cli_user_add_reads_the_password_from_stdin() {
     assert_eq!(weak.status.code(), Some(1));
     assert!(String::from_utf8(weak.stderr).unwrap().contains("at least 12 characters"));
 }
+
+#[test]
+fn device_tokens_are_one_line_hashed_and_revocable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    let bin = env!("CARGO_BIN_EXE_chartroom-server");
+    let d = data.to_str().unwrap();
+    assert!(Command::new(bin).args(["init", "--data-dir", d]).output().unwrap().status.success());
+    let token = |name: &str| {
+        Command::new(bin)
+            .args([
+                "device",
+                "token",
+                "--data-dir",
+                d,
+                "--name",
+                name,
+                "--profile",
+                "station",
+                "--unit",
+                "ICU",
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = token("icu-station-1");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let t1 = String::from_utf8(first.stdout).unwrap();
+    assert_eq!(t1.lines().count(), 1);
+    let t1 = t1.trim();
+    assert!(t1.starts_with("crt1_") && t1.len() == 5 + 64, "{t1}");
+    // Re-issuing before enrollment gives a different token.
+    let t2 = String::from_utf8(token("icu-station-1").stdout).unwrap();
+    assert_ne!(t1, t2.trim());
+
+    let list = Command::new(bin).args(["device", "list", "--data-dir", d, "--json"]).output().unwrap();
+    let text = String::from_utf8(list.stdout).unwrap();
+    assert!(text.contains("icu-station-1") && !text.contains(t1) && !text.contains(t2.trim()), "{text}");
+    let devices: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(devices[0]["profile"], "station");
+    assert!(devices[0]["revoked_at"].is_null());
+
+    let revoke = Command::new(bin)
+        .args(["device", "revoke", "--data-dir", d, "--name", "ICU-STATION-1"])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    let text = String::from_utf8(
+        Command::new(bin).args(["device", "list", "--data-dir", d, "--json"]).output().unwrap().stdout,
+    )
+    .unwrap();
+    let devices: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(devices[0]["revoked_at"].is_number());
+    // A revoked device gets no new token, and unknown devices are a clear error.
+    let again = token("icu-station-1");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8(again.stderr).unwrap().contains("already enrolled or revoked"));
+    let unknown =
+        Command::new(bin).args(["device", "revoke", "--data-dir", d, "--name", "nope"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    let bad_profile = Command::new(bin)
+        .args(["device", "token", "--data-dir", d, "--name", "x", "--profile", "kiosk"])
+        .output()
+        .unwrap();
+    assert!(!bad_profile.status.success());
+}

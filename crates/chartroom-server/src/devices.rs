@@ -1,0 +1,54 @@
+//! Device administration (`chartroom-server device …`): one-time, expiring enrollment tokens (only
+//! their SHA-256 is stored) and revocation.
+
+use std::time::Duration;
+
+use chartroom_domain::validate::check_name;
+use chartroom_domain::{DeviceProfile, Timestamp};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::storage::{DeviceRecord, Storage};
+use crate::ServerError;
+
+/// How long an enrollment token is valid by default.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Issues a one-time enrollment token for device `name` and returns it; it is shown once and only
+/// its hash is stored. Re-issuing for a device that has not enrolled yet replaces the old token.
+pub fn issue_token(
+    storage: &dyn Storage,
+    name: &str,
+    profile: DeviceProfile,
+    units: Vec<String>,
+    lifetime: Duration,
+    now: Timestamp,
+) -> Result<Zeroizing<String>, ServerError> {
+    let name = name.trim();
+    check_name("name", name, 1, 64)?;
+    let mut raw = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(raw.as_mut());
+    let mut token = Zeroizing::new(String::from("crt1_"));
+    for b in raw.iter() {
+        token.push_str(&format!("{b:02x}"));
+    }
+    let record = DeviceRecord {
+        id: Uuid::now_v7(),
+        name: name.to_owned(),
+        profile,
+        units,
+        token_expires_at: Some(now.plus(lifetime)),
+        enrolled_at: None,
+        revoked_at: None,
+        created_at: now,
+    };
+    storage.put_device_token(&record, &token_hash(&token))?;
+    Ok(token)
+}
+
+/// The stored form of a token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
