@@ -34,6 +34,24 @@ pub struct ApiError {
     pub retryable: bool,
 }
 
+/// `POST /v1/devices/enroll`: a station proves it holds a one-time enrollment token and registers
+/// its Ed25519 public key (hex), with which it will later prove it is this device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub device_public_key: String,
+}
+
+/// What an enrolled device learns about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub device_id: String,
+    pub name: String,
+    /// `station` or `laptop`.
+    pub profile: String,
+    pub units: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

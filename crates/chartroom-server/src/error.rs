@@ -15,6 +15,8 @@ pub enum ServerError {
     UnknownUser,
     #[error("no such device")]
     UnknownDevice,
+    #[error("the enrollment token is not valid (unknown, already used, expired or revoked)")]
+    InvalidToken,
     #[error("this device is already enrolled or revoked; a new token needs a new device name")]
     DeviceEnrolled,
     #[error("invalid {0}")]
@@ -41,6 +43,7 @@ impl ServerError {
             ServerError::UserExists => "user.exists",
             ServerError::UnknownUser => "user.unknown",
             ServerError::UnknownDevice => "device.unknown",
+            ServerError::InvalidToken => "device.invalid_token",
             ServerError::DeviceEnrolled => "device.enrolled",
             ServerError::Invalid(_) => "request.invalid",
             ServerError::Bind(_) => "server.bind",

@@ -18,11 +18,24 @@ pub mod users;
 
 pub use datadir::{init, DataDir, InitOptions, InitReport};
 pub use error::ServerError;
-pub use http::router;
+pub use http::{router, AppState};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The server's clock: wall time (tokens and enrollment expiry are wall-clock deadlines).
+struct WallClock;
+
+impl chartroom_domain::Clock for WallClock {
+    fn now(&self) -> chartroom_domain::Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        chartroom_domain::Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+}
 
 /// A server that is accepting connections.
 #[derive(Debug)]
@@ -68,7 +81,8 @@ pub async fn start(dir: &DataDir, listen: SocketAddr) -> Result<RunningServer, S
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
     )?
     .handle(handle.clone());
-    let app = router();
+    let state = AppState { storage: Arc::new(dir.open_storage()?), clock: Arc::new(WallClock) };
+    let app = router(state);
     let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
     Ok(RunningServer { addr, handle, task })
 }

@@ -84,6 +84,14 @@ pub trait Storage: Send + Sync {
     fn put_device_token(&self, device: &DeviceRecord, token_hash: &[u8; 32]) -> Result<(), ServerError>;
     fn revoke_device(&self, name: &str, now: Timestamp) -> Result<(), ServerError>;
     fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError>;
+    /// Uses a one-time token: registers `public_key` for its device if the token is known, unused,
+    /// unexpired and the device not revoked — all or nothing, and never twice.
+    fn enroll_device(
+        &self,
+        token_hash: &[u8; 32],
+        public_key: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<DeviceRecord, ServerError>;
 }
 
 /// The embedded backend.
@@ -261,6 +269,41 @@ impl Storage for SqliteStorage {
             return Err(ServerError::UnknownDevice);
         }
         Ok(())
+    }
+
+    fn enroll_device(
+        &self,
+        token_hash: &[u8; 32],
+        public_key: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<DeviceRecord, ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let found: Option<(Vec<u8>, Option<i64>)> = tx
+            .query_row(
+                "SELECT name_key, token_expires_at FROM devices
+                 WHERE token_hash = ?1 AND enrolled_at IS NULL AND revoked_at IS NULL",
+                [&token_hash[..]],
+                |r| Ok((r.get::<_, String>(0)?.into_bytes(), r.get(1)?)),
+            )
+            .map(Some)
+            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })?;
+        // One answer for unknown, used, revoked and expired tokens: the caller learns nothing more.
+        let Some((name_key, expires)) = found else { return Err(ServerError::InvalidToken) };
+        if expires.is_none_or(|e| now.0 >= e) {
+            return Err(ServerError::InvalidToken);
+        }
+        let name_key = String::from_utf8(name_key).map_err(|_| ServerError::Damaged("server.db"))?;
+        tx.execute(
+            "UPDATE devices SET public_key = ?1, enrolled_at = ?2, token_hash = NULL WHERE name_key = ?3",
+            params![&public_key[..], now.0, name_key],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.list_devices()?
+            .into_iter()
+            .find(|d| username_key(&d.name) == name_key)
+            .ok_or(ServerError::Internal("enrolled device vanished"))
     }
 
     fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError> {

@@ -88,10 +88,31 @@ async fn get(
     addr: std::net::SocketAddr,
     path: &str,
 ) -> std::io::Result<String> {
+    request(connector, addr, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
+        .await
+}
+
+async fn post_json(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+) -> std::io::Result<String> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    request(connector, addr, &(head + body)).await
+}
+
+async fn request(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    raw: &str,
+) -> std::io::Result<String> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
-    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    tls.write_all(raw.as_bytes()).await?;
     let mut response = String::new();
     tls.read_to_string(&mut response).await?;
     Ok(response)
@@ -356,4 +377,69 @@ fn device_tokens_are_one_line_hashed_and_revocable() {
         .output()
         .unwrap();
     assert!(!bad_profile.status.success());
+}
+
+#[tokio::test]
+async fn enrollment_tokens_are_single_use_and_expire() {
+    use chartroom_domain::{DeviceProfile, Timestamp};
+    use chartroom_server::devices::issue_token;
+    use chartroom_server::storage::Storage;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let now = Timestamp(
+        i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
+        )
+        .unwrap(),
+    );
+    let day = Duration::from_secs(24 * 3600);
+    let token = issue_token(&storage, "icu-1", DeviceProfile::Station, vec!["ICU".into()], day, now).unwrap();
+    let expired = issue_token(
+        &storage,
+        "old-1",
+        DeviceProfile::Laptop,
+        vec![],
+        Duration::from_secs(3600),
+        Timestamp(now.0 - 2 * 86_400_000),
+    )
+    .unwrap();
+    let revoked = issue_token(&storage, "gone-1", DeviceProfile::Laptop, vec![], day, now).unwrap();
+    storage.revoke_device("gone-1", now).unwrap();
+
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let c = client(&report.fingerprint, &[&rustls::version::TLS13]);
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let key_hex: String = key.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let body = |t: &str| format!(r#"{{"token":"{t}","device_public_key":"{key_hex}"}}"#);
+
+    let ok = post_json(&c, server.addr, "/v1/devices/enroll", &body(&token)).await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let resp: chartroom_protocol::EnrollResponse =
+        serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        (resp.name.as_str(), resp.profile.as_str(), resp.units.clone()),
+        ("icu-1", "station", vec!["ICU".to_string()])
+    );
+
+    // The same token again, an expired one, a revoked device's, and a made-up one: all 401, same code.
+    for t in [token.as_str(), expired.as_str(), revoked.as_str(), "crt1_nonsense"] {
+        let r = post_json(&c, server.addr, "/v1/devices/enroll", &body(t)).await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        assert!(r.contains("device.invalid_token"));
+    }
+    // Malformed bodies and keys are 400 with a code, not a crash.
+    let r = post_json(&c, server.addr, "/v1/devices/enroll", "{not json").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 400") && r.contains("request.malformed"), "{r}");
+    let r = post_json(&c, server.addr, "/v1/devices/enroll", r#"{"token":"x","device_public_key":"zz"}"#)
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 400") && r.contains("request.invalid"), "{r}");
+
+    let devices = storage.list_devices().unwrap();
+    let icu = devices.iter().find(|d| d.name == "icu-1").unwrap();
+    assert!(icu.enrolled_at.is_some());
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
