@@ -37,25 +37,35 @@ fn create_as(
     recovery: Option<&RecoveryKeyPair>,
     user_id: Uuid,
 ) -> UnlockedVault {
-    let mut vault = LockedVault::create(
-        Profile::new(dir),
-        keystore,
-        NewVault {
-            profile: DeviceProfile::Station,
-            user_id,
-            username: "nurse.a",
-            password: &Password::from(PW),
-            kdf: KdfParams::MINIMUM,
-            recovery: recovery.map(|k| k.public()),
-            now: NOW,
-            store: options(),
-        },
-    )
-    .unwrap();
+    let password = Password::from(PW);
+    let request = NewVault {
+        recovery: recovery.map(|k| k.public()),
+        ..spec(DeviceProfile::Station, user_id, "nurse.a", &password)
+    };
+    let mut vault = LockedVault::create(Profile::new(dir), keystore, request).unwrap();
     let config = SynthConfig { observations_per_patient: 20, ..SynthConfig::new(5, NOW) };
     let bundles: Vec<_> = (0..6).map(|i| patient(&config, i)).collect();
     vault.store().import(&bundles).unwrap();
     vault
+}
+
+/// A new-vault request for `username` with the test password and the cheapest allowed KDF.
+fn spec<'a>(
+    profile: DeviceProfile,
+    user_id: Uuid,
+    username: &'a str,
+    password: &'a Password,
+) -> NewVault<'a> {
+    NewVault {
+        profile,
+        user_id,
+        username,
+        password,
+        kdf: KdfParams::MINIMUM,
+        recovery: None,
+        now: NOW,
+        store: options(),
+    }
 }
 
 fn open(dir: &Path, keystore: Arc<dyn DeviceSecretStore>) -> LockedVault {
@@ -324,16 +334,7 @@ fn creation_is_all_or_nothing_and_never_overwrites() {
     let err = LockedVault::create(
         Profile::new(dir.path()),
         Arc::new(BrokenKeyring),
-        NewVault {
-            profile: DeviceProfile::Laptop,
-            user_id: Uuid::new_v4(),
-            username: "doc",
-            password: &Password::from(PW),
-            kdf: KdfParams::MINIMUM,
-            recovery: None,
-            now: NOW,
-            store: options(),
-        },
+        spec(DeviceProfile::Laptop, Uuid::new_v4(), "doc", &Password::from(PW)),
     )
     .unwrap_err();
     assert!(matches!(err, StationError::Keystore(KeystoreError::Unavailable(_))));
@@ -345,16 +346,7 @@ fn creation_is_all_or_nothing_and_never_overwrites() {
     let again = LockedVault::create(
         Profile::new(dir.path()),
         ks,
-        NewVault {
-            profile: DeviceProfile::Station,
-            user_id: Uuid::new_v4(),
-            username: "x",
-            password: &Password::from(PW),
-            kdf: KdfParams::MINIMUM,
-            recovery: None,
-            now: NOW,
-            store: options(),
-        },
+        spec(DeviceProfile::Station, Uuid::new_v4(), "x", &Password::from(PW)),
     );
     assert!(matches!(again, Err(StationError::AlreadyEnrolled)));
     assert_eq!(snapshot(dir.path()), before);
@@ -365,16 +357,7 @@ fn creation_is_all_or_nothing_and_never_overwrites() {
     let again = LockedVault::create(
         Profile::new(half.path()),
         Arc::new(MemoryKeystore::default()),
-        NewVault {
-            profile: DeviceProfile::Station,
-            user_id: Uuid::new_v4(),
-            username: "x",
-            password: &Password::from(PW),
-            kdf: KdfParams::MINIMUM,
-            recovery: None,
-            now: NOW,
-            store: options(),
-        },
+        spec(DeviceProfile::Station, Uuid::new_v4(), "x", &Password::from(PW)),
     );
     assert!(matches!(again, Err(StationError::AlreadyEnrolled)));
     assert_eq!(std::fs::read(half.path().join("keyslots.json")).unwrap(), b"{}");
