@@ -99,12 +99,6 @@ pub(crate) fn derive_kek(
     hkdf_32(label, ikm.as_ref(), info)
 }
 
-/// One 32-byte HKDF-SHA-256 output, for keys derived outside this crate (e.g. the server's database
-/// key from its master key).
-pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
-    hkdf_32(salt, ikm, info)
-}
-
 /// One 32-byte HKDF-SHA-256 output.
 pub(crate) fn hkdf_32(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut out = Zeroizing::new([0u8; 32]);

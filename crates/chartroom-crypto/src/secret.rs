@@ -71,15 +71,23 @@ impl DataKey {
         self.key.bytes()
     }
 
-    /// The value for SQLCipher's `PRAGMA key`: a raw key (`x'…'`), so no KDF runs on every open.
-    pub fn sqlcipher_pragma_value(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(String::with_capacity(67));
-        s.push_str("x'");
+    /// A data key derived from another secret with HKDF-SHA-256 (e.g. the server's database key
+    /// from its master key), so the source secret itself never keys a database.
+    pub fn derive(salt: &[u8], secret: &[u8; 32], info: &[u8]) -> Self {
+        Self::from_key(Key32::from_array(&crate::kdf::hkdf_32(salt, secret, info)))
+    }
+
+    /// The complete `PRAGMA key = "x'…'";` statement for SQLCipher, in a wiped buffer (a formatted
+    /// `pragma_update` would leave the key in a plain `String`). The raw-key form means SQLCipher runs
+    /// no KDF on every open.
+    pub fn sqlcipher_key_statement(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(80));
+        s.push_str("PRAGMA key = \"x'");
         for b in self.key.bytes() {
             s.push(char::from(HEX[usize::from(b >> 4)]));
             s.push(char::from(HEX[usize::from(b & 0xf)]));
         }
-        s.push('\'');
+        s.push_str("'\";");
         s
     }
 
@@ -262,10 +270,16 @@ mod tests {
     #[test]
     fn sqlcipher_key_is_a_raw_hex_key() {
         let k = DataKey::generate();
-        let v = k.sqlcipher_pragma_value();
-        assert!(v.starts_with("x'") && v.ends_with('\''));
-        assert_eq!(v.len(), 67);
-        assert!(v[2..66].chars().all(|c| c.is_ascii_hexdigit()));
+        let v = k.sqlcipher_key_statement();
+        assert!(v.starts_with("PRAGMA key = \"x'") && v.ends_with("'\";"), "{}", v.as_str());
+        assert_eq!(v.len(), 16 + 64 + 3);
+        assert!(v[16..80].chars().all(|c| c.is_ascii_hexdigit()));
+        // Derivation is deterministic and depends on every input.
+        let m = [7u8; 32];
+        let a = DataKey::derive(b"s", &m, b"i").sqlcipher_key_statement();
+        assert_eq!(a, DataKey::derive(b"s", &m, b"i").sqlcipher_key_statement());
+        assert_ne!(a, DataKey::derive(b"s", &m, b"j").sqlcipher_key_statement());
+        assert_ne!(a, DataKey::derive(b"t", &m, b"i").sqlcipher_key_statement());
     }
 
     #[test]

@@ -14,6 +14,16 @@ pub enum DeviceProfile {
     Laptop,
 }
 
+impl DeviceProfile {
+    /// The name used in configuration, on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceProfile::Station => "station",
+            DeviceProfile::Laptop => "laptop",
+        }
+    }
+}
+
 impl std::str::FromStr for DeviceProfile {
     type Err = PolicyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

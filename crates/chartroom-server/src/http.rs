@@ -70,10 +70,7 @@ async fn enroll(
         Ok(d) => Json(EnrollResponse {
             device_id: d.id.to_string(),
             name: d.name,
-            profile: match d.profile {
-                chartroom_domain::DeviceProfile::Station => "station".into(),
-                chartroom_domain::DeviceProfile::Laptop => "laptop".into(),
-            },
+            profile: d.profile.as_str().into(),
             units: d.units,
         })
         .into_response(),

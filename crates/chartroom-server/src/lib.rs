@@ -29,12 +29,17 @@ struct WallClock;
 
 impl chartroom_domain::Clock for WallClock {
     fn now(&self) -> chartroom_domain::Timestamp {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        chartroom_domain::Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+        wall_now()
     }
+}
+
+/// Wall-clock time now (UTC), for commands and the API.
+pub fn wall_now() -> chartroom_domain::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    chartroom_domain::Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// A server that is accepting connections.

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chartroom_crypto::Password;
-use chartroom_domain::{DeviceProfile, Role, Timestamp};
+use chartroom_domain::{DeviceProfile, Role};
 use chartroom_server::devices::issue_token;
 use chartroom_server::users::add_user;
-use chartroom_server::{init, start, DataDir, InitOptions};
+use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -211,26 +211,12 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                         (None, Some(_)) => "enrolled",
                         (None, None) => "awaiting enrollment",
                     };
-                    println!(
-                        "{:<24} {:<8} {:<20} {}",
-                        d.name,
-                        format!("{:?}", d.profile).to_lowercase(),
-                        state,
-                        d.units.join(",")
-                    );
+                    println!("{:<24} {:<8} {:<20} {}", d.name, d.profile.as_str(), state, d.units.join(","));
                 }
             }
         }
     }
     Ok(())
-}
-
-fn wall_now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> anyhow::Result<()> {

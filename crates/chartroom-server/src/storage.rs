@@ -6,10 +6,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use chartroom_domain::{DeviceProfile, Role, Timestamp};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 use crate::ServerError;
 
@@ -104,7 +103,9 @@ impl SqliteStorage {
     /// Opens (and migrates) the database at `path` with the key derived from `master`.
     pub fn open(path: &Path, master: &[u8; 32]) -> Result<Self, ServerError> {
         let conn = Connection::open(path)?;
-        conn.execute_batch(&database_key_pragma(master))?;
+        // The database key is an HKDF subkey of the master key, never the master key itself.
+        let key = chartroom_crypto::DataKey::derive(b"chartroom/server-db/v1", master, b"database");
+        conn.execute_batch(&key.sqlcipher_key_statement())?;
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
             .map_err(|_| ServerError::Damaged("server.db"))?;
         // Admin commands run while the server serves: wait for the other writer instead of failing.
@@ -131,19 +132,6 @@ impl SqliteStorage {
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ServerError> {
         self.conn.lock().map_err(|_| ServerError::Internal("storage lock poisoned"))
     }
-}
-
-/// The SQLCipher key statement for the server database: an HKDF subkey of the master key (never
-/// the master key itself), built in a wiped buffer.
-fn database_key_pragma(master: &[u8; 32]) -> Zeroizing<String> {
-    let key = chartroom_crypto::kdf::hkdf_sha256(b"chartroom/server-db/v1", master, b"database");
-    let mut sql = Zeroizing::new(String::from("PRAGMA key = \"x'"));
-    for b in key.iter() {
-        sql.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        sql.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    sql.push_str("'\";");
-    sql
 }
 
 impl Storage for SqliteStorage {
@@ -223,13 +211,9 @@ impl Storage for SqliteStorage {
                 [username_key(&d.name)],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map(Some)
-            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })?;
+            .optional()?;
         let units = serde_json::to_string(&d.units).map_err(|_| ServerError::Internal("units encoding"))?;
-        let profile = serde_json::to_value(d.profile)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let profile = d.profile.as_str();
         match existing {
             Some((Some(_), _)) | Some((_, Some(_))) => return Err(ServerError::DeviceEnrolled),
             Some((None, None)) => {
@@ -279,71 +263,69 @@ impl Storage for SqliteStorage {
     ) -> Result<DeviceRecord, ServerError> {
         let conn = self.conn()?;
         let tx = conn.unchecked_transaction()?;
-        let found: Option<(Vec<u8>, Option<i64>)> = tx
+        let found: Option<(String, Option<i64>)> = tx
             .query_row(
                 "SELECT name_key, token_expires_at FROM devices
                  WHERE token_hash = ?1 AND enrolled_at IS NULL AND revoked_at IS NULL",
                 [&token_hash[..]],
-                |r| Ok((r.get::<_, String>(0)?.into_bytes(), r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map(Some)
-            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })?;
+            .optional()?;
         // One answer for unknown, used, revoked and expired tokens: the caller learns nothing more.
         let Some((name_key, expires)) = found else { return Err(ServerError::InvalidToken) };
         if expires.is_none_or(|e| now.0 >= e) {
             return Err(ServerError::InvalidToken);
         }
-        let name_key = String::from_utf8(name_key).map_err(|_| ServerError::Damaged("server.db"))?;
         tx.execute(
             "UPDATE devices SET public_key = ?1, enrolled_at = ?2, token_hash = NULL WHERE name_key = ?3",
             params![&public_key[..], now.0, name_key],
         )?;
+        let mut enrolled = devices_where(&tx, "WHERE name_key = ?1", [&name_key])?;
         tx.commit()?;
-        drop(conn);
-        self.list_devices()?
-            .into_iter()
-            .find(|d| username_key(&d.name) == name_key)
-            .ok_or(ServerError::Internal("enrolled device vanished"))
+        enrolled.pop().ok_or(ServerError::Internal("enrolled device vanished"))
     }
 
     fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT id, name, profile, units, token_expires_at, enrolled_at, revoked_at, created_at
-             FROM devices ORDER BY name_key",
-        )?;
-        let rows = stmt.query_map([], SqliteStorage::device_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (mut d, profile, units) = row?;
-            d.profile = profile.parse().map_err(|_| ServerError::Damaged("server.db"))?;
-            d.units = serde_json::from_str(&units).map_err(|_| ServerError::Damaged("server.db"))?;
-            out.push(d);
-        }
-        Ok(out)
+        devices_where(&*self.conn()?, "", [])
     }
 }
 
-impl SqliteStorage {
-    fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(DeviceRecord, String, String)> {
-        let ts = |v: Option<i64>| v.map(Timestamp);
-        let profile: String = r.get(2)?;
-        let units: String = r.get(3)?;
+/// The devices matching `filter` (a constant `WHERE …` clause, or empty), ordered by name.
+fn devices_where<P: rusqlite::Params>(
+    conn: &Connection,
+    filter: &str,
+    params: P,
+) -> Result<Vec<DeviceRecord>, ServerError> {
+    let sql = format!(
+        "SELECT id, name, profile, units, token_expires_at, enrolled_at, revoked_at, created_at
+         FROM devices {filter} ORDER BY name_key"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params, |r| {
         Ok((
-            DeviceRecord {
-                id: Uuid::from_bytes(r.get(0)?),
-                name: r.get(1)?,
-                profile: DeviceProfile::Station,
-                units: Vec::new(),
-                token_expires_at: ts(r.get(4)?),
-                enrolled_at: ts(r.get(5)?),
-                revoked_at: ts(r.get(6)?),
-                created_at: Timestamp(r.get(7)?),
-            },
-            profile,
-            units,
+            r.get::<_, [u8; 16]>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            [r.get::<_, Option<i64>>(4)?, r.get(5)?, r.get(6)?],
+            r.get::<_, i64>(7)?,
         ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, name, profile, units, [expires, enrolled, revoked], created_at) = row?;
+        out.push(DeviceRecord {
+            id: Uuid::from_bytes(id),
+            name,
+            profile: profile.parse().map_err(|_| ServerError::Damaged("server.db"))?,
+            units: serde_json::from_str(&units).map_err(|_| ServerError::Damaged("server.db"))?,
+            token_expires_at: expires.map(Timestamp),
+            enrolled_at: enrolled.map(Timestamp),
+            revoked_at: revoked.map(Timestamp),
+            created_at: Timestamp(created_at),
+        });
     }
+    Ok(out)
 }
 
 /// Usernames are unique regardless of case.

@@ -129,13 +129,7 @@ impl Store {
             // SQLCipher logs HMAC failures to stderr itself; errors are reported through our own
             // types instead (one clear line, no internals).
             conn.execute_batch("PRAGMA cipher_log_level = NONE")?;
-            // Built in a wiped buffer (rusqlite's `pragma_update` would format the key into a plain
-            // String). The raw-key syntax `x'…'` means SQLCipher runs no KDF on open.
-            let mut sql = zeroize::Zeroizing::new(String::with_capacity(80));
-            sql.push_str("PRAGMA key = \"");
-            sql.push_str(&dek.sqlcipher_pragma_value());
-            sql.push_str("\";");
-            conn.execute_batch(&sql)?;
+            conn.execute_batch(&dek.sqlcipher_key_statement())?;
         }
         // The first read proves the key (SQLCipher checks page 1's HMAC) before anything is written.
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;

@@ -223,7 +223,7 @@ fn newer_schema_is_refused() {
     // Simulate a database written by a future build.
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.pragma_update(None, "key", again.sqlcipher_pragma_value().as_str()).unwrap();
+        conn.execute_batch(&again.sqlcipher_key_statement()).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
     let err = Store::open(&path, again, small_options()).unwrap_err();
