@@ -224,29 +224,32 @@ async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         Some(a) => a,
         None => dir.read_config()?.listen,
     };
+    // Install the signal handlers before announcing readiness: a supervisor (or test) that sends
+    // SIGTERM right after "listening on" must get a graceful stop, not the default kill.
+    let shutdown = shutdown_signal()?;
     let server = start(&dir, listen).await?;
-    println!("listening on https://{}", server.addr);
     let stop = server.stopper();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         stop(Duration::from_secs(10));
     });
+    println!("listening on https://{}", server.addr);
     server.wait().await?;
     Ok(())
 }
 
-/// SIGTERM (systemd stop) or Ctrl-C.
-async fn shutdown_signal() {
+/// SIGTERM (systemd stop) or Ctrl-C. The SIGTERM handler is registered when this is called, not
+/// when the returned future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
