@@ -38,6 +38,21 @@ impl Date {
     }
 }
 
+/// On the wire a date is a string in `YYYY-MM-DD` form.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Date {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Date {}
+
 impl std::fmt::Display for Date {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
@@ -77,6 +92,7 @@ impl From<Date> for String {
 /// Administrative sex (FHIR `AdministrativeGender`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Sex {
     Female,
     Male,
@@ -97,6 +113,7 @@ impl Sex {
 
 /// A person's name. `Debug` prints `***`: a stray `{:?}` in a log or panic must not leak it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HumanName {
     pub family: String,
     pub given: String,
@@ -110,6 +127,7 @@ impl std::fmt::Display for HumanName {
 
 /// FHIR `Patient`, with the ward placement a station needs. `Debug` shows only ids and placement.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Patient {
     pub id: Uuid,
     pub mrn: String,
@@ -123,6 +141,7 @@ pub struct Patient {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Criticality {
     Low,
     High,
@@ -131,6 +150,7 @@ pub enum Criticality {
 
 /// FHIR `AllergyIntolerance`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Allergy {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -142,6 +162,7 @@ pub struct Allergy {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ClinicalStatus {
     Active,
     Resolved,
@@ -149,6 +170,7 @@ pub enum ClinicalStatus {
 
 /// FHIR `Condition` (problem list entry), coded in SNOMED CT.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Condition {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -161,6 +183,7 @@ pub struct Condition {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MedicationStatus {
     Active,
     OnHold,
@@ -170,6 +193,7 @@ pub enum MedicationStatus {
 
 /// FHIR `MedicationRequest`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MedicationRequest {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -184,6 +208,7 @@ pub struct MedicationRequest {
 /// The vital signs Chartroom records, each with its LOINC code and UCUM unit.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VitalSign {
     HeartRate,
     SystolicBp,
@@ -274,6 +299,7 @@ impl VitalSign {
 
 /// FHIR `Observation` for one vital sign.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Observation {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -284,8 +310,9 @@ pub struct Observation {
     pub version: i64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NoteKind {
     Nursing,
     Progress,
@@ -295,6 +322,7 @@ pub enum NoteKind {
 /// addendum or marked entered-in-error (with a reason) — never deleted.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NoteStatus {
     Draft,
     Signed { signed_at: Timestamp },
@@ -303,6 +331,7 @@ pub enum NoteStatus {
 
 /// A clinical note (DocumentReference-like). `Debug` never prints the text.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Note {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -319,6 +348,7 @@ pub struct Note {
 /// One patient and what is recorded about them: what a station shows, and the unit of bulk import
 /// (synthetic data, FHIR bundles). A chart read from a store may hold only the newest observations.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Chart {
     pub patient: Patient,
     pub allergies: Vec<Allergy>,

@@ -1,10 +1,11 @@
-//! Roles (DESIGN §5). Permissions per role and the policy engine come with access control.
+//! Roles (DESIGN §5). What each role may do is decided in [`crate::access`].
 
 use serde::{Deserialize, Serialize};
 
 /// What a user is in the hospital; decides what they may see and do.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     Nurse,
     Physician,

@@ -1,25 +1,28 @@
 //! Chartroom's wire protocol: the JSON bodies stations and the server exchange, with the API
 //! version they belong to.
 //!
-//! Architecture invariant: types only — no IO, no HTTP client or server, no crypto. A change to a
-//! type here is a change to the wire format: bump [`API_VERSION`] and keep the golden tests honest.
+//! Architecture invariant: types only — no IO, no HTTP client or server, no crypto (the exact bytes a
+//! device signs are defined here, but signing happens elsewhere). A change to a type here is a change
+//! to the wire format: bump [`API_VERSION`] and keep the golden tests honest.
 
 #![forbid(unsafe_code)]
 
+use chartroom_domain::{Chart, ChartSection, Date, HumanName, Role, Sex, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The version of the HTTP API described by these types.
 pub const API_VERSION: u32 = 1;
 
 /// `GET /health`: answered without authentication; says nothing about users or patients.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: HealthStatus,
     pub api_version: u32,
     pub server_version: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Ok,
@@ -27,7 +30,7 @@ pub enum HealthStatus {
 
 /// Every error the API returns: a stable machine-readable code and a message without PHI or
 /// internals. `retryable` tells a client whether trying again later can succeed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
     pub code: String,
     pub message: String,
@@ -36,14 +39,15 @@ pub struct ApiError {
 
 /// `POST /v1/devices/enroll`: a station proves it holds a one-time enrollment token and registers
 /// its Ed25519 public key (hex), with which it will later prove it is this device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub token: String,
     pub device_public_key: String,
 }
 
 /// What an enrolled device learns about itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnrollResponse {
     pub device_id: String,
     pub name: String,
@@ -52,6 +56,144 @@ pub struct EnrollResponse {
     pub units: Vec<String>,
 }
 
+/// The header that carries a device's proof of possession on every authenticated request:
+/// `t=<unix ms>,sig=<128 hex digits>`, an Ed25519 signature by the device key over
+/// [`request_proof_message`].
+pub const PROOF_HEADER: &str = "chartroom-proof";
+
+/// What a device signs to prove that a request with this access token comes from it. Binding the
+/// token means a token copied to another device is useless there; binding method, path and time
+/// means a signature cannot be reused for another request or much later.
+pub fn request_proof_message(method: &str, path_and_query: &str, at_ms: i64, access_token: &str) -> Vec<u8> {
+    format!("chartroom-request-v1\n{method}\n{path_and_query}\n{at_ms}\n{access_token}").into_bytes()
+}
+
+/// What a device signs to log a user in: the one-time server nonce, the device and the username.
+pub fn login_proof_message(device_id: &str, nonce: &str, username: &str) -> Vec<u8> {
+    format!("chartroom-login-v1\n{device_id}\n{nonce}\n{username}").into_bytes()
+}
+
+/// What a device signs to exchange a refresh token: the one-time server nonce, the device and the
+/// refresh token itself (so a refresh token copied off the device is useless without its key).
+pub fn refresh_proof_message(device_id: &str, nonce: &str, refresh_token: &str) -> Vec<u8> {
+    format!("chartroom-refresh-v1\n{device_id}\n{nonce}\n{refresh_token}").into_bytes()
+}
+
+/// `POST /v1/auth/challenge`: an enrolled device asks for a one-time nonce to sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    pub device_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChallengeResponse {
+    /// 64 hex digits; valid once, for `expires_in_s` seconds.
+    pub nonce: String,
+    pub expires_in_s: u64,
+}
+
+/// `POST /v1/auth/login`: a user's password, from a device that proves it holds its key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub device_id: String,
+    pub nonce: String,
+    /// Ed25519 signature (hex) over [`login_proof_message`].
+    pub signature: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("device_id", &self.device_id)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/auth/refresh`: a new access token for a refresh token, from the device it was issued to.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub device_id: String,
+    pub nonce: String,
+    /// Ed25519 signature (hex) over [`refresh_proof_message`].
+    pub signature: String,
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest").field("device_id", &self.device_id).finish_non_exhaustive()
+    }
+}
+
+/// Who is logged in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserInfo {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub units: Vec<String>,
+}
+
+/// Tokens for a login or a refresh. The access token is short-lived; the refresh token works only
+/// from the device it was issued to, and only once (each refresh returns a new one).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub access_expires_in_s: u64,
+    pub refresh_token: String,
+    pub refresh_expires_in_s: u64,
+    pub user: UserInfo,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+/// One line of a unit census.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CensusEntry {
+    pub patient_id: String,
+    pub mrn: String,
+    pub name: HumanName,
+    pub birth_date: Date,
+    pub sex: Sex,
+    pub unit: String,
+    pub bed: String,
+    pub allergy_count: u32,
+    pub last_vitals_at: Option<Timestamp>,
+    pub version: i64,
+}
+
+impl std::fmt::Debug for CensusEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CensusEntry").field("patient_id", &self.patient_id).finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/units/{unit}/census`: one page of a unit's patients, ordered by bed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CensusPage {
+    pub unit: String,
+    pub patients: Vec<CensusEntry>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/patients/{id}/chart`: the sections of the chart this user may read (the others are
+/// empty and not listed in `sections`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChartResponse {
+    pub sections: Vec<ChartSection>,
+    pub chart: Chart,
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +211,10 @@ mod tests {
             serde_json::to_string(&e).unwrap(),
             r#"{"code":"auth.denied","message":"denied","retryable":false}"#
         );
+        let msg = request_proof_message("GET", "/v1/units/ICU/census?limit=5", 1_700_000_000_000, "crat_x");
+        assert_eq!(msg, b"chartroom-request-v1\nGET\n/v1/units/ICU/census?limit=5\n1700000000000\ncrat_x");
+        assert_eq!(login_proof_message("d", "n", "u"), b"chartroom-login-v1\nd\nn\nu");
+        assert_eq!(refresh_proof_message("d", "n", "r"), b"chartroom-refresh-v1\nd\nn\nr");
         let back: Health =
             serde_json::from_str(r#"{"status":"ok","api_version":1,"server_version":"x"}"#).unwrap();
         assert_eq!(back.status, HealthStatus::Ok);

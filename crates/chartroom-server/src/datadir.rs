@@ -96,15 +96,23 @@ impl DataDir {
         serde_json::from_slice(&bytes).map_err(|_| ServerError::Damaged("config.json"))
     }
 
-    /// Opens the database with the key derived from `keys/master.key`.
-    pub fn open_storage(&self) -> Result<crate::storage::SqliteStorage, ServerError> {
+    /// The master key (from `keys/master.key`).
+    pub fn master_key(&self) -> Result<Zeroizing<[u8; 32]>, ServerError> {
         self.read_config()?;
         let bytes = Zeroizing::new(
             fs::read(self.master_key_path()).map_err(|_| ServerError::Damaged("keys/master.key"))?,
         );
-        let master: Zeroizing<[u8; 32]> =
-            Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.key"))?);
-        crate::storage::SqliteStorage::open(&self.database_path(), &master)
+        Ok(Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.key"))?))
+    }
+
+    /// Opens the database with the key derived from the master key.
+    pub fn open_storage(&self) -> Result<crate::storage::SqliteStorage, ServerError> {
+        crate::storage::SqliteStorage::open(&self.database_path(), &*self.master_key()?)
+    }
+
+    /// The keys that seal patient records (derived from the master key).
+    pub fn record_keys(&self) -> Result<crate::phi::RecordKeys, ServerError> {
+        Ok(crate::phi::RecordKeys::from_master(&*self.master_key()?))
     }
 
     /// The certificate's fingerprint.

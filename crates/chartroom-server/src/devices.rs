@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use chartroom_domain::validate::check_name;
 use chartroom_domain::{DeviceProfile, Timestamp};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -28,12 +26,7 @@ pub fn issue_token(
 ) -> Result<Zeroizing<String>, ServerError> {
     let name = name.trim();
     check_name("name", name, 1, 64)?;
-    let mut raw = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(raw.as_mut());
-    let mut token = Zeroizing::new(String::from("crt1_"));
-    for b in raw.iter() {
-        token.push_str(&format!("{b:02x}"));
-    }
+    let token = crate::auth::random_token("crt1_");
     let record = DeviceRecord {
         id: Uuid::now_v7(),
         name: name.to_owned(),
@@ -44,11 +37,6 @@ pub fn issue_token(
         revoked_at: None,
         created_at: now,
     };
-    storage.put_device_token(&record, &token_hash(&token))?;
+    storage.put_device_token(&record, &crate::auth::sha256(&token))?;
     Ok(token)
-}
-
-/// The stored form of a token.
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.trim().as_bytes()).into()
 }

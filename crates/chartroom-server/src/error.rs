@@ -19,6 +19,8 @@ pub enum ServerError {
     InvalidToken,
     #[error("this device is already enrolled or revoked; a new token needs a new device name")]
     DeviceEnrolled,
+    #[error("a patient with this id or MRN is already on the server")]
+    PatientExists,
     #[error("invalid {0}")]
     Invalid(#[from] chartroom_domain::ValidationError),
     #[error("cannot listen on the requested address ({0})")]
@@ -45,6 +47,7 @@ impl ServerError {
             ServerError::UnknownDevice => "device.unknown",
             ServerError::InvalidToken => "device.invalid_token",
             ServerError::DeviceEnrolled => "device.enrolled",
+            ServerError::PatientExists => "patient.exists",
             ServerError::Invalid(_) => "request.invalid",
             ServerError::Bind(_) => "server.bind",
             ServerError::Tls(_) => "server.tls",

@@ -4,21 +4,26 @@
 //! arguments and calls this crate.
 //!
 //! Architecture invariant: handlers never touch files or SQL directly — they go through the
-//! storage layer (added with accounts and devices); the wire types live in `chartroom-protocol`.
+//! `Storage` trait; the wire types live in `chartroom-protocol`; access decisions come from the
+//! policy engine in `chartroom-domain`; PHI is sealed (`phi`) before it reaches storage.
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod datadir;
 pub mod devices;
 mod error;
+mod hex;
 mod http;
+pub mod phi;
+pub mod records;
 pub mod storage;
 mod tls;
 pub mod users;
 
 pub use datadir::{init, DataDir, InitOptions, InitReport};
 pub use error::ServerError;
-pub use http::{router, AppState};
+pub use http::{openapi_json, router, AppState};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +79,15 @@ impl RunningServer {
 
 /// Binds `listen` (port 0 allowed) and starts serving the data directory's API over TLS.
 pub async fn start(dir: &DataDir, listen: SocketAddr) -> Result<RunningServer, ServerError> {
+    start_with_clock(dir, listen, Arc::new(WallClock)).await
+}
+
+/// [`start`] with an injected clock (tests of expiry and throttling).
+pub async fn start_with_clock(
+    dir: &DataDir,
+    listen: SocketAddr,
+    clock: Arc<dyn chartroom_domain::Clock>,
+) -> Result<RunningServer, ServerError> {
     let config = dir.read_config()?;
     let tls = tls::server_config(dir, config.allow_tls12)?;
     let listener =
@@ -86,8 +100,17 @@ pub async fn start(dir: &DataDir, listen: SocketAddr) -> Result<RunningServer, S
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
     )?
     .handle(handle.clone());
-    let state = AppState { storage: Arc::new(dir.open_storage()?), clock: Arc::new(WallClock) };
+    let master = dir.master_key()?;
+    let state = AppState {
+        storage: Arc::new(dir.open_storage()?),
+        keys: Arc::new(phi::RecordKeys::from_master(&master)),
+        clock,
+    };
+    drop(master);
     let app = router(state);
-    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let task =
+        tokio::spawn(
+            async move { server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await },
+        );
     Ok(RunningServer { addr, handle, task })
 }

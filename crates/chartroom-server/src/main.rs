@@ -42,6 +42,20 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Load synthetic patients (deterministic for a given seed; already present ones are skipped).
+    Seed {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        patients: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Units to spread patients over, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "ICU,MED")]
+        units: Vec<String>,
+    },
+    /// Print the OpenAPI 3.1 document of the HTTP API.
+    Openapi,
     /// Serve the HTTPS API until SIGTERM or Ctrl-C.
     Serve {
         #[arg(long)]
@@ -75,7 +89,7 @@ enum UserCommand {
         #[arg(long)]
         username: String,
     },
-    /// Enable a disabled account.
+    /// Enable a disabled account, and unlock it after failed logins.
     Enable {
         #[arg(long)]
         data_dir: PathBuf,
@@ -140,6 +154,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("fingerprint: {}", report.fingerprint);
         }
         Command::User { command } => user(command)?,
+        Command::Seed { data_dir, patients, seed, units } => {
+            let dir = DataDir::new(data_dir);
+            let storage = dir.open_storage()?;
+            let keys = dir.record_keys()?;
+            let mut config = chartroom_synth::SynthConfig::new(seed, wall_now());
+            anyhow::ensure!(
+                units.iter().all(|u| !u.trim().is_empty()),
+                "--units must name at least one unit"
+            );
+            config.units = units;
+            let mut report = chartroom_server::records::LoadReport::default();
+            let mut next = 0;
+            while next < patients {
+                let end = (next + 1000).min(patients);
+                let charts: Vec<_> = (next..end).map(|i| chartroom_synth::patient(&config, i)).collect();
+                let r = chartroom_server::records::load_charts(&storage, &keys, &charts)?;
+                report.imported += r.imported;
+                report.already_present += r.already_present;
+                next = end;
+            }
+            println!("seeded {} patients ({} already present)", report.imported, report.already_present);
+        }
+        Command::Openapi => print!("{}", chartroom_server::openapi_json()),
         Command::Device { command } => device(command)?,
         Command::Serve { data_dir, listen } => {
             let runtime = tokio::runtime::Runtime::new()?;
@@ -165,7 +202,10 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             println!("disabled {username}");
         }
         UserCommand::Enable { data_dir, username } => {
-            DataDir::new(data_dir).open_storage()?.set_disabled(&username, false)?;
+            // Enabling also lifts a lockout from failed logins (the admin unlock).
+            let storage = DataDir::new(data_dir).open_storage()?;
+            storage.set_disabled(&username, false)?;
+            chartroom_server::auth::unlock_user(&storage, &username)?;
             println!("enabled {username}");
         }
         UserCommand::List { data_dir, json } => {

@@ -39,7 +39,7 @@ pub fn add_user(
 }
 
 /// Argon2id (m = 64 MiB, t = 3, p = 1) in PHC string format, with a random salt.
-fn hash_password(password: &Password) -> Result<String, ServerError> {
+pub(crate) fn hash_password(password: &Password) -> Result<String, ServerError> {
     let params =
         Params::new(64 * 1024, 3, 1, None).map_err(|_| ServerError::Internal("argon2 parameters"))?;
     let salt = SaltString::generate(&mut rand::rngs::OsRng);

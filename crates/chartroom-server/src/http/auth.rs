@@ -1,0 +1,160 @@
+//! Handlers for health, device enrollment, login, token refresh and logout.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chartroom_protocol::{
+    ApiError, ChallengeRequest, ChallengeResponse, EnrollRequest, EnrollResponse, Health, HealthStatus,
+    LoginRequest, RefreshRequest, TokenResponse, UserInfo, API_VERSION,
+};
+
+use super::{failure, server_failure, AppState, Body, Caller, Remote};
+use crate::storage::Event;
+use crate::ServerError;
+
+/// Answers without authentication and reveals nothing about users or patients.
+#[utoipa::path(get, path = "/health", tag = "server", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+        api_version: API_VERSION,
+        server_version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// Registers a device's Ed25519 key with a one-time enrollment token.
+#[utoipa::path(post, path = "/v1/devices/enroll", tag = "devices", request_body = EnrollRequest, responses(
+    (status = 200, body = EnrollResponse),
+    (status = 400, body = ApiError, description = "malformed body or key"),
+    (status = 401, body = ApiError, description = "`device.invalid_token`: unknown, used, expired or revoked token"),
+))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    Remote(origin): Remote,
+    body: Body<EnrollRequest>,
+) -> Response {
+    let Body(req) = body;
+    let Some(public_key) = crate::hex::decode::<32>(&req.device_public_key)
+        .filter(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_ok())
+    else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "request.invalid",
+            "device_public_key must be 64 hex digits (Ed25519)",
+        );
+    };
+    let now = state.clock.now();
+    let result = state.storage.enroll_device(&crate::auth::sha256(&req.token), &public_key, now);
+    let event = Event {
+        at: now,
+        action: if result.is_ok() { "enroll" } else { "enroll_failed" }.into(),
+        outcome: result.as_ref().map_or_else(|e| e.code(), |_| "ok").into(),
+        username: None,
+        user_id: None,
+        device_id: result.as_ref().ok().map(|d| d.id),
+        remote: origin.remote,
+        resource: None,
+    };
+    if let Err(e) = state.storage.record_event(&event) {
+        return server_failure(&e);
+    }
+    match result {
+        Ok(d) => Json(EnrollResponse {
+            device_id: d.id.to_string(),
+            name: d.name,
+            profile: d.profile.as_str().into(),
+            units: d.units,
+        })
+        .into_response(),
+        Err(ServerError::InvalidToken) => {
+            failure(StatusCode::UNAUTHORIZED, "device.invalid_token", &ServerError::InvalidToken.to_string())
+        }
+        Err(e) => server_failure(&e),
+    }
+}
+
+/// A one-time nonce for an enrolled device to sign (for login or refresh).
+#[utoipa::path(post, path = "/v1/auth/challenge", tag = "auth", request_body = ChallengeRequest, responses(
+    (status = 200, body = ChallengeResponse),
+    (status = 401, body = ApiError, description = "`device.unknown`"),
+))]
+pub async fn challenge(State(state): State<AppState>, body: Body<ChallengeRequest>) -> Response {
+    let Body(req) = body;
+    match crate::auth::challenge(state.storage.as_ref(), &req.device_id, state.clock.now()) {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Logs a user in on a device (password + device signature over a fresh nonce).
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 401, body = ApiError, description = "`auth.invalid_credentials`, `auth.bad_proof`, `device.unknown`"),
+    (status = 403, body = ApiError, description = "`auth.user_disabled`"),
+    (status = 429, body = ApiError, description = "`auth.throttled` or `auth.locked_out`, with Retry-After"),
+))]
+pub async fn login(
+    State(state): State<AppState>,
+    Remote(origin): Remote,
+    body: Body<LoginRequest>,
+) -> Response {
+    let Body(req) = body;
+    // Argon2id takes ~100 ms of CPU: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || {
+        crate::auth::login(state.storage.as_ref(), &req, state.clock.now(), &origin)
+    })
+    .await;
+    match result {
+        Ok(Ok(tokens)) => Json(tokens).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => server_failure(&ServerError::Internal("login task failed")),
+    }
+}
+
+/// New tokens for a refresh token, from the device it was issued to (single use).
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 401, body = ApiError, description = "`auth.invalid_refresh`, `auth.bad_proof`, `device.unknown`"),
+))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Remote(origin): Remote,
+    body: Body<RefreshRequest>,
+) -> Response {
+    let Body(req) = body;
+    match crate::auth::refresh(state.storage.as_ref(), &req, state.clock.now(), &origin) {
+        Ok(tokens) => Json(tokens).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Ends the caller's session (its access and refresh tokens stop working).
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("access_token" = [], "device_proof" = [])),
+    responses((status = 204), (status = 401, body = ApiError)))]
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> Response {
+    let now = state.clock.now();
+    let result = state.storage.end_session(caller.owner.session_id).and_then(|()| {
+        crate::records::record(
+            state.storage.as_ref(),
+            &caller.owner,
+            "logout",
+            "ok",
+            String::new(),
+            now,
+            &caller.origin,
+        )
+    });
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => server_failure(&e),
+    }
+}
+
+/// Who the access token belongs to.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("access_token" = [], "device_proof" = [])),
+    responses((status = 200, body = UserInfo), (status = 401, body = ApiError)))]
+pub async fn me(caller: Caller) -> Json<UserInfo> {
+    let u = caller.owner.user;
+    Json(UserInfo { id: u.id.to_string(), username: u.username, role: u.role, units: u.units })
+}

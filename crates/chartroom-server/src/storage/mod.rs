@@ -1,0 +1,282 @@
+//! Server storage behind one trait, so that a PostgreSQL backend can be added without touching
+//! commands or handlers: accounts, devices, login throttling, sessions, the server's event log, and
+//! sealed patient records.
+//!
+//! Architecture invariant: storage never sees plaintext PHI or a key. Records arrive sealed (per
+//! patient, under keys wrapped by the master key — see `crate::phi`) and leave sealed; the only
+//! plaintext patient columns are ids, unit, bed, version and an HMAC blind index of the MRN.
+
+mod sqlite;
+
+pub use sqlite::SqliteStorage;
+
+use chartroom_domain::{DeviceProfile, LoginThrottle, Role, Timestamp};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::ServerError;
+
+/// A user account as listed (never with its password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub username: String,
+    pub role: Role,
+    pub units: Vec<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+/// A new account: its record plus the Argon2id PHC string of its password.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub record: UserRecord,
+    pub password_hash: String,
+}
+
+/// A device as listed (never with its token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub profile: DeviceProfile,
+    pub units: Vec<String>,
+    pub token_expires_at: Option<Timestamp>,
+    pub enrolled_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// An enrolled device with the public key it proves possession of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolledDevice {
+    pub record: DeviceRecord,
+    pub public_key: [u8; 32],
+}
+
+/// Hashes and deadlines of a session's current tokens (the tokens themselves are never stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionTokens {
+    pub access_hash: [u8; 32],
+    pub access_expires_at: Timestamp,
+    pub refresh_hash: [u8; 32],
+    pub refresh_expires_at: Timestamp,
+}
+
+/// A login session: one user on one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub device_id: Uuid,
+    pub tokens: SessionTokens,
+    pub created_at: Timestamp,
+}
+
+/// Who a valid access token belongs to, checked against the current state of user and device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionOwner {
+    pub session_id: Uuid,
+    pub user: UserRecord,
+    pub device: EnrolledDevice,
+    pub access_expires_at: Timestamp,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The session now has the new tokens.
+    Rotated(Box<SessionOwner>),
+    /// The token was already exchanged once: it was copied. The session is ended.
+    Reused,
+    /// Unknown, expired, or from another device.
+    Invalid,
+}
+
+/// One entry of the server's own event log (logins, failures, denials, administration). The audit
+/// issue turns this into the hash-chained trail; until then it is append-only by convention.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub at: Timestamp,
+    /// `login`, `login_failed`, `token_refresh`, `denied`, `enroll`, `enroll_failed` …
+    pub action: String,
+    /// A stable code: `ok` or the error code.
+    pub outcome: String,
+    pub username: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub device_id: Option<Uuid>,
+    /// Where the request came from (IP address).
+    pub remote: Option<String>,
+    /// What was acted on, e.g. `patient/<uuid>` (never a name or MRN).
+    pub resource: Option<String>,
+}
+
+/// A patient row as stored: placement in the clear, everything else sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedPatient {
+    pub id: Uuid,
+    pub unit: String,
+    pub bed: String,
+    pub version: i64,
+    pub mrn_index: [u8; 32],
+    /// The patient's key, wrapped by the record key derived from the master key.
+    pub wrapped_key: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// A clinical record as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedRecord {
+    pub id: Uuid,
+    pub kind: RecordKind,
+    pub sort_key: i64,
+    pub version: i64,
+    pub body: Vec<u8>,
+}
+
+/// A whole patient, sealed, for import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedChart {
+    pub patient: SealedPatient,
+    pub records: Vec<SealedRecord>,
+}
+
+/// A census line as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedCensusRow {
+    pub patient: SealedPatient,
+    pub allergy_count: u32,
+    pub last_vitals_at: Option<Timestamp>,
+}
+
+/// The kinds of clinical record kept beside a patient.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum RecordKind {
+    Allergy,
+    Condition,
+    Medication,
+    Observation,
+    Note,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 5] = [
+        RecordKind::Allergy,
+        RecordKind::Condition,
+        RecordKind::Medication,
+        RecordKind::Observation,
+        RecordKind::Note,
+    ];
+
+    /// The name in the `kind` column (and in the sealed value's AAD).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Allergy => "allergy",
+            RecordKind::Condition => "condition",
+            RecordKind::Medication => "medication",
+            RecordKind::Observation => "observation",
+            RecordKind::Note => "note",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordKind> {
+        RecordKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What the server stores. One implementation per database; one conformance suite for all
+/// (`tests/storage.rs`).
+pub trait Storage: Send + Sync {
+    // Accounts.
+    fn create_user(&self, user: &NewUser) -> Result<(), ServerError>;
+    /// Disabling also ends every session of the user.
+    fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), ServerError>;
+    fn list_users(&self) -> Result<Vec<UserRecord>, ServerError>;
+    /// The account and its password hash, for a login attempt.
+    fn user_for_login(&self, username: &str) -> Result<Option<NewUser>, ServerError>;
+
+    // Devices.
+    /// Registers a device awaiting enrollment, or replaces the token of one not yet enrolled.
+    fn put_device_token(&self, device: &DeviceRecord, token_hash: &[u8; 32]) -> Result<(), ServerError>;
+    /// Revoking also kills its unused token and ends every session on it.
+    fn revoke_device(&self, name: &str, now: Timestamp) -> Result<(), ServerError>;
+    fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError>;
+    /// Uses a one-time token: registers `public_key` for its device if the token is known, unused,
+    /// unexpired and the device not revoked — all or nothing, and never twice.
+    fn enroll_device(
+        &self,
+        token_hash: &[u8; 32],
+        public_key: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<DeviceRecord, ServerError>;
+    /// An enrolled, unrevoked device.
+    fn enrolled_device(&self, id: Uuid) -> Result<Option<EnrolledDevice>, ServerError>;
+
+    // Login throttling: `key` names a username or a device.
+    /// Reads, changes and writes back one throttle atomically (concurrent attempts must not lose a
+    /// count).
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut LoginThrottle),
+    ) -> Result<(), ServerError>;
+    fn clear_throttle(&self, key: &str) -> Result<(), ServerError>;
+
+    // One-time login nonces.
+    fn put_nonce(
+        &self,
+        nonce_hash: &[u8; 32],
+        device_id: Uuid,
+        expires_at: Timestamp,
+    ) -> Result<(), ServerError>;
+    /// Consumes the nonce: true once, if it was issued to this device and has not expired.
+    fn take_nonce(&self, nonce_hash: &[u8; 32], device_id: Uuid, now: Timestamp)
+        -> Result<bool, ServerError>;
+
+    // Sessions.
+    fn create_session(&self, session: &NewSession) -> Result<(), ServerError>;
+    /// The owner of an unexpired access token, if user and device are still in good standing.
+    fn session_by_access(
+        &self,
+        access_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<SessionOwner>, ServerError>;
+    /// Exchanges a refresh token presented by `device_id` for `next`.
+    fn rotate_refresh(
+        &self,
+        refresh_hash: &[u8; 32],
+        device_id: Uuid,
+        next: &SessionTokens,
+        now: Timestamp,
+    ) -> Result<Refreshed, ServerError>;
+    fn end_session(&self, session_id: Uuid) -> Result<(), ServerError>;
+
+    // The event log.
+    fn record_event(&self, event: &Event) -> Result<(), ServerError>;
+    /// The newest `limit` events, newest first.
+    fn recent_events(&self, limit: usize) -> Result<Vec<Event>, ServerError>;
+
+    // Records.
+    /// Stores whole patients in one transaction: all or none. Fails with `PatientExists` if any id
+    /// or MRN is already present.
+    fn put_charts(&self, charts: &[SealedChart]) -> Result<(), ServerError>;
+    /// Which of these patients (by id or MRN index) are already stored.
+    fn existing_patients(&self, ids: &[(Uuid, [u8; 32])]) -> Result<Vec<Uuid>, ServerError>;
+    fn patient(&self, id: Uuid) -> Result<Option<SealedPatient>, ServerError>;
+    /// Up to `limit` patients on `unit` ordered by bed, starting after patient `after`.
+    fn census(
+        &self,
+        unit: &str,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<SealedCensusRow>, ServerError>;
+    /// A patient's records of these kinds, newest first, at most `max_observations` observations.
+    fn records(
+        &self,
+        patient_id: Uuid,
+        kinds: &[RecordKind],
+        max_observations: usize,
+    ) -> Result<Vec<SealedRecord>, ServerError>;
+    /// Patient ids in id order after `after`, `limit` at a time (for export).
+    fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError>;
+}

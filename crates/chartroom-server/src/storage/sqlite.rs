@@ -1,0 +1,754 @@
+//! The embedded backend: SQLCipher, keyed by an HKDF subkey of the master key in `keys/master.key`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chartroom_domain::{LoginThrottle, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use uuid::Uuid;
+
+use super::{
+    DeviceRecord, EnrolledDevice, Event, NewSession, NewUser, RecordKind, Refreshed, SealedCensusRow,
+    SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, UserRecord,
+};
+use crate::ServerError;
+
+/// Append-only migrations of the server schema; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: metadata.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: accounts. `username_key` is the case-folded name that makes usernames unique regardless of case.
+    "CREATE TABLE users (
+        id            BLOB PRIMARY KEY,
+        username      TEXT NOT NULL,
+        username_key  TEXT NOT NULL UNIQUE,
+        role          TEXT NOT NULL,
+        units         TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL
+    );",
+    // 3: devices. Only the SHA-256 of a one-time enrollment token is kept.
+    "CREATE TABLE devices (
+        id               BLOB PRIMARY KEY,
+        name             TEXT NOT NULL,
+        name_key         TEXT NOT NULL UNIQUE,
+        profile          TEXT NOT NULL,
+        units            TEXT NOT NULL,
+        token_hash       BLOB UNIQUE,
+        token_expires_at INTEGER,
+        public_key       BLOB,
+        enrolled_at      INTEGER,
+        revoked_at       INTEGER,
+        created_at       INTEGER NOT NULL
+    );",
+    // 4: login throttles, one-time nonces, sessions (token hashes only), the server event log.
+    "CREATE TABLE login_throttle (key TEXT PRIMARY KEY, state TEXT NOT NULL);
+     CREATE TABLE auth_nonces (
+        nonce_hash BLOB PRIMARY KEY,
+        device_id  BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE sessions (
+        id                 BLOB PRIMARY KEY,
+        user_id            BLOB NOT NULL REFERENCES users(id),
+        device_id          BLOB NOT NULL REFERENCES devices(id),
+        access_hash        BLOB NOT NULL UNIQUE,
+        access_expires_at  INTEGER NOT NULL,
+        refresh_hash       BLOB NOT NULL UNIQUE,
+        refresh_expires_at INTEGER NOT NULL,
+        prev_refresh_hash  BLOB UNIQUE,
+        created_at         INTEGER NOT NULL
+     );
+     CREATE INDEX sessions_by_user ON sessions(user_id);
+     CREATE INDEX sessions_by_device ON sessions(device_id);
+     CREATE TABLE events (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        INTEGER NOT NULL,
+        action    TEXT NOT NULL,
+        outcome   TEXT NOT NULL,
+        username  TEXT,
+        user_id   BLOB,
+        device_id BLOB,
+        remote    TEXT,
+        resource  TEXT
+     );",
+    // 5: sealed patient records. Only ids, placement, versions and an MRN blind index are plaintext.
+    "CREATE TABLE patients (
+        id        BLOB PRIMARY KEY,
+        mrn_index BLOB NOT NULL UNIQUE,
+        unit      TEXT NOT NULL,
+        bed       TEXT NOT NULL,
+        version   INTEGER NOT NULL,
+        wrapped_key BLOB NOT NULL,
+        body      BLOB NOT NULL
+     );
+     CREATE INDEX patients_by_unit ON patients(unit, bed, id);
+     CREATE TABLE records (
+        id         BLOB PRIMARY KEY,
+        patient_id BLOB NOT NULL REFERENCES patients(id),
+        kind       TEXT NOT NULL,
+        sort_key   INTEGER NOT NULL,
+        version    INTEGER NOT NULL,
+        body       BLOB NOT NULL
+     );
+     CREATE INDEX records_by_patient ON records(patient_id, kind, sort_key DESC);",
+];
+
+/// The embedded backend.
+#[derive(Debug)]
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStorage {
+    /// Opens (and migrates) the database at `path` with the key derived from `master`.
+    pub fn open(path: &Path, master: &[u8; 32]) -> Result<Self, ServerError> {
+        let conn = Connection::open(path)?;
+        // The database key is an HKDF subkey of the master key, never the master key itself.
+        let key = chartroom_crypto::DataKey::derive(b"chartroom/server-db/v1", master, b"database");
+        conn.execute_batch(&key.sqlcipher_key_statement())?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+            .map_err(|_| ServerError::Damaged("server.db"))?;
+        // Admin commands run while the server serves: wait for the other writer instead of failing.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if current > known {
+            return Err(ServerError::Database(format!(
+                "schema {current} is newer than this build ({known})"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+            tx.commit()?;
+        }
+        Ok(SqliteStorage { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ServerError> {
+        self.conn.lock().map_err(|_| ServerError::Internal("storage lock poisoned"))
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn create_user(&self, user: &NewUser) -> Result<(), ServerError> {
+        let r = &user.record;
+        let units = serde_json::to_string(&r.units).map_err(|_| ServerError::Internal("units encoding"))?;
+        let result = self.conn()?.execute(
+            "INSERT INTO users (id, username, username_key, role, units, password_hash, disabled, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                r.id.as_bytes(),
+                r.username,
+                username_key(&r.username),
+                r.role.as_str(),
+                units,
+                user.password_hash,
+                r.disabled,
+                r.created_at.0
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                Err(ServerError::UserExists)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let key = username_key(username);
+        let changed =
+            tx.execute("UPDATE users SET disabled = ?1 WHERE username_key = ?2", params![disabled, key])?;
+        if changed == 0 {
+            return Err(ServerError::UnknownUser);
+        }
+        if disabled {
+            tx.execute(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username_key = ?1)",
+                [&key],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_users(&self) -> Result<Vec<UserRecord>, ServerError> {
+        Ok(users_where(&*self.conn()?, "", [])?.into_iter().map(|u| u.record).collect())
+    }
+
+    fn user_for_login(&self, username: &str) -> Result<Option<NewUser>, ServerError> {
+        Ok(users_where(&*self.conn()?, "WHERE username_key = ?1", [username_key(username)])?.pop())
+    }
+
+    fn put_device_token(&self, d: &DeviceRecord, token_hash: &[u8; 32]) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let existing: Option<(Option<i64>, Option<i64>)> = tx
+            .query_row(
+                "SELECT enrolled_at, revoked_at FROM devices WHERE name_key = ?1",
+                [username_key(&d.name)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let units = serde_json::to_string(&d.units).map_err(|_| ServerError::Internal("units encoding"))?;
+        let profile = d.profile.as_str();
+        match existing {
+            Some((Some(_), _)) | Some((_, Some(_))) => return Err(ServerError::DeviceEnrolled),
+            Some((None, None)) => {
+                tx.execute(
+                    "UPDATE devices SET token_hash = ?1, token_expires_at = ?2, profile = ?3, units = ?4 WHERE name_key = ?5",
+                    params![&token_hash[..], d.token_expires_at.map(|t| t.0), profile, units, username_key(&d.name)],
+                )?;
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO devices (id, name, name_key, profile, units, token_hash, token_expires_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        d.id.as_bytes(),
+                        d.name,
+                        username_key(&d.name),
+                        profile,
+                        units,
+                        &token_hash[..],
+                        d.token_expires_at.map(|t| t.0),
+                        d.created_at.0
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revoke_device(&self, name: &str, now: Timestamp) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let key = username_key(name);
+        // Revocation also kills any unused enrollment token and every session on the device.
+        let changed = tx.execute(
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?1), token_hash = NULL WHERE name_key = ?2",
+            params![now.0, key],
+        )?;
+        if changed == 0 {
+            return Err(ServerError::UnknownDevice);
+        }
+        tx.execute(
+            "DELETE FROM sessions WHERE device_id = (SELECT id FROM devices WHERE name_key = ?1)",
+            [&key],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn enroll_device(
+        &self,
+        token_hash: &[u8; 32],
+        public_key: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<DeviceRecord, ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let found: Option<(String, Option<i64>)> = tx
+            .query_row(
+                "SELECT name_key, token_expires_at FROM devices
+                 WHERE token_hash = ?1 AND enrolled_at IS NULL AND revoked_at IS NULL",
+                [&token_hash[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        // One answer for unknown, used, revoked and expired tokens: the caller learns nothing more.
+        let Some((name_key, expires)) = found else { return Err(ServerError::InvalidToken) };
+        if expires.is_none_or(|e| now.0 >= e) {
+            return Err(ServerError::InvalidToken);
+        }
+        tx.execute(
+            "UPDATE devices SET public_key = ?1, enrolled_at = ?2, token_hash = NULL WHERE name_key = ?3",
+            params![&public_key[..], now.0, name_key],
+        )?;
+        let mut enrolled = devices_where(&tx, "WHERE name_key = ?1", [&name_key])?;
+        tx.commit()?;
+        enrolled.pop().map(|d| d.record).ok_or(ServerError::Internal("enrolled device vanished"))
+    }
+
+    fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError> {
+        Ok(devices_where(&*self.conn()?, "", [])?.into_iter().map(|d| d.record).collect())
+    }
+
+    fn enrolled_device(&self, id: Uuid) -> Result<Option<EnrolledDevice>, ServerError> {
+        let found = devices_where(
+            &*self.conn()?,
+            "WHERE id = ?1 AND enrolled_at IS NOT NULL AND revoked_at IS NULL",
+            [id.as_bytes()],
+        )?;
+        Ok(found
+            .into_iter()
+            .next()
+            .and_then(|d| Some(EnrolledDevice { public_key: d.public_key?, record: d.record })))
+    }
+
+    fn update_throttle(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(&mut LoginThrottle),
+    ) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM login_throttle WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?;
+        let mut throttle: LoginThrottle = match state {
+            Some(json) => serde_json::from_str(&json).map_err(|_| ServerError::Damaged("server.db"))?,
+            None => LoginThrottle::default(),
+        };
+        change(&mut throttle);
+        let json =
+            serde_json::to_string(&throttle).map_err(|_| ServerError::Internal("throttle encoding"))?;
+        tx.execute(
+            "INSERT INTO login_throttle (key, state) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET state = ?2",
+            params![key, json],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn clear_throttle(&self, key: &str) -> Result<(), ServerError> {
+        self.conn()?.execute("DELETE FROM login_throttle WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    fn put_nonce(
+        &self,
+        nonce_hash: &[u8; 32],
+        device_id: Uuid,
+        expires_at: Timestamp,
+    ) -> Result<(), ServerError> {
+        self.conn()?.execute(
+            "INSERT INTO auth_nonces (nonce_hash, device_id, expires_at) VALUES (?1, ?2, ?3)",
+            params![&nonce_hash[..], device_id.as_bytes(), expires_at.0],
+        )?;
+        Ok(())
+    }
+
+    fn take_nonce(
+        &self,
+        nonce_hash: &[u8; 32],
+        device_id: Uuid,
+        now: Timestamp,
+    ) -> Result<bool, ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        // Expired nonces are swept on every use, so the table cannot grow without bound.
+        tx.execute("DELETE FROM auth_nonces WHERE expires_at <= ?1", [now.0])?;
+        let taken = tx.execute(
+            "DELETE FROM auth_nonces WHERE nonce_hash = ?1 AND device_id = ?2",
+            params![&nonce_hash[..], device_id.as_bytes()],
+        )?;
+        tx.commit()?;
+        Ok(taken == 1)
+    }
+
+    fn create_session(&self, s: &NewSession) -> Result<(), ServerError> {
+        let t = &s.tokens;
+        self.conn()?.execute(
+            "INSERT INTO sessions (id, user_id, device_id, access_hash, access_expires_at, refresh_hash,
+                                   refresh_expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                s.id.as_bytes(),
+                s.user_id.as_bytes(),
+                s.device_id.as_bytes(),
+                &t.access_hash[..],
+                t.access_expires_at.0,
+                &t.refresh_hash[..],
+                t.refresh_expires_at.0,
+                s.created_at.0
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn session_by_access(
+        &self,
+        access_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<SessionOwner>, ServerError> {
+        let conn = self.conn()?;
+        type Row = ([u8; 16], [u8; 16], [u8; 16], i64);
+        let found: Option<Row> = conn
+            .prepare_cached(
+                "SELECT id, user_id, device_id, access_expires_at FROM sessions
+                 WHERE access_hash = ?1 AND access_expires_at > ?2",
+            )?
+            .query_row(params![&access_hash[..], now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((session_id, user_id, device_id, expires)) = found else { return Ok(None) };
+        session_owner(&conn, Uuid::from_bytes(session_id), user_id, device_id, Timestamp(expires))
+    }
+
+    fn rotate_refresh(
+        &self,
+        refresh_hash: &[u8; 32],
+        device_id: Uuid,
+        next: &SessionTokens,
+        now: Timestamp,
+    ) -> Result<Refreshed, ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        let reused: Option<[u8; 16]> = tx
+            .query_row("SELECT id FROM sessions WHERE prev_refresh_hash = ?1", [&refresh_hash[..]], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(id) = reused {
+            // A refresh token that was already exchanged is being replayed: whoever holds the
+            // current one may be an impostor, so the whole session ends.
+            tx.execute("DELETE FROM sessions WHERE id = ?1", [&id[..]])?;
+            tx.commit()?;
+            return Ok(Refreshed::Reused);
+        }
+        let found: Option<([u8; 16], [u8; 16])> = tx
+            .query_row(
+                "SELECT id, user_id FROM sessions
+                 WHERE refresh_hash = ?1 AND device_id = ?2 AND refresh_expires_at > ?3",
+                params![&refresh_hash[..], device_id.as_bytes(), now.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, user_id)) = found else { return Ok(Refreshed::Invalid) };
+        tx.execute(
+            "UPDATE sessions SET access_hash = ?1, access_expires_at = ?2, refresh_hash = ?3,
+                                 refresh_expires_at = ?4, prev_refresh_hash = refresh_hash
+             WHERE id = ?5",
+            params![
+                &next.access_hash[..],
+                next.access_expires_at.0,
+                &next.refresh_hash[..],
+                next.refresh_expires_at.0,
+                &id[..]
+            ],
+        )?;
+        let owner =
+            session_owner(&tx, Uuid::from_bytes(id), user_id, *device_id.as_bytes(), next.access_expires_at)?;
+        tx.commit()?;
+        Ok(owner.map_or(Refreshed::Invalid, |o| Refreshed::Rotated(Box::new(o))))
+    }
+
+    fn end_session(&self, session_id: Uuid) -> Result<(), ServerError> {
+        self.conn()?.execute("DELETE FROM sessions WHERE id = ?1", [session_id.as_bytes()])?;
+        Ok(())
+    }
+
+    fn record_event(&self, e: &Event) -> Result<(), ServerError> {
+        self.conn()?
+            .prepare_cached(
+                "INSERT INTO events (at, action, outcome, username, user_id, device_id, remote, resource)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                e.at.0,
+                e.action,
+                e.outcome,
+                e.username,
+                e.user_id.map(|u| u.into_bytes()),
+                e.device_id.map(|u| u.into_bytes()),
+                e.remote,
+                e.resource
+            ])?;
+        Ok(())
+    }
+
+    fn recent_events(&self, limit: usize) -> Result<Vec<Event>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT at, action, outcome, username, user_id, device_id, remote, resource
+             FROM events ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([to_i64(limit)], |r| {
+            Ok(Event {
+                at: Timestamp(r.get(0)?),
+                action: r.get(1)?,
+                outcome: r.get(2)?,
+                username: r.get(3)?,
+                user_id: r.get::<_, Option<[u8; 16]>>(4)?.map(Uuid::from_bytes),
+                device_id: r.get::<_, Option<[u8; 16]>>(5)?.map(Uuid::from_bytes),
+                remote: r.get(6)?,
+                resource: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_charts(&self, charts: &[SealedChart]) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?;
+        for c in charts {
+            put_chart(&tx, c).map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => ServerError::PatientExists,
+                _ => e.into(),
+            })?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn existing_patients(&self, ids: &[(Uuid, [u8; 32])]) -> Result<Vec<Uuid>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM patients WHERE id = ?1 OR mrn_index = ?2")?;
+        let mut out = Vec::new();
+        for (id, mrn_index) in ids {
+            if stmt.query_row(params![id.as_bytes(), &mrn_index[..]], |_| Ok(())).optional()?.is_some() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn patient(&self, id: Uuid) -> Result<Option<SealedPatient>, ServerError> {
+        let conn = self.conn()?;
+        let row = conn
+            .prepare_cached(&format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ?1"))?
+            .query_row([id.as_bytes()], sealed_patient)
+            .optional()?;
+        Ok(row)
+    }
+
+    fn census(
+        &self,
+        unit: &str,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<SealedCensusRow>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {PATIENT_COLUMNS},
+                    (SELECT count(*) FROM records r WHERE r.patient_id = p.id AND r.kind = 'allergy'),
+                    (SELECT max(r.sort_key) FROM records r WHERE r.patient_id = p.id AND r.kind = 'observation')
+             FROM patients p
+             WHERE p.unit = ?1
+               AND (?2 IS NULL OR (p.bed, p.id) > (SELECT a.bed, a.id FROM patients a WHERE a.id = ?2))
+             ORDER BY p.bed, p.id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![unit, after.map(|a| a.into_bytes()), to_i64(limit)], |r| {
+            Ok(SealedCensusRow {
+                patient: sealed_patient(r)?,
+                allergy_count: r.get(7)?,
+                last_vitals_at: r.get::<_, Option<i64>>(8)?.map(Timestamp),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn records(
+        &self,
+        patient_id: Uuid,
+        kinds: &[RecordKind],
+        max_observations: usize,
+    ) -> Result<Vec<SealedRecord>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, kind, sort_key, version, body FROM records
+             WHERE patient_id = ?1 AND kind = ?2 ORDER BY sort_key DESC, id LIMIT ?3",
+        )?;
+        let mut out = Vec::new();
+        for kind in kinds {
+            let limit = if *kind == RecordKind::Observation { max_observations } else { usize::MAX };
+            let rows = stmt.query_map(params![patient_id.as_bytes(), kind.as_str(), to_i64(limit)], |r| {
+                Ok((r.get::<_, [u8; 16]>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            for row in rows {
+                let (id, kind, sort_key, version, body) = row?;
+                let kind = RecordKind::parse(&kind).ok_or(ServerError::Damaged("server.db"))?;
+                out.push(SealedRecord { id: Uuid::from_bytes(id), kind, sort_key, version, body });
+            }
+        }
+        Ok(out)
+    }
+
+    fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM patients WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2")?;
+        let rows = stmt.query_map(params![after.map(|a| a.into_bytes()), to_i64(limit)], |r| {
+            r.get::<_, [u8; 16]>(0).map(Uuid::from_bytes)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+const PATIENT_COLUMNS: &str = "p.id, p.unit, p.bed, p.version, p.mrn_index, p.wrapped_key, p.body";
+
+fn sealed_patient(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedPatient> {
+    Ok(SealedPatient {
+        id: Uuid::from_bytes(r.get(0)?),
+        unit: r.get(1)?,
+        bed: r.get(2)?,
+        version: r.get(3)?,
+        mrn_index: r.get(4)?,
+        wrapped_key: r.get(5)?,
+        body: r.get(6)?,
+    })
+}
+
+fn put_chart(tx: &Transaction<'_>, c: &SealedChart) -> rusqlite::Result<()> {
+    let p = &c.patient;
+    tx.prepare_cached(
+        "INSERT INTO patients (id, mrn_index, unit, bed, version, wrapped_key, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        p.id.as_bytes(),
+        &p.mrn_index[..],
+        p.unit,
+        p.bed,
+        p.version,
+        p.wrapped_key,
+        p.body
+    ])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO records (id, patient_id, kind, sort_key, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in &c.records {
+        insert.execute(params![
+            r.id.as_bytes(),
+            p.id.as_bytes(),
+            r.kind.as_str(),
+            r.sort_key,
+            r.version,
+            r.body
+        ])?;
+    }
+    Ok(())
+}
+
+/// The session's user and device, if both are still in good standing (user enabled, device
+/// enrolled and not revoked).
+fn session_owner(
+    conn: &Connection,
+    session_id: Uuid,
+    user_id: [u8; 16],
+    device_id: [u8; 16],
+    access_expires_at: Timestamp,
+) -> Result<Option<SessionOwner>, ServerError> {
+    let user = users_where(conn, "WHERE id = ?1 AND disabled = 0", [&user_id[..]])?.pop();
+    let device = devices_where(
+        conn,
+        "WHERE id = ?1 AND enrolled_at IS NOT NULL AND revoked_at IS NULL",
+        [&device_id[..]],
+    )?
+    .pop()
+    .and_then(|d| Some(EnrolledDevice { public_key: d.public_key?, record: d.record }));
+    Ok(match (user, device) {
+        (Some(user), Some(device)) => {
+            Some(SessionOwner { session_id, user: user.record, device, access_expires_at })
+        }
+        _ => None,
+    })
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The users matching `filter` (a constant `WHERE …` clause, or empty), ordered by username.
+fn users_where<P: rusqlite::Params>(
+    conn: &Connection,
+    filter: &str,
+    params: P,
+) -> Result<Vec<NewUser>, ServerError> {
+    let sql = format!(
+        "SELECT id, username, role, units, disabled, created_at, password_hash FROM users {filter}
+         ORDER BY username_key"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, [u8; 16]>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, bool>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, String>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, username, role, units, disabled, created_at, password_hash) = row?;
+        out.push(NewUser {
+            record: UserRecord {
+                id: Uuid::from_bytes(id),
+                username,
+                role: role.parse().map_err(|_| ServerError::Damaged("server.db"))?,
+                units: serde_json::from_str(&units).map_err(|_| ServerError::Damaged("server.db"))?,
+                disabled,
+                created_at: Timestamp(created_at),
+            },
+            password_hash,
+        });
+    }
+    Ok(out)
+}
+
+/// A device row with its public key (if enrolled).
+struct DeviceRow {
+    record: DeviceRecord,
+    public_key: Option<[u8; 32]>,
+}
+
+/// The devices matching `filter` (a constant `WHERE …` clause, or empty), ordered by name.
+fn devices_where<P: rusqlite::Params>(
+    conn: &Connection,
+    filter: &str,
+    params: P,
+) -> Result<Vec<DeviceRow>, ServerError> {
+    let sql = format!(
+        "SELECT id, name, profile, units, token_expires_at, enrolled_at, revoked_at, created_at, public_key
+         FROM devices {filter} ORDER BY name_key"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, [u8; 16]>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            [r.get::<_, Option<i64>>(4)?, r.get(5)?, r.get(6)?],
+            r.get::<_, i64>(7)?,
+            r.get::<_, Option<[u8; 32]>>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, name, profile, units, [expires, enrolled, revoked], created_at, public_key) = row?;
+        out.push(DeviceRow {
+            record: DeviceRecord {
+                id: Uuid::from_bytes(id),
+                name,
+                profile: profile.parse().map_err(|_| ServerError::Damaged("server.db"))?,
+                units: serde_json::from_str(&units).map_err(|_| ServerError::Damaged("server.db"))?,
+                token_expires_at: expires.map(Timestamp),
+                enrolled_at: enrolled.map(Timestamp),
+                revoked_at: revoked.map(Timestamp),
+                created_at: Timestamp(created_at),
+            },
+            public_key,
+        });
+    }
+    Ok(out)
+}
+
+/// Usernames are unique regardless of case.
+fn username_key(username: &str) -> String {
+    username.trim().to_lowercase()
+}

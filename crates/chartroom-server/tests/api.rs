@@ -1,0 +1,588 @@
+//! The HTTP API end to end over real TLS with the real client (`chartroom-client`, pinned
+//! certificate): enrollment, login, device-bound tokens, throttling, records with access control
+//! (the role × scope × action matrix), PHI at rest, and bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartroom_client::{DeviceIdentity, Method, ServerClient, StatusCode};
+use chartroom_crypto::Password;
+use chartroom_domain::clock::ManualClock;
+use chartroom_domain::{Chart, DeviceProfile, Role};
+use chartroom_protocol::{CensusPage, ChartResponse, TokenResponse, UserInfo};
+use chartroom_server::storage::{SqliteStorage, Storage};
+use chartroom_server::{init, start_with_clock, wall_now, DataDir, InitOptions, RunningServer};
+
+const PASSWORD: &str = "correct-horse-staple-42";
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: DataDir,
+    server: RunningServer,
+    client: ServerClient,
+    /// A second connection to the server's database, as the admin CLI would open it.
+    storage: SqliteStorage,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("server"));
+        let report = init(&dir, &InitOptions::default()).unwrap();
+        let clock = Arc::new(ManualClock::at(wall_now()));
+        let server = start_with_clock(&dir, "127.0.0.1:0".parse().unwrap(), clock.clone()).await.unwrap();
+        let client =
+            ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint)
+                .unwrap();
+        let storage = dir.open_storage().unwrap();
+        Fixture { _tmp: tmp, dir, server, client, storage, clock }
+    }
+
+    fn add_user(&self, username: &str, role: Role, units: &[&str]) {
+        let units = units.iter().map(|u| u.to_string()).collect();
+        chartroom_server::users::add_user(
+            &self.storage,
+            username,
+            role,
+            units,
+            &Password::new(PASSWORD.into()),
+            wall_now(),
+        )
+        .unwrap();
+    }
+
+    async fn device(&self, name: &str, units: &[&str]) -> DeviceIdentity {
+        let units = units.iter().map(|u| u.to_string()).collect();
+        let token = chartroom_server::devices::issue_token(
+            &self.storage,
+            name,
+            DeviceProfile::Station,
+            units,
+            Duration::from_secs(3600),
+            self.clock.now(),
+        )
+        .unwrap();
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        let probe = DeviceIdentity::new(String::new(), &seed);
+        let enrolled = self.client.enroll(&token, &probe.public_key_hex()).await.unwrap();
+        DeviceIdentity::new(enrolled.device_id, &seed)
+    }
+
+    async fn login(&self, device: &DeviceIdentity, username: &str) -> TokenResponse {
+        self.client.login(device, username, PASSWORD).await.unwrap()
+    }
+
+    /// Loads `n` synthetic patients spread over ICU and MED; returns them.
+    fn seed(&self, n: u64) -> Vec<Chart> {
+        let config = chartroom_synth::SynthConfig::new(11, wall_now());
+        let charts: Vec<Chart> = (0..n).map(|i| chartroom_synth::patient(&config, i)).collect();
+        let keys = self.dir.record_keys().unwrap();
+        let report = chartroom_server::records::load_charts(&self.storage, &keys, &charts).unwrap();
+        assert_eq!(report.imported, charts.len());
+        charts
+    }
+
+    async fn status(&self, device: &DeviceIdentity, token: &str, path: &str) -> (StatusCode, String) {
+        let (status, body) = self.client.send_signed(device, token, Method::GET, path).await.unwrap();
+        (status, String::from_utf8(body).unwrap())
+    }
+}
+
+use chartroom_domain::Clock;
+
+#[tokio::test]
+async fn tokens_work_only_from_the_device_they_were_issued_to() {
+    let f = Fixture::new().await;
+    f.add_user("nurse.a", Role::Nurse, &["ICU"]);
+    let a = f.device("station-a", &["ICU"]).await;
+    let b = f.device("station-b", &["ICU"]).await;
+    let tokens = f.login(&a, "NURSE.A").await;
+    assert_eq!(tokens.user.username, "nurse.a");
+    assert!(tokens.access_expires_in_s <= 600);
+
+    let me: UserInfo = f.client.get(&a, &tokens.access_token, "/v1/me").await.unwrap();
+    assert_eq!(me.role, Role::Nurse);
+    // The same access token, signed by another enrolled device: refused.
+    let (status, body) = f.status(&b, &tokens.access_token, "/v1/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("auth.bad_proof"), "{body}");
+    // No proof at all, or a made-up token: refused.
+    let r = f.client.raw(Method::GET, "/v1/me").bearer_auth(&tokens.access_token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = f.status(&a, "cra1_forged", "/v1/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("auth.invalid_token"), "{body}");
+
+    // A refresh token from device A presented by device B: refused; by A: rotated.
+    let stolen = f.client.refresh(&b, &tokens.refresh_token).await.unwrap_err();
+    assert_eq!(stolen.code(), Some("auth.invalid_refresh"));
+    let fresh = f.client.refresh(&a, &tokens.refresh_token).await.unwrap();
+    assert_ne!(fresh.access_token, tokens.access_token);
+    let _: UserInfo = f.client.get(&a, &fresh.access_token, "/v1/me").await.unwrap();
+    // The old access token died with the rotation; replaying the exchanged refresh token ends the
+    // session, so even the new tokens stop working.
+    assert_eq!(f.status(&a, &tokens.access_token, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    let replay = f.client.refresh(&a, &tokens.refresh_token).await.unwrap_err();
+    assert_eq!(replay.code(), Some("auth.invalid_refresh"));
+    assert_eq!(f.status(&a, &fresh.access_token, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+
+    // Access tokens expire after ten minutes.
+    let t = f.login(&a, "nurse.a").await;
+    f.clock.advance(Duration::from_secs(601));
+    // (The request proof carries real time; the server's clock moved: allow for that skew by
+    // checking the token error, which is decided first.)
+    let (status, body) = f.status(&a, &t.access_token, "/v1/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("auth.invalid_token"), "{body}");
+
+    // Logout ends the session.
+    let f2 = Fixture::new().await;
+    f2.add_user("nurse.a", Role::Nurse, &["ICU"]);
+    let c = f2.device("station-c", &[]).await;
+    let t = f2.login(&c, "nurse.a").await;
+    let (status, _) =
+        f2.client.send_signed(&c, &t.access_token, Method::POST, "/v1/auth/logout").await.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(f2.status(&c, &t.access_token, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f2.client.refresh(&c, &t.refresh_token).await.unwrap_err().code(),
+        Some("auth.invalid_refresh")
+    );
+    f.server.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_login_nonce_works_once_and_signatures_are_checked() {
+    let f = Fixture::new().await;
+    f.add_user("nurse.b", Role::Nurse, &["ICU"]);
+    let a = f.device("station-a", &[]).await;
+    let nonce = f.client.challenge(&a).await.unwrap().nonce;
+    let body = |sig: &str| {
+        serde_json::json!({
+            "device_id": a.device_id, "nonce": nonce, "signature": sig,
+            "username": "nurse.b", "password": PASSWORD,
+        })
+    };
+    let good = a.sign_hex(&chartroom_protocol::login_proof_message(&a.device_id, &nonce, "nurse.b"));
+    let wrong = a.sign_hex(&chartroom_protocol::login_proof_message(&a.device_id, &nonce, "someone.else"));
+    let r = f.client.raw(Method::POST, "/v1/auth/login").json(&body(&wrong)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("auth.bad_proof"));
+    let r = f.client.raw(Method::POST, "/v1/auth/login").json(&body(&good)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The nonce was used: replaying the very same request is refused.
+    let r = f.client.raw(Method::POST, "/v1/auth/login").json(&body(&good)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("auth.bad_proof"));
+    // A device that never enrolled cannot even get a nonce.
+    let ghost = DeviceIdentity::new(uuid::Uuid::now_v7().to_string(), &[7u8; 32]);
+    assert_eq!(f.client.challenge(&ghost).await.unwrap_err().code(), Some("device.unknown"));
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_locked_out_audited_and_unlockable() {
+    let f = Fixture::new().await;
+    f.add_user("nurse.c", Role::Nurse, &["ICU"]);
+    let a = f.device("station-a", &[]).await;
+    let b = f.device("station-b", &[]).await;
+    let wrong = |dev| f.client.login(dev, "nurse.c", "not-the-password-at-all");
+
+    // Two free failures, then growing delays (429 with Retry-After) between attempts.
+    for _ in 0..3 {
+        assert_eq!(wrong(&a).await.unwrap_err().code(), Some("auth.invalid_credentials"));
+    }
+    let throttled = wrong(&a).await.unwrap_err();
+    assert_eq!(throttled.code(), Some("auth.throttled"), "{throttled}");
+    // The throttle follows the username to another device too.
+    assert_eq!(wrong(&b).await.unwrap_err().code(), Some("auth.throttled"));
+    // Waiting out each delay, the 10th failure within 15 minutes locks the account.
+    for _ in 3..10 {
+        f.clock.advance(Duration::from_secs(61));
+        assert_eq!(wrong(&b).await.unwrap_err().code(), Some("auth.invalid_credentials"));
+    }
+    f.clock.advance(Duration::from_secs(61));
+    let locked = f.client.login(&a, "nurse.c", PASSWORD).await.unwrap_err();
+    assert_eq!(locked.code(), Some("auth.locked_out"), "even the right password waits: {locked}");
+
+    // Every failure is in the server's event log, without the password.
+    let events = f.storage.recent_events(100).unwrap();
+    let failures: Vec<_> = events.iter().filter(|e| e.action == "login_failed").collect();
+    assert!(failures.len() >= 12, "{}", failures.len());
+    assert!(failures.iter().all(|e| e.username.as_deref() == Some("nurse.c") && e.remote.is_some()));
+    let dump = format!("{events:?}");
+    assert!(!dump.contains("not-the-password") && !dump.contains(PASSWORD));
+
+    // An admin unlocks (`user enable`), or the lockout times out.
+    chartroom_server::auth::unlock_user(&f.storage, "nurse.c").unwrap();
+    f.clock.advance(Duration::from_secs(61));
+    f.login(&a, "nurse.c").await;
+}
+
+#[tokio::test]
+async fn guessing_from_one_device_locks_that_device() {
+    let f = Fixture::new().await;
+    f.add_user("nurse.d", Role::Nurse, &["ICU"]);
+    let a = f.device("station-a", &[]).await;
+    let b = f.device("station-b", &[]).await;
+    // Ten different made-up usernames from one device (each username alone stays unlocked).
+    for i in 0..10 {
+        f.clock.advance(Duration::from_secs(61));
+        let e = f.client.login(&a, &format!("guess.{i}"), "whatever-password").await.unwrap_err();
+        assert!(matches!(e.code(), Some("auth.invalid_credentials")), "{e}");
+    }
+    f.clock.advance(Duration::from_secs(61));
+    assert_eq!(f.client.login(&a, "nurse.d", PASSWORD).await.unwrap_err().code(), Some("auth.locked_out"));
+    // The other device is unaffected.
+    f.login(&b, "nurse.d").await;
+}
+
+#[tokio::test]
+async fn disabled_users_and_revoked_devices_lose_access_at_once() {
+    let f = Fixture::new().await;
+    f.add_user("nurse.e", Role::Nurse, &["ICU"]);
+    f.add_user("nurse.f", Role::Nurse, &["ICU"]);
+    let a = f.device("station-a", &[]).await;
+    let t = f.login(&a, "nurse.e").await;
+    f.storage.set_disabled("nurse.e", true).unwrap();
+    assert_eq!(f.status(&a, &t.access_token, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f.client.refresh(&a, &t.refresh_token).await.unwrap_err().code(),
+        Some("auth.invalid_refresh")
+    );
+    assert_eq!(f.client.login(&a, "nurse.e", PASSWORD).await.unwrap_err().code(), Some("auth.user_disabled"));
+    f.storage.set_disabled("nurse.e", false).unwrap();
+    f.login(&a, "nurse.e").await;
+
+    let t = f.login(&a, "nurse.f").await;
+    f.storage.revoke_device("station-a", f.clock.now()).unwrap();
+    assert_eq!(f.status(&a, &t.access_token, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.client.login(&a, "nurse.f", PASSWORD).await.unwrap_err().code(), Some("device.unknown"));
+}
+
+/// Roles, each with the units it works on (`*`: all).
+const USERS: &[(&str, Role, &[&str])] = &[
+    ("nurse.icu", Role::Nurse, &["ICU"]),
+    ("doc.icu", Role::Physician, &["ICU"]),
+    ("billing.icu", Role::Billing, &["ICU"]),
+    ("auditor.all", Role::Auditor, &["*"]),
+    ("admin.it", Role::Admin, &[]),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    In,
+    Out,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Census,
+    /// A chart, by patient id (the IDOR vector: ids of other units' patients).
+    Chart,
+}
+
+/// The expected outcome: the sections visible, or the error code.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    Sections(&'static [&'static str]),
+    Census,
+    Denied(&'static str),
+}
+
+const ALL: &[&str] = &["demographics", "allergies", "problems", "medications", "vitals", "notes"];
+
+/// The matrix: every role × in/out of scope × action, and what must happen.
+const MATRIX: &[(&str, Scope, Act, Expect)] = &[
+    ("nurse.icu", Scope::In, Act::Census, Expect::Census),
+    ("nurse.icu", Scope::Out, Act::Census, Expect::Denied("access.out_of_scope")),
+    ("nurse.icu", Scope::In, Act::Chart, Expect::Sections(ALL)),
+    ("nurse.icu", Scope::Out, Act::Chart, Expect::Denied("access.out_of_scope")),
+    ("doc.icu", Scope::In, Act::Census, Expect::Census),
+    ("doc.icu", Scope::Out, Act::Census, Expect::Denied("access.out_of_scope")),
+    ("doc.icu", Scope::In, Act::Chart, Expect::Sections(ALL)),
+    ("doc.icu", Scope::Out, Act::Chart, Expect::Denied("access.out_of_scope")),
+    ("billing.icu", Scope::In, Act::Census, Expect::Census),
+    ("billing.icu", Scope::Out, Act::Census, Expect::Denied("access.out_of_scope")),
+    ("billing.icu", Scope::In, Act::Chart, Expect::Sections(&["demographics", "problems"])),
+    ("billing.icu", Scope::Out, Act::Chart, Expect::Denied("access.out_of_scope")),
+    ("auditor.all", Scope::In, Act::Census, Expect::Census),
+    ("auditor.all", Scope::Out, Act::Census, Expect::Census),
+    ("auditor.all", Scope::In, Act::Chart, Expect::Sections(&["demographics"])),
+    ("auditor.all", Scope::Out, Act::Chart, Expect::Sections(&["demographics"])),
+    ("admin.it", Scope::In, Act::Census, Expect::Denied("access.forbidden")),
+    ("admin.it", Scope::Out, Act::Census, Expect::Denied("access.forbidden")),
+    ("admin.it", Scope::In, Act::Chart, Expect::Denied("access.forbidden")),
+    ("admin.it", Scope::Out, Act::Chart, Expect::Denied("access.forbidden")),
+];
+
+#[tokio::test]
+async fn access_matrix_role_by_scope_by_action() {
+    let f = Fixture::new().await;
+    let charts = f.seed(8);
+    let icu = charts.iter().find(|c| c.patient.unit == "ICU").unwrap();
+    let med = charts.iter().find(|c| c.patient.unit == "MED").unwrap();
+    let device = f.device("roaming-laptop", &[]).await;
+    let mut tokens = std::collections::HashMap::new();
+    for (name, role, units) in USERS {
+        f.add_user(name, *role, units);
+        tokens.insert(*name, f.login(&device, name).await.access_token);
+    }
+    // Every (role, scope, action) cell is in the table exactly once.
+    for (name, ..) in USERS {
+        for scope in [Scope::In, Scope::Out] {
+            for act in [Act::Census, Act::Chart] {
+                let n = MATRIX
+                    .iter()
+                    .filter(|(u, s, a, _)| u == name && format!("{s:?}{a:?}") == format!("{scope:?}{act:?}"))
+                    .count();
+                assert_eq!(n, 1, "{name} {scope:?} {act:?}");
+            }
+        }
+    }
+    for (user, scope, act, expect) in MATRIX {
+        let target = match scope {
+            Scope::In => icu,
+            Scope::Out => med,
+        };
+        let path = match act {
+            Act::Census => format!("/v1/units/{}/census", target.patient.unit),
+            Act::Chart => format!("/v1/patients/{}/chart", target.patient.id),
+        };
+        let denials_before =
+            f.storage.recent_events(1000).unwrap().iter().filter(|e| e.action == "denied").count();
+        let (status, body) = f.status(&device, &tokens[user], &path).await;
+        let cell = format!("{user} {scope:?} {act:?}");
+        match expect {
+            Expect::Denied(code) => {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{cell}: {body}");
+                assert!(body.contains(code), "{cell}: {body}");
+                // No PHI in the refusal, and the denial is recorded.
+                assert!(!body.contains(&target.patient.name.family), "{cell}");
+                let after =
+                    f.storage.recent_events(1000).unwrap().iter().filter(|e| e.action == "denied").count();
+                assert_eq!(after, denials_before + 1, "{cell}: denial not recorded");
+            }
+            Expect::Census => {
+                assert_eq!(status, StatusCode::OK, "{cell}: {body}");
+                let page: CensusPage = serde_json::from_str(&body).unwrap();
+                assert!(!page.patients.is_empty(), "{cell}");
+                assert!(page.patients.iter().all(|p| p.unit == target.patient.unit), "{cell}");
+            }
+            Expect::Sections(sections) => {
+                assert_eq!(status, StatusCode::OK, "{cell}: {body}");
+                let chart: ChartResponse = serde_json::from_str(&body).unwrap();
+                let got: Vec<&str> = chart.sections.iter().map(|s| s.as_str()).collect();
+                assert_eq!(&got, sections, "{cell}");
+                let c = &chart.chart;
+                assert_eq!(c.patient.mrn, target.patient.mrn, "{cell}");
+                // Sections not granted carry nothing; granted ones carry what was stored.
+                let has = |s: &str| sections.contains(&s);
+                assert_eq!(c.notes.len(), if has("notes") { target.notes.len() } else { 0 }, "{cell}");
+                assert_eq!(
+                    c.conditions.len(),
+                    if has("problems") { target.conditions.len() } else { 0 },
+                    "{cell}"
+                );
+                assert_eq!(
+                    c.medications.is_empty(),
+                    !has("medications") || target.medications.is_empty(),
+                    "{cell}"
+                );
+                assert_eq!(
+                    c.observations.is_empty(),
+                    !has("vitals") || target.observations.is_empty(),
+                    "{cell}"
+                );
+                assert_eq!(
+                    c.allergies.len(),
+                    if has("allergies") { target.allergies.len() } else { 0 },
+                    "{cell}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_station_restricted_to_its_ward_serves_only_that_ward() {
+    let f = Fixture::new().await;
+    let charts = f.seed(6);
+    let med = charts.iter().find(|c| c.patient.unit == "MED").unwrap();
+    f.add_user("float.nurse", Role::Nurse, &["ICU", "MED"]);
+    let icu_station = f.device("icu-station-1", &["ICU"]).await;
+    let t = f.login(&icu_station, "float.nurse").await;
+    let (status, body) =
+        f.status(&icu_station, &t.access_token, &format!("/v1/patients/{}/chart", med.patient.id)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("access.out_of_scope"));
+    let (status, _) = f.status(&icu_station, &t.access_token, "/v1/units/ICU/census").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn census_pages_through_a_unit_by_bed_without_gaps() {
+    let f = Fixture::new().await;
+    let charts = f.seed(30);
+    f.add_user("nurse.g", Role::Nurse, &["ICU"]);
+    let dev = f.device("station-a", &[]).await;
+    let t = f.login(&dev, "nurse.g").await;
+    let mut seen = Vec::new();
+    let mut path = "/v1/units/ICU/census?limit=4".to_string();
+    loop {
+        let page: CensusPage = f.client.get(&dev, &t.access_token, &path).await.unwrap();
+        assert!(page.patients.len() <= 4);
+        seen.extend(
+            page.patients.iter().map(|p| (p.bed.clone(), p.patient_id.clone(), p.name.family.clone())),
+        );
+        match page.next_cursor {
+            Some(c) => path = format!("/v1/units/ICU/census?limit=4&after={c}"),
+            None => break,
+        }
+    }
+    let mut expected: Vec<_> = charts
+        .iter()
+        .filter(|c| c.patient.unit == "ICU")
+        .map(|c| (c.patient.bed.clone(), c.patient.id.to_string(), c.patient.name.family.clone()))
+        .collect();
+    expected.sort();
+    let mut sorted_seen = seen.clone();
+    sorted_seen.sort();
+    assert_eq!(sorted_seen, expected);
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "ordered by bed");
+    // A bad cursor is a 400, not a crash.
+    let (status, body) = f.status(&dev, &t.access_token, "/v1/units/ICU/census?after=nonsense").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = f.status(&dev, &t.access_token, "/v1/units/ICU/census?limit=3&surprise=1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_database_without_the_master_key_holds_no_phi() {
+    let f = Fixture::new().await;
+    let charts = f.seed(20);
+    let canaries: Vec<String> = charts
+        .iter()
+        .flat_map(|c| {
+            let mut v =
+                vec![c.patient.mrn.clone(), c.patient.name.family.clone(), c.patient.birth_date.to_string()];
+            v.extend(c.notes.iter().map(|n| n.text.chars().take(24).collect::<String>()));
+            v
+        })
+        .filter(|s| s.len() >= 6)
+        .collect();
+    f.server.shutdown(Duration::from_secs(2)).await.unwrap();
+    // Even a DBA holding the database key (which the master key derives) reads only ciphertext in
+    // the patient tables: every PHI field is sealed per patient.
+    let master: [u8; 32] = std::fs::read(f.dir.path().join("keys/master.key")).unwrap().try_into().unwrap();
+    let conn = rusqlite::Connection::open(f.dir.database_path()).unwrap();
+    let key = chartroom_crypto::DataKey::derive(b"chartroom/server-db/v1", &master, b"database");
+    conn.execute_batch(&key.sqlcipher_key_statement()).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    let mut dump = Vec::new();
+    for table in ["patients", "records", "events"] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..n {
+                match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        dump.extend_from_slice(t)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(dump.len() > 10_000, "the tables hold the patients: {} bytes", dump.len());
+    for canary in &canaries {
+        assert!(!contains(&dump, canary.as_bytes()), "PHI in plaintext columns");
+    }
+    // And the file itself, without any key, is noise.
+    let raw = std::fs::read(f.dir.database_path()).unwrap();
+    for canary in &canaries {
+        assert!(!contains(&raw, canary.as_bytes()));
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn bad_requests_get_stable_codes_and_the_server_stays_up() {
+    let f = Fixture::new().await;
+    f.add_user("nurse.h", Role::Nurse, &["ICU"]);
+    let dev = f.device("station-a", &[]).await;
+    let post = |path: &'static str| f.client.raw(Method::POST, path);
+    let code = |r: chartroom_client::reqwest::Response| async move {
+        let status = r.status();
+        let body: chartroom_protocol::ApiError = r.json().await.unwrap();
+        (status.as_u16(), body.code)
+    };
+    let cases: Vec<(chartroom_client::reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            post("/v1/auth/login").body("{\"device_id\":").header("content-type", "application/json"),
+            400,
+            "request.malformed",
+        ),
+        (post("/v1/auth/login").body("{}").header("content-type", "text/plain"), 415, "request.content_type"),
+        (
+            post("/v1/auth/login").json(&serde_json::json!({
+                "device_id": dev.device_id, "nonce": "x", "signature": "y", "username": "nurse.h",
+                "password": PASSWORD, "admin": true
+            })),
+            400,
+            "request.malformed",
+        ),
+        (
+            post("/v1/devices/enroll")
+                .body(vec![b' '; 2 * 1024 * 1024])
+                .header("content-type", "application/json"),
+            413,
+            "request.too_large",
+        ),
+        (f.client.raw(Method::GET, "/v1/nowhere"), 404, "request.not_found"),
+        (f.client.raw(Method::GET, "/v1/units/ICU/census"), 401, "auth.invalid_token"),
+        (f.client.raw(Method::GET, "/v1/patients/not-a-uuid/chart"), 401, "auth.invalid_token"),
+    ];
+    for (request, status, expected) in cases {
+        let (s, c) = code(request.send().await.unwrap()).await;
+        assert_eq!((s, c.as_str()), (status, expected));
+    }
+    let t = f.login(&dev, "nurse.h").await;
+    let (status, body) = f.status(&dev, &t.access_token, "/v1/patients/not-a-uuid/chart").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) =
+        f.status(&dev, &t.access_token, &format!("/v1/patients/{}/chart", uuid::Uuid::now_v7())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(f.client.health().await.unwrap().api_version, chartroom_protocol::API_VERSION);
+}
+
+/// The OpenAPI document served and the one checked in (`docs/openapi.json`) are the generated one.
+#[tokio::test]
+async fn openapi_document_is_served_and_checked_in() {
+    let f = Fixture::new().await;
+    let served = f.client.raw(Method::GET, "/openapi.json").send().await.unwrap().text().await.unwrap();
+    let generated = chartroom_server::openapi_json();
+    assert_eq!(served, generated);
+    let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/v1/auth/login", "/v1/patients/{id}/chart", "/v1/units/{unit}/census", "/v1/devices/enroll"]
+    {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    let checked_in = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var_os("CHARTROOM_BLESS").is_some() {
+        std::fs::write(&checked_in, &generated).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&checked_in).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "docs/openapi.json is stale: run `CHARTROOM_BLESS=1 cargo test -p chartroom-server --test api openapi`"
+    );
+}
