@@ -1,9 +1,12 @@
 //! `chartroom-bench`: measures the vault (SQLCipher overhead, unlock, field sealing, chart reads)
-//! and prints the numbers. Benchmarks report; they never fail on timing.
+//! and the server (seeding, logins, chart and census reads) and prints the numbers. Benchmarks report; they never fail on timing.
 //!
 //! `cargo run --release -p chartroom-bench -- vault --json`
+//! `cargo run --release -p chartroom-bench -- server --json`
 
 #![forbid(unsafe_code)]
+
+mod server;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,6 +52,17 @@ enum Cmd {
         #[arg(long)]
         cache_mib: Option<i64>,
     },
+    /// The central server: seeding, logins, chart and census reads over HTTPS.
+    Server {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100_000)]
+        patients: u64,
+        #[arg(long, default_value_t = 30)]
+        logins: usize,
+        #[arg(long, default_value_t = 2_000)]
+        reads: usize,
+    },
     /// How fast the synthetic generator fills a SQLCipher store.
     Synth {
         #[arg(long)]
@@ -66,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             (vault(patients, observations, reads, writes, unlocks, cache_mib)?, json)
         }
         Cmd::Synth { json, patients, observations } => (synth(patients, observations)?, json),
+        Cmd::Server { json, patients, logins, reads } => (server::run(patients, logins, reads)?, json),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -21,6 +21,8 @@ pub enum ServerError {
     DeviceEnrolled,
     #[error("a patient with this id or MRN is already on the server")]
     PatientExists,
+    #[error("import refused, nothing was imported: {0}")]
+    Import(String),
     #[error("invalid {0}")]
     Invalid(#[from] chartroom_domain::ValidationError),
     #[error("cannot listen on the requested address ({0})")]
@@ -48,6 +50,7 @@ impl ServerError {
             ServerError::InvalidToken => "device.invalid_token",
             ServerError::DeviceEnrolled => "device.enrolled",
             ServerError::PatientExists => "patient.exists",
+            ServerError::Import(_) => "fhir.import",
             ServerError::Invalid(_) => "request.invalid",
             ServerError::Bind(_) => "server.bind",
             ServerError::Tls(_) => "server.tls",

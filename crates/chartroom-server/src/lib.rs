@@ -13,6 +13,7 @@ pub mod auth;
 mod datadir;
 pub mod devices;
 mod error;
+pub mod fhir;
 mod hex;
 mod http;
 pub mod phi;

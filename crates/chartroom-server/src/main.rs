@@ -54,6 +54,24 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "ICU,MED")]
         units: Vec<String>,
     },
+    /// Import FHIR R4 Bundles (collection or transaction, e.g. from Synthea). A malformed file imports
+    /// nothing and names the offending entry.
+    ImportFhir {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Unit for patients whose bundle does not place them.
+        #[arg(long, default_value = "IMPORT")]
+        unit: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Export every patient as FHIR Bulk Data NDJSON, one file per resource type.
+    ExportFhir {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
     /// Serve the HTTPS API until SIGTERM or Ctrl-C.
@@ -138,6 +156,12 @@ enum DeviceCommand {
 }
 
 fn main() -> ExitCode {
+    // A panic message may quote a value (and values can be PHI): print where, never what. The HTTP
+    // layer already answers such a request with a fixed 500.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error{at}");
+    }));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -175,6 +199,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 next = end;
             }
             println!("seeded {} patients ({} already present)", report.imported, report.already_present);
+        }
+        Command::ImportFhir { data_dir, unit, files } => {
+            let dir = DataDir::new(data_dir);
+            let (storage, keys) = (dir.open_storage()?, dir.record_keys()?);
+            let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+            let s = chartroom_server::fhir::import_files(&storage, &keys, &paths, &unit, wall_now())?;
+            for (resource_type, n) in &s.imported {
+                println!("imported {n} {resource_type}");
+            }
+            for (resource_type, n, reason) in &s.skipped {
+                println!("skipped {n} {resource_type}: {reason}");
+            }
+            println!("patients: {} new, {} already present", s.patients.imported, s.patients.already_present);
+        }
+        Command::ExportFhir { data_dir, out } => {
+            let dir = DataDir::new(data_dir);
+            let (storage, keys) = (dir.open_storage()?, dir.record_keys()?);
+            for (resource_type, n) in chartroom_server::fhir::export_all(&storage, &keys, &out, wall_now())? {
+                println!("exported {n} {resource_type}");
+            }
         }
         Command::Openapi => print!("{}", chartroom_server::openapi_json()),
         Command::Device { command } => device(command)?,

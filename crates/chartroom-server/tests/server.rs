@@ -153,6 +153,60 @@ fn cli_init_then_serve_then_sigterm() {
     assert!(first.starts_with("listening on https://127.0.0.1:"), "{first}");
     let port: u16 = first.trim_end().rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0);
+
+    // The admin CLI works against the same database while the server runs.
+    let data_arg = data.to_str().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let password = "night-shift-kettle-77";
+    run(
+        &[
+            "user",
+            "add",
+            "--data-dir",
+            data_arg,
+            "--username",
+            "kim.rn",
+            "--role",
+            "nurse",
+            "--unit",
+            "ICU",
+            "--password-stdin",
+        ],
+        &format!("{password}\n"),
+    );
+    let token =
+        run(&["device", "token", "--data-dir", data_arg, "--name", "icu-1", "--profile", "station"], "");
+    let seeded = run(&["seed", "--data-dir", data_arg, "--patients", "12"], "");
+    assert_eq!(seeded.trim(), "seeded 12 patients (0 already present)");
+    let again = run(&["seed", "--data-dir", data_arg, "--patients", "12"], "");
+    assert_eq!(again.trim(), "seeded 0 patients (12 already present)");
+
+    let fingerprint = line.trim_end().strip_prefix("fingerprint: ").unwrap().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let census: chartroom_protocol::CensusPage = runtime.block_on(async {
+        let client =
+            chartroom_client::ServerClient::new(&format!("https://localhost:{port}"), &fingerprint).unwrap();
+        let probe = chartroom_client::DeviceIdentity::new(String::new(), &[9u8; 32]);
+        let enrolled = client.enroll(token.trim(), &probe.public_key_hex()).await.unwrap();
+        let device = chartroom_client::DeviceIdentity::new(enrolled.device_id, &[9u8; 32]);
+        let tokens = client.login(&device, "kim.rn", password).await.unwrap();
+        client.get(&device, &tokens.access_token, "/v1/units/ICU/census").await.unwrap()
+    });
+    assert_eq!(census.patients.len(), 6, "half of the 12 seeded patients are on ICU");
+
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());
     let status = child.wait().unwrap();
@@ -386,4 +440,98 @@ async fn enrollment_tokens_are_single_use_and_expire() {
     let icu = devices.iter().find(|d| d.name == "icu-1").unwrap();
     assert!(icu.enrolled_at.is_some());
     server.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+/// `import-fhir` counts and skips; a malformed bundle imports nothing and names its entry;
+/// `export-fhir` → `import-fhir` on a fresh server → `export-fhir` gives the same files.
+#[test]
+fn fhir_import_and_export_round_trip_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_chartroom-server");
+    let cli = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../chartroom-fhir/tests/fixtures/synthea-like.json");
+    let [a, b] = ["a", "b"].map(|n| tmp.path().join(n).to_str().unwrap().to_string());
+    for d in [&a, &b] {
+        assert!(cli(&["init", "--data-dir", d]).status.success());
+    }
+
+    // A bundle whose heart-rate value is missing: refused whole, entry named, no value quoted.
+    let mut bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let entries = bundle["entry"].as_array_mut().unwrap();
+    let (index, hr) = entries
+        .iter_mut()
+        .enumerate()
+        .find(|(_, e)| e["resource"]["code"]["coding"][0]["code"] == "8867-4")
+        .unwrap();
+    hr["resource"]["valueQuantity"].as_object_mut().unwrap().remove("value");
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let out = cli(&["import-fhir", "--data-dir", &a, bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("entry {index} (Observation")) && err.contains("valueQuantity.value"),
+        "{err}"
+    );
+    let storage = DataDir::new(&a).open_storage().unwrap();
+    use chartroom_server::storage::Storage;
+    assert!(storage.patient_ids(None, 10).unwrap().is_empty(), "a refused bundle imported something");
+    drop(storage);
+
+    let out = cli(&["import-fhir", "--data-dir", &a, fixture]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "imported 3 Patient",
+        "skipped 4 Encounter: resource type is not imported",
+        "patients: 3 new, 0 already present",
+    ] {
+        assert!(report.lines().any(|l| l == line), "missing `{line}` in:\n{report}");
+    }
+    // Importing the same bundle again changes nothing.
+    let again = String::from_utf8(cli(&["import-fhir", "--data-dir", &a, fixture]).stdout).unwrap();
+    assert!(again.contains("patients: 0 new, 3 already present"), "{again}");
+
+    let (out_a, out_b) = (tmp.path().join("export-a"), tmp.path().join("export-b"));
+    assert!(cli(&["export-fhir", "--data-dir", &a, "--out", out_a.to_str().unwrap()]).status.success());
+    let files: Vec<String> = std::fs::read_dir(&out_a)
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_string())
+        .filter(|p| p.ends_with(".ndjson"))
+        .collect();
+    assert_eq!(files.len(), 6, "{files:?}");
+    let mut args = vec!["import-fhir", "--data-dir", &b];
+    let patient_file = out_a.join("Patient.ndjson");
+    // Bulk Data is one resource per line: wrap the lines into one collection bundle per export.
+    let mut entries = Vec::new();
+    for f in &files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            entries.push(
+                serde_json::json!({ "resource": serde_json::from_str::<serde_json::Value>(line).unwrap() }),
+            );
+        }
+    }
+    assert!(patient_file.exists());
+    let rebundled = tmp.path().join("rebundled.json");
+    let bundle = serde_json::json!({ "resourceType": "Bundle", "type": "collection", "entry": entries });
+    std::fs::write(&rebundled, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    args.push(rebundled.to_str().unwrap());
+    let out = cli(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(cli(&["export-fhir", "--data-dir", &b, "--out", out_b.to_str().unwrap()]).status.success());
+    for f in &files {
+        let name = std::path::Path::new(f).file_name().unwrap();
+        assert_eq!(std::fs::read(f).unwrap(), std::fs::read(out_b.join(name)).unwrap(), "{name:?} differs");
+    }
+    // The export is PHI: readable by the server's user only, and never silently overwritten.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&patient_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert_eq!(
+        cli(&["export-fhir", "--data-dir", &a, "--out", out_a.to_str().unwrap()]).status.code(),
+        Some(1)
+    );
 }
