@@ -4,9 +4,11 @@
 //! DIR/config.json       listen address, TLS 1.2 opt-in (no secrets)
 //! DIR/tls/cert.pem      self-signed certificate (its fingerprint is what stations pin)
 //! DIR/tls/key.pem       its private key (0600)
-//! DIR/keys/master.key   32-byte master key (0600): the database key is derived from it, so the
-//!                       database file alone is useless (a separate directory, so backups of the
-//!                       database need not include it)
+//! DIR/keys/master.key   32-byte master key (0600): the database key and the record keys are
+//!                       derived from it, so the database file alone is useless (a separate
+//!                       directory, so backups of the database need not include it). With
+//!                       `--master-key keyring` it lives in the OS keyring instead (service
+//!                       `chartroom-server`, user `master-key:<server id>`) and this file is absent.
 //! DIR/keys/signing.key  Ed25519 seed for signed audit checkpoints (0600)
 //! DIR/server.db         SQLCipher database
 //! ```
@@ -29,6 +31,28 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// TLS 1.2 is refused unless an administrator opts in.
     pub allow_tls12: bool,
+    /// Where the master key is kept.
+    #[serde(default)]
+    pub master_key: MasterKeyStore,
+}
+
+/// Where the server's master key lives: never in the database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "store", rename_all = "lowercase")]
+pub enum MasterKeyStore {
+    /// `keys/master.key`, 0600.
+    #[default]
+    File,
+    /// The OS keyring, under an entry named by this server's id.
+    Keyring { server_id: uuid::Uuid },
+}
+
+const KEYRING_SERVICE: &str = "chartroom-server";
+
+impl MasterKeyStore {
+    fn keyring_user(server_id: &uuid::Uuid) -> String {
+        format!("master-key:{server_id}")
+    }
 }
 
 /// Options for `init`.
@@ -37,6 +61,11 @@ pub struct InitOptions {
     pub listen: SocketAddr,
     /// Names the self-signed certificate is valid for.
     pub names: Vec<String>,
+    /// An existing certificate chain and private key (PEM files) to use instead of a self-signed
+    /// certificate, e.g. one from the hospital's own CA. Stations still pin its fingerprint.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Keep the master key in the OS keyring instead of `keys/master.key`.
+    pub master_key_in_keyring: bool,
 }
 
 impl Default for InitOptions {
@@ -44,6 +73,8 @@ impl Default for InitOptions {
         InitOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             names: vec!["localhost".into(), "127.0.0.1".into()],
+            tls: None,
+            master_key_in_keyring: false,
         }
     }
 }
@@ -96,12 +127,16 @@ impl DataDir {
         serde_json::from_slice(&bytes).map_err(|_| ServerError::Damaged("config.json"))
     }
 
-    /// The master key (from `keys/master.key`).
+    /// The master key (from `keys/master.key` or the OS keyring, as configured).
     pub fn master_key(&self) -> Result<Zeroizing<[u8; 32]>, ServerError> {
-        self.read_config()?;
-        let bytes = Zeroizing::new(
-            fs::read(self.master_key_path()).map_err(|_| ServerError::Damaged("keys/master.key"))?,
-        );
+        let bytes = match self.read_config()?.master_key {
+            MasterKeyStore::File => Zeroizing::new(
+                fs::read(self.master_key_path()).map_err(|_| ServerError::Damaged("keys/master.key"))?,
+            ),
+            MasterKeyStore::Keyring { server_id } => chartroom_keyring::OsKeyring::connect()
+                .and_then(|k| k.read(KEYRING_SERVICE, &MasterKeyStore::keyring_user(&server_id)))
+                .map_err(|e| ServerError::Keyring(e.to_string()))?,
+        };
         Ok(Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.key"))?))
     }
 
@@ -138,26 +173,49 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerEr
     if existing.iter().any(|p| p.exists()) {
         return Err(ServerError::AlreadyInitialised);
     }
-    let result = init_files(dir, options);
+    let server_id = uuid::Uuid::new_v4();
+    let store = if options.master_key_in_keyring {
+        MasterKeyStore::Keyring { server_id }
+    } else {
+        MasterKeyStore::File
+    };
+    let result = init_files(dir, options, &store);
     if result.is_err() {
         for p in existing {
             let _ = fs::remove_file(p);
+        }
+        if let MasterKeyStore::Keyring { server_id } = &store {
+            if let Ok(k) = chartroom_keyring::OsKeyring::connect() {
+                let _ = k.remove(KEYRING_SERVICE, &MasterKeyStore::keyring_user(server_id));
+            }
         }
     }
     result
 }
 
-fn init_files(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerError> {
+fn init_files(
+    dir: &DataDir,
+    options: &InitOptions,
+    store: &MasterKeyStore,
+) -> Result<InitReport, ServerError> {
     for sub in [dir.path().to_path_buf(), dir.path().join("tls"), dir.path().join("keys")] {
         create_private_dir(&sub)?;
     }
-    let (cert_pem, key_pem, fingerprint) = crate::tls::self_signed(options.names.clone())?;
+    let (cert_pem, key_pem, fingerprint) = match &options.tls {
+        None => crate::tls::self_signed(options.names.clone())?,
+        Some((cert, key)) => crate::tls::given(cert, key)?,
+    };
     write_new(&dir.cert_path(), cert_pem.as_bytes(), 0o644)?;
     write_new(&dir.key_path(), key_pem.as_bytes(), 0o600)?;
 
     let mut master = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(master.as_mut());
-    write_new(&dir.master_key_path(), master.as_ref(), 0o600)?;
+    match store {
+        MasterKeyStore::File => write_new(&dir.master_key_path(), master.as_ref(), 0o600)?,
+        MasterKeyStore::Keyring { server_id } => chartroom_keyring::OsKeyring::connect()
+            .and_then(|k| k.write(KEYRING_SERVICE, &MasterKeyStore::keyring_user(server_id), master.as_ref()))
+            .map_err(|e| ServerError::Keyring(e.to_string()))?,
+    }
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     write_new(&dir.signing_key_path(), signing.as_bytes(), 0o600)?;
 
@@ -167,7 +225,8 @@ fn init_files(dir: &DataDir, options: &InitOptions) -> Result<InitReport, Server
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir.database_path(), fs::Permissions::from_mode(0o600))?;
     }
-    let config = ServerConfig { format: 1, listen: options.listen, allow_tls12: false };
+    let config =
+        ServerConfig { format: 1, listen: options.listen, allow_tls12: false, master_key: store.clone() };
     let json = serde_json::to_vec_pretty(&config).map_err(|_| ServerError::Internal("config encoding"))?;
     // config.json last: its presence means "initialised".
     write_new(&dir.config_path(), &json, 0o600)?;

@@ -25,6 +25,8 @@ pub enum ServerError {
     Import(String),
     #[error("invalid {0}")]
     Invalid(#[from] chartroom_domain::ValidationError),
+    #[error("master key: {0}")]
+    Keyring(String),
     #[error("cannot listen on the requested address ({0})")]
     Bind(String),
     #[error("TLS set-up failed: {0}")]
@@ -52,6 +54,7 @@ impl ServerError {
             ServerError::PatientExists => "patient.exists",
             ServerError::Import(_) => "fhir.import",
             ServerError::Invalid(_) => "request.invalid",
+            ServerError::Keyring(_) => "server.keyring",
             ServerError::Bind(_) => "server.bind",
             ServerError::Tls(_) => "server.tls",
             ServerError::Database(_) => "server.database",

@@ -22,7 +22,7 @@ pub mod storage;
 mod tls;
 pub mod users;
 
-pub use datadir::{init, DataDir, InitOptions, InitReport};
+pub use datadir::{init, DataDir, InitOptions, InitReport, MasterKeyStore, ServerConfig};
 pub use error::ServerError;
 pub use http::{openapi_json, router, AppState};
 

@@ -31,6 +31,15 @@ enum Command {
         /// Address `serve` listens on by default.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Use this certificate chain (PEM) instead of a self-signed one.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Where to keep the master key: `file` (keys/master.key, 0600) or `keyring` (the OS keyring).
+        #[arg(long, default_value = "file", value_parser = ["file", "keyring"])]
+        master_key: String,
     },
     /// Manage user accounts (works while the server is running).
     User {
@@ -173,8 +182,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir, listen } => {
-            let report = init(&DataDir::new(data_dir), &InitOptions { listen, ..InitOptions::default() })?;
+        Command::Init { data_dir, listen, tls_cert, tls_key, master_key } => {
+            let options = InitOptions {
+                listen,
+                tls: tls_cert.zip(tls_key),
+                master_key_in_keyring: master_key == "keyring",
+                ..InitOptions::default()
+            };
+            let report = init(&DataDir::new(data_dir), &options)?;
             println!("fingerprint: {}", report.fingerprint);
         }
         Command::User { command } => user(command)?,

@@ -18,6 +18,31 @@ pub(crate) fn self_signed(
     Ok((certified.cert.pem(), zeroize::Zeroizing::new(certified.signing_key.serialize_pem()), fingerprint))
 }
 
+/// An administrator's certificate chain and key (PEM files), checked to parse and to belong together:
+/// (certificate PEM, private key PEM, fingerprint of the leaf certificate).
+pub(crate) fn given(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(String, zeroize::Zeroizing<String>, String), ServerError> {
+    let bad = |what: &str| ServerError::Tls(format!("{what} is not a readable PEM file"));
+    let cert_pem = std::fs::read_to_string(cert).map_err(|_| bad("--tls-cert"))?;
+    let key_pem = zeroize::Zeroizing::new(std::fs::read_to_string(key).map_err(|_| bad("--tls-key"))?);
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad("--tls-cert"))?;
+    let leaf = certs.first().ok_or_else(|| bad("--tls-cert"))?;
+    let fingerprint = fingerprint(leaf);
+    let private = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| bad("--tls-key"))?;
+    // Building a configuration checks that the key matches the certificate.
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|_| ServerError::Tls("the --tls-key does not match the --tls-cert".into()))?;
+    Ok((cert_pem, key_pem, fingerprint))
+}
+
 /// `sha256:<hex>` of a certificate's DER encoding.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);

@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod conformance;
+
 use chartroom_client::PinnedCertificate;
 use chartroom_server::{init, start, DataDir, InitOptions, ServerError};
 use rustls::pki_types::ServerName;
@@ -534,4 +536,76 @@ fn fhir_import_and_export_round_trip_through_the_cli() {
         cli(&["export-fhir", "--data-dir", &a, "--out", out_a.to_str().unwrap()]).status.code(),
         Some(1)
     );
+}
+
+/// The storage conformance suite against the embedded SQLCipher backend.
+#[test]
+fn sqlite_storage_conforms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let path = tmp.path().join(format!("s{}.db", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        Box::new(chartroom_server::storage::SqliteStorage::open(&path, &[4u8; 32]).unwrap())
+    });
+}
+
+/// `init --tls-cert/--tls-key` uses the administrator's certificate; a key that does not belong to
+/// it is refused and leaves the directory uninitialised.
+#[tokio::test]
+async fn init_with_a_given_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, names: Vec<String>| {
+        let c = rcgen::generate_simple_self_signed(names).unwrap();
+        let (cert, key) = (tmp.path().join(format!("{name}.crt")), tmp.path().join(format!("{name}.key")));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        (cert, key, chartroom_client::fingerprint_of(c.cert.der()))
+    };
+    let (cert, key, fingerprint) = write("hospital", vec!["localhost".into()]);
+    let (_, other_key, _) = write("other", vec!["localhost".into()]);
+
+    let bad = DataDir::new(tmp.path().join("bad"));
+    let options = InitOptions { tls: Some((cert.clone(), other_key)), ..InitOptions::default() };
+    assert!(matches!(init(&bad, &options), Err(ServerError::Tls(_))));
+    assert!(matches!(bad.read_config(), Err(ServerError::NotInitialised)));
+
+    let dir = DataDir::new(tmp.path().join("good"));
+    let report = init(&dir, &InitOptions { tls: Some((cert, key)), ..InitOptions::default() }).unwrap();
+    assert_eq!(report.fingerprint, fingerprint);
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = chartroom_client::ServerClient::new(
+        &format!("https://localhost:{}", server.addr.port()),
+        &fingerprint,
+    )
+    .unwrap();
+    client.health().await.unwrap();
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+/// `init --master-key keyring` keeps the master key in the OS keyring: no key file beside the
+/// data, the server starts with it, and without the keyring entry nothing opens.
+#[test]
+fn master_key_in_the_os_keyring() {
+    let keyring = match chartroom_keyring::OsKeyring::connect() {
+        Ok(k) => k,
+        Err(e) if std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none() => {
+            eprintln!("skipping: no OS keyring ({e}); set CHARTROOM_REQUIRE_KEYRING=1 to make this fatal");
+            return;
+        }
+        Err(e) => panic!("CHARTROOM_REQUIRE_KEYRING is set but the OS keyring is unavailable: {e}"),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    init(&dir, &InitOptions { master_key_in_keyring: true, ..InitOptions::default() }).unwrap();
+    assert!(!dir.path().join("keys/master.key").exists());
+    let chartroom_server::MasterKeyStore::Keyring { server_id } = dir.read_config().unwrap().master_key
+    else {
+        panic!("config does not name the keyring");
+    };
+    let storage = dir.open_storage().unwrap();
+    use chartroom_server::storage::Storage;
+    assert!(storage.list_users().unwrap().is_empty());
+    drop(storage);
+    keyring.remove("chartroom-server", &format!("master-key:{server_id}")).unwrap();
+    assert!(matches!(dir.open_storage(), Err(ServerError::Keyring(_))));
 }

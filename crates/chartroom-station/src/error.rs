@@ -21,7 +21,7 @@ pub enum StationError {
     SlotOfAnotherUser,
     #[error("the key slot stored for this user was made on another device; the profile was copied or tampered with")]
     SlotOfAnotherDevice,
-    #[error(transparent)]
+    #[error("{}", keystore_message(.0))]
     Keystore(#[from] KeystoreError),
     #[error(
         "this station was set up with the `{recorded}` keyring but `{current}` is in use now; refusing to switch key stores (the change was recorded)"
@@ -39,6 +39,15 @@ pub enum StationError {
     Crypto(CryptoError),
     #[error("file error in the profile directory: {0}")]
     Io(String),
+}
+
+/// The keyring's errors, said about the one key a station keeps there.
+fn keystore_message(e: &KeystoreError) -> String {
+    match e {
+        KeystoreError::Missing => "this device's key is not available in the system keyring".into(),
+        KeystoreError::Damaged => "this device's key in the system keyring is damaged".into(),
+        KeystoreError::Unavailable(_) => e.to_string(),
+    }
 }
 
 impl StationError {

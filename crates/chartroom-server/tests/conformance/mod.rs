@@ -1,0 +1,260 @@
+//! The storage conformance suite: what every `Storage` backend must do, checked through the trait
+//! only. The embedded SQLCipher backend runs it here; the PostgreSQL backend will run the same
+//! functions.
+
+use chartroom_domain::{DeviceProfile, LockPolicy, Role, Timestamp};
+use chartroom_server::storage::{
+    DeviceRecord, Event, NewSession, NewUser, RecordKind, Refreshed, SealedChart, SealedPatient,
+    SealedRecord, SessionTokens, Storage, UserRecord,
+};
+use chartroom_server::ServerError;
+use uuid::Uuid;
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp(T0.0 + secs * 1000)
+}
+
+fn user(name: &str) -> NewUser {
+    NewUser {
+        record: UserRecord {
+            id: Uuid::now_v7(),
+            username: name.into(),
+            role: Role::Nurse,
+            units: vec!["ICU".into()],
+            disabled: false,
+            created_at: T0,
+        },
+        password_hash: "$argon2id$placeholder".into(),
+    }
+}
+
+fn device(s: &dyn Storage, name: &str, token: u8, key: u8) -> DeviceRecord {
+    let d = DeviceRecord {
+        id: Uuid::now_v7(),
+        name: name.into(),
+        profile: DeviceProfile::Station,
+        units: vec!["ICU".into()],
+        token_expires_at: Some(at(3600)),
+        enrolled_at: None,
+        revoked_at: None,
+        created_at: T0,
+    };
+    s.put_device_token(&d, &[token; 32]).unwrap();
+    s.enroll_device(&[token; 32], &[key; 32], at(1)).unwrap()
+}
+
+fn tokens(n: u8, access_until: i64) -> SessionTokens {
+    SessionTokens {
+        access_hash: [n; 32],
+        access_expires_at: at(access_until),
+        refresh_hash: [n.wrapping_add(100); 32],
+        refresh_expires_at: at(43_200),
+    }
+}
+
+pub fn accounts(s: &dyn Storage) {
+    let ana = user("Ana.Nurse");
+    s.create_user(&ana).unwrap();
+    assert!(matches!(s.create_user(&user("ana.nurse")), Err(ServerError::UserExists)));
+    s.create_user(&user("bo")).unwrap();
+    let names: Vec<String> = s.list_users().unwrap().into_iter().map(|u| u.username).collect();
+    assert_eq!(names, ["Ana.Nurse", "bo"]);
+    assert_eq!(s.user_for_login("ANA.NURSE").unwrap().unwrap().record.id, ana.record.id);
+    assert!(s.user_for_login("nobody").unwrap().is_none());
+    assert!(matches!(s.set_disabled("nobody", true), Err(ServerError::UnknownUser)));
+    s.set_disabled("ana.nurse", true).unwrap();
+    assert!(s.user_for_login("ana.nurse").unwrap().unwrap().record.disabled);
+}
+
+pub fn devices(s: &dyn Storage) {
+    let d = device(s, "icu-1", 1, 11);
+    assert!(d.enrolled_at.is_some());
+    assert_eq!(s.enrolled_device(d.id).unwrap().unwrap().public_key, [11; 32]);
+    // A used token does not work twice; an expired one never.
+    assert!(matches!(s.enroll_device(&[1; 32], &[12; 32], at(2)), Err(ServerError::InvalidToken)));
+    let late =
+        DeviceRecord { id: Uuid::now_v7(), name: "late".into(), token_expires_at: Some(at(10)), ..d.clone() };
+    s.put_device_token(&late, &[2; 32]).unwrap();
+    assert!(matches!(s.enroll_device(&[2; 32], &[13; 32], at(10)), Err(ServerError::InvalidToken)));
+    // An enrolled device's name cannot get a new token.
+    assert!(matches!(s.put_device_token(&d, &[3; 32]), Err(ServerError::DeviceEnrolled)));
+    s.revoke_device("ICU-1", at(20)).unwrap();
+    assert!(s.enrolled_device(d.id).unwrap().is_none());
+    assert!(matches!(s.revoke_device("nope", at(20)), Err(ServerError::UnknownDevice)));
+    assert_eq!(s.list_devices().unwrap().len(), 2);
+}
+
+pub fn throttles_and_nonces(s: &dyn Storage) {
+    let policy = LockPolicy::defaults(DeviceProfile::Station);
+    for i in 0..3 {
+        s.update_throttle("user:x", &mut |t| {
+            t.record_failure("user:x", at(i), &policy);
+        })
+        .unwrap();
+    }
+    let mut verdict = Ok(());
+    s.update_throttle("user:x", &mut |t| verdict = t.check("user:x", at(2), &policy)).unwrap();
+    assert!(verdict.is_err(), "three failures are remembered across calls");
+    s.clear_throttle("user:x").unwrap();
+    s.update_throttle("user:x", &mut |t| verdict = t.check("user:x", at(3), &policy)).unwrap();
+    assert!(verdict.is_ok());
+
+    let (dev, other) = (Uuid::now_v7(), Uuid::now_v7());
+    s.put_nonce(&[1; 32], dev, at(60)).unwrap();
+    s.put_nonce(&[2; 32], dev, at(60)).unwrap();
+    assert!(!s.take_nonce(&[1; 32], other, at(1)).unwrap(), "another device's nonce");
+    assert!(s.take_nonce(&[1; 32], dev, at(1)).unwrap());
+    assert!(!s.take_nonce(&[1; 32], dev, at(1)).unwrap(), "used twice");
+    assert!(!s.take_nonce(&[2; 32], dev, at(60)).unwrap(), "expired");
+}
+
+pub fn sessions(s: &dyn Storage) {
+    let u = user("cy");
+    s.create_user(&u).unwrap();
+    let d = device(s, "icu-2", 5, 15);
+    let session = NewSession {
+        id: Uuid::now_v7(),
+        user_id: u.record.id,
+        device_id: d.id,
+        tokens: tokens(1, 600),
+        created_at: T0,
+    };
+    s.create_session(&session).unwrap();
+    let owner = s.session_by_access(&[1; 32], at(599)).unwrap().unwrap();
+    assert_eq!((owner.user.id, owner.device.record.id), (u.record.id, d.id));
+    assert!(s.session_by_access(&[1; 32], at(600)).unwrap().is_none(), "expired");
+
+    assert_eq!(
+        s.rotate_refresh(&[101; 32], Uuid::now_v7(), &tokens(2, 1200), at(700)).unwrap(),
+        Refreshed::Invalid
+    );
+    assert!(matches!(
+        s.rotate_refresh(&[101; 32], d.id, &tokens(2, 1200), at(700)).unwrap(),
+        Refreshed::Rotated(_)
+    ));
+    assert!(s.session_by_access(&[2; 32], at(700)).unwrap().is_some());
+    assert_eq!(s.rotate_refresh(&[101; 32], d.id, &tokens(3, 1800), at(800)).unwrap(), Refreshed::Reused);
+    assert!(s.session_by_access(&[2; 32], at(800)).unwrap().is_none(), "a replayed refresh ends the session");
+
+    let again = NewSession { id: Uuid::now_v7(), tokens: tokens(4, 600), ..session };
+    s.create_session(&again).unwrap();
+    s.set_disabled("cy", true).unwrap();
+    assert!(s.session_by_access(&[4; 32], at(1)).unwrap().is_none(), "disabling ends sessions");
+    s.set_disabled("cy", false).unwrap();
+    let third = NewSession { id: Uuid::now_v7(), tokens: tokens(5, 600), ..again };
+    s.create_session(&third).unwrap();
+    s.end_session(third.id).unwrap();
+    assert!(s.session_by_access(&[5; 32], at(1)).unwrap().is_none());
+}
+
+pub fn events(s: &dyn Storage) {
+    for (i, action) in ["login_failed", "login", "view"].iter().enumerate() {
+        s.record_event(&Event {
+            at: at(i64::try_from(i).unwrap()),
+            action: action.to_string(),
+            outcome: "ok".into(),
+            username: Some("cy".into()),
+            user_id: None,
+            device_id: Some(Uuid::now_v7()),
+            remote: Some("127.0.0.1".into()),
+            resource: None,
+        })
+        .unwrap();
+    }
+    let recent: Vec<String> = s.recent_events(2).unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(recent, ["view", "login"]);
+}
+
+fn chart(unit: &str, bed: &str, mrn: u8, observations: usize) -> SealedChart {
+    let id = Uuid::now_v7();
+    let mut records = vec![SealedRecord {
+        id: Uuid::now_v7(),
+        kind: RecordKind::Allergy,
+        sort_key: 0,
+        version: 1,
+        body: vec![1],
+    }];
+    for i in 0..observations {
+        let sort_key = i64::try_from(i).unwrap();
+        records.push(SealedRecord {
+            id: Uuid::now_v7(),
+            kind: RecordKind::Observation,
+            sort_key,
+            version: 1,
+            body: vec![2],
+        });
+    }
+    SealedChart {
+        patient: SealedPatient {
+            id,
+            unit: unit.into(),
+            bed: bed.into(),
+            version: 1,
+            mrn_index: [mrn; 32],
+            wrapped_key: vec![9; 61],
+            body: vec![7; 40],
+        },
+        records,
+    }
+}
+
+pub fn records(s: &dyn Storage) {
+    let charts: Vec<SealedChart> = (0..7u8)
+        .map(|i| chart(if i % 2 == 0 { "ICU" } else { "MED" }, &format!("{:02}", 10 - i), i, 3))
+        .collect();
+    s.put_charts(&charts).unwrap();
+    // All or nothing: a batch with one duplicate MRN stores none of its patients.
+    let batch = [chart("ICU", "50", 100, 1), chart("ICU", "51", 3, 1)];
+    assert!(matches!(s.put_charts(&batch), Err(ServerError::PatientExists)));
+    assert!(s.patient(batch[0].patient.id).unwrap().is_none());
+    let probe =
+        [(batch[0].patient.id, [100; 32]), (Uuid::now_v7(), [3; 32]), (charts[0].patient.id, [0; 32])];
+    assert_eq!(s.existing_patients(&probe).unwrap().len(), 2);
+
+    assert_eq!(s.patient(charts[1].patient.id).unwrap().unwrap(), charts[1].patient);
+    // Census: one unit, by bed, paged by the last patient seen.
+    let first = s.census("ICU", None, 3).unwrap();
+    let beds: Vec<&str> = first.iter().map(|r| r.patient.bed.as_str()).collect();
+    assert_eq!(beds, ["04", "06", "08"]);
+    assert!(first.iter().all(|r| r.allergy_count == 1 && r.last_vitals_at == Some(Timestamp(2))));
+    let rest = s.census("ICU", Some(first[2].patient.id), 3).unwrap();
+    assert_eq!(rest.iter().map(|r| r.patient.bed.as_str()).collect::<Vec<_>>(), ["10"]);
+
+    let recs = s.records(charts[0].patient.id, &[RecordKind::Observation], 2).unwrap();
+    assert_eq!(recs.iter().map(|r| r.sort_key).collect::<Vec<_>>(), [2, 1], "newest first, limited");
+    let all = s.records(charts[0].patient.id, &RecordKind::ALL, usize::MAX).unwrap();
+    assert_eq!(all.len(), 4);
+    let shape: Vec<(RecordKind, i64)> = all.iter().map(|r| (r.kind, r.sort_key)).collect();
+    assert_eq!(
+        shape,
+        [
+            (RecordKind::Allergy, 0),
+            (RecordKind::Observation, 2),
+            (RecordKind::Observation, 1),
+            (RecordKind::Observation, 0)
+        ]
+    );
+    assert!(all.iter().all(|r| charts[0].records.contains(r)), "stored as given");
+
+    let mut ids = Vec::new();
+    let mut after = None;
+    while let Some(last) = s.patient_ids(after, 3).unwrap().last().copied() {
+        ids.extend(s.patient_ids(after, 3).unwrap());
+        after = Some(last);
+    }
+    let mut expected: Vec<Uuid> = charts.iter().map(|c| c.patient.id).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+}
+
+/// Every check, on a fresh, empty storage each.
+pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
+    accounts(fresh().as_ref());
+    devices(fresh().as_ref());
+    throttles_and_nonces(fresh().as_ref());
+    sessions(fresh().as_ref());
+    events(fresh().as_ref());
+    records(fresh().as_ref());
+}
