@@ -25,7 +25,8 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
-    let (server, fingerprint, token) = (arg(&args, "--server")?, arg(&args, "--fingerprint")?, arg(&args, "--token")?);
+    let (server, fingerprint, token) =
+        (arg(&args, "--server")?, arg(&args, "--fingerprint")?, arg(&args, "--token")?);
     let (username, unit) = (arg(&args, "--username")?, arg(&args, "--unit")?);
     let mut password = String::new();
     std::io::stdin().read_line(&mut password).map_err(|e| e.to_string())?;

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::storage::{Event, NewSession, Refreshed, SessionOwner, SessionTokens, Storage};
+use crate::storage::{Event, NewSession, Refreshed, SessionOwner, SessionTokens, Storage, UserRecord};
 use crate::{hex, ServerError};
 
 /// Access tokens expire after this (DESIGN §7: at most ten minutes).
@@ -168,9 +168,7 @@ fn login_inner(
         tokens,
         created_at: now,
     })?;
-    let u = account.record;
-    let user = UserInfo { id: u.id.to_string(), username: u.username, role: u.role, units: u.units };
-    Ok((token_response(access, refresh, user), device_id))
+    Ok((token_response(access, refresh, user_info(account.record)), device_id))
 }
 
 /// Exchanges a refresh token, presented by the device it was issued to, for new tokens.
@@ -207,11 +205,7 @@ fn refresh_inner(
     }
     let (tokens, access, refresh) = new_tokens(now);
     match storage.rotate_refresh(&sha256(&req.refresh_token), device_id, &tokens, now)? {
-        Refreshed::Rotated(owner) => {
-            let u = owner.user;
-            let user = UserInfo { id: u.id.to_string(), username: u.username, role: u.role, units: u.units };
-            Ok(token_response(access, refresh, user))
-        }
+        Refreshed::Rotated(owner) => Ok(token_response(access, refresh, user_info(owner.user))),
         Refreshed::Reused | Refreshed::Invalid => Err(AuthFailure::BadRefresh),
     }
 }
@@ -299,6 +293,11 @@ fn new_tokens(now: Timestamp) -> (SessionTokens, Zeroizing<String>, Zeroizing<St
         refresh_expires_at: now.plus(REFRESH_TOKEN_LIFETIME),
     };
     (tokens, access, refresh)
+}
+
+/// What a client learns about the logged-in user.
+pub fn user_info(u: UserRecord) -> UserInfo {
+    UserInfo { id: u.id.to_string(), username: u.username, role: u.role, units: u.units }
 }
 
 fn token_response(access: Zeroizing<String>, refresh: Zeroizing<String>, user: UserInfo) -> TokenResponse {

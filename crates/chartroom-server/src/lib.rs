@@ -100,6 +100,9 @@ pub async fn start_with_clock(
         listener,
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
     )?
+    // Without TCP_NODELAY a response split into small TLS records waits for the client's delayed
+    // ACK (40 ms on Linux): measured as a 44 ms census that takes 1.5 ms to compute.
+    .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
     .handle(handle.clone());
     let master = dir.master_key()?;
     let state = AppState {

@@ -155,6 +155,5 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Response {
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("access_token" = [], "device_proof" = [])),
     responses((status = 200, body = UserInfo), (status = 401, body = ApiError)))]
 pub async fn me(caller: Caller) -> Json<UserInfo> {
-    let u = caller.owner.user;
-    Json(UserInfo { id: u.id.to_string(), username: u.username, role: u.role, units: u.units })
+    Json(crate::auth::user_info(caller.owner.user))
 }
