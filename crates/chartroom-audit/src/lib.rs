@@ -35,6 +35,18 @@ impl Digest32 {
     }
 }
 
+/// On the wire a digest is 64 lower-case hex digits.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Digest32 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[0-9a-f]{64}$")).into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Digest32 {}
+
 impl std::fmt::Debug for Digest32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", &self.to_hex()[..12])
@@ -65,6 +77,7 @@ impl TryFrom<String> for Digest32 {
 
 /// What an entry records, apart from its place in the chain.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub at: Timestamp,
     pub user_id: Option<Uuid>,
@@ -72,6 +85,8 @@ pub struct Event {
     pub username: Option<String>,
     /// Where: the device's host name, or the client's IP address on the server.
     pub host: String,
+    /// On the server's own chain: the enrolled device the request came from.
+    pub origin_device: Option<Uuid>,
     pub app_version: String,
     /// `view`, `create`, `update`, `sign`, `login`, `login_failed`, `lock`, `unlock`, `break_glass`,
     /// `export`, `key_access`, `denied`, …
@@ -89,8 +104,30 @@ pub struct Event {
     pub after: Option<Vec<u8>>,
 }
 
+impl Event {
+    /// An event with no user, patient, resource id or record states (set the fields that apply).
+    pub fn new(at: Timestamp, action: &str, resource_type: &str, outcome: &str) -> Event {
+        Event {
+            at,
+            user_id: None,
+            username: None,
+            host: String::new(),
+            origin_device: None,
+            app_version: env!("CARGO_PKG_VERSION").into(),
+            action: action.into(),
+            resource_type: resource_type.into(),
+            resource_id: None,
+            patient_ids: Vec::new(),
+            outcome: outcome.into(),
+            before: None,
+            after: None,
+        }
+    }
+}
+
 /// One entry of a device's chain.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: Uuid,
     pub device_id: Uuid,
@@ -118,6 +155,7 @@ impl AuditEntry {
         put_opt(&mut out, e.user_id.as_ref().map(|u| &u.as_bytes()[..]));
         put_opt(&mut out, e.username.as_deref().map(str::as_bytes));
         put(&mut out, e.host.as_bytes());
+        put_opt(&mut out, e.origin_device.as_ref().map(|u| &u.as_bytes()[..]));
         put(&mut out, e.app_version.as_bytes());
         put(&mut out, e.action.as_bytes());
         put(&mut out, e.resource_type.as_bytes());

@@ -9,6 +9,7 @@ fn event(i: u64) -> Event {
         user_id: Some(Uuid::from_u128(0x11)),
         username: Some("kim.rn".into()),
         host: "icu-station-1".into(),
+        origin_device: None,
         app_version: "0.1.0".into(),
         action: "view".into(),
         resource_type: "patient".into(),
@@ -173,7 +174,12 @@ fn decode_for_test(b: &[u8]) -> Option<AuditEntry> {
         None => None,
         Some(v) => Some(String::from_utf8(v).ok()?),
     };
-    let (host, app_version, action, resource_type) = (r.text()?, r.text()?, r.text()?, r.text()?);
+    let host = r.text()?;
+    let origin_device = match r.opt()? {
+        None => None,
+        Some(v) => Some(Uuid::from_bytes(v.try_into().ok()?)),
+    };
+    let (app_version, action, resource_type) = (r.text()?, r.text()?, r.text()?);
     let resource_id = match r.opt()? {
         None => None,
         Some(v) => Some(String::from_utf8(v).ok()?),
@@ -198,6 +204,7 @@ fn decode_for_test(b: &[u8]) -> Option<AuditEntry> {
             user_id,
             username,
             host,
+            origin_device,
             app_version,
             action,
             resource_type,

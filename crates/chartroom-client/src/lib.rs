@@ -183,6 +183,17 @@ impl ServerClient {
         decode(self.signed(device, access_token, Method::GET, path_and_query).send().await).await
     }
 
+    /// An authenticated POST of a JSON body to `path`, decoded as `T`.
+    pub async fn post_signed<B: Serialize, T: DeserializeOwned>(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        decode(self.signed(device, access_token, Method::POST, path).json(body).send().await).await
+    }
+
     /// An authenticated request without a body, for callers that inspect the raw status.
     pub async fn send_signed(
         &self,

@@ -72,6 +72,8 @@ use uuid::Uuid;
 
 pub use export::export_ndjson;
 pub use import::{import_bundle, Import, ImportOptions, Skipped, MAX_ENTRIES};
+/// RFC 3339 / FHIR `dateTime` with a zone, to a UTC timestamp (also used for command-line times).
+pub use time::parse_date_time;
 
 /// Extension on `Patient` (`valueString`): the Chartroom unit (ward) the patient is on.
 pub const UNIT_EXTENSION: &str = "https://chartroom.example/fhir/StructureDefinition/unit";

@@ -194,6 +194,23 @@ pub struct ChartResponse {
     pub sections: Vec<ChartSection>,
     pub chart: Chart,
 }
+/// `POST /v1/audit/entries`: a device uploads the next entries of its own audit chain (in order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditUpload {
+    pub entries: Vec<chartroom_audit::AuditEntry>,
+}
+
+/// What the server did with an upload. Re-sending entries already stored is harmless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditUploadResponse {
+    pub stored: u64,
+    pub already_present: u64,
+}
+
+/// Most entries in one upload.
+pub const MAX_AUDIT_UPLOAD: usize = 1000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

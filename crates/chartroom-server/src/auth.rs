@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::storage::{Event, NewSession, Refreshed, SessionOwner, SessionTokens, Storage, UserRecord};
+use crate::storage::{NewSession, Refreshed, SessionOwner, SessionTokens, Storage, UserRecord};
 use crate::{hex, ServerError};
 
 /// Access tokens expire after this (DESIGN §7: at most ten minutes).
@@ -107,17 +107,18 @@ pub fn login(
         Ok((t, device)) => (t.user.id.parse().ok(), Some(*device)),
         Err(_) => (None, req.device_id.parse().ok()),
     };
-    let event = Event {
-        at: now,
-        action: if result.is_ok() { "login" } else { "login_failed" }.into(),
-        outcome: result.as_ref().map_or_else(|e| e.code(), |_| "ok").into(),
-        username: Some(req.username.chars().take(64).collect()),
-        user_id,
-        device_id,
-        remote: origin.remote.clone(),
-        resource: None,
-    };
-    storage.record_event(&event)?;
+    let action = if result.is_ok() { "login" } else { "login_failed" };
+    let mut event = crate::audit::event(
+        now,
+        action,
+        "session",
+        result.as_ref().map_or_else(|e| e.code(), |_| "ok"),
+        origin,
+    );
+    event.username = Some(req.username.chars().take(64).collect());
+    event.user_id = user_id;
+    event.origin_device = device_id;
+    storage.append_events(&[event])?;
     result.map(|(t, _)| t)
 }
 
@@ -179,17 +180,12 @@ pub fn refresh(
     origin: &Origin,
 ) -> Result<TokenResponse, AuthFailure> {
     let result = refresh_inner(storage, req, now);
-    let event = Event {
-        at: now,
-        action: "token_refresh".into(),
-        outcome: result.as_ref().map_or_else(|e| e.code(), |_| "ok").into(),
-        username: result.as_ref().ok().map(|t| t.user.username.clone()),
-        user_id: result.as_ref().ok().and_then(|t| t.user.id.parse().ok()),
-        device_id: req.device_id.parse().ok(),
-        remote: origin.remote.clone(),
-        resource: None,
-    };
-    storage.record_event(&event)?;
+    let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
+    let mut event = crate::audit::event(now, "token_refresh", "session", outcome, origin);
+    event.username = result.as_ref().ok().map(|t| t.user.username.clone());
+    event.user_id = result.as_ref().ok().and_then(|t| t.user.id.parse().ok());
+    event.origin_device = req.device_id.parse().ok();
+    storage.append_events(&[event])?;
     result
 }
 

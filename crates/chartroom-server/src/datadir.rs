@@ -145,6 +145,17 @@ impl DataDir {
         crate::storage::SqliteStorage::open(&self.database_path(), &*self.master_key()?)
     }
 
+    /// The key that signs audit checkpoints (`keys/signing.key`, never in the database).
+    pub fn signing_key(&self) -> Result<ed25519_dalek::SigningKey, ServerError> {
+        let bytes = Zeroizing::new(
+            fs::read(self.signing_key_path()).map_err(|_| ServerError::Damaged("keys/signing.key"))?,
+        );
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/signing.key"))?,
+        );
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
     /// The keys that seal patient records (derived from the master key).
     pub fn record_keys(&self) -> Result<crate::phi::RecordKeys, ServerError> {
         Ok(crate::phi::RecordKeys::from_master(&*self.master_key()?))

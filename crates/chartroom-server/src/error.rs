@@ -23,6 +23,8 @@ pub enum ServerError {
     PatientExists,
     #[error("import refused, nothing was imported: {0}")]
     Import(String),
+    #[error("audit entries refused: {message}")]
+    AuditRejected { code: &'static str, message: String },
     #[error("invalid {0}")]
     Invalid(#[from] chartroom_domain::ValidationError),
     #[error("master key: {0}")]
@@ -53,6 +55,7 @@ impl ServerError {
             ServerError::DeviceEnrolled => "device.enrolled",
             ServerError::PatientExists => "patient.exists",
             ServerError::Import(_) => "fhir.import",
+            ServerError::AuditRejected { code, .. } => code,
             ServerError::Invalid(_) => "request.invalid",
             ServerError::Keyring(_) => "server.keyring",
             ServerError::Bind(_) => "server.bind",

@@ -10,9 +10,10 @@ use std::path::Path;
 use chartroom_domain::{Chart, Timestamp};
 use uuid::Uuid;
 
+use crate::auth::Origin;
 use crate::phi::RecordKeys;
 use crate::records::{load_charts, LoadReport};
-use crate::storage::{Event, RecordKind, Storage};
+use crate::storage::{RecordKind, Storage};
 use crate::ServerError;
 
 /// Who imported records are attributed to (the import itself, not a clinician).
@@ -66,16 +67,9 @@ pub fn import_files(
         charts.extend(import.charts);
     }
     summary.patients = load_charts(storage, keys, &charts)?;
-    storage.record_event(&Event {
-        at: now,
-        action: "import".into(),
-        outcome: "ok".into(),
-        username: None,
-        user_id: None,
-        device_id: None,
-        remote: None,
-        resource: Some(format!("patients/{}", summary.patients.imported)),
-    })?;
+    let mut event = crate::audit::event(now, "import", "fhir", "ok", &Origin::default());
+    event.resource_id = Some(format!("{} patients", summary.patients.imported));
+    storage.append_events(&[event])?;
     Ok(summary)
 }
 
@@ -124,16 +118,9 @@ pub fn export_all(
     for file in files.values() {
         file.sync_all()?;
     }
-    storage.record_event(&Event {
-        at: now,
-        action: "export".into(),
-        outcome: "ok".into(),
-        username: None,
-        user_id: None,
-        device_id: None,
-        remote: None,
-        resource: Some(format!("patients/{}", counts.get("Patient").copied().unwrap_or(0))),
-    })?;
+    let mut event = crate::audit::event(now, "export", "fhir", "ok", &Origin::default());
+    event.resource_id = Some(format!("{} patients", counts.get("Patient").copied().unwrap_or(0)));
+    storage.append_events(&[event])?;
     Ok(counts)
 }
 

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 mod datadir;
 pub mod devices;
@@ -46,6 +47,26 @@ pub fn wall_now() -> chartroom_domain::Timestamp {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     chartroom_domain::Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// Signs audit checkpoints when due (every `audit::CHECKPOINT_EVERY` entries or
+/// `audit::CHECKPOINT_INTERVAL`), checking twice a minute for the life of the runtime.
+fn spawn_checkpointer(
+    storage: Arc<dyn storage::Storage>,
+    key: Arc<ed25519_dalek::SigningKey>,
+    clock: Arc<dyn chartroom_domain::Clock>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let (storage, key, now) = (storage.clone(), key.clone(), clock.now());
+            // A failure here is retried at the next tick; the trail itself is unaffected.
+            let _ =
+                tokio::task::spawn_blocking(move || audit::checkpoint_if_due(storage.as_ref(), &key, now))
+                    .await;
+        }
+    });
 }
 
 /// A server that is accepting connections.
@@ -105,12 +126,14 @@ pub async fn start_with_clock(
     .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
     .handle(handle.clone());
     let master = dir.master_key()?;
+    let signing = Arc::new(dir.signing_key()?);
     let state = AppState {
         storage: Arc::new(dir.open_storage()?),
         keys: Arc::new(phi::RecordKeys::from_master(&master)),
         clock,
     };
     drop(master);
+    spawn_checkpointer(state.storage.clone(), signing, state.clock.clone());
     let app = router(state);
     let task =
         tokio::spawn(

@@ -81,6 +81,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Verify or export the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
     /// Serve the HTTPS API until SIGTERM or Ctrl-C.
@@ -90,6 +95,38 @@ enum Command {
         /// Overrides the configured address; port 0 picks a free port.
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Re-verify every device chain, the server chain and every checkpoint signature. Prints
+    /// "audit ok: N entries" or names the first bad entry (exit 1).
+    Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Write entries to standard output (JSON lines or CSV); the export is itself audited.
+    Export {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, value_parser = ["jsonl", "csv"])]
+        format: String,
+        /// Only entries of this username.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only entries about the patient with this MRN.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Only entries with this action (view, login_failed, denied, …).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
     },
 }
 
@@ -235,11 +272,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("exported {n} {resource_type}");
             }
         }
+        Command::Audit { command } => return audit(command),
         Command::Openapi => print!("{}", chartroom_server::openapi_json()),
         Command::Device { command } => device(command)?,
         Command::Serve { data_dir, listen } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(DataDir::new(data_dir), listen))?;
+        }
+    }
+    Ok(())
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { data_dir } => {
+            let dir = DataDir::new(data_dir);
+            let storage = dir.open_storage()?;
+            let key = dir.signing_key()?;
+            // Sign what is there first, so that a verify right after activity covers it all.
+            chartroom_server::audit::checkpoint_if_due(&storage, &key, wall_now())?;
+            match chartroom_server::audit::verify(&storage, &key.verifying_key())? {
+                Ok(v) => println!(
+                    "audit ok: {} entries ({} device chains, {} checkpoints)",
+                    v.entries, v.devices, v.checkpoints
+                ),
+                Err(problem) => anyhow::bail!("{problem}"),
+            }
+        }
+        AuditCommand::Export { data_dir, format, user, patient, action, since, until } => {
+            let dir = DataDir::new(data_dir);
+            let storage = dir.open_storage()?;
+            let patient_id = match patient {
+                None => None,
+                Some(mrn) => Some(
+                    chartroom_server::records::patient_by_mrn(&storage, &dir.record_keys()?, &mrn)?
+                        .ok_or_else(|| anyhow::anyhow!("no patient with this MRN"))?,
+                ),
+            };
+            let time = |s: Option<String>| -> anyhow::Result<Option<chartroom_domain::Timestamp>> {
+                s.map(|s| {
+                    chartroom_fhir::parse_date_time(&s)
+                        .ok_or_else(|| anyhow::anyhow!("times must be RFC 3339, e.g. 2026-11-01T00:00:00Z"))
+                })
+                .transpose()
+            };
+            let filter = chartroom_server::audit::ExportFilter {
+                username: user,
+                patient_id,
+                action,
+                since: time(since)?,
+                until: time(until)?,
+            };
+            let format = if format == "csv" {
+                chartroom_server::audit::ExportFormat::Csv
+            } else {
+                chartroom_server::audit::ExportFormat::Jsonl
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            chartroom_server::audit::export(&storage, &filter, format, &mut out, wall_now())?;
+            std::io::Write::flush(&mut out)?;
         }
     }
     Ok(())

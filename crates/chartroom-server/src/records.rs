@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::auth::Origin;
 use crate::phi::RecordKeys;
-use crate::storage::{Event, RecordKind, SessionOwner, Storage};
+use crate::storage::{RecordKind, SessionOwner, Storage};
 use crate::ServerError;
 
 /// Largest census page.
@@ -41,6 +41,15 @@ pub fn principal(owner: &SessionOwner) -> Principal {
         user.units.iter().filter(|u| device_units.contains(u)).cloned().collect()
     };
     Principal { role: user.role, units }
+}
+
+/// The patient with this MRN (found through the blind index), if any.
+pub fn patient_by_mrn(
+    storage: &dyn Storage,
+    keys: &RecordKeys,
+    mrn: &str,
+) -> Result<Option<Uuid>, ServerError> {
+    storage.patient_by_mrn_index(&keys.mrn_index(mrn))
 }
 
 /// What a bulk load did.
@@ -87,8 +96,8 @@ impl std::fmt::Debug for Reader<'_> {
 
 impl Reader<'_> {
     /// Records a read or a denial in the server's event log.
-    fn record(&self, action: &str, outcome: &str, resource: String) -> Result<(), ServerError> {
-        record(self.storage, self.owner, action, outcome, resource, self.now, self.origin)
+    fn record(&self, action: &str, outcome: &str, subject: Subject) -> Result<(), ServerError> {
+        record(self.storage, self.owner, action, outcome, subject, self.now, self.origin)
     }
 }
 
@@ -102,7 +111,8 @@ pub fn census(
     let who = principal(r.owner);
     let target = Target::Patient { unit, break_glass: false };
     if let Err(denied) = decide(&who, Action::Read(ChartSection::Demographics), target) {
-        r.record("denied", denied.code(), format!("unit/{unit}"))?;
+        let subject = Subject { resource_type: "census", resource_id: unit.to_owned(), patient_ids: vec![] };
+        r.record("denied", denied.code(), subject)?;
         return Err(ReadFailure::Denied(denied));
     }
     let limit = limit.clamp(1, MAX_CENSUS_PAGE);
@@ -124,29 +134,39 @@ pub fn census(
         });
     }
     let next_cursor = (rows.len() == limit).then(|| rows.last().map(|r| r.patient.id.to_string())).flatten();
-    r.record("view", "ok", format!("census/{unit}"))?;
+    // The entry lists every patient the page showed.
+    let shown = rows.iter().map(|row| row.patient.id).collect();
+    r.record(
+        "view",
+        "ok",
+        Subject { resource_type: "census", resource_id: unit.to_owned(), patient_ids: shown },
+    )?;
     Ok(CensusPage { unit: unit.to_owned(), patients, next_cursor })
 }
 
 /// The sections of a chart the caller may read. Out-of-scope and unknown patients are told apart
 /// only after the scope check, from the patient's stored unit.
 pub fn chart(r: Reader<'_>, patient_id: Uuid, max_observations: usize) -> Result<ChartResponse, ReadFailure> {
-    let resource = format!("patient/{patient_id}");
+    let subject = || Subject {
+        resource_type: "patient",
+        resource_id: patient_id.to_string(),
+        patient_ids: vec![patient_id],
+    };
     let Some(patient) = r.storage.patient(patient_id)? else {
-        r.record("denied", "patient.not_found", resource)?;
+        r.record("denied", "patient.not_found", subject())?;
         return Err(ReadFailure::NotFound);
     };
     let who = principal(r.owner);
     let target = Target::Patient { unit: &patient.unit, break_glass: false };
     if let Err(denied) = decide(&who, Action::Read(ChartSection::Demographics), target) {
-        r.record("denied", denied.code(), resource)?;
+        r.record("denied", denied.code(), subject())?;
         return Err(ReadFailure::Denied(denied));
     }
     let sections = readable_sections(&who, &patient.unit, false);
     let kinds: Vec<RecordKind> = sections.iter().filter_map(|s| kind_of(*s)).collect();
     let records = r.storage.records(patient_id, &kinds, max_observations.min(MAX_CHART_OBSERVATIONS))?;
     let chart = r.keys.open_chart(&patient, &records)?;
-    r.record("view", "ok", resource)?;
+    r.record("view", "ok", subject())?;
     Ok(ChartResponse { sections, chart })
 }
 
@@ -161,24 +181,29 @@ fn kind_of(section: ChartSection) -> Option<RecordKind> {
     }
 }
 
-/// Records a read or a denial in the server's event log.
+/// What an audited action was about.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    pub resource_type: &'static str,
+    pub resource_id: String,
+    pub patient_ids: Vec<Uuid>,
+}
+
+/// Records an action of a logged-in user in the audit trail.
 pub fn record(
     storage: &dyn Storage,
     owner: &SessionOwner,
     action: &str,
     outcome: &str,
-    resource: String,
+    subject: Subject,
     now: Timestamp,
     origin: &Origin,
 ) -> Result<(), ServerError> {
-    storage.record_event(&Event {
-        at: now,
-        action: action.into(),
-        outcome: outcome.into(),
-        username: Some(owner.user.username.clone()),
-        user_id: Some(owner.user.id),
-        device_id: Some(owner.device.record.id),
-        remote: origin.remote.clone(),
-        resource: Some(resource),
-    })
+    let mut e = crate::audit::event(now, action, subject.resource_type, outcome, origin);
+    e.user_id = Some(owner.user.id);
+    e.username = Some(owner.user.username.clone());
+    e.origin_device = Some(owner.device.record.id);
+    e.resource_id = Some(subject.resource_id);
+    e.patient_ids = subject.patient_ids;
+    storage.append_events(&[e])
 }

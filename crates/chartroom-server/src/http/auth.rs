@@ -10,7 +10,6 @@ use chartroom_protocol::{
 };
 
 use super::{failure, server_failure, AppState, Body, Caller, Remote};
-use crate::storage::Event;
 use crate::ServerError;
 
 /// Answers without authentication and reveals nothing about users or patients.
@@ -46,17 +45,17 @@ pub async fn enroll(
     };
     let now = state.clock.now();
     let result = state.storage.enroll_device(&crate::auth::sha256(&req.token), &public_key, now);
-    let event = Event {
-        at: now,
-        action: if result.is_ok() { "enroll" } else { "enroll_failed" }.into(),
-        outcome: result.as_ref().map_or_else(|e| e.code(), |_| "ok").into(),
-        username: None,
-        user_id: None,
-        device_id: result.as_ref().ok().map(|d| d.id),
-        remote: origin.remote,
-        resource: None,
-    };
-    if let Err(e) = state.storage.record_event(&event) {
+    let action = if result.is_ok() { "enroll" } else { "enroll_failed" };
+    let mut event = crate::audit::event(
+        now,
+        action,
+        "device",
+        result.as_ref().map_or_else(|e| e.code(), |_| "ok"),
+        &origin,
+    );
+    event.origin_device = result.as_ref().ok().map(|d| d.id);
+    event.resource_id = result.as_ref().ok().map(|d| d.id.to_string());
+    if let Err(e) = state.storage.append_events(&[event]) {
         return server_failure(&e);
     }
     match result {
@@ -134,13 +133,18 @@ pub async fn refresh(
     responses((status = 204), (status = 401, body = ApiError)))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Response {
     let now = state.clock.now();
+    let subject = crate::records::Subject {
+        resource_type: "session",
+        resource_id: caller.owner.session_id.to_string(),
+        patient_ids: vec![],
+    };
     let result = state.storage.end_session(caller.owner.session_id).and_then(|()| {
         crate::records::record(
             state.storage.as_ref(),
             &caller.owner,
             "logout",
             "ok",
-            String::new(),
+            subject,
             now,
             &caller.origin,
         )

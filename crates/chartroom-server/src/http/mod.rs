@@ -4,6 +4,7 @@
 //! Architecture invariant: handlers never touch SQL or files (only the `Storage` trait) and never
 //! put PHI or internals in an error message.
 
+mod audit;
 mod auth;
 mod openapi;
 mod records;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/me", get(auth::me))
+        .route("/v1/audit/entries", post(audit::upload))
         .route("/v1/units/{unit}/census", get(records::census))
         .route("/v1/patients/{id}/chart", get(records::chart))
         .fallback(|| async { failure(StatusCode::NOT_FOUND, "request.not_found", "no such endpoint") })

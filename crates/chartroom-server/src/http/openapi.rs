@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         super::auth::me,
         super::records::census,
         super::records::chart,
+        super::audit::upload,
     ),
     modifiers(&Security)
 )]

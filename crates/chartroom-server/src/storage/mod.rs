@@ -1,6 +1,6 @@
 //! Server storage behind one trait, so that a PostgreSQL backend can be added without touching
-//! commands or handlers: accounts, devices, login throttling, sessions, the server's event log, and
-//! sealed patient records.
+//! commands or handlers: accounts, devices, login throttling, sessions, the audit trail, and sealed
+//! patient records.
 //!
 //! Architecture invariant: storage never sees plaintext PHI or a key. Records arrive sealed (per
 //! patient, under keys wrapped by the master key — see `crate::phi`) and leave sealed; the only
@@ -10,6 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStorage;
 
+use chartroom_audit::{AuditEntry, Checkpoint, Digest32, Event};
 use chartroom_domain::{DeviceProfile, LoginThrottle, Role, Timestamp};
 use serde::Serialize;
 use uuid::Uuid;
@@ -93,23 +94,26 @@ pub enum Refreshed {
     Invalid,
 }
 
-/// One entry of the server's own event log (logins, failures, denials, administration). The audit
-/// issue turns this into the hash-chained trail; until then it is append-only by convention.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Event {
-    pub at: Timestamp,
-    /// `login`, `login_failed`, `token_refresh`, `denied`, `enroll`, `enroll_failed` …
-    pub action: String,
-    /// A stable code: `ok` or the error code.
-    pub outcome: String,
-    pub username: Option<String>,
-    pub user_id: Option<Uuid>,
-    pub device_id: Option<Uuid>,
-    /// Where the request came from (IP address).
-    pub remote: Option<String>,
-    /// What was acted on, e.g. `patient/<uuid>` (never a name or MRN).
-    pub resource: Option<String>,
+/// An audit entry as the server stores it: its place in the server's own chain, and the entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// 1, 2, 3 … in the order the server stored entries (of every device).
+    pub server_seq: u64,
+    /// `chartroom_audit::server_link` of the previous stored entry's link and this entry's hash.
+    pub server_hash: Digest32,
+    pub entry: AuditEntry,
 }
+
+/// What an upload of device entries did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ingested {
+    pub stored: u64,
+    /// Entries already stored (a retried upload): skipped.
+    pub already_present: u64,
+}
+
+/// The chain id of the server's own events (devices have v7 ids; this one is nil).
+pub const SERVER_CHAIN: Uuid = Uuid::nil();
 
 /// A patient row as stored: placement in the clear, everything else sealed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,10 +255,20 @@ pub trait Storage: Send + Sync {
     ) -> Result<Refreshed, ServerError>;
     fn end_session(&self, session_id: Uuid) -> Result<(), ServerError>;
 
-    // The event log.
-    fn record_event(&self, event: &Event) -> Result<(), ServerError>;
-    /// The newest `limit` events, newest first.
-    fn recent_events(&self, limit: usize) -> Result<Vec<Event>, ServerError>;
+    // The audit trail (append-only; see `chartroom-audit`).
+    /// Appends the server's own events to its chain ([`SERVER_CHAIN`]) in one transaction.
+    fn append_events(&self, events: &[Event]) -> Result<(), ServerError>;
+    /// Stores a device's entries in one transaction. They must continue the device's stored chain
+    /// (gaps and forks are refused, naming the entry); entries already stored with the same hash are
+    /// skipped, so a retried upload is harmless.
+    fn ingest_entries(&self, device_id: Uuid, entries: &[AuditEntry]) -> Result<Ingested, ServerError>;
+    /// Stored entries in server order after server sequence `after`, `limit` at a time.
+    fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, ServerError>;
+    /// The number of stored entries and the server chain's head.
+    fn audit_head(&self) -> Result<(u64, Digest32), ServerError>;
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, ServerError>;
+    /// Adds the next checkpoint; false if one with its number exists (another process made it).
+    fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<bool, ServerError>;
 
     // Records.
     /// Stores whole patients in one transaction: all or none. Fails with `PatientExists` if any id
@@ -263,6 +277,8 @@ pub trait Storage: Send + Sync {
     /// Which of these patients (by id or MRN index) are already stored.
     fn existing_patients(&self, ids: &[(Uuid, [u8; 32])]) -> Result<Vec<Uuid>, ServerError>;
     fn patient(&self, id: Uuid) -> Result<Option<SealedPatient>, ServerError>;
+    /// The patient whose MRN has this blind index.
+    fn patient_by_mrn_index(&self, mrn_index: &[u8; 32]) -> Result<Option<Uuid>, ServerError>;
     /// Up to `limit` patients on `unit` ordered by bed, starting after patient `after`.
     fn census(
         &self,

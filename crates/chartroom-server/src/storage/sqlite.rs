@@ -3,13 +3,17 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use chartroom_audit::{
+    server_link, verify_chain, AuditEntry, ChainBreak, ChainHead, Checkpoint, Digest32, Event,
+};
 use chartroom_domain::{LoginThrottle, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
 use super::{
-    DeviceRecord, EnrolledDevice, Event, NewSession, NewUser, RecordKind, Refreshed, SealedCensusRow,
-    SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, UserRecord,
+    DeviceRecord, EnrolledDevice, Ingested, NewSession, NewUser, RecordKind, Refreshed, SealedCensusRow,
+    SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, StoredEntry, UserRecord,
+    SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -93,6 +97,23 @@ const MIGRATIONS: &[&str] = &[
         body       BLOB NOT NULL
      );
      CREATE INDEX records_by_patient ON records(patient_id, kind, sort_key DESC);",
+    // 6: the audit trail. Entries are append-only; each row carries its place in its device's chain
+    // and in the server's own chain (server_seq, server_hash). Checkpoints are signed elsewhere.
+    "CREATE TABLE audit_entries (
+        server_seq  INTEGER PRIMARY KEY,
+        server_hash BLOB NOT NULL,
+        device_id   BLOB NOT NULL,
+        seq         INTEGER NOT NULL,
+        id          BLOB NOT NULL UNIQUE,
+        hash        BLOB NOT NULL,
+        at          INTEGER NOT NULL,
+        username    TEXT,
+        action      TEXT NOT NULL,
+        entry       TEXT NOT NULL,
+        UNIQUE (device_id, seq)
+     );
+     CREATE INDEX audit_by_time ON audit_entries(at);
+     CREATE TABLE audit_checkpoints (number INTEGER PRIMARY KEY, checkpoint TEXT NOT NULL);",
 ];
 
 /// The embedded backend.
@@ -123,7 +144,13 @@ impl SqliteStorage {
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
-            let tx = conn.unchecked_transaction()?;
+            let tx = write_tx(&conn)?;
+            // Another process (the server and an admin command starting together) may have applied
+            // it while this one waited for the write lock.
+            let applied: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if applied > i64::try_from(i).unwrap_or(i64::MAX) {
+                continue;
+            }
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
             tx.commit()?;
@@ -165,7 +192,7 @@ impl Storage for SqliteStorage {
 
     fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         let key = username_key(username);
         let changed =
             tx.execute("UPDATE users SET disabled = ?1 WHERE username_key = ?2", params![disabled, key])?;
@@ -192,7 +219,7 @@ impl Storage for SqliteStorage {
 
     fn put_device_token(&self, d: &DeviceRecord, token_hash: &[u8; 32]) -> Result<(), ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         let existing: Option<(Option<i64>, Option<i64>)> = tx
             .query_row(
                 "SELECT enrolled_at, revoked_at FROM devices WHERE name_key = ?1",
@@ -233,7 +260,7 @@ impl Storage for SqliteStorage {
 
     fn revoke_device(&self, name: &str, now: Timestamp) -> Result<(), ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         let key = username_key(name);
         // Revocation also kills any unused enrollment token and every session on the device.
         let changed = tx.execute(
@@ -258,7 +285,7 @@ impl Storage for SqliteStorage {
         now: Timestamp,
     ) -> Result<DeviceRecord, ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         let found: Option<(String, Option<i64>)> = tx
             .query_row(
                 "SELECT name_key, token_expires_at FROM devices
@@ -303,7 +330,7 @@ impl Storage for SqliteStorage {
         change: &mut dyn FnMut(&mut LoginThrottle),
     ) -> Result<(), ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         let state: Option<String> = tx
             .query_row("SELECT state FROM login_throttle WHERE key = ?1", [key], |r| r.get(0))
             .optional()?;
@@ -347,7 +374,7 @@ impl Storage for SqliteStorage {
         now: Timestamp,
     ) -> Result<bool, ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         // Expired nonces are swept on every use, so the table cannot grow without bound.
         tx.execute("DELETE FROM auth_nonces WHERE expires_at <= ?1", [now.0])?;
         let taken = tx.execute(
@@ -404,7 +431,7 @@ impl Storage for SqliteStorage {
         now: Timestamp,
     ) -> Result<Refreshed, ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         let reused: Option<[u8; 16]> = tx
             .query_row("SELECT id FROM sessions WHERE prev_refresh_hash = ?1", [&refresh_hash[..]], |r| {
                 r.get(0)
@@ -449,49 +476,113 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn record_event(&self, e: &Event) -> Result<(), ServerError> {
-        self.conn()?
-            .prepare_cached(
-                "INSERT INTO events (at, action, outcome, username, user_id, device_id, remote, resource)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                e.at.0,
-                e.action,
-                e.outcome,
-                e.username,
-                e.user_id.map(|u| u.into_bytes()),
-                e.device_id.map(|u| u.into_bytes()),
-                e.remote,
-                e.resource
-            ])?;
+    fn append_events(&self, events: &[Event]) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = write_tx(&conn)?;
+        let mut head = device_head(&tx, SERVER_CHAIN)?;
+        let mut server = server_head(&tx)?;
+        for event in events {
+            let entry = head.append(SERVER_CHAIN, Uuid::now_v7(), event.clone());
+            server = insert_entry(&tx, server, &entry)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
-    fn recent_events(&self, limit: usize) -> Result<Vec<Event>, ServerError> {
+    fn ingest_entries(&self, device_id: Uuid, entries: &[AuditEntry]) -> Result<Ingested, ServerError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT at, action, outcome, username, user_id, device_id, remote, resource
-             FROM events ORDER BY seq DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([to_i64(limit)], |r| {
-            Ok(Event {
-                at: Timestamp(r.get(0)?),
-                action: r.get(1)?,
-                outcome: r.get(2)?,
-                username: r.get(3)?,
-                user_id: r.get::<_, Option<[u8; 16]>>(4)?.map(Uuid::from_bytes),
-                device_id: r.get::<_, Option<[u8; 16]>>(5)?.map(Uuid::from_bytes),
-                remote: r.get(6)?,
-                resource: r.get(7)?,
-            })
+        let tx = write_tx(&conn)?;
+        let head = device_head(&tx, device_id)?;
+        let mut outcome = Ingested::default();
+        // A retried upload may repeat entries already stored: skip them if they are identical.
+        let mut fresh = entries;
+        while let Some((first, rest)) = fresh.split_first() {
+            if first.device_id != device_id || first.seq > head.seq {
+                break;
+            }
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT hash FROM audit_entries WHERE device_id = ?1 AND seq = ?2")?
+                .query_row(params![device_id.as_bytes(), to_i64_u(first.seq)], |r| r.get(0))
+                .optional()?;
+            if stored.as_deref() != Some(&first.hash.0[..]) {
+                return Err(ServerError::AuditRejected {
+                    code: "audit.fork",
+                    message: format!(
+                        "entry seq {} differs from the one already stored (a forked chain)",
+                        first.seq
+                    ),
+                });
+            }
+            outcome.already_present += 1;
+            fresh = rest;
+        }
+        verify_chain(device_id, head, fresh).map_err(|b| ServerError::AuditRejected {
+            code: match b {
+                ChainBreak::Gap { .. } => "audit.gap",
+                ChainBreak::Unlinked { .. } => "audit.fork",
+                ChainBreak::Edited { .. } | ChainBreak::WrongDevice { .. } => "audit.invalid",
+            },
+            message: b.to_string(),
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut server = server_head(&tx)?;
+        for entry in fresh {
+            server = insert_entry(&tx, server, entry)?;
+            outcome.stored += 1;
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT server_seq, server_hash, entry FROM audit_entries WHERE server_seq > ?1
+             ORDER BY server_seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![to_i64_u(after), to_i64(limit)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, [u8; 32]>(1)?, r.get::<_, String>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (server_seq, server_hash, entry) = row?;
+            out.push(StoredEntry {
+                server_seq: u64::try_from(server_seq).map_err(|_| ServerError::Damaged("server.db"))?,
+                server_hash: Digest32(server_hash),
+                // An entry that does not even parse is reported by `audit verify` as damage.
+                entry: serde_json::from_str(&entry).map_err(|_| ServerError::Damaged("audit entry"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn audit_head(&self) -> Result<(u64, Digest32), ServerError> {
+        let head = server_head(&*self.conn()?)?;
+        Ok((head.seq, head.hash))
+    }
+
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT checkpoint FROM audit_checkpoints ORDER BY number")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?).map_err(|_| ServerError::Damaged("audit checkpoint"))?);
+        }
+        Ok(out)
+    }
+
+    fn add_checkpoint(&self, c: &Checkpoint) -> Result<bool, ServerError> {
+        let json = serde_json::to_string(c).map_err(|_| ServerError::Internal("checkpoint encoding"))?;
+        let added = self.conn()?.execute(
+            "INSERT INTO audit_checkpoints (number, checkpoint) VALUES (?1, ?2) ON CONFLICT(number) DO NOTHING",
+            params![to_i64_u(c.number), json],
+        )?;
+        Ok(added == 1)
     }
 
     fn put_charts(&self, charts: &[SealedChart]) -> Result<(), ServerError> {
         let conn = self.conn()?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(&conn)?;
         for c in charts {
             put_chart(&tx, c).map_err(|e| match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ConstraintViolation) => ServerError::PatientExists,
@@ -521,6 +612,15 @@ impl Storage for SqliteStorage {
             .query_row([id.as_bytes()], sealed_patient)
             .optional()?;
         Ok(row)
+    }
+
+    fn patient_by_mrn_index(&self, mrn_index: &[u8; 32]) -> Result<Option<Uuid>, ServerError> {
+        let conn = self.conn()?;
+        let id = conn
+            .prepare_cached("SELECT id FROM patients WHERE mrn_index = ?1")?
+            .query_row([&mrn_index[..]], |r| r.get::<_, [u8; 16]>(0))
+            .optional()?;
+        Ok(id.map(Uuid::from_bytes))
     }
 
     fn census(
@@ -584,6 +684,74 @@ impl Storage for SqliteStorage {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A write transaction that takes the write lock at once, so that two processes (server and admin
+/// CLI) doing read-modify-write never fail on a lock upgrade; the busy timeout makes them queue.
+fn write_tx(conn: &Connection) -> rusqlite::Result<Transaction<'_>> {
+    Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+}
+
+/// The stored head of `device_id`'s chain (genesis if it has none).
+fn device_head(conn: &Connection, device_id: Uuid) -> Result<ChainHead, ServerError> {
+    let row: Option<(i64, [u8; 32])> = conn
+        .prepare_cached("SELECT seq, hash FROM audit_entries WHERE device_id = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([device_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        None => ChainHead::GENESIS,
+        Some((seq, hash)) => ChainHead {
+            seq: u64::try_from(seq).map_err(|_| ServerError::Damaged("server.db"))?,
+            hash: Digest32(hash),
+        },
+    })
+}
+
+/// The server chain's head: the last stored entry's server sequence and link.
+fn server_head(conn: &Connection) -> Result<ChainHead, ServerError> {
+    let row: Option<(i64, [u8; 32])> = conn
+        .prepare_cached("SELECT server_seq, server_hash FROM audit_entries ORDER BY server_seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        None => ChainHead::GENESIS,
+        Some((seq, hash)) => ChainHead {
+            seq: u64::try_from(seq).map_err(|_| ServerError::Damaged("server.db"))?,
+            hash: Digest32(hash),
+        },
+    })
+}
+
+/// Inserts `entry` after `server` in the server chain; returns the new server head.
+fn insert_entry(
+    tx: &Transaction<'_>,
+    server: ChainHead,
+    entry: &AuditEntry,
+) -> Result<ChainHead, ServerError> {
+    let server_seq = server.seq + 1;
+    let link = server_link(&server.hash, server_seq, &entry.hash);
+    let json = serde_json::to_string(entry).map_err(|_| ServerError::Internal("audit entry encoding"))?;
+    tx.prepare_cached(
+        "INSERT INTO audit_entries (server_seq, server_hash, device_id, seq, id, hash, at, username, action, entry)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        to_i64_u(server_seq),
+        &link.0[..],
+        entry.device_id.as_bytes(),
+        to_i64_u(entry.seq),
+        entry.id.as_bytes(),
+        &entry.hash.0[..],
+        entry.event.at.0,
+        entry.event.username,
+        entry.event.action,
+        json
+    ])?;
+    Ok(ChainHead { seq: server_seq, hash: link })
+}
+
+fn to_i64_u(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 const PATIENT_COLUMNS: &str = "p.id, p.unit, p.bed, p.version, p.mrn_index, p.wrapped_key, p.body";

@@ -2,10 +2,11 @@
 //! only. The embedded SQLCipher backend runs it here; the PostgreSQL backend will run the same
 //! functions.
 
+use chartroom_audit::{AuditEntry, ChainHead, Event};
 use chartroom_domain::{DeviceProfile, LockPolicy, Role, Timestamp};
 use chartroom_server::storage::{
-    DeviceRecord, Event, NewSession, NewUser, RecordKind, Refreshed, SealedChart, SealedPatient,
-    SealedRecord, SessionTokens, Storage, UserRecord,
+    DeviceRecord, Ingested, NewSession, NewUser, RecordKind, Refreshed, SealedChart, SealedPatient,
+    SealedRecord, SessionTokens, Storage, UserRecord, SERVER_CHAIN,
 };
 use chartroom_server::ServerError;
 use uuid::Uuid;
@@ -149,22 +150,59 @@ pub fn sessions(s: &dyn Storage) {
     assert!(s.session_by_access(&[5; 32], at(1)).unwrap().is_none());
 }
 
-pub fn events(s: &dyn Storage) {
-    for (i, action) in ["login_failed", "login", "view"].iter().enumerate() {
-        s.record_event(&Event {
-            at: at(i64::try_from(i).unwrap()),
-            action: action.to_string(),
-            outcome: "ok".into(),
-            username: Some("cy".into()),
-            user_id: None,
-            device_id: Some(Uuid::now_v7()),
-            remote: Some("127.0.0.1".into()),
-            resource: None,
-        })
-        .unwrap();
-    }
-    let recent: Vec<String> = s.recent_events(2).unwrap().into_iter().map(|e| e.action).collect();
-    assert_eq!(recent, ["view", "login"]);
+pub fn audit(s: &dyn Storage) {
+    // The server's own events chain up in order.
+    let events: Vec<Event> =
+        ["login_failed", "login", "view"].iter().map(|a| Event::new(at(1), a, "session", "ok")).collect();
+    s.append_events(&events[..2]).unwrap();
+    s.append_events(&events[2..]).unwrap();
+    let stored = s.audit_page(0, 10).unwrap();
+    let actions: Vec<&str> = stored.iter().map(|e| e.entry.event.action.as_str()).collect();
+    assert_eq!(actions, ["login_failed", "login", "view"]);
+    assert_eq!(stored.iter().map(|e| e.server_seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(chartroom_audit::verify_chain(SERVER_CHAIN, ChainHead::GENESIS, stored.iter().map(|e| &e.entry))
+        .is_ok());
+    assert_eq!(s.audit_head().unwrap(), (3, stored[2].server_hash));
+    assert_eq!(s.audit_page(2, 10).unwrap().len(), 1);
+
+    // A device's chain: stored in order; a retry of stored entries is skipped; gaps and forks refused.
+    let device = Uuid::now_v7();
+    let mut head = ChainHead::GENESIS;
+    let chain: Vec<AuditEntry> = (0..5)
+        .map(|i| head.append(device, Uuid::now_v7(), Event::new(at(i), "view", "patient", "ok")))
+        .collect();
+    assert_eq!(s.ingest_entries(device, &chain[..3]).unwrap(), Ingested { stored: 3, already_present: 0 });
+    assert_eq!(s.ingest_entries(device, &chain[1..5]).unwrap(), Ingested { stored: 2, already_present: 2 });
+    let mut fork_head = ChainHead { seq: chain[4].seq, hash: chain[4].hash };
+    let next = fork_head.append(device, Uuid::now_v7(), Event::new(at(9), "view", "patient", "ok"));
+    let mut gap_head = fork_head;
+    let after_gap = gap_head.append(device, Uuid::now_v7(), Event::new(at(10), "view", "patient", "ok"));
+    assert!(matches!(
+        s.ingest_entries(device, &[after_gap]),
+        Err(ServerError::AuditRejected { code: "audit.gap", .. })
+    ));
+    let mut other = ChainHead { seq: chain[3].seq, hash: chain[3].hash };
+    let forked = other.append(device, Uuid::now_v7(), Event::new(at(11), "update", "patient", "ok"));
+    assert!(matches!(
+        s.ingest_entries(device, &[forked]),
+        Err(ServerError::AuditRejected { code: "audit.fork", .. })
+    ));
+    let mut edited = next.clone();
+    edited.event.action = "export".into();
+    assert!(matches!(
+        s.ingest_entries(device, &[edited]),
+        Err(ServerError::AuditRejected { code: "audit.invalid", .. })
+    ));
+    assert_eq!(s.ingest_entries(device, &[next]).unwrap().stored, 1);
+    assert_eq!(s.audit_head().unwrap().0, 9, "nothing half-stored from the refused uploads");
+
+    // Checkpoints: numbered once, in order.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let (count, head) = s.audit_head().unwrap();
+    let c1 = chartroom_audit::Checkpoint::sign(&key, None, count, head, at(20));
+    assert!(s.add_checkpoint(&c1).unwrap());
+    assert!(!s.add_checkpoint(&c1).unwrap(), "another process already wrote checkpoint 1");
+    assert_eq!(s.checkpoints().unwrap(), [c1]);
 }
 
 fn chart(unit: &str, bed: &str, mrn: u8, observations: usize) -> SealedChart {
@@ -214,6 +252,8 @@ pub fn records(s: &dyn Storage) {
     assert_eq!(s.existing_patients(&probe).unwrap().len(), 2);
 
     assert_eq!(s.patient(charts[1].patient.id).unwrap().unwrap(), charts[1].patient);
+    assert_eq!(s.patient_by_mrn_index(&[2; 32]).unwrap(), Some(charts[2].patient.id));
+    assert_eq!(s.patient_by_mrn_index(&[99; 32]).unwrap(), None);
     // Census: one unit, by bed, paged by the last patient seen.
     let first = s.census("ICU", None, 3).unwrap();
     let beds: Vec<&str> = first.iter().map(|r| r.patient.bed.as_str()).collect();
@@ -255,6 +295,6 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     devices(fresh().as_ref());
     throttles_and_nonces(fresh().as_ref());
     sessions(fresh().as_ref());
-    events(fresh().as_ref());
+    audit(fresh().as_ref());
     records(fresh().as_ref());
 }

@@ -1,0 +1,267 @@
+//! The server's audit trail: recording its own events, signed checkpoints, full verification and
+//! export (DESIGN §6). The chain rules themselves live in `chartroom-audit`.
+//!
+//! Checkpoints are signed with `keys/signing.key`, which is not in the database: an insider who
+//! rewrites stored entries and recomputes every hash still cannot produce matching signatures.
+//! Entries appended after the last checkpoint are protected by the chains only; checkpoints are
+//! written every [`CHECKPOINT_EVERY`] entries or [`CHECKPOINT_INTERVAL`], whichever comes first.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use chartroom_audit::{server_link, verify_chain, ChainHead, Checkpoint, Digest32, Event};
+use chartroom_domain::Timestamp;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use uuid::Uuid;
+
+use crate::auth::Origin;
+use crate::storage::{Storage, StoredEntry};
+use crate::ServerError;
+
+/// A checkpoint is due after this many new entries …
+pub const CHECKPOINT_EVERY: u64 = 1000;
+/// … or this long after the previous one (if anything was appended).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// An event of the server's own chain, seen from `origin`.
+pub fn event(now: Timestamp, action: &str, resource_type: &str, outcome: &str, origin: &Origin) -> Event {
+    let mut e = Event::new(now, action, resource_type, outcome);
+    e.host = origin.remote.clone().unwrap_or_else(|| "server".into());
+    e
+}
+
+/// Signs a checkpoint over the current trail if one is due; returns it.
+pub fn checkpoint_if_due(
+    storage: &dyn Storage,
+    key: &SigningKey,
+    now: Timestamp,
+) -> Result<Option<Checkpoint>, ServerError> {
+    let (count, head) = storage.audit_head()?;
+    let last = storage.checkpoints()?.pop();
+    let due = match &last {
+        None => count > 0,
+        Some(c) => {
+            count > c.count && (count - c.count >= CHECKPOINT_EVERY || now.since(c.at) >= CHECKPOINT_INTERVAL)
+        }
+    };
+    if !due {
+        return Ok(None);
+    }
+    let checkpoint = Checkpoint::sign(key, last.as_ref(), count, head, now);
+    Ok(storage.add_checkpoint(&checkpoint)?.then_some(checkpoint))
+}
+
+/// What a clean verification covered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    pub devices: usize,
+    pub checkpoints: usize,
+}
+
+/// The first problem `audit verify` found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit FAILED at stored entry {position}: {problem}")]
+pub struct AuditProblem {
+    /// The server sequence number (1-based) of the first bad stored entry, or the entry a checkpoint
+    /// names.
+    pub position: u64,
+    pub problem: String,
+}
+
+/// Re-verifies everything: every device chain, the server chain over all stored entries, and every
+/// checkpoint's signature, chaining, and agreement with the stored entries.
+pub fn verify(
+    storage: &dyn Storage,
+    key: &VerifyingKey,
+) -> Result<Result<Verified, AuditProblem>, ServerError> {
+    let checkpoints = storage.checkpoints()?;
+    let mut due: HashMap<u64, &Checkpoint> = checkpoints.iter().map(|c| (c.count, c)).collect();
+    let mut prev_digest = Digest32::GENESIS;
+    for (i, c) in checkpoints.iter().enumerate() {
+        let number = i as u64 + 1;
+        if c.number != number || c.prev != prev_digest || !c.verify(key) {
+            return Ok(Err(AuditProblem {
+                position: c.count,
+                problem: format!("checkpoint {number} is forged, altered or out of sequence"),
+            }));
+        }
+        prev_digest = c.digest();
+    }
+
+    let mut heads: HashMap<Uuid, ChainHead> = HashMap::new();
+    let mut server = ChainHead::GENESIS;
+    let mut after = 0;
+    loop {
+        let page = match storage.audit_page(after, 10_000) {
+            Ok(p) => p,
+            Err(ServerError::Damaged(_)) => {
+                return Ok(Err(AuditProblem {
+                    position: after + 1,
+                    problem: "the stored entry is unreadable".into(),
+                }))
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(last) = page.last() else { break };
+        after = last.server_seq;
+        for stored in &page {
+            if let Err(problem) = check_one(stored, &mut server, &mut heads) {
+                return Ok(Err(AuditProblem { position: server.seq + 1, problem }));
+            }
+            if let Some(c) = due.remove(&server.seq) {
+                if c.head != server.hash {
+                    return Ok(Err(AuditProblem {
+                        position: server.seq,
+                        problem: format!(
+                            "the entries up to here differ from what checkpoint {} signed",
+                            c.number
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+    if let Some(c) = due.values().min_by_key(|c| c.count) {
+        return Ok(Err(AuditProblem {
+            position: server.seq + 1,
+            problem: format!(
+                "checkpoint {} covers {} entries but only {} are stored (entries were removed)",
+                c.number, c.count, server.seq
+            ),
+        }));
+    }
+    Ok(Ok(Verified { entries: server.seq, devices: heads.len(), checkpoints: checkpoints.len() }))
+}
+
+/// Checks one stored entry against its device chain and the server chain.
+fn check_one(
+    stored: &StoredEntry,
+    server: &mut ChainHead,
+    heads: &mut HashMap<Uuid, ChainHead>,
+) -> Result<(), String> {
+    let expected = server.seq + 1;
+    if stored.server_seq != expected {
+        return Err(format!(
+            "expected stored entry {expected}, found {} (entries removed or reordered)",
+            stored.server_seq
+        ));
+    }
+    let e = &stored.entry;
+    let head = heads.entry(e.device_id).or_insert(ChainHead::GENESIS);
+    *head = verify_chain(e.device_id, *head, [e]).map_err(|b| {
+        let chain = if e.device_id == crate::storage::SERVER_CHAIN {
+            "server".to_string()
+        } else {
+            format!("device {}", e.device_id)
+        };
+        format!("{chain} chain: {b}")
+    })?;
+    let link = server_link(&server.hash, expected, &e.hash);
+    if link != stored.server_hash {
+        return Err("the server chain does not link here (entries removed, inserted or reordered)".into());
+    }
+    *server = ChainHead { seq: expected, hash: link };
+    Ok(())
+}
+
+/// Which entries an export includes.
+#[derive(Clone, Debug, Default)]
+pub struct ExportFilter {
+    pub username: Option<String>,
+    pub patient_id: Option<Uuid>,
+    pub action: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+impl ExportFilter {
+    fn matches(&self, e: &Event) -> bool {
+        self.username
+            .as_deref()
+            .is_none_or(|u| e.username.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(u)))
+            && self.patient_id.is_none_or(|p| e.patient_ids.contains(&p))
+            && self.action.as_deref().is_none_or(|a| e.action == a)
+            && self.since.is_none_or(|t| e.at >= t)
+            && self.until.is_none_or(|t| e.at < t)
+    }
+}
+
+/// Export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// Writes the matching entries (sealed before/after states stay sealed) and records the export
+/// itself in the trail. Returns how many were written.
+pub fn export(
+    storage: &dyn Storage,
+    filter: &ExportFilter,
+    format: ExportFormat,
+    out: &mut dyn Write,
+    now: Timestamp,
+) -> Result<u64, ServerError> {
+    if format == ExportFormat::Csv {
+        writeln!(out, "server_seq,at,device_id,seq,user_id,username,host,origin_device,action,resource_type,resource_id,patient_ids,outcome,hash")?;
+    }
+    let mut n = 0;
+    let mut after = 0;
+    loop {
+        let page = storage.audit_page(after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.server_seq;
+        for stored in page.iter().filter(|s| filter.matches(&s.entry.event)) {
+            match format {
+                ExportFormat::Jsonl => {
+                    let line = serde_json::to_string(&stored.entry)
+                        .map_err(|_| ServerError::Internal("export encoding"))?;
+                    writeln!(out, "{line}")?;
+                }
+                ExportFormat::Csv => writeln!(out, "{}", csv_row(stored))?,
+            }
+            n += 1;
+        }
+    }
+    let mut e = event(now, "export", "audit", "ok", &Origin::default());
+    e.resource_id = Some(format!("{n} entries"));
+    e.patient_ids = filter.patient_id.into_iter().collect();
+    storage.append_events(&[e])?;
+    Ok(n)
+}
+
+fn csv_row(s: &StoredEntry) -> String {
+    let e = &s.entry;
+    let v = &e.event;
+    let opt = |o: Option<String>| o.unwrap_or_default();
+    let fields = [
+        s.server_seq.to_string(),
+        v.at.0.to_string(),
+        e.device_id.to_string(),
+        e.seq.to_string(),
+        opt(v.user_id.map(|u| u.to_string())),
+        opt(v.username.clone()),
+        v.host.clone(),
+        opt(v.origin_device.map(|u| u.to_string())),
+        v.action.clone(),
+        v.resource_type.clone(),
+        opt(v.resource_id.clone()),
+        v.patient_ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(" "),
+        v.outcome.clone(),
+        e.hash.to_hex(),
+    ];
+    fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
+}
+
+/// RFC 4180 quoting; a leading `=`, `+`, `-` or `@` is prefixed with `'` so a spreadsheet never
+/// runs a cell as a formula.
+fn csv_field(f: &str) -> String {
+    let f = if f.starts_with(['=', '+', '-', '@']) { format!("'{f}") } else { f.to_string() };
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f
+    }
+}

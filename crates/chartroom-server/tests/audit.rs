@@ -1,0 +1,300 @@
+//! The server's audit trail under attack: an insider who can rewrite the database (but does not hold
+//! `keys/signing.key`) edits, deletes, reorders and truncates stored entries; `audit verify` must
+//! catch every one. Plus device uploads over HTTPS and the CLI contract of `audit verify|export`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use chartroom_audit::{server_link, AuditEntry, ChainHead, Event};
+use chartroom_domain::Timestamp;
+use chartroom_server::storage::{SqliteStorage, Storage};
+use chartroom_server::{audit, init, DataDir, InitOptions};
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+/// A server with a busy trail: its own events and two devices' chains, interleaved, then a checkpoint.
+fn busy_server(tmp: &std::path::Path) -> (DataDir, SqliteStorage) {
+    let dir = DataDir::new(tmp.join("server"));
+    init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let devices = [Uuid::now_v7(), Uuid::now_v7()];
+    let mut heads = [ChainHead::GENESIS; 2];
+    for i in 0..120i64 {
+        let mut e = Event::new(Timestamp(1_800_000_000_000 + i * 1000), "view", "patient", "ok");
+        e.username = Some(format!("user{}", i % 7));
+        e.patient_ids = vec![Uuid::from_u128(u128::try_from(i % 13).unwrap())];
+        storage.append_events(&[e.clone()]).unwrap();
+        let d = usize::try_from(i % 2).unwrap();
+        let entry = heads[d].append(devices[d], Uuid::now_v7(), e);
+        storage.ingest_entries(devices[d], &[entry]).unwrap();
+    }
+    let key = dir.signing_key().unwrap();
+    audit::checkpoint_if_due(&storage, &key, Timestamp(1_800_000_200_000)).unwrap().unwrap();
+    (dir, storage)
+}
+
+/// A raw connection to the server database, as an insider with the database key has.
+fn raw(dir: &DataDir) -> rusqlite::Connection {
+    let master: [u8; 32] = std::fs::read(dir.path().join("keys/master.key")).unwrap().try_into().unwrap();
+    let conn = rusqlite::Connection::open(dir.database_path()).unwrap();
+    let key = chartroom_crypto::DataKey::derive(b"chartroom/server-db/v1", &master, b"database");
+    conn.execute_batch(&key.sqlcipher_key_statement()).unwrap();
+    conn
+}
+
+fn verify(dir: &DataDir, storage: &SqliteStorage) -> Result<u64, audit::AuditProblem> {
+    let key = dir.signing_key().unwrap().verifying_key();
+    audit::verify(storage, &key).unwrap().map(|v| v.entries)
+}
+
+fn rows(conn: &rusqlite::Connection) -> Vec<(i64, String)> {
+    let mut stmt = conn.prepare("SELECT server_seq, entry FROM audit_entries ORDER BY server_seq").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+/// Rewrites every stored entry from `from` (server sequence) on so that all hashes, device chains and
+/// server links are consistent again — the best an insider without the signing key can do.
+fn rechain_from(conn: &rusqlite::Connection, from: i64) {
+    let all = rows(conn);
+    let mut heads: std::collections::HashMap<Uuid, ChainHead> = std::collections::HashMap::new();
+    let mut server = ChainHead::GENESIS;
+    for (seq, json) in all {
+        let mut e: AuditEntry = serde_json::from_str(&json).unwrap();
+        let head = heads.entry(e.device_id).or_insert(ChainHead::GENESIS);
+        if seq >= from {
+            e.prev_hash = head.hash;
+            e.hash = e.compute_hash();
+        }
+        *head = ChainHead { seq: e.seq, hash: e.hash };
+        let link = server_link(&server.hash, u64::try_from(seq).unwrap(), &e.hash);
+        server = ChainHead { seq: u64::try_from(seq).unwrap(), hash: link };
+        if seq >= from {
+            conn.execute(
+                "UPDATE audit_entries SET entry = ?1, hash = ?2, server_hash = ?3 WHERE server_seq = ?4",
+                rusqlite::params![serde_json::to_string(&e).unwrap(), &e.hash.0[..], &link.0[..], seq],
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_tampering_of_stored_entries_is_detected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, storage) = busy_server(tmp.path());
+    assert_eq!(verify(&dir, &storage).unwrap(), 240);
+    let conn = raw(&dir);
+    let original = rows(&conn);
+    // The insider's edits are undone between rounds from a copy of the table.
+    conn.execute_batch("CREATE TABLE audit_backup AS SELECT * FROM audit_entries").unwrap();
+    let restore = |conn: &rusqlite::Connection| {
+        conn.execute_batch(
+            "DELETE FROM audit_entries; INSERT INTO audit_entries SELECT * FROM audit_backup;",
+        )
+        .unwrap();
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let (mut edits, mut detected) = (0, 0);
+    let mut round = 0;
+    while edits < 1000 {
+        round += 1;
+        assert!(round < 5000, "could not make 1000 effective edits");
+        let (seq, json) = &original[rng.gen_range(0..original.len())];
+        let mut bytes = json.clone().into_bytes();
+        let i = rng.gen_range(0..bytes.len());
+        // ASCII stays ASCII, so the edited text is still text (as an insider's edit would be).
+        bytes[i] ^= rng.gen_range(1..=127u8);
+        let Ok(edited) = String::from_utf8(bytes) else { continue };
+        let rechain = round % 2 == 1;
+        let before: AuditEntry = serde_json::from_str(json).unwrap();
+        if let Ok(after) = serde_json::from_str::<AuditEntry>(&edited) {
+            // Not an edit of the record if it reads back the same (whitespace, an unknown key
+            // replacing a null), or if it only touched the hashes and the insider recomputes them.
+            let content_same =
+                AuditEntry { hash: before.hash, prev_hash: before.prev_hash, ..after.clone() } == before;
+            if after == before || (rechain && content_same) {
+                continue;
+            }
+        }
+        conn.execute(
+            "UPDATE audit_entries SET entry = ?1 WHERE server_seq = ?2",
+            rusqlite::params![edited, seq],
+        )
+        .unwrap();
+        // Half the time the insider also recomputes every hash after the edit.
+        if rechain && serde_json::from_str::<AuditEntry>(&edited).is_ok() {
+            rechain_from(&conn, *seq);
+        }
+        edits += 1;
+        if verify(&dir, &storage).is_err() {
+            detected += 1;
+        }
+        restore(&conn);
+    }
+    eprintln!("audit tamper sweep: {detected} of {edits} single-byte edits detected");
+    assert_eq!(detected, edits, "an edit went undetected");
+    assert_eq!(verify(&dir, &storage).unwrap(), 240, "restored cleanly");
+
+    // Deletions, reorders and truncations, each also re-chained by the insider.
+    for round in 0..60 {
+        let a = rng.gen_range(1..=original.len() as i64);
+        match round % 3 {
+            0 => {
+                conn.execute("DELETE FROM audit_entries WHERE server_seq = ?1", [a]).unwrap();
+            }
+            1 => {
+                let b = rng.gen_range(1..=original.len() as i64);
+                if a == b {
+                    continue;
+                }
+                let (ja, jb) = (
+                    &original[usize::try_from(a - 1).unwrap()].1,
+                    &original[usize::try_from(b - 1).unwrap()].1,
+                );
+                conn.execute(
+                    "UPDATE audit_entries SET entry = ?1 WHERE server_seq = ?2",
+                    rusqlite::params![jb, a],
+                )
+                .unwrap();
+                conn.execute(
+                    "UPDATE audit_entries SET entry = ?1 WHERE server_seq = ?2",
+                    rusqlite::params![ja, b],
+                )
+                .unwrap();
+                rechain_from(&conn, a.min(b));
+            }
+            _ => {
+                conn.execute("DELETE FROM audit_entries WHERE server_seq >= ?1", [a]).unwrap();
+            }
+        }
+        let problem = verify(&dir, &storage).unwrap_err();
+        assert!(problem.position <= u64::try_from(original.len()).unwrap() + 1, "{problem}");
+        restore(&conn);
+    }
+    assert_eq!(verify(&dir, &storage).unwrap(), 240);
+}
+
+#[test]
+fn cli_audit_verify_and_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, storage) = busy_server(tmp.path());
+    let data = dir.path().to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_chartroom-server");
+    let out = Command::new(bin).args(["audit", "verify", "--data-dir", data]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("audit ok: 240 entries"), "{line}");
+
+    let out = Command::new(bin)
+        .args(["audit", "export", "--data-dir", data, "--format", "jsonl", "--user", "USER3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<AuditEntry> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|e| e.event.username.as_deref() == Some("user3")));
+    let out = Command::new(bin)
+        .args(["audit", "export", "--data-dir", data, "--format", "csv", "--since", "2027-01-15T08:01:00Z"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.starts_with("server_seq,at,"), "{csv}");
+    // The exports are in the trail themselves.
+    let exports = storage
+        .audit_page(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.entry.event.action == "export" && s.entry.event.resource_type == "audit")
+        .count();
+    assert_eq!(exports, 2);
+
+    // One edited entry: exit 1, one line naming the entry.
+    raw(&dir)
+        .execute(
+            "UPDATE audit_entries SET entry = replace(entry, '\"view\"', '\"VIEW\"') WHERE server_seq = 200",
+            [],
+        )
+        .unwrap();
+    let out = Command::new(bin).args(["audit", "verify", "--data-dir", data]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("stored entry 200"), "{err}");
+}
+
+#[tokio::test]
+async fn devices_upload_their_chains_over_https() {
+    use chartroom_client::{DeviceIdentity, ServerClient};
+    use chartroom_protocol::{AuditUpload, AuditUploadResponse};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    chartroom_server::users::add_user(
+        &storage,
+        "kim.rn",
+        chartroom_domain::Role::Nurse,
+        vec!["ICU".into()],
+        &chartroom_crypto::Password::new("night-shift-kettle-77".into()),
+        chartroom_server::wall_now(),
+    )
+    .unwrap();
+    let token = chartroom_server::devices::issue_token(
+        &storage,
+        "icu-1",
+        chartroom_domain::DeviceProfile::Station,
+        vec![],
+        Duration::from_secs(600),
+        chartroom_server::wall_now(),
+    )
+    .unwrap();
+    let server = chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client =
+        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
+    let probe = DeviceIdentity::new(String::new(), &[4; 32]);
+    let device = DeviceIdentity::new(
+        client.enroll(&token, &probe.public_key_hex()).await.unwrap().device_id,
+        &[4; 32],
+    );
+    let access = client.login(&device, "kim.rn", "night-shift-kettle-77").await.unwrap().access_token;
+
+    let device_id: Uuid = device.device_id.parse().unwrap();
+    let mut head = ChainHead::GENESIS;
+    let chain: Vec<AuditEntry> = (0..6)
+        .map(|i| head.append(device_id, Uuid::now_v7(), Event::new(Timestamp(i), "view", "patient", "ok")))
+        .collect();
+    let up = |entries: &[AuditEntry]| AuditUpload { entries: entries.to_vec() };
+    let r: AuditUploadResponse =
+        client.post_signed(&device, &access, "/v1/audit/entries", &up(&chain[..4])).await.unwrap();
+    assert_eq!((r.stored, r.already_present), (4, 0));
+    // A retry after a lost response stores nothing twice.
+    let r: AuditUploadResponse =
+        client.post_signed(&device, &access, "/v1/audit/entries", &up(&chain[2..])).await.unwrap();
+    assert_eq!((r.stored, r.already_present), (2, 2));
+    // A gap is refused with 409 and a code; so is another device's entry.
+    let mut later = head;
+    later.append(device_id, Uuid::now_v7(), Event::new(Timestamp(9), "view", "patient", "ok"));
+    let gap = later.append(device_id, Uuid::now_v7(), Event::new(Timestamp(10), "view", "patient", "ok"));
+    let err = client
+        .post_signed::<_, AuditUploadResponse>(&device, &access, "/v1/audit/entries", &up(&[gap]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("audit.gap"), "{err}");
+    let mut foreign = ChainHead::GENESIS;
+    let theirs =
+        foreign.append(Uuid::now_v7(), Uuid::now_v7(), Event::new(Timestamp(1), "view", "patient", "ok"));
+    let err = client
+        .post_signed::<_, AuditUploadResponse>(&device, &access, "/v1/audit/entries", &up(&[theirs]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("request.invalid"));
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+
+    let key = dir.signing_key().unwrap();
+    audit::checkpoint_if_due(&storage, &key, chartroom_server::wall_now()).unwrap();
+    let verified = audit::verify(&storage, &key.verifying_key()).unwrap().unwrap();
+    assert_eq!(verified.devices, 2, "the device's chain and the server's own");
+}
