@@ -49,7 +49,7 @@ pub fn run(
     vault.store().import(&bundles)?;
     writeln!(out, "  imported {patients} synthetic patients ({rows} records, PHI sealed per patient)")?;
 
-    let census = vault.store().census(Some("ICU"))?;
+    let census = vault.census(Some("ICU"), now)?;
     writeln!(out, "\nICU census ({} patients):", census.len())?;
     for row in census.iter().take(5) {
         let allergy = if row.allergy_count > 0 { "ALLERGY" } else { "" };
@@ -80,10 +80,13 @@ pub fn run(
     )?;
 
     if let Some(mrn) = first {
-        let id = vault.store().find_by_mrn(&mrn)?;
-        let chart = vault.store().chart(id, 100)?;
+        let chart = vault.chart_by_mrn(&mrn, 100, now)?;
         writeln!(out)?;
         write_chart_summary(&chart, now, out)?;
+    }
+    match vault.verify_audit()? {
+        Ok(n) => writeln!(out, "\nAudit trail: {n} hash-chained entries on this station, intact.")?,
+        Err(b) => writeln!(out, "\nAudit trail: {b}")?,
     }
     vault.lock();
     writeln!(out, "\nLocked again. Profile files: device.json, keyslots.json, cache.db (SQLCipher).")?;

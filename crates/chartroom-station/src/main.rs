@@ -50,6 +50,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The station's audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the local hash chain: prints "audit ok: N entries" or names the first broken entry (exit 1).
+    Verify,
 }
 
 fn main() -> ExitCode {
@@ -97,7 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Census { unit, json } => {
             let mut vault = unlock(&cli)?;
-            let rows = vault.store().census(unit.as_deref())?;
+            let rows = vault.census(unit.as_deref(), clock::wall_now())?;
             if *json {
                 serde_json::to_writer_pretty(&mut out, &rows)?;
                 writeln!(out)?;
@@ -119,8 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Chart { mrn, json } => {
             let mut vault = unlock(&cli)?;
-            let id = vault.store().find_by_mrn(mrn)?;
-            let chart = vault.store().chart(id, 200)?;
+            let chart = vault.chart_by_mrn(mrn, 200, clock::wall_now())?;
             if *json {
                 serde_json::to_writer_pretty(&mut out, &chart)?;
                 writeln!(out)?;
@@ -128,6 +138,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 demo::write_chart_summary(&chart, clock::wall_now(), &mut out)?;
             }
             vault.lock();
+        }
+        Command::Audit { command: AuditCommand::Verify } => {
+            let vault = unlock(&cli)?;
+            let result = vault.verify_audit()?;
+            vault.lock();
+            match result {
+                Ok(n) => writeln!(out, "audit ok: {n} entries")?,
+                Err(b) => anyhow::bail!("{b}"),
+            }
         }
     }
     Ok(())

@@ -5,7 +5,8 @@
 //! DIR/keyslots.json          per-user key slots and the recovery slot (sealed; useless without the keyring)
 //! DIR/cache.db (-wal, -shm)  the SQLCipher database
 //! DIR/login-attempts.json    failed-login counters per username (throttling survives restarts)
-//! DIR/security-events.jsonl  security-relevant events that happen before any database is open (no PHI)
+//! DIR/security-events.jsonl  security-relevant events that happen while no database is open (failed
+//!                            logins, keyring changes; no PHI), moved into the audit chain at unlock
 //! ```
 //! File names never carry PHI. Files are written to a temporary name, synced and renamed, so a crash
 //! leaves either the old or the new version, never half of one.
@@ -221,7 +222,8 @@ impl Profile {
         event: &str,
         detail: serde_json::Value,
     ) -> Result<(), StationError> {
-        let line = serde_json::json!({ "at": at.to_string(), "event": event, "detail": detail });
+        let line =
+            serde_json::json!({ "at": at.to_string(), "at_ms": at.0, "event": event, "detail": detail });
         let mut options = OpenOptions::new();
         options.create(true).append(true);
         #[cfg(unix)]
@@ -233,6 +235,40 @@ impl Profile {
         writeln!(f, "{line}")?;
         f.sync_all()?;
         Ok(())
+    }
+
+    /// The security events recorded while no database was open, as audit events (to be appended to
+    /// the chain at the next unlock).
+    pub fn pending_security_events(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<chartroom_audit::Event>, StationError> {
+        let text = match fs::read_to_string(self.events_path()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            // A damaged line is kept as what it is: a damaged pre-unlock record.
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let at = v["at_ms"].as_i64().map_or(now, Timestamp);
+            let action = v["event"].as_str().unwrap_or("security_event_damaged");
+            let outcome = v["detail"]["outcome"].as_str().unwrap_or("ok");
+            let mut e = chartroom_audit::Event::new(at, action, "station", outcome);
+            e.username = v["detail"]["username"].as_str().map(|u| u.chars().take(64).collect());
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Empties the pre-unlock event file once its events are in the audit chain.
+    pub fn clear_security_events(&self) -> Result<(), StationError> {
+        match fs::remove_file(self.events_path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every file this profile may hold.

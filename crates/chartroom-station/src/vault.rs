@@ -9,8 +9,8 @@ use std::sync::Arc;
 use chartroom_crypto::{
     DataKey, DeviceSecret, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey, RecoverySlot,
 };
-use chartroom_domain::{DeviceProfile, LockPolicy, Timestamp};
-use chartroom_store::{DatabaseEncryption, Store, StoreError, StoreOptions};
+use chartroom_domain::{Chart, DeviceProfile, LockPolicy, Timestamp};
+use chartroom_store::{Actor, DatabaseEncryption, Store, StoreError, StoreOptions};
 use uuid::Uuid;
 
 use crate::profile::{DeviceRecord, Profile};
@@ -39,6 +39,16 @@ pub struct LockedVault {
     device: DeviceRecord,
     keystore: Arc<dyn DeviceSecretStore>,
     store_options: StoreOptions,
+}
+
+/// This machine's host name, for the audit trail's "where" (no PHI).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().chars().take(64).collect())
+        .filter(|h: &String| !h.is_empty())
+        .unwrap_or_else(|| "station".into())
 }
 
 /// An unlocked station: one authenticated user and the open store.
@@ -163,14 +173,34 @@ impl LockedVault {
         let attempt = self.try_unlock(username, password);
         match &attempt {
             Ok(_) => throttle.record_success(username),
-            Err(StationError::WrongPassword | StationError::UnknownUser) => {
+            Err(e @ (StationError::WrongPassword | StationError::UnknownUser)) => {
                 throttle.record_failure(username, now, &policy);
+                // The database is closed: the failure waits in the profile until the next unlock
+                // moves it into the audit chain.
+                let who: String = username.trim().chars().take(64).collect();
+                self.profile.record_event(
+                    now,
+                    "login_failed",
+                    serde_json::json!({ "username": who, "outcome": e.code() }),
+                )?;
             }
             // Damage, a missing keyring entry, tampering: not a guess, and not the user's fault.
             Err(_) => return attempt,
         }
         self.profile.write_throttle(&throttle)?;
-        attempt
+        let mut vault = attempt?;
+        // What happened while the database was closed, then this unlock, go into the chain before
+        // anything can be read.
+        let actor = vault.actor();
+        for event in self.profile.pending_security_events(now)? {
+            let mut actor = actor.clone();
+            actor.user_id = None;
+            actor.username.clone_from(&event.username);
+            vault.store.record(&actor, event)?;
+        }
+        self.profile.clear_security_events()?;
+        vault.store.record(&actor, chartroom_audit::Event::new(now, "unlock", "session", "ok"))?;
+        Ok(vault)
     }
 
     fn try_unlock(&self, username: &str, password: &Password) -> Result<UnlockedVault> {
@@ -217,9 +247,39 @@ impl UnlockedVault {
         self.locked.device.device_id
     }
 
-    /// The open store.
+    /// The open store, for writes that record their own audit entries and for tests. Reads that
+    /// show patient data go through [`UnlockedVault::census`] and [`UnlockedVault::chart_by_mrn`],
+    /// which record them.
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    /// Who is acting: this user on this device.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            device_id: self.device_id(),
+            user_id: Some(self.user_id),
+            username: Some(self.username.clone()),
+            host: host_name(),
+        }
+    }
+
+    /// A unit's census (all units with `None`), recorded in the audit chain with every patient shown.
+    pub fn census(&mut self, unit: Option<&str>, now: Timestamp) -> Result<Vec<chartroom_store::CensusRow>> {
+        let actor = self.actor();
+        Ok(self.store.census_as(&actor, unit, now)?)
+    }
+
+    /// The chart of the patient with this MRN, recorded in the audit chain.
+    pub fn chart_by_mrn(&mut self, mrn: &str, max_observations: usize, now: Timestamp) -> Result<Chart> {
+        let actor = self.actor();
+        let id = self.store.find_by_mrn(mrn)?;
+        Ok(self.store.chart_as(&actor, id, max_observations, now)?)
+    }
+
+    /// Verifies this device's audit chain: `Ok(n)` entries intact, or the first broken entry.
+    pub fn verify_audit(&self) -> Result<std::result::Result<u64, chartroom_store::AuditBreak>> {
+        Ok(self.store.verify_audit(self.device_id())?)
     }
 
     /// Gives another user a key slot on this device (after they authenticated online).
@@ -250,7 +310,14 @@ impl UnlockedVault {
     /// Locks: checkpoints and closes the database and drops (wiping) the data key and every patient
     /// key. What comes back can show nothing until the next [`LockedVault::unlock`].
     pub fn lock(self) -> LockedVault {
-        let UnlockedVault { locked, store, .. } = self;
+        let actor = self.actor();
+        let UnlockedVault { locked, mut store, .. } = self;
+        // Locking must always succeed: if the entry cannot be written (disk full), the lock still
+        // happens and the failure is noted for the next unlock.
+        let now = crate::clock::wall_now();
+        if store.record(&actor, chartroom_audit::Event::new(now, "lock", "session", "ok")).is_err() {
+            let _ = locked.profile.record_event(now, "lock_unrecorded", serde_json::json!({}));
+        }
         // If the checkpoint fails (e.g. disk full), committed data is still safe in the WAL and the
         // connection is closed when `store` is dropped; the keys are wiped either way.
         let _ = store.close();

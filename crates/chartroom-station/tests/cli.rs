@@ -84,6 +84,17 @@ fn demo_then_census_and_chart() {
     assert!(!err.contains(&mrn));
     assert!(out.stdout.is_empty());
 
+    // The station's audit chain: intact, and it holds the failed login (moved in at the next unlock).
+    let out = station(
+        &["--profile-dir", p, "--username", "nurse.demo", "--password-stdin", "audit", "verify"],
+        &pw,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    let n: u64 =
+        line.trim().strip_prefix("audit ok: ").unwrap().strip_suffix(" entries").unwrap().parse().unwrap();
+    assert!(n >= 10, "demo, census, chart, failed login, unlocks and locks are all recorded: {line}");
+
     // Running the demo again on the same profile refuses and changes nothing.
     let out = station(&["--profile-dir", p, "demo"], "");
     assert_eq!(out.status.code(), Some(1));

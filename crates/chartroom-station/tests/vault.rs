@@ -100,10 +100,17 @@ fn lock_unlock_and_wrong_passwords() {
     assert_eq!(err.code(), "auth.wrong_password");
     let err = locked.unlock("nobody", &Password::from(PW), NOW).unwrap_err();
     assert!(matches!(err, StationError::UnknownUser), "{err:?}");
-    // Failed unlocks change nothing but the attempt counters.
-    let after: Vec<_> =
-        snapshot(dir.path()).into_iter().filter(|(n, _)| n != "login-attempts.json").collect();
+    // Failed unlocks change nothing but the attempt counters and the pre-unlock event file, which
+    // holds them (username and outcome, never the password) until the next unlock moves them into
+    // the audit chain.
+    let after: Vec<_> = snapshot(dir.path())
+        .into_iter()
+        .filter(|(n, _)| n != "login-attempts.json" && n != "security-events.jsonl")
+        .collect();
     assert!(after == before, "failed unlocks changed a profile file");
+    let pending = std::fs::read_to_string(dir.path().join("security-events.jsonl")).unwrap();
+    assert_eq!(pending.lines().filter(|l| l.contains("login_failed")).count(), 2);
+    assert!(!pending.contains("wrong password!"));
 
     let mut vault = locked.unlock("NURSE.A", &Password::from(PW), NOW).unwrap();
     assert_eq!(vault.user_id(), user);
@@ -397,4 +404,42 @@ fn guessing_is_throttled_and_locked_out_across_restarts() {
     open(dir.path(), ks.clone()).unlock("nurse.a", &Password::from(PW), later).unwrap().lock();
     let err = open(dir.path(), ks).unlock("nurse.a", &wrong, later).unwrap_err();
     assert!(matches!(err, StationError::WrongPassword), "{err:?}");
+}
+
+/// Reads, failed logins, unlocks and locks land in the station's hash chain, in order; an edit of
+/// a stored entry is found and named.
+#[test]
+fn the_audit_chain_records_reads_and_logins_and_detects_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Arc::new(MemoryKeystore::default());
+    let mut vault = create(dir.path(), ks, None);
+    let shown = vault.census(Some("ICU"), NOW).unwrap();
+    let mrn = shown[0].mrn.clone();
+    vault.chart_by_mrn(&mrn, 10, NOW).unwrap();
+    let locked = vault.lock();
+    assert!(locked.unlock("nurse.a", &Password::from("wrong password!"), NOW).is_err());
+    let mut vault = locked.unlock("nurse.a", &Password::from(PW), Timestamp(NOW.0 + 5_000)).unwrap();
+
+    let entries = vault.store().audit_entries(0, 10_000).unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.event.action.as_str()).collect();
+    let tail = &actions[actions.len() - 5..];
+    assert_eq!(tail, ["view", "view", "lock", "login_failed", "unlock"], "{actions:?}");
+    let census = &entries[entries.len() - 5];
+    assert_eq!(census.event.resource_type, "census");
+    assert_eq!(census.event.patient_ids, shown.iter().map(|r| r.patient_id).collect::<Vec<_>>());
+    assert_eq!(entries[entries.len() - 2].event.username.as_deref(), Some("nurse.a"));
+    assert_eq!(entries[entries.len() - 2].event.user_id, None, "a failed login proves no identity");
+    let n = u64::try_from(entries.len()).unwrap();
+    assert_eq!(vault.verify_audit().unwrap(), Ok(n));
+
+    // An insider with the database key edits one stored entry: the chain names it.
+    let conn = rusqlite::Connection::open(dir.path().join("cache.db")).unwrap();
+    conn.execute_batch(&vault.store().data_key().sqlcipher_key_statement()).unwrap();
+    conn.execute(
+        "UPDATE audit_log SET entry = replace(entry, '\"view\"', '\"VIEW\"') WHERE seq = ?1",
+        [n - 3],
+    )
+    .unwrap();
+    let broken = vault.verify_audit().unwrap().unwrap_err();
+    assert_eq!(broken.seq, n - 3, "{broken}");
 }

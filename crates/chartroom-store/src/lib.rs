@@ -7,11 +7,13 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod error;
 mod migrations;
 mod records;
 mod store;
 
+pub use audit::{Actor, AuditBreak};
 pub use error::StoreError;
 pub use records::ChartRecord;
 pub use store::{CensusRow, DatabaseEncryption, Store, StoreOptions};

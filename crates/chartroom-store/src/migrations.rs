@@ -48,4 +48,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notes_by_patient ON notes(patient_id, sort_key DESC);
     "#,
+    // 2: the station's hash-chained audit trail (chartroom-audit entries, one chain per device).
+    r#"
+    CREATE TABLE audit_log (
+        seq   INTEGER PRIMARY KEY,
+        id    BLOB NOT NULL UNIQUE,
+        hash  BLOB NOT NULL,
+        entry TEXT NOT NULL
+    );
+    "#,
 ];

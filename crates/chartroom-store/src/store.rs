@@ -369,6 +369,14 @@ impl Store {
         Ok(())
     }
 
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Number of patients on this station.
     pub fn patient_count(&self) -> Result<u64> {
         Ok(self.conn.query_row("SELECT count(*) FROM patients", [], |r| r.get(0))?)
