@@ -3,9 +3,11 @@
 //!
 //! `cargo run --release -p chartroom-bench -- vault --json`
 //! `cargo run --release -p chartroom-bench -- server --json`
+//! `cargo run --release -p chartroom-bench -- audit --json`
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod server;
 
 use std::path::Path;
@@ -63,6 +65,15 @@ enum Cmd {
         #[arg(long, default_value_t = 2_000)]
         reads: usize,
     },
+    /// The audit trail: station append latency, chain verification rate, checkpoint signing.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 2_000)]
+        appends: usize,
+        #[arg(long, default_value_t = 200_000)]
+        entries: u64,
+    },
     /// How fast the synthetic generator fills a SQLCipher store.
     Synth {
         #[arg(long)]
@@ -80,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             (vault(patients, observations, reads, writes, unlocks, cache_mib)?, json)
         }
         Cmd::Synth { json, patients, observations } => (synth(patients, observations)?, json),
+        Cmd::Audit { json, appends, entries } => (audit::run(appends, entries)?, json),
         Cmd::Server { json, patients, logins, reads } => (server::run(patients, logins, reads)?, json),
     };
     if json {
