@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::audit::Actor;
 use crate::migrations::MIGRATIONS;
 use crate::records::ChartRecord;
 use crate::StoreError;
@@ -218,7 +219,32 @@ impl Store {
         Ok(())
     }
 
-    /// Adds or replaces several records of one kind in one transaction (e.g. a vitals set).
+    /// Adds or replaces records of one kind (e.g. a vitals set) and appends one audit entry per record
+    /// — `create` or `update`, with the sealed record before and after — in the same transaction:
+    /// after a crash there is either the change with its entries, or neither.
+    pub fn put_all_as<R: ChartRecord>(&mut self, actor: &Actor, records: &[R], now: Timestamp) -> Result<()> {
+        let Store { conn, keys, .. } = self;
+        let tx = conn.transaction()?;
+        for r in records {
+            let before: Option<Vec<u8>> = tx
+                .prepare_cached(&format!("SELECT body FROM {} WHERE id = ?1", R::TABLE))?
+                .query_row([r.id().as_bytes()], |row| row.get(0))
+                .optional()?;
+            let after = put_record_in(&tx, keys, r)?;
+            let action = if before.is_some() { "update" } else { "create" };
+            let mut e = chartroom_audit::Event::new(now, action, R::TABLE, "ok");
+            e.resource_id = Some(r.id().to_string());
+            e.patient_ids = vec![r.patient_id()];
+            e.before = before;
+            e.after = Some(after);
+            crate::audit::append_in(&tx, actor, e)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds or replaces several records of one kind in one transaction, without an audit entry: for
+    /// loading data that arrived from elsewhere (sync, synthetic data), never for a user's change.
     pub fn put_all<R: ChartRecord>(&mut self, records: &[R]) -> Result<()> {
         let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
@@ -478,7 +504,8 @@ fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Patient) -> R
     Ok(())
 }
 
-fn put_record_in<R: ChartRecord>(tx: &Transaction<'_>, keys: &mut Keys, record: &R) -> Result<()> {
+/// Stores one record; returns its sealed body.
+fn put_record_in<R: ChartRecord>(tx: &Transaction<'_>, keys: &mut Keys, record: &R) -> Result<Vec<u8>> {
     record.validate()?;
     let (pid, id) = (record.patient_id(), record.id());
     let body = keys.seal(tx, pid, id, R::FIELD, record)?;
@@ -500,7 +527,7 @@ fn put_record_in<R: ChartRecord>(tx: &Transaction<'_>, keys: &mut Keys, record: 
         // The id exists under another patient: never move a record between patients silently.
         return Err(StoreError::Database("record id already belongs to another patient".into()));
     }
-    Ok(())
+    Ok(body)
 }
 
 fn records_of<R: ChartRecord>(
