@@ -91,6 +91,8 @@ impl DeviceIdentity {
 pub struct ServerClient {
     http: reqwest::Client,
     base: String,
+    /// Added to this machine's clock when signing requests (tests of clock skew; zero otherwise).
+    skew_ms: i64,
 }
 
 impl ServerClient {
@@ -110,7 +112,13 @@ impl ServerClient {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|_| ClientError::Unreachable)?;
-        Ok(ServerClient { http, base })
+        Ok(ServerClient { http, base, skew_ms: 0 })
+    }
+
+    /// Signs requests as if this machine's clock were `skew_ms` ahead (negative: behind).
+    pub fn with_clock_skew_ms(mut self, skew_ms: i64) -> Self {
+        self.skew_ms = skew_ms;
+        self
     }
 
     /// The server's base URL.
@@ -227,7 +235,8 @@ impl ServerClient {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + self.skew_ms;
         let sig = device.sign_hex(&request_proof_message(method.as_str(), path_and_query, at, access_token));
         self.http
             .request(method, self.url(path_and_query))

@@ -194,6 +194,83 @@ pub struct ChartResponse {
     pub sections: Vec<ChartSection>,
     pub chart: Chart,
 }
+/// Why someone opens a patient outside their scope (the fixed list; free text goes in `detail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakGlassReason {
+    EmergencyCare,
+    CoveringColleague,
+    PatientTransferred,
+    ConsultRequested,
+    AuditInvestigation,
+}
+
+impl BreakGlassReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakGlassReason::EmergencyCare => "emergency_care",
+            BreakGlassReason::CoveringColleague => "covering_colleague",
+            BreakGlassReason::PatientTransferred => "patient_transferred",
+            BreakGlassReason::ConsultRequested => "consult_requested",
+            BreakGlassReason::AuditInvestigation => "audit_investigation",
+        }
+    }
+}
+
+/// `POST /v1/patients/{id}/break-glass`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassRequest {
+    pub reason: BreakGlassReason,
+    /// Why, in the user's words (5–500 characters). Stored encrypted; shown to auditors.
+    pub detail: String,
+}
+
+impl std::fmt::Debug for BreakGlassRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakGlassRequest").field("reason", &self.reason).finish_non_exhaustive()
+    }
+}
+
+/// A time-limited grant to open one patient outside the user's scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BreakGlassGrant {
+    pub id: String,
+    pub patient_id: String,
+    pub expires_at: Timestamp,
+}
+
+/// A break-glass use, as auditors review it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BreakGlassUse {
+    pub id: String,
+    pub username: String,
+    pub patient_id: String,
+    pub reason: String,
+    pub detail: String,
+    pub granted_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for BreakGlassUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakGlassUse").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// An anomaly the server acted on: the account was disabled and its sessions ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IncidentInfo {
+    pub id: String,
+    pub at: Timestamp,
+    pub username: String,
+    pub kind: String,
+    pub last_hour: u64,
+    pub hourly_average: f64,
+}
+
 /// `POST /v1/audit/entries`: a device uploads the next entries of its own audit chain (in order).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 use crate::ServerError;
 
 /// `config.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServerConfig {
     pub format: u32,
     pub listen: SocketAddr,
@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Where the master key is kept.
     #[serde(default)]
     pub master_key: MasterKeyStore,
+    /// The anomaly rule: factor over the user's own hourly average, floor, baseline window.
+    #[serde(default)]
+    pub anomaly: crate::oversight::AnomalyRule,
 }
 
 /// Where the server's master key lives: never in the database.
@@ -236,8 +239,13 @@ fn init_files(
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir.database_path(), fs::Permissions::from_mode(0o600))?;
     }
-    let config =
-        ServerConfig { format: 1, listen: options.listen, allow_tls12: false, master_key: store.clone() };
+    let config = ServerConfig {
+        format: 1,
+        listen: options.listen,
+        allow_tls12: false,
+        master_key: store.clone(),
+        anomaly: crate::oversight::AnomalyRule::default(),
+    };
     let json = serde_json::to_vec_pretty(&config).map_err(|_| ServerError::Internal("config encoding"))?;
     // config.json last: its presence means "initialised".
     write_new(&dir.config_path(), &json, 0o600)?;

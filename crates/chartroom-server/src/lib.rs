@@ -17,6 +17,7 @@ mod error;
 pub mod fhir;
 mod hex;
 mod http;
+pub mod oversight;
 pub mod phi;
 pub mod records;
 pub mod storage;
@@ -131,6 +132,7 @@ pub async fn start_with_clock(
         storage: Arc::new(dir.open_storage()?),
         keys: Arc::new(phi::RecordKeys::from_master(&master)),
         clock,
+        anomaly: config.anomaly,
     };
     drop(master);
     spawn_checkpointer(state.storage.clone(), signing, state.clock.clone());

@@ -86,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Incidents raised by the anomaly rule.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
     /// Serve the HTTPS API until SIGTERM or Ctrl-C.
@@ -95,6 +100,17 @@ enum Command {
         /// Overrides the configured address; port 0 picks a free port.
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IncidentsCommand {
+    /// List incidents, newest first.
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -273,6 +289,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Audit { command } => return audit(command),
+        Command::Incidents { command: IncidentsCommand::List { data_dir, json } } => {
+            use chartroom_server::storage::Storage;
+            let incidents = DataDir::new(data_dir).open_storage()?.incidents()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&incidents)?);
+            } else {
+                for i in incidents {
+                    println!(
+                        "{}  {:<24} {}: {} accesses in the last hour (usual {:.1}/h); account disabled",
+                        i.at, i.username, i.kind, i.last_hour, i.hourly_average
+                    );
+                }
+            }
+        }
         Command::Openapi => print!("{}", chartroom_server::openapi_json()),
         Command::Device { command } => device(command)?,
         Command::Serve { data_dir, listen } => {

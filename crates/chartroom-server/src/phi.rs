@@ -102,6 +102,32 @@ impl RecordKeys {
         Ok((key, patient))
     }
 
+    /// Seals a value that belongs to a stored patient (e.g. a break-glass reason) at `(record, field)`.
+    pub fn seal_for(
+        &self,
+        p: &SealedPatient,
+        record_id: Uuid,
+        field: &str,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, ServerError> {
+        let (key, _) = self.open_patient(p)?;
+        key.seal(&FieldPlace { patient_id: p.id, record_id, field }, bytes)
+            .map_err(|_| ServerError::Internal("sealing"))
+    }
+
+    /// Opens what [`RecordKeys::seal_for`] sealed.
+    pub fn open_for(
+        &self,
+        p: &SealedPatient,
+        record_id: Uuid,
+        field: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServerError> {
+        let (key, _) = self.open_patient(p)?;
+        key.open(&FieldPlace { patient_id: p.id, record_id, field }, sealed)
+            .map_err(|_| ServerError::Damaged("server.db"))
+    }
+
     /// Opens a patient and the given records into a chart (sections not given stay empty).
     pub fn open_chart(&self, p: &SealedPatient, records: &[SealedRecord]) -> Result<Chart, ServerError> {
         let (key, patient) = self.open_patient(p)?;

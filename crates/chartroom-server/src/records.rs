@@ -24,6 +24,10 @@ pub enum ReadFailure {
     Denied(Denied),
     #[error("no such patient")]
     NotFound,
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("this account was disabled after unusual activity; an auditor has been notified")]
+    Disabled,
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -86,6 +90,7 @@ pub struct Reader<'a> {
     pub owner: &'a SessionOwner,
     pub now: Timestamp,
     pub origin: &'a Origin,
+    pub anomaly: crate::oversight::AnomalyRule,
 }
 
 impl std::fmt::Debug for Reader<'_> {
@@ -95,8 +100,8 @@ impl std::fmt::Debug for Reader<'_> {
 }
 
 impl Reader<'_> {
-    /// Records a read or a denial in the server's event log.
-    fn record(&self, action: &str, outcome: &str, subject: Subject) -> Result<(), ServerError> {
+    /// Records a read or a denial in the audit trail.
+    pub(crate) fn record(&self, action: &str, outcome: &str, subject: Subject) -> Result<(), ServerError> {
         record(self.storage, self.owner, action, outcome, subject, self.now, self.origin)
     }
 }
@@ -114,6 +119,9 @@ pub fn census(
         let subject = Subject { resource_type: "census", resource_id: unit.to_owned(), patient_ids: vec![] };
         r.record("denied", denied.code(), subject)?;
         return Err(ReadFailure::Denied(denied));
+    }
+    if crate::oversight::check_anomaly(r.storage, r.owner, &r.anomaly, r.now)?.is_some() {
+        return Err(ReadFailure::Disabled);
     }
     let limit = limit.clamp(1, MAX_CENSUS_PAGE);
     let rows = r.storage.census(unit, after, limit)?;
@@ -157,16 +165,22 @@ pub fn chart(r: Reader<'_>, patient_id: Uuid, max_observations: usize) -> Result
         return Err(ReadFailure::NotFound);
     };
     let who = principal(r.owner);
-    let target = Target::Patient { unit: &patient.unit, break_glass: false };
-    if let Err(denied) = decide(&who, Action::Read(ChartSection::Demographics), target) {
+    let read = Action::Read(ChartSection::Demographics);
+    let in_scope = decide(&who, read, Target::Patient { unit: &patient.unit, break_glass: false });
+    // Outside scope, an unexpired break-glass grant for this patient opens it (flagged).
+    let break_glass = in_scope.is_err() && r.storage.has_break_glass(r.owner.user.id, patient_id, r.now)?;
+    if let Err(denied) = decide(&who, read, Target::Patient { unit: &patient.unit, break_glass }) {
         r.record("denied", denied.code(), subject())?;
         return Err(ReadFailure::Denied(denied));
     }
-    let sections = readable_sections(&who, &patient.unit, false);
+    if crate::oversight::check_anomaly(r.storage, r.owner, &r.anomaly, r.now)?.is_some() {
+        return Err(ReadFailure::Disabled);
+    }
+    let sections = readable_sections(&who, &patient.unit, break_glass);
     let kinds: Vec<RecordKind> = sections.iter().filter_map(|s| kind_of(*s)).collect();
     let records = r.storage.records(patient_id, &kinds, max_observations.min(MAX_CHART_OBSERVATIONS))?;
     let chart = r.keys.open_chart(&patient, &records)?;
-    r.record("view", "ok", subject())?;
+    r.record(if break_glass { "break_glass_view" } else { "view" }, "ok", subject())?;
     Ok(ChartResponse { sections, chart })
 }
 

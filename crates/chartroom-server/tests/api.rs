@@ -589,3 +589,101 @@ async fn openapi_document_is_served_and_checked_in() {
         "docs/openapi.json is stale: run `CHARTROOM_BLESS=1 cargo test -p chartroom-server --test api openapi`"
     );
 }
+
+#[tokio::test]
+async fn break_glass_opens_one_patient_for_an_hour_and_auditors_review_it() {
+    use chartroom_protocol::{BreakGlassGrant, BreakGlassUse};
+    let mut f = Fixture::new().await;
+    let charts = f.seed(8);
+    let med: Vec<&Chart> = charts.iter().filter(|c| c.patient.unit == "MED").collect();
+    f.add_user("nurse.bg", Role::Nurse, &["ICU"]);
+    f.add_user("billing.bg", Role::Billing, &["ICU"]);
+    f.add_user("auditor.bg", Role::Auditor, &["*"]);
+    let dev = f.device("station-bg", &[]).await;
+    let nurse = f.login(&dev, "nurse.bg").await.access_token;
+    let chart_path = |c: &Chart| format!("/v1/patients/{}/chart", c.patient.id);
+    let body =
+        serde_json::json!({ "reason": "emergency_care", "detail": "Rapid response call on MED, covering" });
+
+    assert_eq!(f.status(&dev, &nurse, &chart_path(med[0])).await.0, StatusCode::FORBIDDEN);
+    let path = format!("/v1/patients/{}/break-glass", med[0].patient.id);
+    let grant: BreakGlassGrant = f.client.post_signed(&dev, &nurse, &path, &body).await.unwrap();
+    assert_eq!(grant.expires_at.0 - f.clock.now().0, 3_600_000);
+    let (status, text) = f.status(&dev, &nurse, &chart_path(med[0])).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let chart: ChartResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!(chart.sections.len(), 6);
+    // The read is flagged in the trail; the grant covers this patient only.
+    assert!(f
+        .events()
+        .iter()
+        .any(|e| e.action == "break_glass_view" && e.patient_ids == [med[0].patient.id]));
+    assert_eq!(f.status(&dev, &nurse, &chart_path(med[1])).await.0, StatusCode::FORBIDDEN);
+    // A reason from the list and real text are required; billing has no break-glass at all.
+    let bad = serde_json::json!({ "reason": "curiosity", "detail": "just looking" });
+    let err = f.client.post_signed::<_, BreakGlassGrant>(&dev, &nurse, &path, &bad).await.unwrap_err();
+    assert_eq!(err.code(), Some("request.malformed"));
+    let short = serde_json::json!({ "reason": "emergency_care", "detail": "x" });
+    let err = f.client.post_signed::<_, BreakGlassGrant>(&dev, &nurse, &path, &short).await.unwrap_err();
+    assert_eq!(err.code(), Some("request.invalid"));
+    let billing = f.login(&dev, "billing.bg").await.access_token;
+    let err = f.client.post_signed::<_, BreakGlassGrant>(&dev, &billing, &path, &body).await.unwrap_err();
+    assert_eq!(err.code(), Some("access.forbidden"));
+
+    // Auditors list unreviewed uses with the reason, and mark them reviewed; nurses cannot.
+    let auditor = f.login(&dev, "auditor.bg").await.access_token;
+    let uses: Vec<BreakGlassUse> =
+        f.client.get(&dev, &auditor, "/v1/break-glass?unreviewed=true").await.unwrap();
+    assert_eq!(uses.len(), 1);
+    assert_eq!((uses[0].username.as_str(), uses[0].reason.as_str()), ("nurse.bg", "emergency_care"));
+    assert_eq!(uses[0].detail, "Rapid response call on MED, covering");
+    assert_eq!(f.status(&dev, &nurse, "/v1/break-glass").await.0, StatusCode::FORBIDDEN);
+    let review = format!("/v1/break-glass/{}/review", uses[0].id);
+    let (status, _) = f.client.send_signed(&dev, &auditor, Method::POST, &review).await.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let left: Vec<BreakGlassUse> =
+        f.client.get(&dev, &auditor, "/v1/break-glass?unreviewed=true").await.unwrap();
+    assert!(left.is_empty());
+    assert!(f
+        .events()
+        .iter()
+        .any(|e| e.action == "break_glass_review" && e.username.as_deref() == Some("auditor.bg")));
+
+    // An hour later the grant has expired (the client's clock moves with the server's).
+    f.clock.advance(Duration::from_secs(3601));
+    f.client = f.client.clone().with_clock_skew_ms(3_601_000);
+    let nurse = f.login(&dev, "nurse.bg").await.access_token;
+    assert_eq!(f.status(&dev, &nurse, &chart_path(med[0])).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_burst_of_reads_disables_the_account_and_raises_an_incident() {
+    use chartroom_protocol::IncidentInfo;
+    let f = Fixture::new().await;
+    let charts = f.seed(4);
+    let icu = charts.iter().find(|c| c.patient.unit == "ICU").unwrap();
+    f.add_user("nurse.fast", Role::Nurse, &["ICU"]);
+    f.add_user("auditor.inc", Role::Auditor, &["*"]);
+    let dev = f.device("station-x", &[]).await;
+    let t = f.login(&dev, "nurse.fast").await.access_token;
+    let path = format!("/v1/patients/{}/chart", icu.patient.id);
+    // A new user's first hour: the floor (60) protects normal work.
+    for i in 0..60 {
+        let (status, _) = f.status(&dev, &t, &path).await;
+        assert_eq!(status, StatusCode::OK, "read {i}");
+    }
+    let (status, body) = f.status(&dev, &t, &path).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("auth.user_disabled"), "{body}");
+    // The session is gone and the account disabled.
+    assert_eq!(f.status(&dev, &t, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f.client.login(&dev, "nurse.fast", PASSWORD).await.unwrap_err().code(),
+        Some("auth.user_disabled")
+    );
+    let auditor = f.login(&dev, "auditor.inc").await.access_token;
+    let incidents: Vec<IncidentInfo> = f.client.get(&dev, &auditor, "/v1/incidents").await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!((incidents[0].username.as_str(), incidents[0].last_hour), ("nurse.fast", 61));
+    assert!(f.events().iter().any(|e| e.action == "incident" && e.outcome == "account_disabled"));
+}

@@ -298,3 +298,67 @@ async fn devices_upload_their_chains_over_https() {
     let verified = audit::verify(&storage, &key.verifying_key()).unwrap().unwrap();
     assert_eq!(verified.devices, 2, "the device's chain and the server's own");
 }
+
+/// The anomaly rule compares a user with their own normal: a busy clinician's usual pace passes, three
+/// times it does not.
+#[test]
+fn anomaly_rule_uses_the_users_own_baseline() {
+    use chartroom_server::oversight::{check_anomaly, AnomalyRule};
+    use chartroom_server::storage::{DeviceRecord, EnrolledDevice, NewUser, SessionOwner, UserRecord};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let now = Timestamp(1_800_000_000_000);
+    let user = UserRecord {
+        id: Uuid::now_v7(),
+        username: "busy.doc".into(),
+        role: chartroom_domain::Role::Physician,
+        units: vec!["ICU".into()],
+        disabled: false,
+        created_at: Timestamp(0),
+    };
+    storage.create_user(&NewUser { record: user.clone(), password_hash: "$argon2id$x".into() }).unwrap();
+    let owner = SessionOwner {
+        session_id: Uuid::now_v7(),
+        user,
+        device: EnrolledDevice {
+            record: DeviceRecord {
+                id: Uuid::now_v7(),
+                name: "laptop".into(),
+                profile: chartroom_domain::DeviceProfile::Laptop,
+                units: vec![],
+                token_expires_at: None,
+                enrolled_at: Some(Timestamp(0)),
+                revoked_at: None,
+                created_at: Timestamp(0),
+            },
+            public_key: [0; 32],
+        },
+        access_expires_at: now,
+    };
+    let views = |from: Timestamp, n: i64, spacing_ms: i64| {
+        let events: Vec<Event> = (0..n)
+            .map(|i| {
+                let mut e = Event::new(Timestamp(from.0 + i * spacing_ms), "view", "patient", "ok");
+                e.username = Some("busy.doc".into());
+                e
+            })
+            .collect();
+        storage.append_events(&events).unwrap();
+    };
+    // A week at 100 chart views an hour.
+    views(Timestamp(now.0 - 7 * 86_400_000 - 3_600_000), 7 * 24 * 100, 36_000);
+    // 250 in the last hour: well above the floor, below three times the usual 100.
+    views(Timestamp(now.0 - 3_000_000), 250, 1000);
+    let rule = AnomalyRule::default();
+    assert!(check_anomaly(&storage, &owner, &rule, now).unwrap().is_none());
+    // 50 more makes 301 with the next one: more than three times normal.
+    views(Timestamp(now.0 - 1_000_000), 50, 1000);
+    let incident = check_anomaly(&storage, &owner, &rule, now).unwrap().expect("an incident");
+    assert_eq!(incident.last_hour, 301);
+    assert!((incident.hourly_average - 100.0).abs() < 1.0, "{}", incident.hourly_average);
+    assert!(storage.user_for_login("busy.doc").unwrap().unwrap().record.disabled);
+    assert_eq!(storage.incidents().unwrap().len(), 1);
+}

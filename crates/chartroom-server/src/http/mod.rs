@@ -40,6 +40,8 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     pub keys: Arc<RecordKeys>,
     pub clock: Arc<dyn chartroom_domain::Clock>,
+    /// The anomaly rule (from `config.json`).
+    pub anomaly: crate::oversight::AnomalyRule,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/me", get(auth::me))
         .route("/v1/audit/entries", post(audit::upload))
+        .route("/v1/patients/{id}/break-glass", post(records::break_glass))
+        .route("/v1/break-glass", get(records::break_glass_uses))
+        .route("/v1/break-glass/{id}/review", post(records::review_break_glass))
+        .route("/v1/incidents", get(records::incidents))
         .route("/v1/units/{unit}/census", get(records::census))
         .route("/v1/patients/{id}/chart", get(records::chart))
         .fallback(|| async { failure(StatusCode::NOT_FOUND, "request.not_found", "no such endpoint") })

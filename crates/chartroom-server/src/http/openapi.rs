@@ -19,6 +19,10 @@ use utoipa::{Modify, OpenApi};
         super::records::census,
         super::records::chart,
         super::audit::upload,
+        super::records::break_glass,
+        super::records::break_glass_uses,
+        super::records::review_break_glass,
+        super::records::incidents,
     ),
     modifiers(&Security)
 )]

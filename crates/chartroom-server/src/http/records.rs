@@ -4,11 +4,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chartroom_protocol::{ApiError, CensusPage, ChartResponse};
+use chartroom_protocol::{
+    ApiError, BreakGlassGrant, BreakGlassRequest, BreakGlassUse, CensusPage, ChartResponse, IncidentInfo,
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{failure, server_failure, AppState, Caller};
+use super::{failure, server_failure, AppState, Body, Caller};
 use crate::records::{ReadFailure, Reader};
 
 /// `?after=<patient id>&limit=<n>`.
@@ -73,6 +75,72 @@ pub async fn chart(
     respond(crate::records::chart(reader(&state, &caller), id, q.max_observations.unwrap_or(200)))
 }
 
+/// Opens a patient outside the caller's scope for 60 minutes, for a reason from the fixed list plus
+/// free text; flagged in the audit trail and queued for auditor review.
+#[utoipa::path(post, path = "/v1/patients/{id}/break-glass", tag = "oversight", params(("id" = String, Path)),
+    request_body = BreakGlassRequest, security(("access_token" = [], "device_proof" = [])),
+    responses(
+        (status = 200, body = BreakGlassGrant),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError, description = "`access.forbidden`: this role has no break-glass"),
+        (status = 404, body = ApiError),
+    ))]
+pub async fn break_glass(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body<BreakGlassRequest>,
+) -> Response {
+    let Ok(id) = id.parse::<Uuid>() else { return bad_query() };
+    let Body(req) = body;
+    respond(crate::oversight::break_glass(reader(&state, &caller), id, req.reason, &req.detail))
+}
+
+/// `?unreviewed=true`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsesQuery {
+    /// Only uses no auditor has reviewed yet.
+    pub unreviewed: Option<bool>,
+}
+
+/// Break-glass uses with their reasons (auditors only).
+#[utoipa::path(get, path = "/v1/break-glass", tag = "oversight", params(UsesQuery),
+    security(("access_token" = [], "device_proof" = [])),
+    responses((status = 200, body = Vec<BreakGlassUse>), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub async fn break_glass_uses(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<UsesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else { return bad_query() };
+    respond(crate::oversight::break_glass_uses(reader(&state, &caller), q.unreviewed.unwrap_or(false)))
+}
+
+/// Marks a break-glass use reviewed (auditors only; audited).
+#[utoipa::path(post, path = "/v1/break-glass/{id}/review", tag = "oversight", params(("id" = String, Path)),
+    security(("access_token" = [], "device_proof" = [])),
+    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn review_break_glass(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<Uuid>() else { return bad_query() };
+    match crate::oversight::review_break_glass(reader(&state, &caller), id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => respond::<()>(Err(e)),
+    }
+}
+
+/// Incidents raised by the anomaly rule (auditors only).
+#[utoipa::path(get, path = "/v1/incidents", tag = "oversight", security(("access_token" = [], "device_proof" = [])),
+    responses((status = 200, body = Vec<IncidentInfo>), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub async fn incidents(State(state): State<AppState>, caller: Caller) -> Response {
+    respond(crate::oversight::incidents(reader(&state, &caller)))
+}
+
 fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {
     Reader {
         storage: state.storage.as_ref(),
@@ -80,6 +148,7 @@ fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {
         owner: &caller.owner,
         now: state.clock.now(),
         origin: &caller.origin,
+        anomaly: state.anomaly,
     }
 }
 
@@ -88,6 +157,12 @@ fn respond<T: serde::Serialize>(result: Result<T, ReadFailure>) -> Response {
         Ok(body) => Json(body).into_response(),
         Err(ReadFailure::Denied(d)) => failure(StatusCode::FORBIDDEN, d.code(), &d.to_string()),
         Err(ReadFailure::NotFound) => failure(StatusCode::NOT_FOUND, "patient.not_found", "no such patient"),
+        Err(e @ ReadFailure::Invalid(_)) => {
+            failure(StatusCode::BAD_REQUEST, "request.invalid", &e.to_string())
+        }
+        Err(e @ ReadFailure::Disabled) => {
+            failure(StatusCode::FORBIDDEN, "auth.user_disabled", &e.to_string())
+        }
         Err(ReadFailure::Server(e)) => server_failure(&e),
     }
 }

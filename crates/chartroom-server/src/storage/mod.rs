@@ -112,6 +112,36 @@ pub struct Ingested {
     pub already_present: u64,
 }
 
+/// A break-glass grant: a user may open one patient outside their scope for a limited time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlass {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub username: String,
+    pub patient_id: Uuid,
+    /// One of the fixed reason codes.
+    pub reason: String,
+    /// The user's free text, sealed with the patient's key (it may mention clinical details).
+    pub detail: Vec<u8>,
+    pub granted_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<Timestamp>,
+}
+
+/// An anomaly the server acted on (DESIGN §6): what it saw and that it disabled the account.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Incident {
+    pub id: Uuid,
+    pub at: Timestamp,
+    pub user_id: Uuid,
+    pub username: String,
+    pub kind: String,
+    /// Accesses in the last hour, and the hourly average over the baseline window.
+    pub last_hour: u64,
+    pub hourly_average: f64,
+}
+
 /// The chain id of the server's own events (devices have v7 ids; this one is nil).
 pub const SERVER_CHAIN: Uuid = Uuid::nil();
 
@@ -269,6 +299,26 @@ pub trait Storage: Send + Sync {
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, ServerError>;
     /// Adds the next checkpoint; false if one with its number exists (another process made it).
     fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<bool, ServerError>;
+    /// How many entries of `username` with one of `actions` fall in `[since, until)`.
+    fn count_actions(
+        &self,
+        username: &str,
+        actions: &[&str],
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<u64, ServerError>;
+
+    // Oversight.
+    fn put_break_glass(&self, grant: &BreakGlass) -> Result<(), ServerError>;
+    /// Whether `user_id` holds an unexpired grant for `patient_id`.
+    fn has_break_glass(&self, user_id: Uuid, patient_id: Uuid, now: Timestamp) -> Result<bool, ServerError>;
+    /// Grants, newest first (only those not yet reviewed, if asked).
+    fn break_glass_list(&self, unreviewed_only: bool) -> Result<Vec<BreakGlass>, ServerError>;
+    /// Marks a grant reviewed; false if there is no such grant or it was reviewed already.
+    fn review_break_glass(&self, id: Uuid, reviewer: &str, now: Timestamp) -> Result<bool, ServerError>;
+    /// Records an incident and disables the account (ending its sessions) in one transaction.
+    fn raise_incident(&self, incident: &Incident) -> Result<(), ServerError>;
+    fn incidents(&self) -> Result<Vec<Incident>, ServerError>;
 
     // Records.
     /// Stores whole patients in one transaction: all or none. Fails with `PatientExists` if any id

@@ -11,9 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    DeviceRecord, EnrolledDevice, Ingested, NewSession, NewUser, RecordKind, Refreshed, SealedCensusRow,
-    SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, StoredEntry, UserRecord,
-    SERVER_CHAIN,
+    BreakGlass, DeviceRecord, EnrolledDevice, Incident, Ingested, NewSession, NewUser, RecordKind, Refreshed,
+    SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage,
+    StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -114,6 +114,30 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX audit_by_time ON audit_entries(at);
      CREATE TABLE audit_checkpoints (number INTEGER PRIMARY KEY, checkpoint TEXT NOT NULL);",
+    // 7: oversight — break-glass grants, incidents, and the index the anomaly rule counts with.
+    "CREATE INDEX audit_by_user ON audit_entries(username, action, at);
+     CREATE TABLE break_glass (
+        id          BLOB PRIMARY KEY,
+        user_id     BLOB NOT NULL,
+        username    TEXT NOT NULL,
+        patient_id  BLOB NOT NULL,
+        reason      TEXT NOT NULL,
+        detail      BLOB NOT NULL,
+        granted_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        reviewed_by TEXT,
+        reviewed_at INTEGER
+     );
+     CREATE INDEX break_glass_by_user ON break_glass(user_id, patient_id, expires_at);
+     CREATE TABLE incidents (
+        id             BLOB PRIMARY KEY,
+        at             INTEGER NOT NULL,
+        user_id        BLOB NOT NULL,
+        username       TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        last_hour      INTEGER NOT NULL,
+        hourly_average REAL NOT NULL
+     );",
 ];
 
 /// The embedded backend.
@@ -578,6 +602,126 @@ impl Storage for SqliteStorage {
             params![to_i64_u(c.number), json],
         )?;
         Ok(added == 1)
+    }
+
+    fn count_actions(
+        &self,
+        username: &str,
+        actions: &[&str],
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<u64, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT count(*) FROM audit_entries WHERE username = ?1 AND action = ?2 AND at >= ?3 AND at < ?4",
+        )?;
+        let mut total = 0u64;
+        for action in actions {
+            let n: i64 = stmt.query_row(params![username, action, since.0, until.0], |r| r.get(0))?;
+            total += u64::try_from(n).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    fn put_break_glass(&self, g: &BreakGlass) -> Result<(), ServerError> {
+        self.conn()?.execute(
+            "INSERT INTO break_glass (id, user_id, username, patient_id, reason, detail, granted_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                g.id.as_bytes(),
+                g.user_id.as_bytes(),
+                g.username,
+                g.patient_id.as_bytes(),
+                g.reason,
+                g.detail,
+                g.granted_at.0,
+                g.expires_at.0
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn has_break_glass(&self, user_id: Uuid, patient_id: Uuid, now: Timestamp) -> Result<bool, ServerError> {
+        let conn = self.conn()?;
+        let found = conn
+            .prepare_cached(
+                "SELECT 1 FROM break_glass WHERE user_id = ?1 AND patient_id = ?2 AND granted_at <= ?3 AND expires_at > ?3",
+            )?
+            .query_row(params![user_id.as_bytes(), patient_id.as_bytes(), now.0], |_| Ok(()))
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    fn break_glass_list(&self, unreviewed_only: bool) -> Result<Vec<BreakGlass>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, user_id, username, patient_id, reason, detail, granted_at, expires_at, reviewed_by, reviewed_at
+             FROM break_glass WHERE ?1 = 0 OR reviewed_at IS NULL ORDER BY granted_at DESC",
+        )?;
+        let rows = stmt.query_map([unreviewed_only], |r| {
+            Ok(BreakGlass {
+                id: Uuid::from_bytes(r.get(0)?),
+                user_id: Uuid::from_bytes(r.get(1)?),
+                username: r.get(2)?,
+                patient_id: Uuid::from_bytes(r.get(3)?),
+                reason: r.get(4)?,
+                detail: r.get(5)?,
+                granted_at: Timestamp(r.get(6)?),
+                expires_at: Timestamp(r.get(7)?),
+                reviewed_by: r.get(8)?,
+                reviewed_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn review_break_glass(&self, id: Uuid, reviewer: &str, now: Timestamp) -> Result<bool, ServerError> {
+        let changed = self.conn()?.execute(
+            "UPDATE break_glass SET reviewed_by = ?1, reviewed_at = ?2 WHERE id = ?3 AND reviewed_at IS NULL",
+            params![reviewer, now.0, id.as_bytes()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn raise_incident(&self, i: &Incident) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = write_tx(&conn)?;
+        tx.execute(
+            "INSERT INTO incidents (id, at, user_id, username, kind, last_hour, hourly_average)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                i.id.as_bytes(),
+                i.at.0,
+                i.user_id.as_bytes(),
+                i.username,
+                i.kind,
+                to_i64_u(i.last_hour),
+                i.hourly_average
+            ],
+        )?;
+        tx.execute("UPDATE users SET disabled = 1 WHERE id = ?1", [i.user_id.as_bytes()])?;
+        tx.execute("DELETE FROM sessions WHERE user_id = ?1", [i.user_id.as_bytes()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn incidents(&self) -> Result<Vec<Incident>, ServerError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, user_id, username, kind, last_hour, hourly_average FROM incidents ORDER BY at DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Incident {
+                id: Uuid::from_bytes(r.get(0)?),
+                at: Timestamp(r.get(1)?),
+                user_id: Uuid::from_bytes(r.get(2)?),
+                username: r.get(3)?,
+                kind: r.get(4)?,
+                last_hour: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                hourly_average: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn put_charts(&self, charts: &[SealedChart]) -> Result<(), ServerError> {

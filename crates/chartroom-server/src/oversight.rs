@@ -1,0 +1,218 @@
+//! Oversight (DESIGN §5, §6): break-glass access to patients outside one's scope — time-limited,
+//! with a reason, flagged in the trail and queued for auditor review — and the anomaly rule that
+//! disables an account whose access rate jumps far above its own normal.
+
+use std::time::Duration;
+
+use chartroom_domain::access::{break_glass_grants, Denied};
+use chartroom_domain::{decide, Action, Target, Timestamp};
+use chartroom_protocol::{BreakGlassGrant, BreakGlassReason, BreakGlassUse, IncidentInfo};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::records::{principal, ReadFailure, Reader, Subject};
+use crate::storage::{BreakGlass, Incident, SessionOwner, Storage};
+use crate::ServerError;
+
+/// How long a break-glass grant lasts.
+pub const BREAK_GLASS_DURATION: Duration = Duration::from_secs(60 * 60);
+const DETAIL_FIELD: &str = "server.break_glass";
+
+/// The anomaly rule: more than `factor` × the user's hourly average over the baseline window, and
+/// more than `floor` accesses in the last hour (so a new user is not disabled on day one).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyRule {
+    pub factor: f64,
+    pub floor: u64,
+    pub baseline_days: u64,
+}
+
+impl Default for AnomalyRule {
+    fn default() -> Self {
+        AnomalyRule { factor: 3.0, floor: 60, baseline_days: 7 }
+    }
+}
+
+/// The actions the anomaly rule counts: reads of patient data.
+const ACCESS_ACTIONS: &[&str] = &["view", "break_glass_view"];
+
+/// Applies the rule to the user of `owner` before another access. If it trips, the account is
+/// disabled (sessions end at once), an incident is recorded and entered in the trail.
+pub fn check_anomaly(
+    storage: &dyn Storage,
+    owner: &SessionOwner,
+    rule: &AnomalyRule,
+    now: Timestamp,
+) -> Result<Option<Incident>, ServerError> {
+    let user = &owner.user;
+    let hour = Duration::from_secs(3600);
+    let last_hour_start = Timestamp(now.0 - 3_600_000);
+    // Accesses up to and including this instant, plus the one being attempted.
+    let last_hour =
+        storage.count_actions(&user.username, ACCESS_ACTIONS, last_hour_start, Timestamp(now.0 + 1))? + 1;
+    if last_hour <= rule.floor {
+        return Ok(None);
+    }
+    let baseline = Duration::from_secs(rule.baseline_days.max(1) * 86_400);
+    let baseline_start =
+        Timestamp(last_hour_start.0 - i64::try_from(baseline.as_millis()).unwrap_or(i64::MAX));
+    let before = storage.count_actions(&user.username, ACCESS_ACTIONS, baseline_start, last_hour_start)?;
+    let hourly_average = before as f64 / (baseline.as_secs_f64() / hour.as_secs_f64());
+    if (last_hour as f64) <= rule.factor * hourly_average {
+        return Ok(None);
+    }
+    let incident = Incident {
+        id: Uuid::now_v7(),
+        at: now,
+        user_id: user.id,
+        username: user.username.clone(),
+        kind: "access_rate".into(),
+        last_hour,
+        hourly_average,
+    };
+    storage.raise_incident(&incident)?;
+    let mut e = crate::audit::event(now, "incident", "user", "account_disabled", &Default::default());
+    e.user_id = Some(user.id);
+    e.username = Some(user.username.clone());
+    e.origin_device = Some(owner.device.record.id);
+    e.resource_id = Some(incident.id.to_string());
+    storage.append_events(&[e])?;
+    Ok(Some(incident))
+}
+
+/// Grants the caller time-limited access to a patient outside their scope, for a stated reason.
+pub fn break_glass(
+    r: Reader<'_>,
+    patient_id: Uuid,
+    reason: BreakGlassReason,
+    detail: &str,
+) -> Result<BreakGlassGrant, ReadFailure> {
+    let subject = || Subject {
+        resource_type: "patient",
+        resource_id: patient_id.to_string(),
+        patient_ids: vec![patient_id],
+    };
+    let Some(patient) = r.storage.patient(patient_id)? else {
+        r.record("denied", "patient.not_found", subject())?;
+        return Err(ReadFailure::NotFound);
+    };
+    if break_glass_grants(r.owner.user.role).is_empty() {
+        r.record("denied", Denied::NotPermitted.code(), subject())?;
+        return Err(ReadFailure::Denied(Denied::NotPermitted));
+    }
+    let detail = detail.trim();
+    let chars = detail.chars().count();
+    if !(5..=500).contains(&chars) || detail.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ReadFailure::Invalid("detail must be 5–500 characters of text"));
+    }
+    let id = Uuid::now_v7();
+    let sealed = r.keys.seal_for(&patient, id, DETAIL_FIELD, detail.as_bytes())?;
+    let grant = BreakGlass {
+        id,
+        user_id: r.owner.user.id,
+        username: r.owner.user.username.clone(),
+        patient_id,
+        reason: reason.as_str().into(),
+        detail: sealed.clone(),
+        granted_at: r.now,
+        expires_at: r.now.plus(BREAK_GLASS_DURATION),
+        reviewed_by: None,
+        reviewed_at: None,
+    };
+    r.storage.put_break_glass(&grant)?;
+    let mut e = crate::audit::event(r.now, "break_glass", "patient", reason.as_str(), r.origin);
+    e.user_id = Some(r.owner.user.id);
+    e.username = Some(r.owner.user.username.clone());
+    e.origin_device = Some(r.owner.device.record.id);
+    e.resource_id = Some(id.to_string());
+    e.patient_ids = vec![patient_id];
+    e.after = Some(sealed);
+    r.storage.append_events(&[e])?;
+    Ok(BreakGlassGrant {
+        id: id.to_string(),
+        patient_id: patient_id.to_string(),
+        expires_at: grant.expires_at,
+    })
+}
+
+/// Break-glass uses for auditors (with the users' reasons opened), optionally only unreviewed ones.
+pub fn break_glass_uses(r: Reader<'_>, unreviewed_only: bool) -> Result<Vec<BreakGlassUse>, ReadFailure> {
+    require_audit_reader(r, "break_glass_list")?;
+    let mut out = Vec::new();
+    for g in r.storage.break_glass_list(unreviewed_only)? {
+        let detail = match r.storage.patient(g.patient_id)? {
+            Some(p) => {
+                String::from_utf8_lossy(&r.keys.open_for(&p, g.id, DETAIL_FIELD, &g.detail)?).into_owned()
+            }
+            // The patient was removed since: the reason went with their key.
+            None => String::new(),
+        };
+        out.push(BreakGlassUse {
+            id: g.id.to_string(),
+            username: g.username,
+            patient_id: g.patient_id.to_string(),
+            reason: g.reason,
+            detail,
+            granted_at: g.granted_at,
+            expires_at: g.expires_at,
+            reviewed_by: g.reviewed_by,
+            reviewed_at: g.reviewed_at,
+        });
+    }
+    let patients = out.iter().filter_map(|u| u.patient_id.parse().ok()).collect();
+    r.record(
+        "view",
+        "ok",
+        Subject { resource_type: "break_glass_list", resource_id: String::new(), patient_ids: patients },
+    )?;
+    Ok(out)
+}
+
+/// Marks a break-glass use reviewed by the calling auditor.
+pub fn review_break_glass(r: Reader<'_>, id: Uuid) -> Result<(), ReadFailure> {
+    require_audit_reader(r, "break_glass_review")?;
+    if !r.storage.review_break_glass(id, &r.owner.user.username, r.now)? {
+        return Err(ReadFailure::NotFound);
+    }
+    r.record(
+        "break_glass_review",
+        "ok",
+        Subject { resource_type: "break_glass", resource_id: id.to_string(), patient_ids: vec![] },
+    )?;
+    Ok(())
+}
+
+/// Incidents, for auditors.
+pub fn incidents(r: Reader<'_>) -> Result<Vec<IncidentInfo>, ReadFailure> {
+    require_audit_reader(r, "incidents")?;
+    let list = r.storage.incidents()?;
+    r.record(
+        "view",
+        "ok",
+        Subject { resource_type: "incidents", resource_id: String::new(), patient_ids: vec![] },
+    )?;
+    Ok(list.into_iter().map(incident_info).collect())
+}
+
+pub fn incident_info(i: Incident) -> IncidentInfo {
+    IncidentInfo {
+        id: i.id.to_string(),
+        at: i.at,
+        username: i.username,
+        kind: i.kind,
+        last_hour: i.last_hour,
+        hourly_average: i.hourly_average,
+    }
+}
+
+fn require_audit_reader(r: Reader<'_>, what: &'static str) -> Result<(), ReadFailure> {
+    if let Err(denied) = decide(&principal(r.owner), Action::ReadAudit, Target::System) {
+        r.record(
+            "denied",
+            denied.code(),
+            Subject { resource_type: what, resource_id: String::new(), patient_ids: vec![] },
+        )?;
+        return Err(ReadFailure::Denied(denied));
+    }
+    Ok(())
+}
