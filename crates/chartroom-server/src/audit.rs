@@ -71,13 +71,17 @@ pub struct AuditProblem {
 }
 
 /// Re-verifies everything: every device chain, the server chain over all stored entries, and every
-/// checkpoint's signature, chaining, and agreement with the stored entries.
+/// checkpoint's signature, chaining, and agreement with the stored entries. After a retention purge
+/// it starts from the purge base, which a signed checkpoint must anchor.
 pub fn verify(
     storage: &dyn Storage,
     key: &VerifyingKey,
 ) -> Result<Result<Verified, AuditProblem>, ServerError> {
     let checkpoints = storage.checkpoints()?;
-    let mut due: HashMap<u64, &Checkpoint> = checkpoints.iter().map(|c| (c.count, c)).collect();
+    let base = storage.audit_base()?;
+    let start = base.as_ref().map_or(0, |b| b.server_seq);
+    let mut due: HashMap<u64, &Checkpoint> =
+        checkpoints.iter().filter(|c| c.count > start).map(|c| (c.count, c)).collect();
     let mut prev_digest = Digest32::GENESIS;
     for (i, c) in checkpoints.iter().enumerate() {
         let number = i as u64 + 1;
@@ -92,7 +96,21 @@ pub fn verify(
 
     let mut heads: HashMap<Uuid, ChainHead> = HashMap::new();
     let mut server = ChainHead::GENESIS;
-    let mut after = 0;
+    if let Some(b) = &base {
+        let anchored = checkpoints
+            .iter()
+            .find(|c| c.number == b.checkpoint)
+            .is_some_and(|c| c.count == b.server_seq && c.head == b.server_hash);
+        if !anchored {
+            return Ok(Err(AuditProblem {
+                position: b.server_seq,
+                problem: "the purge base does not match the signed checkpoint it names".into(),
+            }));
+        }
+        server = ChainHead { seq: b.server_seq, hash: b.server_hash };
+        heads.extend(b.device_heads.iter().copied());
+    }
+    let mut after = start;
     loop {
         let page = match storage.audit_page(after, 10_000) {
             Ok(p) => p,
@@ -132,7 +150,87 @@ pub fn verify(
             ),
         }));
     }
-    Ok(Ok(Verified { entries: server.seq, devices: heads.len(), checkpoints: checkpoints.len() }))
+    Ok(Ok(Verified { entries: server.seq - start, devices: heads.len(), checkpoints: checkpoints.len() }))
+}
+
+/// The shortest retention allowed, and the default: six years (HIPAA, 45 CFR 164.316(b)(2)).
+pub const MIN_RETENTION_DAYS: u64 = 6 * 365 + 2;
+
+/// What a purge did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purged {
+    pub entries: u64,
+    pub remaining: u64,
+}
+
+/// Deletes the oldest stored entries (the longest prefix, in server order, older than `before`),
+/// refusing anything younger than the retention period. The trail must verify first; the purge
+/// point is signed as a checkpoint and recorded as the base later verifications start from.
+pub fn purge(
+    storage: &dyn Storage,
+    key: &SigningKey,
+    before: Timestamp,
+    retention_days: u64,
+    now: Timestamp,
+) -> Result<Purged, ServerError> {
+    let retention = retention_days.max(MIN_RETENTION_DAYS);
+    let oldest_allowed =
+        Timestamp(now.0.saturating_sub(i64::try_from(retention * 86_400_000).unwrap_or(i64::MAX)));
+    if before > oldest_allowed {
+        return Err(ServerError::RetentionRefused(format!(
+            "entries younger than {retention} days must be kept; --before must be on or before {oldest_allowed}"
+        )));
+    }
+    if let Err(problem) = verify(storage, &key.verifying_key())? {
+        return Err(ServerError::RetentionRefused(format!(
+            "the trail does not verify ({problem}); nothing purged"
+        )));
+    }
+    let previous = storage.audit_base()?;
+    let mut heads: HashMap<Uuid, ChainHead> =
+        previous.as_ref().map(|b| b.device_heads.iter().copied().collect()).unwrap_or_default();
+    let mut server = previous
+        .as_ref()
+        .map_or(ChainHead::GENESIS, |b| ChainHead { seq: b.server_seq, hash: b.server_hash });
+    let start = server.seq;
+    let mut after = start;
+    'scan: loop {
+        let page = storage.audit_page(after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.server_seq;
+        for s in &page {
+            if s.entry.event.at >= before {
+                break 'scan;
+            }
+            heads.insert(s.entry.device_id, ChainHead { seq: s.entry.seq, hash: s.entry.hash });
+            server = ChainHead { seq: s.server_seq, hash: s.server_hash };
+        }
+    }
+    let (total, _) = storage.audit_head()?;
+    if server.seq == start {
+        return Ok(Purged { entries: 0, remaining: total - start });
+    }
+    let last = storage.checkpoints()?.pop();
+    let checkpoint = Checkpoint::sign(key, last.as_ref(), server.seq, server.hash, now);
+    if !storage.add_checkpoint(&checkpoint)? {
+        return Err(ServerError::RetentionRefused(
+            "another process is writing checkpoints; try again".into(),
+        ));
+    }
+    let mut device_heads: Vec<(Uuid, ChainHead)> = heads.into_iter().collect();
+    device_heads.sort_by_key(|(d, _)| *d);
+    let base = crate::storage::AuditBase {
+        server_seq: server.seq,
+        server_hash: server.hash,
+        device_heads,
+        checkpoint: checkpoint.number,
+        purged_before: before,
+    };
+    let entries = storage.purge_audit(&base)?;
+    let mut e = event(now, "audit_purge", "audit", "ok", &Origin::default());
+    e.resource_id = Some(format!("{entries} entries before {before}"));
+    storage.append_events(&[e])?;
+    Ok(Purged { entries, remaining: total - server.seq + 1 })
 }
 
 /// Checks one stored entry against its device chain and the server chain.

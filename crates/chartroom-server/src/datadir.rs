@@ -37,6 +37,13 @@ pub struct ServerConfig {
     /// The anomaly rule: factor over the user's own hourly average, floor, baseline window.
     #[serde(default)]
     pub anomaly: crate::oversight::AnomalyRule,
+    /// How long audit entries are kept (days; never less than six years).
+    #[serde(default = "default_retention")]
+    pub audit_retention_days: u64,
+}
+
+fn default_retention() -> u64 {
+    crate::audit::MIN_RETENTION_DAYS
 }
 
 /// Where the server's master key lives: never in the database.
@@ -245,6 +252,7 @@ fn init_files(
         allow_tls12: false,
         master_key: store.clone(),
         anomaly: crate::oversight::AnomalyRule::default(),
+        audit_retention_days: crate::audit::MIN_RETENTION_DAYS,
     };
     let json = serde_json::to_vec_pretty(&config).map_err(|_| ServerError::Internal("config encoding"))?;
     // config.json last: its presence means "initialised".

@@ -25,6 +25,8 @@ pub enum ServerError {
     Import(String),
     #[error("audit entries refused: {message}")]
     AuditRejected { code: &'static str, message: String },
+    #[error("purge refused: {0}")]
+    RetentionRefused(String),
     #[error("invalid {0}")]
     Invalid(#[from] chartroom_domain::ValidationError),
     #[error("master key: {0}")]
@@ -56,6 +58,7 @@ impl ServerError {
             ServerError::PatientExists => "patient.exists",
             ServerError::Import(_) => "fhir.import",
             ServerError::AuditRejected { code, .. } => code,
+            ServerError::RetentionRefused(_) => "audit.retention",
             ServerError::Invalid(_) => "request.invalid",
             ServerError::Keyring(_) => "server.keyring",
             ServerError::Bind(_) => "server.bind",

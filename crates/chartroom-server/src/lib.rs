@@ -135,6 +135,11 @@ pub async fn start_with_clock(
         anomaly: config.anomaly,
     };
     drop(master);
+    // Loading the master key to serve is a key access: it goes in the trail.
+    let mut started =
+        audit::event(state.clock.now(), "key_access", "master_key", "ok", &auth::Origin::default());
+    started.resource_id = Some(format!("serve on {addr}"));
+    state.storage.append_events(&[started])?;
     spawn_checkpointer(state.storage.clone(), signing, state.clock.clone());
     let app = router(state);
     let task =

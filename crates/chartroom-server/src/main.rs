@@ -122,6 +122,15 @@ enum AuditCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Delete entries older than --before, if the retention period (at least six years) allows;
+    /// the trail stays verifiable from a signed purge point.
+    Purge {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// RFC 3339, e.g. 2019-01-01T00:00:00Z.
+        #[arg(long)]
+        before: String,
+    },
     /// Write entries to standard output (JSON lines or CSV); the export is itself audited.
     Export {
         #[arg(long)]
@@ -328,6 +337,20 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 ),
                 Err(problem) => anyhow::bail!("{problem}"),
             }
+        }
+        AuditCommand::Purge { data_dir, before } => {
+            let dir = DataDir::new(data_dir);
+            let before = chartroom_fhir::parse_date_time(&before)
+                .ok_or_else(|| anyhow::anyhow!("--before must be RFC 3339, e.g. 2019-01-01T00:00:00Z"))?;
+            let retention = dir.read_config()?.audit_retention_days;
+            let p = chartroom_server::audit::purge(
+                &dir.open_storage()?,
+                &dir.signing_key()?,
+                before,
+                retention,
+                wall_now(),
+            )?;
+            println!("purged {} entries; {} remain", p.entries, p.remaining);
         }
         AuditCommand::Export { data_dir, format, user, patient, action, since, until } => {
             let dir = DataDir::new(data_dir);

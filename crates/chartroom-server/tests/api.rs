@@ -687,3 +687,56 @@ async fn a_burst_of_reads_disables_the_account_and_raises_an_incident() {
     assert_eq!((incidents[0].username.as_str(), incidents[0].last_hour), ("nurse.fast", 61));
     assert!(f.events().iter().any(|e| e.action == "incident" && e.outcome == "account_disabled"));
 }
+
+/// A canary patient's name, MRN, birth date and note text appear in no audit export, no command
+/// output and no error message — only in the encrypted stores.
+#[tokio::test]
+async fn a_canary_patient_leaves_no_phi_in_exports_or_output() {
+    let f = Fixture::new().await;
+    let mut chart = chartroom_synth::patient(&chartroom_synth::SynthConfig::new(99, wall_now()), 0);
+    chart.patient.name.family = "Canaryfamily".into();
+    chart.patient.name.given = "Canarygiven".into();
+    chart.patient.mrn = "CANARY77".into();
+    chart.patient.unit = "ICU".into();
+    for n in &mut chart.notes {
+        n.text = "canary note text about the patient".into();
+    }
+    let keys = f.dir.record_keys().unwrap();
+    chartroom_server::records::load_charts(&f.storage, &keys, std::slice::from_ref(&chart)).unwrap();
+    f.add_user("nurse.canary", Role::Nurse, &["ICU"]);
+    f.add_user("billing.canary", Role::Billing, &["MED"]);
+    let dev = f.device("station-canary", &[]).await;
+    let t = f.login(&dev, "nurse.canary").await.access_token;
+    let b = f.login(&dev, "billing.canary").await.access_token;
+    let path = format!("/v1/patients/{}/chart", chart.patient.id);
+    assert_eq!(f.status(&dev, &t, &path).await.0, StatusCode::OK);
+    assert_eq!(f.status(&dev, &t, "/v1/units/ICU/census").await.0, StatusCode::OK);
+    let (status, denial) = f.status(&dev, &b, &path).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let bg =
+        serde_json::json!({ "reason": "emergency_care", "detail": "Canaryfamily collapsed in corridor" });
+    let bg_path = format!("/v1/patients/{}/break-glass", chart.patient.id);
+    f.client.post_signed::<_, serde_json::Value>(&dev, &t, &bg_path, &bg).await.unwrap();
+
+    let data = f.dir.path().to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_chartroom-server");
+    let mut seen = denial;
+    for args in [
+        vec!["audit", "export", "--data-dir", data, "--format", "jsonl"],
+        vec!["audit", "export", "--data-dir", data, "--format", "csv"],
+        vec!["audit", "export", "--data-dir", data, "--format", "csv", "--patient", "CANARY77"],
+        vec!["audit", "export", "--data-dir", data, "--format", "jsonl", "--patient", "NO-SUCH-MRN"],
+        vec!["audit", "verify", "--data-dir", data],
+        vec!["incidents", "list", "--data-dir", data],
+        vec!["user", "list", "--data-dir", data],
+    ] {
+        let out = std::process::Command::new(bin).args(&args).output().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(seen.contains(&chart.patient.id.to_string()), "the exports do name the patient by id");
+    let birth = chart.patient.birth_date.to_string();
+    for canary in ["Canaryfamily", "Canarygiven", "CANARY77", birth.as_str(), "canary note text"] {
+        assert!(!seen.contains(canary), "`{canary}` leaked into command output");
+    }
+}

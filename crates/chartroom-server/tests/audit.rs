@@ -362,3 +362,62 @@ fn anomaly_rule_uses_the_users_own_baseline() {
     assert!(storage.user_for_login("busy.doc").unwrap().unwrap().record.disabled);
     assert_eq!(storage.incidents().unwrap().len(), 1);
 }
+
+/// Retention: entries younger than six years are never purged; an allowed purge leaves a trail that
+/// still verifies (from a signed purge point), still detects tampering, and keeps growing.
+#[test]
+fn purging_old_entries_keeps_the_trail_verifiable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, storage) = busy_server(tmp.path());
+    let key = dir.signing_key().unwrap();
+    let t0 = 1_800_000_000_000i64;
+    let seven_years_later = Timestamp(t0 + 7 * 365 * 86_400_000);
+    // Too young: refused, nothing changes.
+    let young = Timestamp(seven_years_later.0 - 365 * 86_400_000);
+    let refused =
+        audit::purge(&storage, &key, young, audit::MIN_RETENTION_DAYS, seven_years_later).unwrap_err();
+    assert_eq!(refused.code(), "audit.retention");
+    // A retention below six years in the configuration is raised to six years.
+    assert!(audit::purge(&storage, &key, young, 30, seven_years_later).is_err());
+    assert_eq!(verify(&dir, &storage).unwrap(), 240);
+
+    // The first 60 seconds of activity (60 server events and 60 device entries) are old enough.
+    let purged =
+        audit::purge(&storage, &key, Timestamp(t0 + 60_000), audit::MIN_RETENTION_DAYS, seven_years_later)
+            .unwrap();
+    assert_eq!(purged.entries, 120);
+    assert_eq!(verify(&dir, &storage).unwrap(), 121, "120 kept and the purge's own entry");
+    assert_eq!(storage.audit_page(0, 1).unwrap()[0].server_seq, 121, "the prefix is gone");
+
+    // Edits after the purge point are still caught; so is an edit of the purge base.
+    let conn = raw(&dir);
+    conn.execute_batch("CREATE TABLE backup AS SELECT * FROM audit_entries; CREATE TABLE base_backup AS SELECT * FROM audit_base;").unwrap();
+    conn.execute(
+        "UPDATE audit_entries SET entry = replace(entry, '\"view\"', '\"VIEW\"') WHERE server_seq = 150",
+        [],
+    )
+    .unwrap();
+    assert_eq!(verify(&dir, &storage).unwrap_err().position, 150);
+    conn.execute_batch("DELETE FROM audit_entries; INSERT INTO audit_entries SELECT * FROM backup;").unwrap();
+    let base = storage.audit_base().unwrap().unwrap();
+    let mut forged = base.clone();
+    forged.server_seq += 1;
+    conn.execute("UPDATE audit_base SET base = ?1", [serde_json::to_string(&forged).unwrap()]).unwrap();
+    assert!(verify(&dir, &storage).is_err(), "a moved purge point is not anchored by its checkpoint");
+    conn.execute_batch("DELETE FROM audit_base; INSERT INTO audit_base SELECT * FROM base_backup;").unwrap();
+    assert_eq!(verify(&dir, &storage).unwrap(), 121);
+
+    // Everything old goes; new entries continue the same chains.
+    let all = audit::purge(
+        &storage,
+        &key,
+        Timestamp(t0 + 86_400_000),
+        audit::MIN_RETENTION_DAYS,
+        seven_years_later,
+    )
+    .unwrap();
+    assert_eq!(all.entries, 120, "the first purge's own entry is recent: it stays");
+    storage.append_events(&[Event::new(seven_years_later, "login", "session", "ok")]).unwrap();
+    audit::checkpoint_if_due(&storage, &key, seven_years_later).unwrap();
+    assert_eq!(verify(&dir, &storage).unwrap(), 3, "both purges' entries and the login");
+}

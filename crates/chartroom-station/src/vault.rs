@@ -232,7 +232,16 @@ impl LockedVault {
             return Err(StationError::SlotOfAnotherDevice);
         }
         let dek = slot.open(keys)?;
-        self.open_store(dek)
+        let mut store = self.open_store(dek)?;
+        // Opening the data with the recovery key bypasses every user's slot: record who and when
+        // is not known here, but that it happened is.
+        let actor =
+            Actor { device_id: self.device.device_id, user_id: None, username: None, host: host_name() };
+        let mut e =
+            chartroom_audit::Event::new(crate::clock::wall_now(), "key_access", "recovery_slot", "ok");
+        e.resource_id = Some(slot.device_id().to_string());
+        store.record(&actor, e)?;
+        Ok(store)
     }
 }
 

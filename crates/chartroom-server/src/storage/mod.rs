@@ -142,6 +142,17 @@ pub struct Incident {
     pub hourly_average: f64,
 }
 
+/// Where verification starts after a retention purge: the server chain's link at the last purged
+/// entry, each device chain's head there, and the number of the signed checkpoint that anchors it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AuditBase {
+    pub server_seq: u64,
+    pub server_hash: Digest32,
+    pub device_heads: Vec<(Uuid, chartroom_audit::ChainHead)>,
+    pub checkpoint: u64,
+    pub purged_before: Timestamp,
+}
+
 /// The chain id of the server's own events (devices have v7 ids; this one is nil).
 pub const SERVER_CHAIN: Uuid = Uuid::nil();
 
@@ -299,6 +310,10 @@ pub trait Storage: Send + Sync {
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, ServerError>;
     /// Adds the next checkpoint; false if one with its number exists (another process made it).
     fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<bool, ServerError>;
+    /// The purge base (verification starts there), if entries were ever purged.
+    fn audit_base(&self) -> Result<Option<AuditBase>, ServerError>;
+    /// Deletes stored entries up to `base.server_seq` and records `base`, in one transaction.
+    fn purge_audit(&self, base: &AuditBase) -> Result<u64, ServerError>;
     /// How many entries of `username` with one of `actions` fall in `[since, until)`.
     fn count_actions(
         &self,

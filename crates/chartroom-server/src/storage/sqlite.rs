@@ -11,9 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    BreakGlass, DeviceRecord, EnrolledDevice, Incident, Ingested, NewSession, NewUser, RecordKind, Refreshed,
-    SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage,
-    StoredEntry, UserRecord, SERVER_CHAIN,
+    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, Ingested, NewSession, NewUser, RecordKind,
+    Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens,
+    Storage, StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -138,6 +138,8 @@ const MIGRATIONS: &[&str] = &[
         last_hour      INTEGER NOT NULL,
         hourly_average REAL NOT NULL
      );",
+    // 8: the retention purge base (one row: where verification starts after a purge).
+    "CREATE TABLE audit_base (id INTEGER PRIMARY KEY CHECK (id = 1), base TEXT NOT NULL);",
 ];
 
 /// The embedded backend.
@@ -604,6 +606,24 @@ impl Storage for SqliteStorage {
         Ok(added == 1)
     }
 
+    fn audit_base(&self) -> Result<Option<AuditBase>, ServerError> {
+        stored_base(&*self.conn()?)
+    }
+
+    fn purge_audit(&self, base: &AuditBase) -> Result<u64, ServerError> {
+        let conn = self.conn()?;
+        let tx = write_tx(&conn)?;
+        let json = serde_json::to_string(base).map_err(|_| ServerError::Internal("audit base encoding"))?;
+        tx.execute(
+            "INSERT INTO audit_base (id, base) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET base = ?1",
+            [json],
+        )?;
+        let purged =
+            tx.execute("DELETE FROM audit_entries WHERE server_seq <= ?1", [to_i64_u(base.server_seq)])?;
+        tx.commit()?;
+        Ok(purged as u64)
+    }
+
     fn count_actions(
         &self,
         username: &str,
@@ -843,12 +863,23 @@ fn device_head(conn: &Connection, device_id: Uuid) -> Result<ChainHead, ServerEr
         .query_row([device_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match row {
-        None => ChainHead::GENESIS,
+        // After a purge a chain continues from the head recorded in the base.
+        None => stored_base(conn)?
+            .and_then(|b| b.device_heads.into_iter().find(|(d, _)| *d == device_id).map(|(_, h)| h))
+            .unwrap_or(ChainHead::GENESIS),
         Some((seq, hash)) => ChainHead {
             seq: u64::try_from(seq).map_err(|_| ServerError::Damaged("server.db"))?,
             hash: Digest32(hash),
         },
     })
+}
+
+fn stored_base(conn: &Connection) -> Result<Option<AuditBase>, ServerError> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT base FROM audit_base WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    json.map(|j| serde_json::from_str(&j).map_err(|_| ServerError::Damaged("audit base"))).transpose()
 }
 
 /// The server chain's head: the last stored entry's server sequence and link.
@@ -858,7 +889,8 @@ fn server_head(conn: &Connection) -> Result<ChainHead, ServerError> {
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match row {
-        None => ChainHead::GENESIS,
+        None => stored_base(conn)?
+            .map_or(ChainHead::GENESIS, |b| ChainHead { seq: b.server_seq, hash: b.server_hash }),
         Some((seq, hash)) => ChainHead {
             seq: u64::try_from(seq).map_err(|_| ServerError::Damaged("server.db"))?,
             hash: Digest32(hash),
