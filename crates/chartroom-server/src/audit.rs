@@ -31,6 +31,26 @@ pub fn event(now: Timestamp, action: &str, resource_type: &str, outcome: &str, o
     e
 }
 
+/// Records an administrative action taken with the command line (who: the operating-system
+/// account that ran it; where: this host).
+pub fn admin_action(
+    storage: &dyn Storage,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+    now: Timestamp,
+) -> Result<(), ServerError> {
+    let mut e = Event::new(now, action, resource_type, "ok");
+    let os_user =
+        std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).or_else(|_| std::env::var("LOGNAME"));
+    e.username = Some(format!("os:{}", os_user.unwrap_or_else(|_| "unknown".into())));
+    e.host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "admin-cli".into());
+    e.resource_id = Some(resource_id.to_owned());
+    storage.append_events(&[e])
+}
+
 /// Signs a checkpoint over the current trail if one is due; returns it.
 pub fn checkpoint_if_due(
     storage: &dyn Storage,

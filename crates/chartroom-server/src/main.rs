@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chartroom_crypto::Password;
 use chartroom_domain::{DeviceProfile, Role};
+use chartroom_server::audit::admin_action;
 use chartroom_server::devices::issue_token;
 use chartroom_server::users::add_user;
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
@@ -399,10 +400,13 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             let password = Password::new(line.trim_end_matches(['\n', '\r']).to_owned());
             let storage = DataDir::new(data_dir).open_storage()?;
             let user = add_user(&storage, &username, role, units, &password, wall_now())?;
+            admin_action(&storage, "user_add", "user", &user.username, wall_now())?;
             println!("created {} ({})", user.username, user.role.as_str());
         }
         UserCommand::Disable { data_dir, username } => {
-            DataDir::new(data_dir).open_storage()?.set_disabled(&username, true)?;
+            let storage = DataDir::new(data_dir).open_storage()?;
+            storage.set_disabled(&username, true)?;
+            admin_action(&storage, "user_disable", "user", &username, wall_now())?;
             println!("disabled {username}");
         }
         UserCommand::Enable { data_dir, username } => {
@@ -410,6 +414,7 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             let storage = DataDir::new(data_dir).open_storage()?;
             storage.set_disabled(&username, false)?;
             chartroom_server::auth::unlock_user(&storage, &username)?;
+            admin_action(&storage, "user_enable", "user", &username, wall_now())?;
             println!("enabled {username}");
         }
         UserCommand::List { data_dir, json } => {
@@ -438,10 +443,13 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             let storage = DataDir::new(data_dir).open_storage()?;
             let lifetime = Duration::from_secs(expires_in_hours * 3600);
             let token = issue_token(&storage, &name, profile, units, lifetime, wall_now())?;
+            admin_action(&storage, "device_token", "device", &name, wall_now())?;
             println!("{}", token.as_str());
         }
         DeviceCommand::Revoke { data_dir, name } => {
-            DataDir::new(data_dir).open_storage()?.revoke_device(&name, wall_now())?;
+            let storage = DataDir::new(data_dir).open_storage()?;
+            storage.revoke_device(&name, wall_now())?;
+            admin_action(&storage, "device_revoke", "device", &name, wall_now())?;
             println!("revoked {name}");
         }
         DeviceCommand::List { data_dir, json } => {

@@ -213,6 +213,15 @@ fn cli_init_then_serve_then_sigterm() {
     assert!(term.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
+
+    // The admin actions, the serve's key access and the station's login are all in the trail.
+    use chartroom_server::storage::Storage;
+    let storage = DataDir::new(&data).open_storage().unwrap();
+    let actions: Vec<String> =
+        storage.audit_page(0, 1000).unwrap().into_iter().map(|s| s.entry.event.action).collect();
+    for expected in ["user_add", "device_token", "key_access", "enroll", "login", "view"] {
+        assert!(actions.iter().any(|a| a == expected), "no `{expected}` in {actions:?}");
+    }
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct LockedVault {
     device: DeviceRecord,
     keystore: Arc<dyn DeviceSecretStore>,
     store_options: StoreOptions,
+    /// Who held the session this lock ended, so that another user's unlock is recorded as a switch.
+    locked_user: Option<String>,
 }
 
 /// This machine's host name, for the audit trail's "where" (no PHI).
@@ -88,7 +90,7 @@ impl LockedVault {
         let result = Self::create_files(&profile, &device, &secret, &new, store_options);
         match result {
             Ok(store) => {
-                let locked = LockedVault { profile, device, keystore, store_options };
+                let locked = LockedVault { profile, device, keystore, store_options, locked_user: None };
                 Ok(UnlockedVault { locked, user_id: new.user_id, username: new.username.to_owned(), store })
             }
             Err(e) => {
@@ -139,7 +141,13 @@ impl LockedVault {
                 current: keystore.backend().to_owned(),
             });
         }
-        Ok(LockedVault { profile, device, keystore, store_options: StoreOptions::default() })
+        Ok(LockedVault {
+            profile,
+            device,
+            keystore,
+            store_options: StoreOptions::default(),
+            locked_user: None,
+        })
     }
 
     /// Uses these store options (page cache size) for the next unlock. The database stays SQLCipher.
@@ -199,6 +207,13 @@ impl LockedVault {
             vault.store.record(&actor, event)?;
         }
         self.profile.clear_security_events()?;
+        // Another user unlocking a locked session ends it: a switch of user, recorded as such.
+        if let Some(previous) = self.locked_user.as_ref().filter(|p| !p.eq_ignore_ascii_case(&vault.username))
+        {
+            let mut e = chartroom_audit::Event::new(now, "switch_user", "session", "ok");
+            e.resource_id = Some(previous.clone());
+            vault.store.record(&actor, e)?;
+        }
         vault.store.record(&actor, chartroom_audit::Event::new(now, "unlock", "session", "ok"))?;
         Ok(vault)
     }
@@ -279,10 +294,18 @@ impl UnlockedVault {
         Ok(self.store.census_as(&actor, unit, now)?)
     }
 
-    /// The chart of the patient with this MRN, recorded in the audit chain.
+    /// The chart of the patient with this MRN, recorded in the audit chain. A patient who is not (or
+    /// no longer) on this station is a recorded denial (without the MRN, which is PHI).
     pub fn chart_by_mrn(&mut self, mrn: &str, max_observations: usize, now: Timestamp) -> Result<Chart> {
         let actor = self.actor();
-        let id = self.store.find_by_mrn(mrn)?;
+        let id = match self.store.find_by_mrn(mrn) {
+            Ok(id) => id,
+            Err(e) => {
+                let e = StationError::from(e);
+                self.store.record(&actor, chartroom_audit::Event::new(now, "denied", "patient", e.code()))?;
+                return Err(e);
+            }
+        };
         Ok(self.store.chart_as(&actor, id, max_observations, now)?)
     }
 
@@ -320,7 +343,8 @@ impl UnlockedVault {
     /// key. What comes back can show nothing until the next [`LockedVault::unlock`].
     pub fn lock(self) -> LockedVault {
         let actor = self.actor();
-        let UnlockedVault { locked, mut store, .. } = self;
+        let UnlockedVault { mut locked, mut store, username, .. } = self;
+        locked.locked_user = Some(username);
         // Locking must always succeed: if the entry cannot be written (disk full), the lock still
         // happens and the failure is noted for the next unlock.
         let now = crate::clock::wall_now();

@@ -429,6 +429,22 @@ fn the_audit_chain_records_reads_and_logins_and_detects_edits() {
     assert_eq!(census.event.patient_ids, shown.iter().map(|r| r.patient_id).collect::<Vec<_>>());
     assert_eq!(entries[entries.len() - 2].event.username.as_deref(), Some("nurse.a"));
     assert_eq!(entries[entries.len() - 2].event.user_id, None, "a failed login proves no identity");
+    // Asking for a patient who is not on this station is a recorded denial; another user unlocking
+    // the locked session is a recorded switch.
+    assert!(vault.chart_by_mrn("NOT-HERE-1", 10, NOW).is_err());
+    let password_b = Password::from("another long passphrase");
+    vault.add_user(Uuid::new_v4(), "nurse.b", &password_b, KdfParams::MINIMUM).unwrap();
+    let mut vault = vault.lock().unlock("nurse.b", &password_b, NOW).unwrap();
+    let entries = vault.store().audit_entries(0, 10_000).unwrap();
+    let last: Vec<(&str, &str)> = entries[entries.len() - 4..]
+        .iter()
+        .map(|e| (e.event.action.as_str(), e.event.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        last,
+        [("denied", "store.patient_not_found"), ("lock", "ok"), ("switch_user", "ok"), ("unlock", "ok")]
+    );
+    assert_eq!(entries[entries.len() - 2].event.resource_id.as_deref(), Some("nurse.a"));
     let n = u64::try_from(entries.len()).unwrap();
     assert_eq!(vault.verify_audit().unwrap(), Ok(n));
 
@@ -436,7 +452,7 @@ fn the_audit_chain_records_reads_and_logins_and_detects_edits() {
     let conn = rusqlite::Connection::open(dir.path().join("cache.db")).unwrap();
     conn.execute_batch(&vault.store().data_key().sqlcipher_key_statement()).unwrap();
     conn.execute(
-        "UPDATE audit_log SET entry = replace(entry, '\"view\"', '\"VIEW\"') WHERE seq = ?1",
+        "UPDATE audit_log SET entry = replace(entry, '\"denied\"', '\"viewed\"') WHERE seq = ?1",
         [n - 3],
     )
     .unwrap();
