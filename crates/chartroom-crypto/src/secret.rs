@@ -168,6 +168,12 @@ impl DeviceSecret {
         self.key.bytes()
     }
 
+    /// The seed of this device's Ed25519 signing key (what it proves possession of to the server).
+    /// Derived, so the keyring holds one secret per device, not two.
+    pub fn signing_seed(&self) -> Zeroizing<[u8; 32]> {
+        crate::kdf::hkdf_32(b"chartroom/device-signing/v1", self.key.bytes(), b"ed25519")
+    }
+
     pub(crate) fn key(&self) -> &[u8; 32] {
         self.key.bytes()
     }

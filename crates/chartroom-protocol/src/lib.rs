@@ -47,13 +47,16 @@ pub struct EnrollRequest {
 }
 
 /// What an enrolled device learns about itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnrollResponse {
     pub device_id: String,
     pub name: String,
     /// `station` or `laptop`.
     pub profile: String,
     pub units: Vec<String>,
+    /// 64 hex digits: wraps the station's data key for first logins (never stored on the station;
+    /// every online login hands it out again).
+    pub escrow_key: String,
 }
 
 /// The header that carries a device's proof of possession on every authenticated request:
@@ -77,6 +80,12 @@ pub fn login_proof_message(device_id: &str, nonce: &str, username: &str) -> Vec<
 /// refresh token itself (so a refresh token copied off the device is useless without its key).
 pub fn refresh_proof_message(device_id: &str, nonce: &str, refresh_token: &str) -> Vec<u8> {
     format!("chartroom-refresh-v1\n{device_id}\n{nonce}\n{refresh_token}").into_bytes()
+}
+
+impl std::fmt::Debug for EnrollResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollResponse").field("device_id", &self.device_id).finish_non_exhaustive()
+    }
 }
 
 /// `POST /v1/auth/challenge`: an enrolled device asks for a one-time nonce to sign.
@@ -149,6 +158,8 @@ pub struct TokenResponse {
     pub refresh_token: String,
     pub refresh_expires_in_s: u64,
     pub user: UserInfo,
+    /// This device's escrow key again (64 hex digits), so a first login can open the station's data.
+    pub escrow_key: String,
 }
 
 impl std::fmt::Debug for TokenResponse {

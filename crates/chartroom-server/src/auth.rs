@@ -98,11 +98,12 @@ pub fn challenge(
 /// failure is recorded, and the same answer is given for an unknown user and a wrong password.
 pub fn login(
     storage: &dyn Storage,
+    escrow_root: &[u8; 32],
     req: &LoginRequest,
     now: Timestamp,
     origin: &Origin,
 ) -> Result<TokenResponse, AuthFailure> {
-    let result = login_inner(storage, req, now);
+    let result = login_inner(storage, escrow_root, req, now);
     let (user_id, device_id) = match &result {
         Ok((t, device)) => (t.user.id.parse().ok(), Some(*device)),
         Err(_) => (None, req.device_id.parse().ok()),
@@ -124,6 +125,7 @@ pub fn login(
 
 fn login_inner(
     storage: &dyn Storage,
+    escrow_root: &[u8; 32],
     req: &LoginRequest,
     now: Timestamp,
 ) -> Result<(TokenResponse, Uuid), AuthFailure> {
@@ -169,7 +171,9 @@ fn login_inner(
         tokens,
         created_at: now,
     })?;
-    Ok((token_response(access, refresh, user_info(account.record)), device_id))
+    let mut response = token_response(access, refresh, user_info(account.record));
+    response.escrow_key = hex::encode(chartroom_crypto::escrow_key_for(escrow_root, device_id).as_ref());
+    Ok((response, device_id))
 }
 
 /// Exchanges a refresh token, presented by the device it was issued to, for new tokens.
@@ -303,6 +307,7 @@ fn token_response(access: Zeroizing<String>, refresh: Zeroizing<String>, user: U
         refresh_token: refresh.as_str().to_owned(),
         refresh_expires_in_s: REFRESH_TOKEN_LIFETIME.as_secs(),
         user,
+        escrow_key: String::new(),
     }
 }
 

@@ -131,6 +131,8 @@ pub async fn start_with_clock(
     let state = AppState {
         storage: Arc::new(dir.open_storage()?),
         keys: Arc::new(phi::RecordKeys::from_master(&master)),
+        // Per-device escrow keys come from this root, itself derived from the master key.
+        escrow_root: Arc::new(chartroom_crypto::escrow_key_for(&master, uuid::Uuid::nil())),
         clock,
         anomaly: config.anomaly,
     };

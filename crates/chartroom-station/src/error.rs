@@ -39,6 +39,10 @@ pub enum StationError {
     Crypto(CryptoError),
     #[error("file error in the profile directory: {0}")]
     Io(String),
+    #[error("{0}")]
+    Server(#[from] chartroom_client::ClientError),
+    #[error("the server's answer could not be understood")]
+    ServerAnswer,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -72,6 +76,12 @@ impl StationError {
             StationError::Store(e) => e.code(),
             StationError::Crypto(_) => "vault.crypto",
             StationError::Io(_) => "station.io",
+            StationError::Server(e) => match e {
+                chartroom_client::ClientError::Api { .. } => "server.refused",
+                chartroom_client::ClientError::Unreachable => "server.unreachable",
+                _ => "server.invalid",
+            },
+            StationError::ServerAnswer => "server.invalid",
         }
     }
 }

@@ -31,6 +31,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Enroll this profile with a server (one-time token from `chartroom-server device token`; the
+    /// server certificate must match the pinned fingerprint).
+    Enroll {
+        /// https://HOST:PORT
+        #[arg(long)]
+        server: String,
+        /// sha256:<hex>, as `chartroom-server init` printed it.
+        #[arg(long)]
+        fingerprint: String,
+        #[arg(long)]
+        token: String,
+    },
     /// Create a demo vault with synthetic patients, lock, unlock and print a chart summary.
     Demo {
         #[arg(long, default_value_t = 24)]
@@ -95,13 +107,37 @@ fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
     let password = read_password()?;
     let keystore = Arc::new(OsKeyring::connect()?);
     let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
-    Ok(locked.unlock(username, &password, clock::wall_now())?)
+    // A user without a slot on this device logs in online once (enrolled stations only); after
+    // that, offline.
+    match (locked.unlock(username, &password, clock::wall_now()), locked.server().cloned()) {
+        (Err(chartroom_station::StationError::UnknownUser), Some(server)) => {
+            let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            Ok(runtime.block_on(locked.login_online(&client, username, &password, clock::wall_now()))?)
+        }
+        (result, _) => Ok(result?),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match &cli.command {
+        Command::Enroll { server, fingerprint, token } => {
+            let keystore = Arc::new(OsKeyring::connect()?);
+            let client = chartroom_client::ServerClient::new(server, fingerprint)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let locked = runtime.block_on(LockedVault::enroll(
+                Profile::new(&cli.profile_dir),
+                keystore,
+                &client,
+                fingerprint,
+                token,
+                clock::wall_now(),
+            ))?;
+            let name = locked.server().map(|s| s.name.clone()).unwrap_or_default();
+            writeln!(out, "enrolled as {name} (device {})", locked.device_id())?;
+        }
         Command::Demo { patients } => {
             let keystore = Arc::new(OsKeyring::connect()?);
             demo::run(Profile::new(&cli.profile_dir), keystore, *patients, clock::wall_now(), &mut out)?;

@@ -34,6 +34,19 @@ pub struct DeviceRecord {
     /// The keyring backend that holds the device secret (see `DeviceSecretStore::backend`).
     pub keystore: String,
     pub created_at: Timestamp,
+    /// The server this station enrolled with (absent for a stand-alone demo vault).
+    #[serde(default)]
+    pub server: Option<ServerLink>,
+}
+
+/// Where the server is and which certificate it must present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLink {
+    pub url: String,
+    /// `sha256:<hex>` of the server certificate (pinned; no other certificate is accepted).
+    pub fingerprint: String,
+    /// The device name the administrator gave at `device token`.
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +66,9 @@ struct SlotFile {
     format: u32,
     users: Vec<SlotRecord>,
     recovery: Option<String>,
+    /// Hex of the escrow slot (the data key for first online logins).
+    #[serde(default)]
+    escrow: Option<String>,
 }
 
 /// A user known to this device (has a key slot).
@@ -205,6 +221,22 @@ impl Profile {
         let mut file = self.read_slot_file()?;
         file.recovery = Some(to_hex(slot.as_bytes()));
         self.write_slot_file(&file)
+    }
+
+    pub fn put_escrow_slot(&self, slot: &chartroom_crypto::EscrowSlot) -> Result<(), StationError> {
+        let mut file = self.read_slot_file()?;
+        file.escrow = Some(to_hex(slot.as_bytes()));
+        self.write_slot_file(&file)
+    }
+
+    pub fn escrow_slot(&self) -> Result<Option<chartroom_crypto::EscrowSlot>, StationError> {
+        let Some(hex) = self.read_slot_file()?.escrow else {
+            return Ok(None);
+        };
+        let bytes = from_hex(&hex).ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        chartroom_crypto::EscrowSlot::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|_| StationError::ProfileDamaged("keyslots.json"))
     }
 
     pub fn recovery_slot(&self) -> Result<Option<RecoverySlot>, StationError> {

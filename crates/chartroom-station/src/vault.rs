@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use chartroom_crypto::{
-    DataKey, DeviceSecret, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey, RecoverySlot,
+    DataKey, DeviceSecret, EscrowSlot, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey,
+    RecoverySlot,
 };
 use chartroom_domain::{Chart, DeviceProfile, LockPolicy, Timestamp};
 use chartroom_store::{Actor, DatabaseEncryption, Store, StoreError, StoreOptions};
 use uuid::Uuid;
 
-use crate::profile::{DeviceRecord, Profile};
+use crate::profile::{DeviceRecord, Profile, ServerLink};
 use crate::{DeviceSecretStore, StationError};
 
 type Result<T> = std::result::Result<T, StationError>;
@@ -41,6 +42,19 @@ pub struct LockedVault {
     store_options: StoreOptions,
     /// Who held the session this lock ended, so that another user's unlock is recorded as a switch.
     locked_user: Option<String>,
+}
+
+/// A 32-byte key from 64 hex digits (from the server).
+fn decode_key(hex: &str) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    if hex.len() != 64 {
+        return Err(StationError::ServerAnswer);
+    }
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| StationError::ServerAnswer)?;
+        out[i] = u8::from_str_radix(s, 16).map_err(|_| StationError::ServerAnswer)?;
+    }
+    Ok(out)
 }
 
 /// This machine's host name, for the audit trail's "where" (no PHI).
@@ -82,6 +96,7 @@ impl LockedVault {
             profile: new.profile,
             keystore: keystore.backend().to_owned(),
             created_at: new.now,
+            server: None,
         };
         let secret = DeviceSecret::generate();
         keystore.save(device.device_id, &secret)?;
@@ -120,6 +135,115 @@ impl LockedVault {
         // device.json last: its presence means "enrollment completed".
         profile.write_device(device)?;
         Ok(store)
+    }
+
+    /// Enrolls this profile with a server: registers the device key (derived from a new device
+    /// secret that goes into the OS keyring) with the one-time token over the pinned connection,
+    /// then creates the encrypted store with an escrow slot and no user yet — the first online login
+    /// of each user gives them their own slot. Nothing is left behind if a step fails.
+    pub async fn enroll(
+        profile: Profile,
+        keystore: Arc<dyn DeviceSecretStore>,
+        client: &chartroom_client::ServerClient,
+        fingerprint: &str,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<LockedVault> {
+        if profile.files().iter().any(|f| f.exists()) {
+            return Err(StationError::AlreadyEnrolled);
+        }
+        let secret = DeviceSecret::generate();
+        let probe = chartroom_client::DeviceIdentity::new(String::new(), &secret.signing_seed());
+        let enrolled = client.enroll(token, &probe.public_key_hex()).await?;
+        let device_id: Uuid = enrolled.device_id.parse().map_err(|_| StationError::ServerAnswer)?;
+        let escrow_key = decode_key(&enrolled.escrow_key)?;
+        let device = DeviceRecord {
+            format: 1,
+            device_id,
+            profile: enrolled.profile.parse().map_err(|_| StationError::ServerAnswer)?,
+            keystore: keystore.backend().to_owned(),
+            created_at: now,
+            server: Some(ServerLink {
+                url: client.base_url().to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                name: enrolled.name.clone(),
+            }),
+        };
+        profile.create_dir()?;
+        keystore.save(device_id, &secret)?;
+        let created = (|| {
+            let dek = DataKey::generate();
+            profile.put_escrow_slot(&EscrowSlot::seal(&dek, &escrow_key, &secret, device_id))?;
+            let mut store = Store::create(&profile.database_path(), dek, StoreOptions::default())?;
+            let actor = Actor { device_id, user_id: None, username: None, host: host_name() };
+            let mut e = chartroom_audit::Event::new(now, "enroll", "device", "ok");
+            e.resource_id = Some(enrolled.name.clone());
+            store.record(&actor, e)?;
+            store.close()?;
+            // device.json last: its presence means "enrollment completed".
+            profile.write_device(&device)
+        })();
+        if let Err(e) = created {
+            for f in profile.files() {
+                let _ = std::fs::remove_file(f);
+            }
+            let _ = keystore.delete(device_id);
+            return Err(e);
+        }
+        Ok(LockedVault {
+            profile,
+            device,
+            keystore,
+            store_options: StoreOptions::default(),
+            locked_user: None,
+        })
+    }
+
+    /// The server this station is enrolled with, if any.
+    pub fn server(&self) -> Option<&ServerLink> {
+        self.device.server.as_ref()
+    }
+
+    /// Logs `username` in online: the server checks the password (and throttles); on success the
+    /// escrow key it returns opens the data key, and the user's own slot is (re)written so later
+    /// logins also work offline.
+    pub async fn login_online(
+        &self,
+        client: &chartroom_client::ServerClient,
+        username: &str,
+        password: &Password,
+        now: Timestamp,
+    ) -> Result<UnlockedVault> {
+        let secret = self.keystore.load(self.device.device_id)?;
+        let identity =
+            chartroom_client::DeviceIdentity::new(self.device.device_id.to_string(), &secret.signing_seed());
+        let tokens = client.login(&identity, username, password.expose_for_hashing()).await?;
+        let escrow_key = decode_key(&tokens.escrow_key)?;
+        let user_id: Uuid = tokens.user.id.parse().map_err(|_| StationError::ServerAnswer)?;
+        let escrow = self.profile.escrow_slot()?.ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        let dek = escrow.open(&escrow_key, &secret, self.device.device_id)?;
+        let slot_version = match self.profile.slot_for(&tokens.user.username)? {
+            Some(existing) => existing.slot.slot_version().saturating_add(1),
+            None => 1,
+        };
+        let slot = KeySlot::seal(
+            &dek,
+            password,
+            &secret,
+            user_id,
+            self.device.device_id,
+            slot_version,
+            KdfParams::DEFAULT,
+        )?;
+        self.profile.put_slot(user_id, &tokens.user.username, &slot)?;
+        let store = self.open_store(dek)?;
+        let mut vault =
+            UnlockedVault { locked: self.clone(), user_id, username: tokens.user.username.clone(), store };
+        let actor = vault.actor();
+        let mut e = chartroom_audit::Event::new(now, "login", "session", "ok");
+        e.resource_id = Some("online".into());
+        vault.store.record(&actor, e)?;
+        Ok(vault)
     }
 
     /// Opens an enrolled profile (reads no secret yet). Refuses if the keyring backend in use is not

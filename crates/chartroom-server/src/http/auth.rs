@@ -64,6 +64,9 @@ pub async fn enroll(
             name: d.name,
             profile: d.profile.as_str().into(),
             units: d.units,
+            escrow_key: crate::hex::encode(
+                chartroom_crypto::escrow_key_for(&state.escrow_root, d.id).as_ref(),
+            ),
         })
         .into_response(),
         Err(ServerError::InvalidToken) => {
@@ -101,7 +104,7 @@ pub async fn login(
     let Body(req) = body;
     // Argon2id takes ~100 ms of CPU: keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
-        crate::auth::login(state.storage.as_ref(), &req, state.clock.now(), &origin)
+        crate::auth::login(state.storage.as_ref(), &state.escrow_root, &req, state.clock.now(), &origin)
     })
     .await;
     match result {

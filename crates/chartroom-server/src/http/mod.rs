@@ -40,6 +40,8 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     pub keys: Arc<RecordKeys>,
     pub clock: Arc<dyn chartroom_domain::Clock>,
+    /// Root of the devices' escrow keys (derived from the master key).
+    pub escrow_root: Arc<zeroize::Zeroizing<[u8; 32]>>,
     /// The anomaly rule (from `config.json`).
     pub anomaly: crate::oversight::AnomalyRule,
 }

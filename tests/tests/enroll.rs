@@ -1,0 +1,107 @@
+//! A station enrolls with a real server over pinned TLS, its users log in online once (which gives
+//! them a key slot), and then log in offline with the server gone.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartroom_client::ServerClient;
+use chartroom_crypto::Password;
+use chartroom_domain::{DeviceProfile, Role};
+use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
+use chartroom_station::{DeviceSecretStore, LockedVault, MemoryKeystore, OsKeyring, Profile, StationError};
+
+fn keystore() -> Arc<dyn DeviceSecretStore> {
+    match OsKeyring::connect() {
+        Ok(k) => Arc::new(k),
+        Err(_) if std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none() => {
+            Arc::new(MemoryKeystore::default())
+        }
+        Err(e) => panic!("CHARTROOM_REQUIRE_KEYRING is set but the OS keyring is unavailable: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn enroll_then_online_first_login_then_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    for (name, role) in [("kim.rn", Role::Nurse), ("lee.md", Role::Physician)] {
+        let pw = Password::new(format!("{}-long-passphrase", role.as_str()));
+        chartroom_server::users::add_user(&storage, name, role, vec!["ICU".into()], &pw, wall_now()).unwrap();
+    }
+    let token = chartroom_server::devices::issue_token(
+        &storage,
+        "icu-station-1",
+        DeviceProfile::Station,
+        vec!["ICU".into()],
+        Duration::from_secs(600),
+        wall_now(),
+    )
+    .unwrap();
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let ks = keystore();
+    let profile_dir = tmp.path().join("station");
+
+    // A different certificate is refused before the token is even sent: nothing is left behind and
+    // the token still works afterwards.
+    let impostor = "sha256:".to_string() + &"ab".repeat(32);
+    let wrong = ServerClient::new(&url, &impostor).unwrap();
+    let err =
+        LockedVault::enroll(Profile::new(&profile_dir), ks.clone(), &wrong, &impostor, &token, wall_now())
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), "server.unreachable", "{err}");
+    assert!(std::fs::read_dir(&profile_dir).map(|d| d.count() == 0).unwrap_or(true));
+
+    let client = ServerClient::new(&url, &report.fingerprint).unwrap();
+    let locked = LockedVault::enroll(
+        Profile::new(&profile_dir),
+        ks.clone(),
+        &client,
+        &report.fingerprint,
+        &token,
+        wall_now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(locked.server().unwrap().name, "icu-station-1");
+    assert!(locked.usernames().unwrap().is_empty(), "no user slot until a first online login");
+    // No user can open it offline yet.
+    let pw = Password::new("nurse-long-passphrase".into());
+    assert!(matches!(locked.unlock("kim.rn", &pw, wall_now()), Err(StationError::UnknownUser)));
+    // A wrong password online is the server's refusal, and still no slot.
+    let bad =
+        locked.login_online(&client, "kim.rn", &Password::new("not it at all!".into()), wall_now()).await;
+    assert_eq!(bad.unwrap_err().code(), "server.refused");
+    assert!(locked.usernames().unwrap().is_empty());
+
+    let mut vault = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap();
+    assert!(vault.census(None, wall_now()).unwrap().is_empty(), "nothing synced yet");
+    let locked = vault.lock();
+    let lee = Password::new("physician-long-passphrase".into());
+    locked.login_online(&client, "lee.md", &lee, wall_now()).await.unwrap().lock();
+    assert_eq!(locked.usernames().unwrap().len(), 2);
+
+    // The server goes away: both log in offline with their own slots.
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+    let reopened = LockedVault::open(Profile::new(&profile_dir), ks.clone(), wall_now()).unwrap();
+    let vault = reopened.unlock("kim.rn", &pw, wall_now()).unwrap();
+    let verified = vault.verify_audit().unwrap().unwrap();
+    assert!(verified >= 6, "enroll, logins, views, locks and unlocks are in the chain: {verified}");
+    let locked = vault.lock();
+    locked.unlock("LEE.MD", &lee, wall_now()).unwrap().lock();
+    assert!(matches!(
+        locked.unlock("kim.rn", &Password::new("wrong password here".into()), wall_now()),
+        Err(StationError::WrongPassword)
+    ));
+
+    // The server knows the device as enrolled.
+    use chartroom_server::storage::Storage;
+    let devices = storage.list_devices().unwrap();
+    assert!(devices[0].enrolled_at.is_some());
+    let _ = ks.delete(locked.device_id());
+}
