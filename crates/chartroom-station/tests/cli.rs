@@ -115,3 +115,97 @@ fn unenrolled_profile_is_a_clear_error() {
     // Either the keyring is missing (clear message) or the profile is not enrolled.
     assert!(err.contains("enroll it first") || err.contains("keyring"), "{err}");
 }
+
+/// The CLI contract of enrollment: `enroll` prints one line, a user's first census logs in online,
+/// and with the server stopped the same command works offline.
+#[test]
+fn cli_enroll_then_online_then_offline() {
+    if !keyring_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = chartroom_server::DataDir::new(tmp.path().join("server"));
+    let report = chartroom_server::init(&dir, &chartroom_server::InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let password = "night-shift-kettle-77";
+    chartroom_server::users::add_user(
+        &storage,
+        "kim.rn",
+        chartroom_domain::Role::Nurse,
+        vec!["ICU".into()],
+        &chartroom_crypto::Password::new(password.into()),
+        chartroom_server::wall_now(),
+    )
+    .unwrap();
+    let token = chartroom_server::devices::issue_token(
+        &storage,
+        "icu-7",
+        chartroom_domain::DeviceProfile::Station,
+        vec![],
+        std::time::Duration::from_secs(600),
+        chartroom_server::wall_now(),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let p = tmp.path().join("station");
+    let p = p.to_str().unwrap();
+
+    let out = station(
+        &[
+            "--profile-dir",
+            p,
+            "enroll",
+            "--server",
+            &url,
+            "--fingerprint",
+            &report.fingerprint,
+            "--token",
+            &token,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("enrolled as icu-7 (device "), "{line}");
+    // The token was used: a second enrollment elsewhere is refused with one line.
+    let other = tmp.path().join("other");
+    let out = station(
+        &[
+            "--profile-dir",
+            other.to_str().unwrap(),
+            "enroll",
+            "--server",
+            &url,
+            "--fingerprint",
+            &report.fingerprint,
+            "--token",
+            &token,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("device.invalid_token") && err.lines().count() == 1, "{err}");
+
+    let census = |stdin: &str| {
+        station(&["--profile-dir", p, "--username", "kim.rn", "--password-stdin", "census", "--json"], stdin)
+    };
+    let out = census(&format!("{password}\n"));
+    assert!(out.status.success(), "online first login: {}", String::from_utf8_lossy(&out.stderr));
+    runtime.block_on(server.shutdown(std::time::Duration::from_secs(2))).unwrap();
+    let out = census(&format!("{password}\n"));
+    assert!(out.status.success(), "offline login: {}", String::from_utf8_lossy(&out.stderr));
+    let out = station(
+        &["--profile-dir", p, "--username", "kim.rn", "--password-stdin", "audit", "verify"],
+        &format!("{password}\n"),
+    );
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("audit ok: "));
+    // Clean up this test's keyring entry.
+    let device: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(std::path::Path::new(p).join("device.json")).unwrap()).unwrap();
+    let id: uuid::Uuid = device["device_id"].as_str().unwrap().parse().unwrap();
+    use chartroom_station::DeviceSecretStore;
+    chartroom_station::OsKeyring::connect().unwrap().delete(id).unwrap();
+}
