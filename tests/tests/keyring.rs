@@ -37,6 +37,7 @@ fn device_secret_round_trips_through_the_real_keyring() {
         Profile::new(dir.path()),
         ks.clone(),
         NewVault {
+            role: chartroom_domain::Role::Nurse,
             profile: DeviceProfile::Laptop,
             user_id: Uuid::new_v4(),
             username: "doc.keyring",

@@ -195,6 +195,7 @@ fn vault(
         Profile::new(dir.path().join("station")),
         keystore.clone(),
         NewVault {
+            role: chartroom_domain::Role::Nurse,
             profile: DeviceProfile::Station,
             user_id: user,
             username: "bench",

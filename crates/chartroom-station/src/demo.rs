@@ -33,6 +33,7 @@ pub fn run(
         profile.clone(),
         keystore.clone(),
         NewVault {
+            role: chartroom_domain::Role::Nurse,
             profile: DeviceProfile::Station,
             user_id: Uuid::new_v4(),
             username: DEMO_USERNAME,

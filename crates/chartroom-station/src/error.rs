@@ -43,6 +43,12 @@ pub enum StationError {
     Server(#[from] chartroom_client::ClientError),
     #[error("the server's answer could not be understood")]
     ServerAnswer,
+    #[error("{0}")]
+    Denied(chartroom_domain::Denied),
+    #[error("this station does not know your role yet; log in once while the server is reachable")]
+    RoleUnknown,
+    #[error("nothing to record: give at least one value")]
+    NothingToRecord,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -82,6 +88,9 @@ impl StationError {
                 _ => "server.invalid",
             },
             StationError::ServerAnswer => "server.invalid",
+            StationError::Denied(d) => d.code(),
+            StationError::RoleUnknown => "auth.role_unknown",
+            StationError::NothingToRecord => "request.invalid",
         }
     }
 }

@@ -62,6 +62,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record a vitals set (offline too): stored, audited and queued for sync in one transaction.
+    Vitals {
+        #[arg(long)]
+        mrn: String,
+        /// Heart rate, /min.
+        #[arg(long)]
+        hr: Option<f64>,
+        /// Systolic blood pressure, mm Hg.
+        #[arg(long)]
+        sbp: Option<f64>,
+        /// Diastolic blood pressure, mm Hg.
+        #[arg(long)]
+        dbp: Option<f64>,
+        /// Temperature, °C.
+        #[arg(long)]
+        temp: Option<f64>,
+        /// Respiratory rate, /min.
+        #[arg(long)]
+        rr: Option<f64>,
+        /// Oxygen saturation, %.
+        #[arg(long)]
+        spo2: Option<f64>,
+        /// Weight, kg.
+        #[arg(long)]
+        weight: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a note; its text is read from standard input after the password line.
+    Note {
+        #[arg(long)]
+        mrn: String,
+        #[arg(long, required = true)]
+        text_stdin: bool,
+        /// Sign it at once (signed notes are never edited).
+        #[arg(long)]
+        sign: bool,
+    },
+    /// Local changes not yet accepted by the server, with their state.
+    Outbox {
+        #[arg(long)]
+        json: bool,
+    },
     /// The station's audit trail.
     Audit {
         #[command(subcommand)]
@@ -81,7 +124,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, no backtrace. Errors of our crates carry no PHI.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -174,6 +217,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 demo::write_chart_summary(&chart, clock::wall_now(), &mut out)?;
             }
             vault.lock();
+        }
+        Command::Vitals { mrn, hr, sbp, dbp, temp, rr, spo2, weight, json } => {
+            use chartroom_domain::VitalSign as V;
+            let values: Vec<(V, f64)> = [
+                (V::HeartRate, *hr),
+                (V::SystolicBp, *sbp),
+                (V::DiastolicBp, *dbp),
+                (V::Temperature, *temp),
+                (V::RespiratoryRate, *rr),
+                (V::Spo2, *spo2),
+                (V::Weight, *weight),
+            ]
+            .into_iter()
+            .filter_map(|(v, x)| x.map(|x| (v, x)))
+            .collect();
+            let mut vault = unlock(&cli)?;
+            let result = vault.record_vitals(mrn, &values, clock::wall_now());
+            vault.lock();
+            let set = result?;
+            if *json {
+                serde_json::to_writer_pretty(&mut out, &set)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "recorded {} vital signs (queued for sync)", set.len())?;
+            }
+        }
+        Command::Note { mrn, text_stdin: _, sign } => {
+            let mut vault = unlock(&cli)?;
+            let mut text = zeroize::Zeroizing::new(String::new());
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)?;
+            let result = vault.write_note(mrn, &text, *sign, clock::wall_now());
+            vault.lock();
+            let note = result?;
+            let state = if *sign { "signed" } else { "draft" };
+            writeln!(out, "{state} note {} (queued for sync)", note.id)?;
+        }
+        Command::Outbox { json } => {
+            let vault = unlock(&cli)?;
+            let entries = vault.outbox();
+            vault.lock();
+            let entries = entries?;
+            if *json {
+                serde_json::to_writer_pretty(&mut out, &entries)?;
+                writeln!(out)?;
+            } else {
+                for e in &entries {
+                    let reason = e.reason.as_deref().unwrap_or("");
+                    writeln!(
+                        out,
+                        "{} {:<8} {:<12} record {} {reason}",
+                        e.created_at, e.state, e.kind, e.record_id
+                    )?;
+                }
+                writeln!(out, "{} change(s) not yet on the server", entries.len())?;
+            }
         }
         Command::Audit { command: AuditCommand::Verify } => {
             let vault = unlock(&cli)?;

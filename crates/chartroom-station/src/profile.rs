@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chartroom_crypto::{KeySlot, RecoverySlot};
-use chartroom_domain::{DeviceProfile, LoginThrottle, Timestamp};
+use chartroom_domain::{DeviceProfile, LoginThrottle, Role, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -59,6 +59,9 @@ struct SlotRecord {
     /// (the slot's own AEAD tag cannot tell the two apart). Not a security check — whoever can
     /// rewrite the slot can rewrite this too; the AEAD is what protects the key.
     sha256: String,
+    /// The user's role as the server last said (what this station lets them do offline).
+    #[serde(default)]
+    role: Option<Role>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ pub struct SlotUser {
     pub user_id: Uuid,
     pub username: String,
     pub slot: KeySlot,
+    pub role: Option<Role>,
 }
 
 /// A station profile directory.
@@ -196,7 +200,7 @@ impl Profile {
             return Err(StationError::ProfileDamaged("keyslots.json"));
         }
         let slot = KeySlot::from_bytes(&bytes).map_err(|_| StationError::ProfileDamaged("keyslots.json"))?;
-        Ok(Some(SlotUser { user_id: rec.user_id, username: rec.username.clone(), slot }))
+        Ok(Some(SlotUser { user_id: rec.user_id, username: rec.username.clone(), slot, role: rec.role }))
     }
 
     /// Usernames with a slot on this device.
@@ -205,7 +209,13 @@ impl Profile {
     }
 
     /// Adds or replaces the slot of `username`.
-    pub fn put_slot(&self, user_id: Uuid, username: &str, slot: &KeySlot) -> Result<(), StationError> {
+    pub fn put_slot(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        role: Option<Role>,
+        slot: &KeySlot,
+    ) -> Result<(), StationError> {
         let mut file = self.read_slot_file()?;
         file.users.retain(|u| !u.username.eq_ignore_ascii_case(username) && u.user_id != user_id);
         file.users.push(SlotRecord {
@@ -213,6 +223,7 @@ impl Profile {
             username: username.to_owned(),
             slot: to_hex(slot.as_bytes()),
             sha256: to_hex(&Sha256::digest(slot.as_bytes())),
+            role,
         });
         self.write_slot_file(&file)
     }

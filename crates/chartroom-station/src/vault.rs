@@ -10,7 +10,7 @@ use chartroom_crypto::{
     DataKey, DeviceSecret, EscrowSlot, KdfParams, KeySlot, Password, RecoveryKeyPair, RecoveryPublicKey,
     RecoverySlot,
 };
-use chartroom_domain::{Chart, DeviceProfile, LockPolicy, Timestamp};
+use chartroom_domain::{Chart, DeviceProfile, LockPolicy, Role, Timestamp};
 use chartroom_store::{Actor, DatabaseEncryption, Store, StoreError, StoreOptions};
 use uuid::Uuid;
 
@@ -25,6 +25,7 @@ pub struct NewVault<'a> {
     pub profile: DeviceProfile,
     pub user_id: Uuid,
     pub username: &'a str,
+    pub role: Role,
     pub password: &'a Password,
     pub kdf: KdfParams,
     /// The recovery public key (from the server at enrollment); the data key is sealed to it too.
@@ -73,6 +74,8 @@ pub struct UnlockedVault {
     locked: LockedVault,
     user_id: Uuid,
     username: String,
+    /// The role the server gave this user at their last online login (`None`: never told).
+    role: Option<Role>,
     store: Store,
 }
 
@@ -106,7 +109,13 @@ impl LockedVault {
         match result {
             Ok(store) => {
                 let locked = LockedVault { profile, device, keystore, store_options, locked_user: None };
-                Ok(UnlockedVault { locked, user_id: new.user_id, username: new.username.to_owned(), store })
+                Ok(UnlockedVault {
+                    locked,
+                    user_id: new.user_id,
+                    username: new.username.to_owned(),
+                    role: Some(new.role),
+                    store,
+                })
             }
             Err(e) => {
                 for f in profile.files() {
@@ -127,7 +136,7 @@ impl LockedVault {
     ) -> Result<Store> {
         let dek = DataKey::generate();
         let slot = KeySlot::seal(&dek, new.password, secret, new.user_id, device.device_id, 1, new.kdf)?;
-        profile.put_slot(new.user_id, new.username, &slot)?;
+        profile.put_slot(new.user_id, new.username, Some(new.role), &slot)?;
         if let Some(recovery) = &new.recovery {
             profile.put_recovery_slot(&RecoverySlot::seal(&dek, recovery, device.device_id)?)?;
         }
@@ -235,10 +244,15 @@ impl LockedVault {
             slot_version,
             KdfParams::DEFAULT,
         )?;
-        self.profile.put_slot(user_id, &tokens.user.username, &slot)?;
+        self.profile.put_slot(user_id, &tokens.user.username, Some(tokens.user.role), &slot)?;
         let store = self.open_store(dek)?;
-        let mut vault =
-            UnlockedVault { locked: self.clone(), user_id, username: tokens.user.username.clone(), store };
+        let mut vault = UnlockedVault {
+            locked: self.clone(),
+            user_id,
+            username: tokens.user.username.clone(),
+            role: Some(tokens.user.role),
+            store,
+        };
         let actor = vault.actor();
         let mut e = chartroom_audit::Event::new(now, "login", "session", "ok");
         e.resource_id = Some("online".into());
@@ -347,7 +361,13 @@ impl LockedVault {
         let secret = self.keystore.load(self.device.device_id)?;
         let dek = user.slot.open(password, &secret, user.user_id, self.device.device_id)?;
         let store = self.open_store(dek)?;
-        Ok(UnlockedVault { locked: self.clone(), user_id: user.user_id, username: user.username, store })
+        Ok(UnlockedVault {
+            locked: self.clone(),
+            user_id: user.user_id,
+            username: user.username,
+            role: user.role,
+            store,
+        })
     }
 
     fn open_store(&self, dek: DataKey) -> Result<Store> {
@@ -433,6 +453,98 @@ impl UnlockedVault {
         Ok(self.store.chart_as(&actor, id, max_observations, now)?)
     }
 
+    /// Checks that this user may do `action` on a patient of `unit`; a refusal is recorded.
+    fn permit(
+        &mut self,
+        action: chartroom_domain::Action,
+        unit: &str,
+        patient_id: Uuid,
+        now: Timestamp,
+    ) -> Result<()> {
+        let Some(role) = self.role else {
+            return Err(StationError::RoleUnknown);
+        };
+        // This station holds only patients of its own units: the unit check is the server's.
+        let who = chartroom_domain::Principal { role, units: vec!["*".into()] };
+        let target = chartroom_domain::Target::Patient { unit, break_glass: false };
+        if let Err(denied) = chartroom_domain::decide(&who, action, target) {
+            let actor = self.actor();
+            let mut e = chartroom_audit::Event::new(now, "denied", "patient", denied.code());
+            e.patient_ids = vec![patient_id];
+            self.store.record(&actor, e)?;
+            return Err(StationError::Denied(denied));
+        }
+        Ok(())
+    }
+
+    /// Records a vitals set for the patient with this MRN: the observations, their audit entries
+    /// and their outbox entries in one transaction. Values outside physiological ranges are refused.
+    pub fn record_vitals(
+        &mut self,
+        mrn: &str,
+        values: &[(chartroom_domain::VitalSign, f64)],
+        now: Timestamp,
+    ) -> Result<Vec<chartroom_domain::Observation>> {
+        if values.is_empty() {
+            return Err(StationError::NothingToRecord);
+        }
+        let id = self.store.find_by_mrn(mrn)?;
+        let patient = self.store.chart(id, 0)?.patient;
+        self.permit(chartroom_domain::Action::WriteVitals, &patient.unit, id, now)?;
+        let set: Vec<chartroom_domain::Observation> = values
+            .iter()
+            .map(|(vital, value)| chartroom_domain::Observation {
+                id: Uuid::now_v7(),
+                patient_id: id,
+                vital: *vital,
+                value: *value,
+                effective_at: now,
+                recorded_by: self.user_id,
+                version: 0,
+            })
+            .collect();
+        let actor = self.actor();
+        self.store.record_changes(&actor, &set, now)?;
+        Ok(set)
+    }
+
+    /// Writes a note (nursing for nurses, progress for physicians), signed at once with `sign`.
+    pub fn write_note(
+        &mut self,
+        mrn: &str,
+        text: &str,
+        sign: bool,
+        now: Timestamp,
+    ) -> Result<chartroom_domain::Note> {
+        use chartroom_domain::{Action, NoteKind, NoteStatus};
+        let id = self.store.find_by_mrn(mrn)?;
+        let patient = self.store.chart(id, 0)?.patient;
+        let kind = if self.role == Some(Role::Physician) { NoteKind::Progress } else { NoteKind::Nursing };
+        self.permit(Action::WriteNote(kind), &patient.unit, id, now)?;
+        if sign {
+            self.permit(Action::SignNote(kind), &patient.unit, id, now)?;
+        }
+        let note = chartroom_domain::Note {
+            id: Uuid::now_v7(),
+            patient_id: id,
+            author_id: self.user_id,
+            kind,
+            text: text.trim_end().to_owned(),
+            created_at: now,
+            status: if sign { NoteStatus::Signed { signed_at: now } } else { NoteStatus::Draft },
+            addendum_to: None,
+            version: 0,
+        };
+        let actor = self.actor();
+        self.store.record_changes(&actor, std::slice::from_ref(&note), now)?;
+        Ok(note)
+    }
+
+    /// Local changes the server has not accepted yet.
+    pub fn outbox(&self) -> Result<Vec<chartroom_store::OutboxEntry>> {
+        Ok(self.store.outbox()?)
+    }
+
     /// Verifies this device's audit chain: `Ok(n)` entries intact, or the first broken entry.
     pub fn verify_audit(&self) -> Result<std::result::Result<u64, chartroom_store::AuditBreak>> {
         Ok(self.store.verify_audit(self.device_id())?)
@@ -460,7 +572,7 @@ impl UnlockedVault {
             slot_version,
             kdf,
         )?;
-        self.locked.profile.put_slot(user_id, username, &slot)
+        self.locked.profile.put_slot(user_id, username, None, &slot)
     }
 
     /// Locks: checkpoints and closes the database and drops (wiping) the data key and every patient

@@ -84,6 +84,35 @@ fn demo_then_census_and_chart() {
     assert!(!err.contains(&mrn));
     assert!(out.stdout.is_empty());
 
+    // Offline edits: a vitals set and a signed note go into the record, the audit chain and the outbox.
+    let as_nurse = |args: &[&str], stdin: &str| {
+        let mut all = vec!["--profile-dir", p, "--username", "nurse.demo", "--password-stdin"];
+        all.extend_from_slice(args);
+        station(&all, stdin)
+    };
+    let out = as_nurse(&["vitals", "--mrn", &mrn, "--hr", "88", "--sbp", "131", "--spo2", "96"], &pw);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "recorded 3 vital signs (queued for sync)");
+    let out = as_nurse(&["vitals", "--mrn", &mrn, "--hr", "500"], &pw);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("heart_rate: must be between 20 and 300") && !err.contains(&mrn), "{err}");
+    let out = as_nurse(
+        &["note", "--mrn", &mrn, "--text-stdin", "--sign"],
+        &format!("{pw}Settled overnight.\nNo complaints.\n"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = as_nurse(&["outbox", "--json"], &pw);
+    let outbox: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = outbox.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["observations", "observations", "observations", "notes"]);
+    assert!(outbox.iter().all(|e| e["state"] == "pending" && e["base_version"] == 0));
+    let out = as_nurse(&["chart", "--mrn", &mrn, "--json"], &pw);
+    let chart: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(chart["observations"][0]["value"], 88.0, "newest first: {}", chart["observations"][0]);
+    assert_eq!(chart["notes"][0]["text"], "Settled overnight.\nNo complaints.");
+
     // The station's audit chain: intact, and it holds the failed login (moved in at the next unlock).
     let out = station(
         &["--profile-dir", p, "--username", "nurse.demo", "--password-stdin", "audit", "verify"],

@@ -39,6 +39,7 @@ fn create_as(
 ) -> UnlockedVault {
     let password = Password::from(PW);
     let request = NewVault {
+        role: chartroom_domain::Role::Nurse,
         recovery: recovery.map(|k| k.public()),
         ..spec(DeviceProfile::Station, user_id, "nurse.a", &password)
     };
@@ -57,6 +58,7 @@ fn spec<'a>(
     password: &'a Password,
 ) -> NewVault<'a> {
     NewVault {
+        role: chartroom_domain::Role::Nurse,
         profile,
         user_id,
         username,
@@ -458,4 +460,26 @@ fn the_audit_chain_records_reads_and_logins_and_detects_edits() {
     .unwrap();
     let broken = vault.verify_audit().unwrap().unwrap_err();
     assert_eq!(broken.seq, n - 3, "{broken}");
+}
+
+/// The station applies the same policy engine: a billing clerk cannot record vitals, and the
+/// refusal is in the chain.
+#[test]
+fn writes_follow_the_role_and_refusals_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = Password::from(PW);
+    let request = NewVault {
+        role: chartroom_domain::Role::Billing,
+        ..spec(DeviceProfile::Station, Uuid::new_v4(), "bill.a", &password)
+    };
+    let mut vault =
+        LockedVault::create(Profile::new(dir.path()), Arc::new(MemoryKeystore::default()), request).unwrap();
+    let config = SynthConfig { observations_per_patient: 0, ..SynthConfig::new(3, NOW) };
+    vault.store().import(&[patient(&config, 0)]).unwrap();
+    let mrn = vault.census(None, NOW).unwrap()[0].mrn.clone();
+    let err = vault.record_vitals(&mrn, &[(chartroom_domain::VitalSign::HeartRate, 80.0)], NOW).unwrap_err();
+    assert_eq!(err.code(), "access.forbidden");
+    assert!(vault.outbox().unwrap().is_empty(), "nothing queued");
+    let last = vault.store().audit_entries(0, 1000).unwrap().pop().unwrap();
+    assert_eq!((last.event.action.as_str(), last.event.outcome.as_str()), ("denied", "access.forbidden"));
 }

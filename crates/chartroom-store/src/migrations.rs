@@ -57,4 +57,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         entry TEXT NOT NULL
     );
     "#,
+    // 3: the outbox — local changes waiting for the server (sync).
+    r#"
+    CREATE TABLE outbox (
+        seq          INTEGER PRIMARY KEY,
+        change_id    BLOB NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        record_id    BLOB NOT NULL,
+        patient_id   BLOB NOT NULL,
+        base_version INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending',
+        reason       TEXT
+    );
+    "#,
 ];

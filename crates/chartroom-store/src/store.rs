@@ -18,6 +18,22 @@ use crate::StoreError;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// A local change waiting for the server (no PHI: ids, kinds, versions and states only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboxEntry {
+    pub change_id: Uuid,
+    /// The table of the changed record (`observations`, `notes`, …).
+    pub kind: String,
+    pub record_id: Uuid,
+    pub patient_id: Uuid,
+    /// The server version the change was made on (0: a new record).
+    pub base_version: i64,
+    pub created_at: Timestamp,
+    /// `pending`, or `rejected` (with `reason`): never dropped.
+    pub state: String,
+    pub reason: Option<String>,
+}
+
 /// SQLCipher's page size (its default): a healthy file is a whole number of pages.
 const PAGE_SIZE: u64 = 4096;
 const PATIENT_FIELD: &str = "patient.body";
@@ -241,6 +257,72 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// A clinician's local change: the records, one audit entry each (`put_all_as`) and one outbox
+    /// entry each (change id, the version it was based on) — all in one transaction, so that after a
+    /// crash a change is either wholly there, to be pushed, or not there at all.
+    pub fn record_changes<R: ChartRecord>(
+        &mut self,
+        actor: &Actor,
+        records: &[R],
+        now: Timestamp,
+    ) -> Result<Vec<Uuid>> {
+        let Store { conn, keys, .. } = self;
+        let tx = conn.transaction()?;
+        let mut change_ids = Vec::with_capacity(records.len());
+        for r in records {
+            let before: Option<(Vec<u8>, i64)> = tx
+                .prepare_cached(&format!("SELECT body, version FROM {} WHERE id = ?1", R::TABLE))?
+                .query_row([r.id().as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let after = put_record_in(&tx, keys, r)?;
+            let action = if before.is_some() { "update" } else { "create" };
+            let mut e = chartroom_audit::Event::new(now, action, R::TABLE, "ok");
+            e.resource_id = Some(r.id().to_string());
+            e.patient_ids = vec![r.patient_id()];
+            let base_version = before.as_ref().map_or(0, |(_, v)| *v);
+            e.before = before.map(|(body, _)| body);
+            e.after = Some(after);
+            crate::audit::append_in(&tx, actor, e)?;
+            let change_id = Uuid::now_v7();
+            tx.prepare_cached(
+                "INSERT INTO outbox (change_id, kind, record_id, patient_id, base_version, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                change_id.as_bytes(),
+                R::TABLE,
+                r.id().as_bytes(),
+                r.patient_id().as_bytes(),
+                base_version,
+                now.0
+            ])?;
+            change_ids.push(change_id);
+        }
+        tx.commit()?;
+        Ok(change_ids)
+    }
+
+    /// Changes not yet accepted by the server, oldest first (pending and rejected, with the reason).
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT change_id, kind, record_id, patient_id, base_version, created_at, state, reason
+             FROM outbox ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OutboxEntry {
+                change_id: Uuid::from_bytes(r.get(0)?),
+                kind: r.get(1)?,
+                record_id: Uuid::from_bytes(r.get(2)?),
+                patient_id: Uuid::from_bytes(r.get(3)?),
+                base_version: r.get(4)?,
+                created_at: Timestamp(r.get(5)?),
+                state: r.get(6)?,
+                reason: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// Adds or replaces several records of one kind in one transaction, without an audit entry: for
