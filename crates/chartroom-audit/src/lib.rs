@@ -172,11 +172,39 @@ impl AuditEntry {
 
     /// SHA-256 over a domain label and the canonical encoding.
     pub fn compute_hash(&self) -> Digest32 {
-        let mut h = Sha256::new();
-        h.update(b"chartroom/audit-entry/v1\0");
-        h.update(self.canonical_bytes());
-        Digest32(h.finalize().into())
+        hash_canonical(&self.canonical_bytes())
     }
+
+    /// Decodes a canonical encoding (as stored) back into the entry it came from, with its claimed
+    /// hash. Fails on anything that is not exactly one well-formed encoding.
+    pub fn decode(canonical: &[u8], hash: Digest32) -> Result<AuditEntry, DecodeError> {
+        decode::entry(canonical, hash).ok_or(DecodeError)
+    }
+}
+
+/// A stored entry that is not a well-formed canonical encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the audit entry is not a well-formed encoding")]
+pub struct DecodeError;
+
+/// The hash of an entry from its canonical encoding.
+pub fn hash_canonical(canonical: &[u8]) -> Digest32 {
+    let mut h = Sha256::new();
+    h.update(b"chartroom/audit-entry/v1\0");
+    h.update(canonical);
+    Digest32(h.finalize().into())
+}
+
+/// The chain fields of a canonical encoding — device, sequence number, previous hash — read at their
+/// fixed offsets, so that verifying a chain needs no full decode.
+pub fn chain_fields(canonical: &[u8]) -> Option<(Uuid, u64, Digest32)> {
+    if canonical.len() < 73 || canonical[0] != ENTRY_FORMAT {
+        return None;
+    }
+    let device = Uuid::from_bytes(canonical[17..33].try_into().ok()?);
+    let seq = u64::from_be_bytes(canonical[33..41].try_into().ok()?);
+    let prev = Digest32(canonical[41..73].try_into().ok()?);
+    Some((device, seq, prev))
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -351,6 +379,8 @@ pub fn server_link(prev: &Digest32, server_seq: u64, entry_hash: &Digest32) -> D
     h.update(entry_hash.0);
     Digest32(h.finalize().into())
 }
+
+mod decode;
 
 #[cfg(test)]
 mod tests;

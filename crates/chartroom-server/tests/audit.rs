@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use chartroom_audit::{server_link, AuditEntry, ChainHead, Event};
+use chartroom_audit::{server_link, AuditEntry, ChainHead, Digest32, Event};
 use chartroom_domain::Timestamp;
 use chartroom_server::storage::{SqliteStorage, Storage};
 use chartroom_server::{audit, init, DataDir, InitOptions};
@@ -49,19 +49,34 @@ fn verify(dir: &DataDir, storage: &SqliteStorage) -> Result<u64, audit::AuditPro
     audit::verify(storage, &key).unwrap().map(|v| v.entries)
 }
 
-fn rows(conn: &rusqlite::Connection) -> Vec<(i64, String)> {
-    let mut stmt = conn.prepare("SELECT server_seq, entry FROM audit_entries ORDER BY server_seq").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+/// Every stored entry: server sequence, decoded entry (with its claimed hash), and raw bytes.
+fn rows(conn: &rusqlite::Connection) -> Vec<(i64, AuditEntry, Vec<u8>)> {
+    let mut stmt =
+        conn.prepare("SELECT server_seq, hash, entry FROM audit_entries ORDER BY server_seq").unwrap();
+    stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, [u8; 32]>(1)?, r.get::<_, Vec<u8>>(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .map(|(seq, hash, bytes)| (seq, AuditEntry::decode(&bytes, Digest32(hash)).unwrap(), bytes))
+        .collect()
+}
+
+/// Rewrites one stored entry's content in place (its claimed hash and links left alone).
+fn edit_entry(conn: &rusqlite::Connection, server_seq: i64, edit: impl FnOnce(&mut AuditEntry)) {
+    let (_, mut e, _) = rows(conn).into_iter().find(|(s, ..)| *s == server_seq).unwrap();
+    edit(&mut e);
+    conn.execute(
+        "UPDATE audit_entries SET entry = ?1 WHERE server_seq = ?2",
+        rusqlite::params![e.canonical_bytes(), server_seq],
+    )
+    .unwrap();
 }
 
 /// Rewrites every stored entry from `from` (server sequence) on so that all hashes, device chains and
 /// server links are consistent again — the best an insider without the signing key can do.
 fn rechain_from(conn: &rusqlite::Connection, from: i64) {
-    let all = rows(conn);
     let mut heads: std::collections::HashMap<Uuid, ChainHead> = std::collections::HashMap::new();
     let mut server = ChainHead::GENESIS;
-    for (seq, json) in all {
-        let mut e: AuditEntry = serde_json::from_str(&json).unwrap();
+    for (seq, mut e, _) in rows(conn) {
         let head = heads.entry(e.device_id).or_insert(ChainHead::GENESIS);
         if seq >= from {
             e.prev_hash = head.hash;
@@ -73,7 +88,7 @@ fn rechain_from(conn: &rusqlite::Connection, from: i64) {
         if seq >= from {
             conn.execute(
                 "UPDATE audit_entries SET entry = ?1, hash = ?2, server_hash = ?3 WHERE server_seq = ?4",
-                rusqlite::params![serde_json::to_string(&e).unwrap(), &e.hash.0[..], &link.0[..], seq],
+                rusqlite::params![e.canonical_bytes(), &e.hash.0[..], &link.0[..], seq],
             )
             .unwrap();
         }
@@ -101,22 +116,21 @@ fn every_tampering_of_stored_entries_is_detected() {
     while edits < 1000 {
         round += 1;
         assert!(round < 5000, "could not make 1000 effective edits");
-        let (seq, json) = &original[rng.gen_range(0..original.len())];
-        let mut bytes = json.clone().into_bytes();
-        let i = rng.gen_range(0..bytes.len());
-        // ASCII stays ASCII, so the edited text is still text (as an insider's edit would be).
-        bytes[i] ^= rng.gen_range(1..=127u8);
-        let Ok(edited) = String::from_utf8(bytes) else { continue };
+        let (seq, before, stored) = &original[rng.gen_range(0..original.len())];
+        // One byte of the stored entry changed, as an insider rewriting the row would.
+        let mut edited = stored.clone();
+        let i = rng.gen_range(0..edited.len());
+        edited[i] ^= rng.gen_range(1..=255u8);
         let rechain = round % 2 == 1;
-        let before: AuditEntry = serde_json::from_str(json).unwrap();
-        if let Ok(after) = serde_json::from_str::<AuditEntry>(&edited) {
-            // Not an edit of the record if it reads back the same (whitespace, an unknown key
-            // replacing a null), or if it only touched the hashes and the insider recomputes them.
-            let content_same =
-                AuditEntry { hash: before.hash, prev_hash: before.prev_hash, ..after.clone() } == before;
-            if after == before || (rechain && content_same) {
-                continue;
-            }
+        let after = AuditEntry::decode(&edited, before.hash).ok();
+        // If the insider recomputes the hashes, an edit of the previous-hash field is repaired by
+        // that, so it is not an edit of the record.
+        if rechain
+            && after
+                .as_ref()
+                .is_some_and(|a| AuditEntry { prev_hash: before.prev_hash, ..a.clone() } == *before)
+        {
+            continue;
         }
         conn.execute(
             "UPDATE audit_entries SET entry = ?1 WHERE server_seq = ?2",
@@ -124,7 +138,7 @@ fn every_tampering_of_stored_entries_is_detected() {
         )
         .unwrap();
         // Half the time the insider also recomputes every hash after the edit.
-        if rechain && serde_json::from_str::<AuditEntry>(&edited).is_ok() {
+        if rechain && after.is_some() {
             rechain_from(&conn, *seq);
         }
         edits += 1;
@@ -150,8 +164,8 @@ fn every_tampering_of_stored_entries_is_detected() {
                     continue;
                 }
                 let (ja, jb) = (
-                    &original[usize::try_from(a - 1).unwrap()].1,
-                    &original[usize::try_from(b - 1).unwrap()].1,
+                    &original[usize::try_from(a - 1).unwrap()].2,
+                    &original[usize::try_from(b - 1).unwrap()].2,
                 );
                 conn.execute(
                     "UPDATE audit_entries SET entry = ?1 WHERE server_seq = ?2",
@@ -211,12 +225,7 @@ fn cli_audit_verify_and_export() {
     assert_eq!(exports, 2);
 
     // One edited entry: exit 1, one line naming the entry.
-    raw(&dir)
-        .execute(
-            "UPDATE audit_entries SET entry = replace(entry, '\"view\"', '\"VIEW\"') WHERE server_seq = 200",
-            [],
-        )
-        .unwrap();
+    edit_entry(&raw(&dir), 200, |e| e.event.action = "VIEW".into());
     let out = Command::new(bin).args(["audit", "verify", "--data-dir", data]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
@@ -392,11 +401,7 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
     // Edits after the purge point are still caught; so is an edit of the purge base.
     let conn = raw(&dir);
     conn.execute_batch("CREATE TABLE backup AS SELECT * FROM audit_entries; CREATE TABLE base_backup AS SELECT * FROM audit_base;").unwrap();
-    conn.execute(
-        "UPDATE audit_entries SET entry = replace(entry, '\"view\"', '\"VIEW\"') WHERE server_seq = 150",
-        [],
-    )
-    .unwrap();
+    edit_entry(&conn, 150, |e| e.event.action = "VIEW".into());
     assert_eq!(verify(&dir, &storage).unwrap_err().position, 150);
     conn.execute_batch("DELETE FROM audit_entries; INSERT INTO audit_entries SELECT * FROM backup;").unwrap();
     let base = storage.audit_base().unwrap().unwrap();

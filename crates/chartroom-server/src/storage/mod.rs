@@ -104,6 +104,15 @@ pub struct StoredEntry {
     pub entry: AuditEntry,
 }
 
+/// A stored entry as bytes: its canonical encoding and claimed hash (for fast verification).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEntry {
+    pub server_seq: u64,
+    pub server_hash: Digest32,
+    pub hash: Digest32,
+    pub canonical: Vec<u8>,
+}
+
 /// What an upload of device entries did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ingested {
@@ -305,6 +314,8 @@ pub trait Storage: Send + Sync {
     fn ingest_entries(&self, device_id: Uuid, entries: &[AuditEntry]) -> Result<Ingested, ServerError>;
     /// Stored entries in server order after server sequence `after`, `limit` at a time.
     fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, ServerError>;
+    /// The same, undecoded: canonical bytes and claimed hashes.
+    fn audit_raw_page(&self, after: u64, limit: usize) -> Result<Vec<RawEntry>, ServerError>;
     /// The number of stored entries and the server chain's head.
     fn audit_head(&self) -> Result<(u64, Digest32), ServerError>;
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, ServerError>;

@@ -11,9 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, Ingested, NewSession, NewUser, RecordKind,
-    Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens,
-    Storage, StoredEntry, UserRecord, SERVER_CHAIN,
+    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, Ingested, NewSession, NewUser, RawEntry,
+    RecordKind, Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner,
+    SessionTokens, Storage, StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -560,22 +560,42 @@ impl Storage for SqliteStorage {
     }
 
     fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, ServerError> {
+        self.audit_raw_page(after, limit)?
+            .into_iter()
+            .map(|raw| {
+                Ok(StoredEntry {
+                    server_seq: raw.server_seq,
+                    server_hash: raw.server_hash,
+                    // An entry that does not even decode is reported by `audit verify` as damage.
+                    entry: AuditEntry::decode(&raw.canonical, raw.hash)
+                        .map_err(|_| ServerError::Damaged("audit entry"))?,
+                })
+            })
+            .collect()
+    }
+
+    fn audit_raw_page(&self, after: u64, limit: usize) -> Result<Vec<RawEntry>, ServerError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT server_seq, server_hash, entry FROM audit_entries WHERE server_seq > ?1
+            "SELECT server_seq, server_hash, hash, entry FROM audit_entries WHERE server_seq > ?1
              ORDER BY server_seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![to_i64_u(after), to_i64(limit)], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, [u8; 32]>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, [u8; 32]>(1)?,
+                r.get::<_, [u8; 32]>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (server_seq, server_hash, entry) = row?;
-            out.push(StoredEntry {
+            let (server_seq, server_hash, hash, canonical) = row?;
+            out.push(RawEntry {
                 server_seq: u64::try_from(server_seq).map_err(|_| ServerError::Damaged("server.db"))?,
                 server_hash: Digest32(server_hash),
-                // An entry that does not even parse is reported by `audit verify` as damage.
-                entry: serde_json::from_str(&entry).map_err(|_| ServerError::Damaged("audit entry"))?,
+                hash: Digest32(hash),
+                canonical,
             });
         }
         Ok(out)
@@ -906,7 +926,9 @@ fn insert_entry(
 ) -> Result<ChainHead, ServerError> {
     let server_seq = server.seq + 1;
     let link = server_link(&server.hash, server_seq, &entry.hash);
-    let json = serde_json::to_string(entry).map_err(|_| ServerError::Internal("audit entry encoding"))?;
+    // The canonical encoding is the stored form: it is what the hash covers, and verification reads
+    // it without decoding.
+    let canonical = entry.canonical_bytes();
     tx.prepare_cached(
         "INSERT INTO audit_entries (server_seq, server_hash, device_id, seq, id, hash, at, username, action, entry)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -921,7 +943,7 @@ fn insert_entry(
         entry.event.at.0,
         entry.event.username,
         entry.event.action,
-        json
+        canonical
     ])?;
     Ok(ChainHead { seq: server_seq, hash: link })
 }
