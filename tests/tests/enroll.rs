@@ -28,7 +28,7 @@ async fn enroll_then_online_first_login_then_offline() {
     let dir = DataDir::new(tmp.path().join("server"));
     let report = init(&dir, &InitOptions::default()).unwrap();
     let storage = dir.open_storage().unwrap();
-    for (name, role) in [("kim.rn", Role::Nurse), ("lee.md", Role::Physician)] {
+    for (name, role) in [("kim.rn", Role::Nurse), ("lee.md", Role::Physician), ("it.admin", Role::Admin)] {
         let pw = Password::new(format!("{}-long-passphrase", role.as_str()));
         chartroom_server::users::add_user(&storage, name, role, vec!["ICU".into()], &pw, wall_now()).unwrap();
     }
@@ -77,6 +77,12 @@ async fn enroll_then_online_first_login_then_offline() {
     let bad =
         locked.login_online(&client, "kim.rn", &Password::new("not it at all!".into()), wall_now()).await;
     assert_eq!(bad.unwrap_err().code(), "server.refused");
+    assert!(locked.usernames().unwrap().is_empty());
+
+    // The administrator's password is right, but an admin reads no patient data: no key, no slot.
+    let admin = Password::new("admin-long-passphrase".into());
+    let refused = locked.login_online(&client, "it.admin", &admin, wall_now()).await.unwrap_err();
+    assert_eq!(refused.code(), "access.forbidden");
     assert!(locked.usernames().unwrap().is_empty());
 
     let mut vault = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap();

@@ -117,11 +117,15 @@ pub fn verify(
     let mut heads: HashMap<Uuid, ChainHead> = HashMap::new();
     let mut server = ChainHead::GENESIS;
     if let Some(b) = &base {
-        let anchored = checkpoints
-            .iter()
-            .find(|c| c.number == b.checkpoint)
-            .is_some_and(|c| c.count == b.server_seq && c.head == b.server_hash);
-        if !anchored {
+        let anchored = checkpoints.iter().find(|c| c.number == b.checkpoint).is_some_and(|c| {
+            c.count == b.server_seq
+                && c.head == b.server_hash
+                && b.purged_before.0 <= c.at.0.saturating_sub(retention_ms(MIN_RETENTION_DAYS))
+        });
+        let signed = crate::hex::decode::<64>(&b.signature).is_some_and(|sig| {
+            key.verify_strict(&base_message(b), &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
+        });
+        if !anchored || !signed {
             return Ok(Err(AuditProblem {
                 position: b.server_seq,
                 problem: "the purge base does not match the signed checkpoint it names".into(),
@@ -168,6 +172,27 @@ pub fn verify(
 
 /// The shortest retention allowed, and the default: six years (HIPAA, 45 CFR 164.316(b)(2)).
 pub const MIN_RETENTION_DAYS: u64 = 6 * 365 + 2;
+
+fn retention_ms(days: u64) -> i64 {
+    i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
+}
+
+/// What the purge command signs: the whole base, so that a base written by anyone else (to hide a
+/// deleted prefix behind an existing checkpoint) does not verify.
+fn base_message(b: &crate::storage::AuditBase) -> Vec<u8> {
+    let mut m = b"chartroom/audit-purge-base/v1\0".to_vec();
+    m.extend_from_slice(&b.server_seq.to_be_bytes());
+    m.extend_from_slice(&b.server_hash.0);
+    m.extend_from_slice(&u64::try_from(b.device_heads.len()).unwrap_or(u64::MAX).to_be_bytes());
+    for (device, head) in &b.device_heads {
+        m.extend_from_slice(device.as_bytes());
+        m.extend_from_slice(&head.seq.to_be_bytes());
+        m.extend_from_slice(&head.hash.0);
+    }
+    m.extend_from_slice(&b.checkpoint.to_be_bytes());
+    m.extend_from_slice(&b.purged_before.0.to_be_bytes());
+    m
+}
 
 /// What a purge did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,13 +257,15 @@ pub fn purge(
     }
     let mut device_heads: Vec<(Uuid, ChainHead)> = heads.into_iter().collect();
     device_heads.sort_by_key(|(d, _)| *d);
-    let base = crate::storage::AuditBase {
+    let mut base = crate::storage::AuditBase {
         server_seq: server.seq,
         server_hash: server.hash,
         device_heads,
         checkpoint: checkpoint.number,
         purged_before: before,
+        signature: String::new(),
     };
+    base.signature = crate::hex::encode(&ed25519_dalek::Signer::sign(key, &base_message(&base)).to_bytes());
     let entries = storage.purge_audit(&base)?;
     let mut e = event(now, "audit_purge", "audit", "ok", &Origin::default());
     e.resource_id = Some(format!("{entries} entries before {before}"));

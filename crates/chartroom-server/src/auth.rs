@@ -137,7 +137,7 @@ fn login_inner(
     let user_key = format!("user:{}", req.username.trim().to_lowercase());
     let device_key = format!("device:{device_id}");
     for key in [&user_key, &device_key] {
-        check_throttle(storage, key, now)?;
+        admit_attempt(storage, key, now)?;
     }
     let account = storage.user_for_login(&req.username)?;
     // An unknown user costs the same Argon2id run as a known one: response time does not reveal
@@ -149,12 +149,8 @@ fn login_inner(
     let password_ok = PasswordHash::new(hash)
         .map(|h| argon2::Argon2::default().verify_password(req.password.as_bytes(), &h).is_ok())
         .unwrap_or(false);
+    // A failure was counted when the attempt was admitted; only success clears it.
     let Some(account) = account.filter(|_| password_ok) else {
-        for key in [&user_key, &device_key] {
-            storage.update_throttle(key, &mut |t| {
-                t.record_failure(key, now, &throttle_policy());
-            })?;
-        }
         return Err(AuthFailure::BadCredentials);
     };
     if account.record.disabled {
@@ -171,9 +167,30 @@ fn login_inner(
         tokens,
         created_at: now,
     })?;
+    let device = storage.enrolled_device(device_id)?.ok_or(AuthFailure::UnknownDevice)?;
+    let may_open = may_read_on_device(&account.record, &device.record);
     let mut response = token_response(access, refresh, user_info(account.record));
-    response.escrow_key = hex::encode(chartroom_crypto::escrow_key_for(escrow_root, device_id).as_ref());
+    // The key that opens the station's data goes only to users who may read patients there: an
+    // administrator, or a clinician of another ward, logs in but gets no key.
+    if may_open {
+        response.escrow_key = hex::encode(chartroom_crypto::escrow_key_for(escrow_root, device_id).as_ref());
+    }
     Ok((response, device_id))
+}
+
+/// Whether `user` may read patient demographics on any unit this device holds.
+fn may_read_on_device(user: &crate::storage::UserRecord, device: &crate::storage::DeviceRecord) -> bool {
+    use chartroom_domain::access::{decide, Action, ChartSection, Principal, Target};
+    let who = Principal { role: user.role, units: user.units.clone() };
+    let units: Vec<&str> = if device.units.is_empty() {
+        user.units.iter().map(String::as_str).collect()
+    } else {
+        device.units.iter().map(String::as_str).collect()
+    };
+    units.iter().any(|unit| {
+        decide(&who, Action::Read(ChartSection::Demographics), Target::Patient { unit, break_glass: false })
+            .is_ok()
+    })
 }
 
 /// Exchanges a refresh token, presented by the device it was issued to, for new tokens.
@@ -253,10 +270,17 @@ fn verify(key: &VerifyingKey, message: &[u8], signature_hex: &str) -> Result<(),
     Ok(())
 }
 
-fn check_throttle(storage: &dyn Storage, key: &str, now: Timestamp) -> Result<(), AuthFailure> {
+/// Admits an attempt and, in the same transaction, counts it as a failure until it succeeds: parallel
+/// attempts each count before any of them reaches the (slow) password check, so a burst cannot get
+/// more guesses than the throttle allows.
+fn admit_attempt(storage: &dyn Storage, key: &str, now: Timestamp) -> Result<(), AuthFailure> {
     let mut verdict = Ok(());
-    storage
-        .update_throttle(key, &mut |t: &mut LoginThrottle| verdict = t.check(key, now, &throttle_policy()))?;
+    storage.update_throttle(key, &mut |t: &mut LoginThrottle| {
+        verdict = t.check(key, now, &throttle_policy());
+        if verdict.is_ok() {
+            t.record_failure(key, now, &throttle_policy());
+        }
+    })?;
     verdict.map_err(AuthFailure::Throttled)
 }
 

@@ -46,8 +46,8 @@ pub fn import_files(
     let mut charts: Vec<Chart> = Vec::new();
     let mut summary = ImportSummary::default();
     for (i, path) in files.iter().enumerate() {
-        let name =
-            format!("file {} ({})", i + 1, path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        // Files are named by position only: Synthea names its files after the patient.
+        let name = format!("file {}", i + 1);
         let size =
             fs::metadata(path).map_err(|e| ServerError::Import(format!("{name}: {}", e.kind())))?.len();
         if size > MAX_BUNDLE_BYTES {

@@ -363,7 +363,20 @@ fn anomaly_rule_uses_the_users_own_baseline() {
     views(Timestamp(now.0 - 3_000_000), 250, 1000);
     let rule = AnomalyRule::default();
     assert!(check_anomaly(&storage, &owner, &rule, now).unwrap().is_none());
-    // 50 more makes 301 with the next one: more than three times normal.
+    // A station uploading entries in this user's name (its word only) changes nothing: neither a
+    // forged burst nor a padded baseline.
+    let device = Uuid::now_v7();
+    let mut head = ChainHead::GENESIS;
+    let forged: Vec<AuditEntry> = (0..400)
+        .map(|i| {
+            let mut e = Event::new(Timestamp(now.0 - 1000 * i), "view", "patient", "ok");
+            e.username = Some("busy.doc".into());
+            head.append(device, Uuid::now_v7(), e)
+        })
+        .collect();
+    storage.ingest_entries(device, &forged).unwrap();
+    assert!(check_anomaly(&storage, &owner, &rule, now).unwrap().is_none(), "uploads are not counted");
+    // 50 more of its own makes 301 with the next one: more than three times normal.
     views(Timestamp(now.0 - 1_000_000), 50, 1000);
     let incident = check_anomaly(&storage, &owner, &rule, now).unwrap().expect("an incident");
     assert_eq!(incident.last_hour, 301);
@@ -411,6 +424,42 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
     assert!(verify(&dir, &storage).is_err(), "a moved purge point is not anchored by its checkpoint");
     conn.execute_batch("DELETE FROM audit_base; INSERT INTO audit_base SELECT * FROM base_backup;").unwrap();
     assert_eq!(verify(&dir, &storage).unwrap(), 121);
+
+    // An insider cannot make a purge of their own: deleting a prefix up to an existing checkpoint
+    // and writing a matching base (all hashes are public) still fails, for want of a signature.
+    let checkpoints = storage.checkpoints().unwrap();
+    let target = checkpoints.iter().max_by_key(|c| c.count).unwrap();
+    assert!(target.count > base.server_seq, "a checkpoint beyond the purge point to hide behind");
+    let rows_now = rows(&conn);
+    let mut heads: std::collections::BTreeMap<Uuid, ChainHead> = base.device_heads.iter().copied().collect();
+    let mut server_hash = base.server_hash;
+    for (seq, e, _) in rows_now.iter().filter(|(s, ..)| u64::try_from(*s).unwrap() <= target.count) {
+        heads.insert(e.device_id, ChainHead { seq: e.seq, hash: e.hash });
+        server_hash = server_link(&server_hash, u64::try_from(*seq).unwrap(), &e.hash);
+    }
+    {
+        let fake = chartroom_server::storage::AuditBase {
+            server_seq: target.count,
+            server_hash,
+            device_heads: heads.into_iter().collect(),
+            checkpoint: target.number,
+            purged_before: Timestamp(0),
+            signature: base.signature.clone(),
+        };
+        conn.execute("UPDATE audit_base SET base = ?1", [serde_json::to_string(&fake).unwrap()]).unwrap();
+        conn.execute(
+            "DELETE FROM audit_entries WHERE server_seq <= ?1",
+            [i64::try_from(target.count).unwrap()],
+        )
+        .unwrap();
+        assert!(verify(&dir, &storage).is_err(), "a purge nobody signed");
+        conn.execute_batch(
+            "DELETE FROM audit_base; INSERT INTO audit_base SELECT * FROM base_backup;
+             DELETE FROM audit_entries; INSERT INTO audit_entries SELECT * FROM backup;",
+        )
+        .unwrap();
+        assert_eq!(verify(&dir, &storage).unwrap(), 121);
+    }
 
     // Everything old goes; new entries continue the same chains.
     let all = audit::purge(

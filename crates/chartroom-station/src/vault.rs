@@ -227,6 +227,10 @@ impl LockedVault {
         let identity =
             chartroom_client::DeviceIdentity::new(self.device.device_id.to_string(), &secret.signing_seed());
         let tokens = client.login(&identity, username, password.expose_for_hashing()).await?;
+        if tokens.escrow_key.is_empty() {
+            // The server confirmed the password but this user may read no patient on this device.
+            return Err(StationError::Denied(chartroom_domain::Denied::NotPermitted));
+        }
         let escrow_key = decode_key(&tokens.escrow_key)?;
         let user_id: Uuid = tokens.user.id.parse().map_err(|_| StationError::ServerAnswer)?;
         let escrow = self.profile.escrow_slot()?.ok_or(StationError::ProfileDamaged("keyslots.json"))?;
@@ -434,6 +438,8 @@ impl UnlockedVault {
 
     /// A unit's census (all units with `None`), recorded in the audit chain with every patient shown.
     pub fn census(&mut self, unit: Option<&str>, now: Timestamp) -> Result<Vec<chartroom_store::CensusRow>> {
+        let read = chartroom_domain::Action::Read(chartroom_domain::ChartSection::Demographics);
+        self.permit(read, unit.unwrap_or("*"), Uuid::nil(), now)?;
         let actor = self.actor();
         Ok(self.store.census_as(&actor, unit, now)?)
     }
@@ -450,7 +456,32 @@ impl UnlockedVault {
                 return Err(e);
             }
         };
-        Ok(self.store.chart_as(&actor, id, max_observations, now)?)
+        let read = chartroom_domain::Action::Read(chartroom_domain::ChartSection::Demographics);
+        self.permit(read, "*", id, now)?;
+        let mut chart = self.store.chart_as(&actor, id, max_observations, now)?;
+        // Minimum necessary, as on the server: sections the role may not read stay empty.
+        let who = chartroom_domain::Principal {
+            role: self.role.ok_or(StationError::RoleUnknown)?,
+            units: vec!["*".into()],
+        };
+        let sections = chartroom_domain::access::readable_sections(&who, "*", false);
+        use chartroom_domain::ChartSection as S;
+        if !sections.contains(&S::Allergies) {
+            chart.allergies.clear();
+        }
+        if !sections.contains(&S::Problems) {
+            chart.conditions.clear();
+        }
+        if !sections.contains(&S::Medications) {
+            chart.medications.clear();
+        }
+        if !sections.contains(&S::Vitals) {
+            chart.observations.clear();
+        }
+        if !sections.contains(&S::Notes) {
+            chart.notes.clear();
+        }
+        Ok(chart)
     }
 
     /// Checks that this user may do `action` on a patient of `unit`; a refusal is recorded.
@@ -470,7 +501,7 @@ impl UnlockedVault {
         if let Err(denied) = chartroom_domain::decide(&who, action, target) {
             let actor = self.actor();
             let mut e = chartroom_audit::Event::new(now, "denied", "patient", denied.code());
-            e.patient_ids = vec![patient_id];
+            e.patient_ids = if patient_id.is_nil() { vec![] } else { vec![patient_id] };
             self.store.record(&actor, e)?;
             return Err(StationError::Denied(denied));
         }

@@ -474,9 +474,13 @@ fn writes_follow_the_role_and_refusals_are_recorded() {
     };
     let mut vault =
         LockedVault::create(Profile::new(dir.path()), Arc::new(MemoryKeystore::default()), request).unwrap();
-    let config = SynthConfig { observations_per_patient: 0, ..SynthConfig::new(3, NOW) };
+    let config = SynthConfig { observations_per_patient: 7, ..SynthConfig::new(3, NOW) };
     vault.store().import(&[patient(&config, 0)]).unwrap();
     let mrn = vault.census(None, NOW).unwrap()[0].mrn.clone();
+    // Billing reads who the patient is and the problem list, nothing clinical beyond that.
+    let chart = vault.chart_by_mrn(&mrn, 10, NOW).unwrap();
+    assert!(!chart.conditions.is_empty());
+    assert!(chart.notes.is_empty() && chart.observations.is_empty() && chart.medications.is_empty());
     let err = vault.record_vitals(&mrn, &[(chartroom_domain::VitalSign::HeartRate, 80.0)], NOW).unwrap_err();
     assert_eq!(err.code(), "access.forbidden");
     assert!(vault.outbox().unwrap().is_empty(), "nothing queued");

@@ -160,6 +160,10 @@ pub struct AuditBase {
     pub device_heads: Vec<(Uuid, chartroom_audit::ChainHead)>,
     pub checkpoint: u64,
     pub purged_before: Timestamp,
+    /// Ed25519 signature (hex) by the checkpoint key over all of the above: only the purge command,
+    /// which enforces the retention period, can make a base that verifies.
+    #[serde(default)]
+    pub signature: String,
 }
 
 /// The chain id of the server's own events (devices have v7 ids; this one is nil).
@@ -325,7 +329,8 @@ pub trait Storage: Send + Sync {
     fn audit_base(&self) -> Result<Option<AuditBase>, ServerError>;
     /// Deletes stored entries up to `base.server_seq` and records `base`, in one transaction.
     fn purge_audit(&self, base: &AuditBase) -> Result<u64, ServerError>;
-    /// How many entries of `username` with one of `actions` fall in `[since, until)`.
+    /// How many entries of the server's own chain by `username` with one of `actions` fall in
+    /// `[since, until)` (device uploads are not counted: their user and time are the device's word).
     fn count_actions(
         &self,
         username: &str,

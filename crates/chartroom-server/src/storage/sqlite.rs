@@ -653,11 +653,17 @@ impl Storage for SqliteStorage {
     ) -> Result<u64, ServerError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT count(*) FROM audit_entries WHERE username = ?1 AND action = ?2 AND at >= ?3 AND at < ?4",
+            // Only the server's own chain: its entries carry the server's clock and the authenticated
+            // user. Uploaded device entries name whatever user and time the device wrote.
+            "SELECT count(*) FROM audit_entries
+             WHERE username = ?1 AND action = ?2 AND at >= ?3 AND at < ?4 AND device_id = ?5",
         )?;
         let mut total = 0u64;
         for action in actions {
-            let n: i64 = stmt.query_row(params![username, action, since.0, until.0], |r| r.get(0))?;
+            let n: i64 = stmt
+                .query_row(params![username, action, since.0, until.0, SERVER_CHAIN.as_bytes()], |r| {
+                    r.get(0)
+                })?;
             total += u64::try_from(n).unwrap_or(0);
         }
         Ok(total)
