@@ -47,8 +47,11 @@ impl ChartSection {
 /// Something a user asks to do.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Action {
-    /// Read one section of a patient's chart (the census needs `Demographics`).
+    /// Read one section of a patient's chart.
     Read(ChartSection),
+    /// List a unit's patients (names, MRNs, birth dates, beds) — a bulk read, for those who work
+    /// the unit, not for looking people up.
+    ReadCensus,
     /// Record a vitals set.
     WriteVitals,
     /// Write (draft) a note of this kind.
@@ -74,6 +77,7 @@ impl Action {
         };
         match self {
             Action::Read(section) => format!("ehr.read:patient.{}", section.as_str()),
+            Action::ReadCensus => "ehr.read:census".into(),
             Action::WriteVitals => "ehr.write:vitals".into(),
             Action::WriteNote(k) => format!("ehr.write:note.{}", note(k)),
             Action::SignNote(k) => format!("ehr.sign:note.{}", note(k)),
@@ -92,15 +96,19 @@ impl Action {
 
 /// What each role is granted. Minimum necessary: billing sees who the patient is and the problem
 /// list (for coding) but no notes, vitals or medications; the auditor reads the trail and enough
-/// demographics to name a patient in a report; the admin manages accounts and devices and reads no
-/// patient data at all.
+/// demographics to name a patient in a report, but lists no census; the admin manages accounts and
+/// devices and reads no patient data at all.
 pub fn grants(role: Role) -> &'static [&'static str] {
     match role {
-        Role::Nurse => {
-            &["ehr.read:patient.*", "ehr.write:vitals", "ehr.write:note.nursing", "ehr.sign:note.nursing"]
-        }
-        Role::Physician => &["ehr.read:patient.*", "ehr.write:*", "ehr.sign:note.*"],
-        Role::Billing => &["ehr.read:patient.demographics", "ehr.read:patient.problems"],
+        Role::Nurse => &[
+            "ehr.read:patient.*",
+            "ehr.read:census",
+            "ehr.write:vitals",
+            "ehr.write:note.nursing",
+            "ehr.sign:note.nursing",
+        ],
+        Role::Physician => &["ehr.read:patient.*", "ehr.read:census", "ehr.write:*", "ehr.sign:note.*"],
+        Role::Billing => &["ehr.read:patient.demographics", "ehr.read:patient.problems", "ehr.read:census"],
         Role::Auditor => &["audit.read:*", "ehr.read:patient.demographics"],
         Role::Admin => &["admin.manage:*"],
     }
@@ -248,6 +256,20 @@ mod tests {
     }
 
     #[test]
+    fn only_those_who_work_a_unit_list_its_census() {
+        let icu = Target::Patient { unit: "ICU", break_glass: false };
+        for (role, allowed) in [
+            (Role::Nurse, true),
+            (Role::Physician, true),
+            (Role::Billing, true),
+            (Role::Auditor, false),
+            (Role::Admin, false),
+        ] {
+            assert_eq!(decide(&who(role, &["*"]), Action::ReadCensus, icu).is_ok(), allowed, "{role:?}");
+        }
+    }
+
+    #[test]
     fn units_scope_patient_actions() {
         let nurse = who(Role::Nurse, &["ICU"]);
         let med = Target::Patient { unit: "MED", break_glass: false };
@@ -294,6 +316,7 @@ mod tests {
             Just(Action::WriteVitals),
             kind.clone().prop_map(Action::WriteNote),
             kind.prop_map(Action::SignNote),
+            Just(Action::ReadCensus),
             Just(Action::WriteOrders),
             Just(Action::ReadAudit),
             Just(Action::ManageUsers),

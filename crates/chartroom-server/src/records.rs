@@ -115,7 +115,7 @@ pub fn census(
 ) -> Result<CensusPage, ReadFailure> {
     let who = principal(r.owner);
     let target = Target::Patient { unit, break_glass: false };
-    if let Err(denied) = decide(&who, Action::Read(ChartSection::Demographics), target) {
+    if let Err(denied) = decide(&who, Action::ReadCensus, target) {
         let subject = Subject { resource_type: "census", resource_id: unit.to_owned(), patient_ids: vec![] };
         r.record("denied", denied.code(), subject)?;
         return Err(ReadFailure::Denied(denied));
@@ -166,9 +166,12 @@ pub fn chart(r: Reader<'_>, patient_id: Uuid, max_observations: usize) -> Result
     };
     let who = principal(r.owner);
     let read = Action::Read(ChartSection::Demographics);
-    let in_scope = decide(&who, read, Target::Patient { unit: &patient.unit, break_glass: false });
-    // Outside scope, an unexpired break-glass grant for this patient opens it (flagged).
-    let break_glass = in_scope.is_err() && r.storage.has_break_glass(r.owner.user.id, patient_id, r.now)?;
+    // An unexpired break-glass grant for this patient opens it beyond scope (or, for an auditor,
+    // beyond demographics); reads that needed it are flagged.
+    let granted = r.storage.has_break_glass(r.owner.user.id, patient_id, r.now)?;
+    let plain = readable_sections(&who, &patient.unit, false);
+    let with_grant = if granted { readable_sections(&who, &patient.unit, true) } else { plain.clone() };
+    let break_glass = with_grant.len() > plain.len();
     if let Err(denied) = decide(&who, read, Target::Patient { unit: &patient.unit, break_glass }) {
         r.record("denied", denied.code(), subject())?;
         return Err(ReadFailure::Denied(denied));
@@ -176,7 +179,7 @@ pub fn chart(r: Reader<'_>, patient_id: Uuid, max_observations: usize) -> Result
     if crate::oversight::check_anomaly(r.storage, r.owner, &r.anomaly, r.now)?.is_some() {
         return Err(ReadFailure::Disabled);
     }
-    let sections = readable_sections(&who, &patient.unit, break_glass);
+    let sections = with_grant;
     let kinds: Vec<RecordKind> = sections.iter().filter_map(|s| kind_of(*s)).collect();
     let records = r.storage.records(patient_id, &kinds, max_observations.min(MAX_CHART_OBSERVATIONS))?;
     let chart = r.keys.open_chart(&patient, &records)?;

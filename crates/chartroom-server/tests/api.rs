@@ -314,8 +314,8 @@ const MATRIX: &[(&str, Scope, Act, Expect)] = &[
     ("billing.icu", Scope::Out, Act::Census, Expect::Denied("access.out_of_scope")),
     ("billing.icu", Scope::In, Act::Chart, Expect::Sections(&["demographics", "problems"])),
     ("billing.icu", Scope::Out, Act::Chart, Expect::Denied("access.out_of_scope")),
-    ("auditor.all", Scope::In, Act::Census, Expect::Census),
-    ("auditor.all", Scope::Out, Act::Census, Expect::Census),
+    ("auditor.all", Scope::In, Act::Census, Expect::Denied("access.forbidden")),
+    ("auditor.all", Scope::Out, Act::Census, Expect::Denied("access.forbidden")),
     ("auditor.all", Scope::In, Act::Chart, Expect::Sections(&["demographics"])),
     ("auditor.all", Scope::Out, Act::Chart, Expect::Sections(&["demographics"])),
     ("admin.it", Scope::In, Act::Census, Expect::Denied("access.forbidden")),
@@ -648,6 +648,20 @@ async fn break_glass_opens_one_patient_for_an_hour_and_auditors_review_it() {
         .events()
         .iter()
         .any(|e| e.action == "break_glass_review" && e.username.as_deref() == Some("auditor.bg")));
+
+    // An auditor sees demographics only, until break-glass for an investigation opens the chart.
+    let (_, text) = f.status(&dev, &auditor, &chart_path(med[1])).await;
+    assert_eq!(serde_json::from_str::<ChartResponse>(&text).unwrap().sections.len(), 1);
+    let investigate =
+        serde_json::json!({ "reason": "audit_investigation", "detail": "Complaint 2026-114, access review" });
+    let path1 = format!("/v1/patients/{}/break-glass", med[1].patient.id);
+    f.client.post_signed::<_, BreakGlassGrant>(&dev, &auditor, &path1, &investigate).await.unwrap();
+    let (_, text) = f.status(&dev, &auditor, &chart_path(med[1])).await;
+    assert_eq!(serde_json::from_str::<ChartResponse>(&text).unwrap().sections.len(), 6);
+    assert!(f
+        .events()
+        .iter()
+        .any(|e| e.action == "break_glass_view" && e.username.as_deref() == Some("auditor.bg")));
 
     // An hour later the grant has expired (the client's clock moves with the server's).
     f.clock.advance(Duration::from_secs(3601));

@@ -438,8 +438,7 @@ impl UnlockedVault {
 
     /// A unit's census (all units with `None`), recorded in the audit chain with every patient shown.
     pub fn census(&mut self, unit: Option<&str>, now: Timestamp) -> Result<Vec<chartroom_store::CensusRow>> {
-        let read = chartroom_domain::Action::Read(chartroom_domain::ChartSection::Demographics);
-        self.permit(read, unit.unwrap_or("*"), Uuid::nil(), now)?;
+        self.permit(chartroom_domain::Action::ReadCensus, unit.unwrap_or("*"), Uuid::nil(), now)?;
         let actor = self.actor();
         Ok(self.store.census_as(&actor, unit, now)?)
     }
