@@ -386,7 +386,10 @@ impl Storage for SqliteStorage {
         device_id: Uuid,
         expires_at: Timestamp,
     ) -> Result<(), ServerError> {
-        self.conn()?.execute(
+        let conn = self.conn()?;
+        // Unanswered challenges expire: sweep them here too, so they cannot pile up.
+        conn.execute("DELETE FROM auth_nonces WHERE expires_at < ?1", [expires_at.0 - 120_000])?;
+        conn.execute(
             "INSERT INTO auth_nonces (nonce_hash, device_id, expires_at) VALUES (?1, ?2, ?3)",
             params![&nonce_hash[..], device_id.as_bytes(), expires_at.0],
         )?;
@@ -459,9 +462,11 @@ impl Storage for SqliteStorage {
         let conn = self.conn()?;
         let tx = write_tx(&conn)?;
         let reused: Option<[u8; 16]> = tx
-            .query_row("SELECT id FROM sessions WHERE prev_refresh_hash = ?1", [&refresh_hash[..]], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT id FROM sessions WHERE prev_refresh_hash = ?1 AND device_id = ?2",
+                params![&refresh_hash[..], device_id.as_bytes()],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(id) = reused {
             // A refresh token that was already exchanged is being replayed: whoever holds the
