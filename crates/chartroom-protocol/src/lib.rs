@@ -282,6 +282,62 @@ pub struct IncidentInfo {
     pub hourly_average: f64,
 }
 
+/// A record a station changed, as it pushes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", content = "record", rename_all = "snake_case")]
+pub enum ChangeRecord {
+    Observation(chartroom_domain::Observation),
+    Note(chartroom_domain::Note),
+}
+
+/// One change from a station's outbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// Chosen by the station; the same id is applied at most once.
+    pub change_id: String,
+    /// The server version the change was made on (0: a new record).
+    pub base_version: i64,
+    #[serde(flatten)]
+    pub change: ChangeRecord,
+}
+
+/// `POST /v1/sync/push`: up to [`MAX_PUSH`] changes, each applied (or not) on its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushBatch {
+    pub changes: Vec<Change>,
+}
+
+/// Most changes in one push.
+pub const MAX_PUSH: usize = 500;
+
+/// What became of one change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Applied; the record is now at `version`.
+    Applied { version: i64 },
+    /// This change id was applied before (a retry): nothing was applied again.
+    Duplicate { version: i64 },
+    /// The record moved on since `base_version`: not applied; the clinician resolves it.
+    Conflict { current_version: i64 },
+    /// Refused for good (`code` says why); the station keeps it, visible, never drops it.
+    Rejected { code: String, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChangeResult {
+    pub change_id: String,
+    #[serde(flatten)]
+    pub outcome: ChangeOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PushResponse {
+    pub results: Vec<ChangeResult>,
+}
+
 /// `POST /v1/audit/entries`: a device uploads the next entries of its own audit chain (in order).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

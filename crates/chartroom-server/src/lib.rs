@@ -21,6 +21,7 @@ pub mod oversight;
 pub mod phi;
 pub mod records;
 pub mod storage;
+pub mod sync;
 mod tls;
 pub mod users;
 

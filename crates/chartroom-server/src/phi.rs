@@ -102,6 +102,20 @@ impl RecordKeys {
         Ok((key, patient))
     }
 
+    /// Seals one clinical record of a stored patient at `version` (a change pushed by a station).
+    pub fn seal_record<T: Serialize>(
+        &self,
+        p: &SealedPatient,
+        kind: RecordKind,
+        id: Uuid,
+        sort_key: i64,
+        version: i64,
+        value: &T,
+    ) -> Result<SealedRecord, ServerError> {
+        let (key, _) = self.open_patient(p)?;
+        Ok(SealedRecord { id, kind, sort_key, version, body: seal_kind(&key, value, kind, p.id, id)? })
+    }
+
     /// Seals a value that belongs to a stored patient (e.g. a break-glass reason) at `(record, field)`.
     pub fn seal_for(
         &self,

@@ -754,3 +754,146 @@ async fn a_canary_patient_leaves_no_phi_in_exports_or_output() {
         assert!(!seen.contains(canary), "`{canary}` leaked into command output");
     }
 }
+
+/// Pushed changes: applied once (a retry is a duplicate), checked against role, authorship and
+/// version; a stale edit is a conflict; observations and signed notes are never rewritten.
+#[tokio::test]
+async fn pushed_changes_apply_once_with_versions_and_conflicts() {
+    use chartroom_domain::{Note, NoteKind, NoteStatus, Observation, Timestamp, VitalSign};
+    use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord};
+    let f = Fixture::new().await;
+    let charts = f.seed(4);
+    let icu = charts.iter().find(|c| c.patient.unit == "ICU").unwrap();
+    f.add_user("nurse.sync", Role::Nurse, &["ICU"]);
+    f.add_user("billing.sync", Role::Billing, &["ICU"]);
+    let a = f.device("station-a", &[]).await;
+    let b = f.device("station-b", &[]).await;
+    let tokens = f.login(&a, "nurse.sync").await;
+    let me: uuid::Uuid = tokens.user.id.parse().unwrap();
+    let now = Timestamp(f.clock.now().0);
+    let obs = |value: f64| Observation {
+        id: uuid::Uuid::now_v7(),
+        patient_id: icu.patient.id,
+        vital: VitalSign::HeartRate,
+        value,
+        effective_at: now,
+        recorded_by: me,
+        version: 0,
+    };
+    let note = Note {
+        id: uuid::Uuid::now_v7(),
+        patient_id: icu.patient.id,
+        author_id: me,
+        kind: NoteKind::Nursing,
+        text: "Draft: settled overnight".into(),
+        created_at: now,
+        status: NoteStatus::Draft,
+        addendum_to: None,
+        version: 0,
+    };
+    let change = |base: i64, record: ChangeRecord| Change {
+        change_id: uuid::Uuid::now_v7().to_string(),
+        base_version: base,
+        change: record,
+    };
+    let first =
+        vec![change(0, ChangeRecord::Observation(obs(88.0))), change(0, ChangeRecord::Note(note.clone()))];
+    let t = tokens.access_token.clone();
+    assert_eq!(
+        push(&f.client, &a, &t, first.clone()).await,
+        [ChangeOutcome::Applied { version: 1 }, ChangeOutcome::Applied { version: 1 }]
+    );
+    // The same batch again (a lost response, retried): nothing applied twice.
+    assert_eq!(
+        push(&f.client, &a, &t, first.clone()).await,
+        [ChangeOutcome::Duplicate { version: 1 }, ChangeOutcome::Duplicate { version: 1 }]
+    );
+    // The same change ids from another device are not its to retry.
+    let tb = f.login(&b, "nurse.sync").await.access_token;
+    assert!(
+        matches!(&push(&f.client, &b, &tb, first.clone()).await[0], ChangeOutcome::Rejected { code, .. } if code == "sync.foreign_change")
+    );
+
+    // The draft note edited on version 1 applies as version 2; another edit still based on 1 is a conflict.
+    let edited = Note { text: "Settled overnight, no complaints".into(), ..note.clone() };
+    assert_eq!(
+        push(&f.client, &a, &t, vec![change(1, ChangeRecord::Note(edited.clone()))]).await,
+        [ChangeOutcome::Applied { version: 2 }]
+    );
+    assert_eq!(
+        push(&f.client, &a, &t, vec![change(1, ChangeRecord::Note(edited.clone()))]).await,
+        [ChangeOutcome::Conflict { current_version: 2 }]
+    );
+    // Signed at version 3, then never edited again; observations are never rewritten.
+    let signed = Note { status: NoteStatus::Signed { signed_at: now }, ..edited.clone() };
+    assert_eq!(
+        push(&f.client, &a, &t, vec![change(2, ChangeRecord::Note(signed.clone()))]).await,
+        [ChangeOutcome::Applied { version: 3 }]
+    );
+    let rewrite = Note { text: "changed after signing".into(), ..signed };
+    let refused = push(&f.client, &a, &t, vec![change(3, ChangeRecord::Note(rewrite))]).await;
+    assert!(
+        matches!(&refused[0], ChangeOutcome::Rejected { code, .. } if code == "note.signed"),
+        "{refused:?}"
+    );
+    let ChangeRecord::Observation(o) = &first[0].change else { unreachable!() };
+    let again = push(
+        &f.client,
+        &a,
+        &t,
+        vec![change(1, ChangeRecord::Observation(Observation { value: 90.0, ..o.clone() }))],
+    )
+    .await;
+    assert!(
+        matches!(&again[0], ChangeOutcome::Rejected { code, .. } if code == "sync.append_only"),
+        "{again:?}"
+    );
+
+    // Refusals: another author, an impossible value, a role without the permission.
+    let forged = Observation { recorded_by: uuid::Uuid::now_v7(), ..obs(80.0) };
+    let bad = push(
+        &f.client,
+        &a,
+        &t,
+        vec![change(0, ChangeRecord::Observation(forged)), change(0, ChangeRecord::Observation(obs(900.0)))],
+    )
+    .await;
+    assert!(matches!(&bad[0], ChangeOutcome::Rejected { code, .. } if code == "sync.not_author"), "{bad:?}");
+    assert!(matches!(&bad[1], ChangeOutcome::Rejected { code, .. } if code == "request.invalid"), "{bad:?}");
+    let billing = f.login(&a, "billing.sync").await;
+    let as_billing = Observation { recorded_by: billing.user.id.parse().unwrap(), ..obs(70.0) };
+    let denied =
+        push(&f.client, &a, &billing.access_token, vec![change(0, ChangeRecord::Observation(as_billing))])
+            .await;
+    assert!(
+        matches!(&denied[0], ChangeOutcome::Rejected { code, .. } if code == "access.forbidden"),
+        "{denied:?}"
+    );
+
+    // What was applied is what the chart shows, and every applied change is in the trail.
+    let chart: ChartResponse =
+        f.client.get(&a, &t, &format!("/v1/patients/{}/chart", icu.patient.id)).await.unwrap();
+    assert!(chart.chart.observations.iter().any(|x| x.id == o.id && x.value == 88.0 && x.version == 1));
+    let n = chart.chart.notes.iter().find(|x| x.id == note.id).unwrap();
+    assert_eq!((n.version, n.text.as_str()), (3, "Settled overnight, no complaints"));
+    let creates = f
+        .events()
+        .iter()
+        .filter(|e| {
+            (e.action == "create" || e.action == "update") && e.username.as_deref() == Some("nurse.sync")
+        })
+        .count();
+    assert_eq!(creates, 4, "two creates and two updates");
+}
+
+async fn push(
+    client: &ServerClient,
+    dev: &DeviceIdentity,
+    token: &str,
+    changes: Vec<chartroom_protocol::Change>,
+) -> Vec<chartroom_protocol::ChangeOutcome> {
+    let batch = chartroom_protocol::PushBatch { changes };
+    let r: chartroom_protocol::PushResponse =
+        client.post_signed(dev, token, "/v1/sync/push", &batch).await.unwrap();
+    r.results.into_iter().map(|r| r.outcome).collect()
+}

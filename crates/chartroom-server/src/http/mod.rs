@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/break-glass", get(records::break_glass_uses))
         .route("/v1/break-glass/{id}/review", post(records::review_break_glass))
         .route("/v1/incidents", get(records::incidents))
+        .route("/v1/sync/push", post(records::push))
         .route("/v1/units/{unit}/census", get(records::census))
         .route("/v1/patients/{id}/chart", get(records::chart))
         .fallback(|| async { failure(StatusCode::NOT_FOUND, "request.not_found", "no such endpoint") })

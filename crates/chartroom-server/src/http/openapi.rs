@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         super::records::break_glass_uses,
         super::records::review_break_glass,
         super::records::incidents,
+        super::records::push,
     ),
     modifiers(&Security)
 )]

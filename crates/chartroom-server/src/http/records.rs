@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartroom_protocol::{
     ApiError, BreakGlassGrant, BreakGlassRequest, BreakGlassUse, CensusPage, ChartResponse, IncidentInfo,
+    PushBatch, PushResponse,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -139,6 +140,15 @@ pub async fn review_break_glass(
     responses((status = 200, body = Vec<IncidentInfo>), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn incidents(State(state): State<AppState>, caller: Caller) -> Response {
     respond(crate::oversight::incidents(reader(&state, &caller)))
+}
+
+/// Applies changes from the caller's device: each one applied, a duplicate, a conflict, or rejected.
+#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", request_body = PushBatch,
+    security(("access_token" = [], "device_proof" = [])),
+    responses((status = 200, body = PushResponse), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+pub async fn push(State(state): State<AppState>, caller: Caller, body: Body<PushBatch>) -> Response {
+    let Body(batch) = body;
+    respond(crate::sync::push(reader(&state, &caller), &batch))
 }
 
 fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {

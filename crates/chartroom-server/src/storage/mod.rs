@@ -166,6 +166,33 @@ pub struct AuditBase {
     pub signature: String,
 }
 
+/// A change from a station, sealed and ready to store, with the version it expects to replace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingChange {
+    pub change_id: Uuid,
+    pub device_id: Uuid,
+    pub patient_id: Uuid,
+    /// `None`: a new record (its id must be unused); `Some(v)`: replaces version `v`.
+    pub replaces: Option<i64>,
+    /// The sealed record at its new version.
+    pub record: SealedRecord,
+}
+
+/// What storing an [`IncomingChange`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    Applied,
+    /// This change id was stored before, by `device_id`, at `version`.
+    AlreadyApplied {
+        device_id: Uuid,
+        version: i64,
+    },
+    /// The record is not at the expected version (or, for a new record, its id is taken).
+    Moved {
+        current_version: Option<i64>,
+    },
+}
+
 /// The chain id of the server's own events (devices have v7 ids; this one is nil).
 pub const SERVER_CHAIN: Uuid = Uuid::nil();
 
@@ -374,6 +401,13 @@ pub trait Storage: Send + Sync {
         kinds: &[RecordKind],
         max_observations: usize,
     ) -> Result<Vec<SealedRecord>, ServerError>;
+    /// The stored version (and patient and kind) of a record, if it exists.
+    fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError>;
+    /// Whether this change id was applied already: by which device, at which version.
+    fn applied_change(&self, change_id: Uuid) -> Result<Option<(Uuid, i64)>, ServerError>;
+    /// Stores a change atomically: compare-and-set on the record's version, and the change id
+    /// remembered so that a retry applies nothing twice.
+    fn apply_change(&self, change: &IncomingChange) -> Result<Stored, ServerError>;
     /// Patient ids in id order after `after`, `limit` at a time (for export).
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError>;
 }

@@ -11,9 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, Ingested, NewSession, NewUser, RawEntry,
-    RecordKind, Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner,
-    SessionTokens, Storage, StoredEntry, UserRecord, SERVER_CHAIN,
+    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange, Ingested, NewSession,
+    NewUser, RawEntry, RecordKind, Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord,
+    SessionOwner, SessionTokens, Storage, Stored, StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -140,6 +140,13 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 8: the retention purge base (one row: where verification starts after a purge).
     "CREATE TABLE audit_base (id INTEGER PRIMARY KEY CHECK (id = 1), base TEXT NOT NULL);",
+    // 9: changes pushed by stations, remembered by id (idempotent retries).
+    "CREATE TABLE applied_changes (
+        change_id  BLOB PRIMARY KEY,
+        device_id  BLOB NOT NULL,
+        record_id  BLOB NOT NULL,
+        version    INTEGER NOT NULL
+     );",
 ];
 
 /// The embedded backend.
@@ -868,6 +875,60 @@ impl Storage for SqliteStorage {
             }
         }
         Ok(out)
+    }
+
+    fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError> {
+        let conn = self.conn()?;
+        let row: Option<([u8; 16], String, i64)> = conn
+            .prepare_cached("SELECT patient_id, kind, version FROM records WHERE id = ?1")?
+            .query_row([id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        row.map(|(p, k, v)| {
+            Ok((Uuid::from_bytes(p), RecordKind::parse(&k).ok_or(ServerError::Damaged("server.db"))?, v))
+        })
+        .transpose()
+    }
+
+    fn applied_change(&self, change_id: Uuid) -> Result<Option<(Uuid, i64)>, ServerError> {
+        let conn = self.conn()?;
+        let row: Option<([u8; 16], i64)> = conn
+            .prepare_cached("SELECT device_id, version FROM applied_changes WHERE change_id = ?1")?
+            .query_row([change_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(d, v)| (Uuid::from_bytes(d), v)))
+    }
+
+    fn apply_change(&self, c: &IncomingChange) -> Result<Stored, ServerError> {
+        let conn = self.conn()?;
+        let tx = write_tx(&conn)?;
+        let seen: Option<([u8; 16], i64)> = tx
+            .query_row(
+                "SELECT device_id, version FROM applied_changes WHERE change_id = ?1",
+                [c.change_id.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((device, version)) = seen {
+            return Ok(Stored::AlreadyApplied { device_id: Uuid::from_bytes(device), version });
+        }
+        let current: Option<i64> = tx
+            .query_row("SELECT version FROM records WHERE id = ?1", [c.record.id.as_bytes()], |r| r.get(0))
+            .optional()?;
+        if current != c.replaces {
+            return Ok(Stored::Moved { current_version: current });
+        }
+        let r = &c.record;
+        tx.execute(
+            "INSERT INTO records (id, patient_id, kind, sort_key, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET sort_key = ?4, version = ?5, body = ?6",
+            params![r.id.as_bytes(), c.patient_id.as_bytes(), r.kind.as_str(), r.sort_key, r.version, r.body],
+        )?;
+        tx.execute(
+            "INSERT INTO applied_changes (change_id, device_id, record_id, version) VALUES (?1, ?2, ?3, ?4)",
+            params![c.change_id.as_bytes(), c.device_id.as_bytes(), r.id.as_bytes(), r.version],
+        )?;
+        tx.commit()?;
+        Ok(Stored::Applied)
     }
 
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError> {

@@ -1,0 +1,161 @@
+//! Sync, the server's side (DESIGN §7): applying the changes stations push. Each change is decided
+//! on its own — permission against the patient's stored unit, authorship, validation, and a
+//! compare-and-set on the record's version — and its id is remembered, so a retry after a lost
+//! response applies nothing twice. Append-only kinds (observations, and notes once signed) never
+//! get overwritten: a second write of the same id is refused, an edit of a signed note is refused.
+
+use chartroom_domain::access::Denied;
+use chartroom_domain::{decide, Action, NoteStatus, Target, Validate};
+use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, ChangeResult, PushBatch, PushResponse};
+use uuid::Uuid;
+
+use crate::records::{principal, ReadFailure, Reader, Subject};
+use crate::storage::{IncomingChange, RecordKind, Stored};
+use crate::ServerError;
+
+/// Applies a batch, change by change, and says what became of each.
+pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailure> {
+    if batch.changes.len() > chartroom_protocol::MAX_PUSH {
+        return Err(ReadFailure::Invalid("push at most 500 changes at a time"));
+    }
+    let mut results = Vec::with_capacity(batch.changes.len());
+    for change in &batch.changes {
+        let outcome = apply(r, change)?;
+        results.push(ChangeResult { change_id: change.change_id.clone(), outcome });
+    }
+    Ok(PushResponse { results })
+}
+
+fn rejected(code: &str, message: &str) -> ChangeOutcome {
+    ChangeOutcome::Rejected { code: code.into(), message: message.into() }
+}
+
+fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
+    let Ok(change_id) = change.change_id.parse::<Uuid>() else {
+        return Ok(rejected("request.invalid", "change_id must be a UUID"));
+    };
+    let device_id = r.owner.device.record.id;
+    if let Some((by, version)) = r.storage.applied_change(change_id)? {
+        return Ok(if by == device_id {
+            ChangeOutcome::Duplicate { version }
+        } else {
+            rejected("sync.foreign_change", "this change id belongs to another device")
+        });
+    }
+    let (record_id, patient_id, kind, author, sort_key, action) = match &change.change {
+        ChangeRecord::Observation(o) => (
+            o.id,
+            o.patient_id,
+            RecordKind::Observation,
+            o.recorded_by,
+            o.effective_at.0,
+            Action::WriteVitals,
+        ),
+        ChangeRecord::Note(n) => {
+            let action = match n.status {
+                NoteStatus::Signed { .. } => Action::SignNote(n.kind),
+                _ => Action::WriteNote(n.kind),
+            };
+            (n.id, n.patient_id, RecordKind::Note, n.author_id, n.created_at.0, action)
+        }
+    };
+    let valid = match &change.change {
+        ChangeRecord::Observation(o) => o.validate(),
+        ChangeRecord::Note(n) => n.validate(),
+    };
+    if let Err(e) = valid {
+        return Ok(rejected("request.invalid", &e.to_string()));
+    }
+    let Some(patient) = r.storage.patient(patient_id)? else {
+        return Ok(rejected("patient.not_found", "no such patient on the server"));
+    };
+    let who = principal(r.owner);
+    let break_glass = r.storage.has_break_glass(r.owner.user.id, patient_id, r.now)?;
+    if let Err(denied) = decide(&who, action, Target::Patient { unit: &patient.unit, break_glass }) {
+        let subject = Subject {
+            resource_type: kind.as_str(),
+            resource_id: record_id.to_string(),
+            patient_ids: vec![patient_id],
+        };
+        r.record("denied", denied.code(), subject)?;
+        return Ok(rejected(denied.code(), &Denied::to_string(&denied)));
+    }
+    // A station writes in the name of the user who is logged in, never someone else.
+    if author != r.owner.user.id {
+        return Ok(rejected("sync.not_author", "the record names another author than the logged-in user"));
+    }
+    let current = r.storage.record_version(record_id)?;
+    if let Some((owner_patient, owner_kind, _)) = current {
+        if owner_patient != patient_id || owner_kind != kind {
+            return Ok(rejected("sync.record_mismatch", "this record id belongs to another patient or kind"));
+        }
+    }
+    let replaces = match (&change.change, current) {
+        (_, None) if change.base_version == 0 => None,
+        (_, None) => return Ok(ChangeOutcome::Conflict { current_version: 0 }),
+        (ChangeRecord::Observation(_), Some(_)) => {
+            return Ok(rejected("sync.append_only", "an observation is never rewritten; record a new one"));
+        }
+        (ChangeRecord::Note(_), Some((_, _, version))) => {
+            if change.base_version != version {
+                return Ok(ChangeOutcome::Conflict { current_version: version });
+            }
+            if stored_note_is_final(r, &patient, record_id, version)? {
+                return Ok(rejected("note.signed", "a signed note is never edited; write an addendum"));
+            }
+            Some(version)
+        }
+    };
+    let version = replaces.map_or(1, |v| v + 1);
+    let sealed = match &change.change {
+        ChangeRecord::Observation(o) => {
+            r.keys.seal_record(&patient, kind, record_id, sort_key, version, o)?
+        }
+        ChangeRecord::Note(n) => r.keys.seal_record(&patient, kind, record_id, sort_key, version, n)?,
+    };
+    let after = sealed.body.clone();
+    let incoming = IncomingChange { change_id, device_id, patient_id, replaces, record: sealed };
+    match r.storage.apply_change(&incoming)? {
+        Stored::Applied => {}
+        // Another request got there first (a retry racing itself, or another station).
+        Stored::AlreadyApplied { device_id: by, version } if by == device_id => {
+            return Ok(ChangeOutcome::Duplicate { version })
+        }
+        Stored::AlreadyApplied { .. } => {
+            return Ok(rejected("sync.foreign_change", "this change id belongs to another device"))
+        }
+        Stored::Moved { current_version } => {
+            return Ok(ChangeOutcome::Conflict { current_version: current_version.unwrap_or(0) })
+        }
+    }
+    let mut e = crate::audit::event(
+        r.now,
+        if replaces.is_some() { "update" } else { "create" },
+        kind.as_str(),
+        "ok",
+        r.origin,
+    );
+    e.user_id = Some(r.owner.user.id);
+    e.username = Some(r.owner.user.username.clone());
+    e.origin_device = Some(device_id);
+    e.resource_id = Some(record_id.to_string());
+    e.patient_ids = vec![patient_id];
+    e.after = Some(after);
+    r.storage.append_events(&[e])?;
+    Ok(ChangeOutcome::Applied { version })
+}
+
+/// Whether the stored version of a note is signed or entered-in-error (then it never changes).
+fn stored_note_is_final(
+    r: Reader<'_>,
+    patient: &crate::storage::SealedPatient,
+    id: Uuid,
+    version: i64,
+) -> Result<bool, ServerError> {
+    let stored = r.storage.records(patient.id, &[RecordKind::Note], 0)?;
+    let Some(rec) = stored.into_iter().find(|s| s.id == id && s.version == version) else {
+        return Ok(false);
+    };
+    let chart = r.keys.open_chart(patient, &[rec])?;
+    Ok(chart.notes.first().is_some_and(|n| !matches!(n.status, NoteStatus::Draft)))
+}
