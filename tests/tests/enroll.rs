@@ -87,6 +87,39 @@ async fn enroll_then_online_first_login_then_offline() {
 
     let mut vault = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap();
     assert!(vault.census(None, wall_now()).unwrap().is_empty(), "nothing synced yet");
+
+    // Until pull exists, the same synthetic patient is loaded on both sides (as a pull would).
+    let config = chartroom_synth::SynthConfig {
+        units: vec!["ICU".into()],
+        ..chartroom_synth::SynthConfig::new(5, wall_now())
+    };
+    let chart = chartroom_synth::patient(&config, 0);
+    chartroom_server::records::load_charts(
+        &storage,
+        &dir.record_keys().unwrap(),
+        std::slice::from_ref(&chart),
+    )
+    .unwrap();
+    vault.store().import(std::slice::from_ref(&chart)).unwrap();
+    // Offline edits queue up; a push applies them and empties the outbox.
+    vault
+        .record_vitals(&chart.patient.mrn, &[(chartroom_domain::VitalSign::HeartRate, 77.0)], wall_now())
+        .unwrap();
+    vault.write_note(&chart.patient.mrn, "Comfortable, pain 2/10.", true, wall_now()).unwrap();
+    assert_eq!(vault.outbox().unwrap().len(), 2);
+    let report = vault.push_outbox(&client, wall_now()).await.unwrap();
+    assert_eq!((report.applied, report.conflicts, report.rejected, report.pending), (2, 0, 0, 0));
+    assert!(vault.outbox().unwrap().is_empty());
+    let mine = vault.chart_by_mrn(&chart.patient.mrn, 5, wall_now()).unwrap();
+    assert_eq!(mine.observations[0].version, 1, "the record took its server version");
+    // The server has them, and they are attributed to kim.rn on this device.
+    let keys = dir.record_keys().unwrap();
+    let sealed = storage.patient(chart.patient.id).unwrap().unwrap();
+    let stored =
+        storage.records(chart.patient.id, &chartroom_server::storage::RecordKind::ALL, 1000).unwrap();
+    let server_chart = keys.open_chart(&sealed, &stored).unwrap();
+    assert!(server_chart.observations.iter().any(|o| o.value == 77.0 && o.id == mine.observations[0].id));
+    assert!(server_chart.notes.iter().any(|n| n.text == "Comfortable, pain 2/10."));
     let locked = vault.lock();
     let lee = Password::new("physician-long-passphrase".into());
     locked.login_online(&client, "lee.md", &lee, wall_now()).await.unwrap().lock();

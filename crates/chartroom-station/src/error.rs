@@ -49,6 +49,8 @@ pub enum StationError {
     RoleUnknown,
     #[error("nothing to record: give at least one value")]
     NothingToRecord,
+    #[error("this needs the server: log in while it is reachable")]
+    Offline,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -91,6 +93,7 @@ impl StationError {
             StationError::Denied(d) => d.code(),
             StationError::RoleUnknown => "auth.role_unknown",
             StationError::NothingToRecord => "request.invalid",
+            StationError::Offline => "server.offline",
         }
     }
 }

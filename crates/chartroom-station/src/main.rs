@@ -100,6 +100,11 @@ enum Command {
         #[arg(long)]
         sign: bool,
     },
+    /// Log in online and push the outbox; prints what the server made of each change.
+    Sync {
+        #[arg(long)]
+        json: bool,
+    },
     /// Local changes not yet accepted by the server, with their state.
     Outbox {
         #[arg(long)]
@@ -252,6 +257,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let note = result?;
             let state = if *sign { "signed" } else { "draft" };
             writeln!(out, "{state} note {} (queued for sync)", note.id)?;
+        }
+        Command::Sync { json } => {
+            let username = cli.username.as_deref().context("--username is required")?;
+            anyhow::ensure!(cli.password_stdin, "--password-stdin is required");
+            let password = read_password()?;
+            let keystore = Arc::new(OsKeyring::connect()?);
+            let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
+            let server = locked.server().cloned().context("this profile is not enrolled with a server")?;
+            let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let mut vault =
+                runtime.block_on(locked.login_online(&client, username, &password, clock::wall_now()))?;
+            let report = runtime.block_on(vault.push_outbox(&client, clock::wall_now()));
+            vault.lock();
+            let report = report?;
+            if *json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "pushed: {} applied, {} conflicts, {} rejected, {} still pending",
+                    report.applied, report.conflicts, report.rejected, report.pending
+                )?;
+            }
         }
         Command::Outbox { json } => {
             let vault = unlock(&cli)?;

@@ -77,6 +77,18 @@ pub struct UnlockedVault {
     /// The role the server gave this user at their last online login (`None`: never told).
     role: Option<Role>,
     store: Store,
+    /// The access token of an online login (for sync); `None` after an offline unlock.
+    access_token: Option<zeroize::Zeroizing<String>>,
+}
+
+/// What a push of the outbox did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PushReport {
+    pub applied: usize,
+    pub conflicts: usize,
+    pub rejected: usize,
+    /// Still waiting (the server was unreachable or busy): pushed again next time.
+    pub pending: usize,
 }
 
 impl LockedVault {
@@ -115,6 +127,7 @@ impl LockedVault {
                     username: new.username.to_owned(),
                     role: Some(new.role),
                     store,
+                    access_token: None,
                 })
             }
             Err(e) => {
@@ -256,6 +269,7 @@ impl LockedVault {
             username: tokens.user.username.clone(),
             role: Some(tokens.user.role),
             store,
+            access_token: Some(zeroize::Zeroizing::new(tokens.access_token.clone())),
         };
         let actor = vault.actor();
         let mut e = chartroom_audit::Event::new(now, "login", "session", "ok");
@@ -371,6 +385,7 @@ impl LockedVault {
             username: user.username,
             role: user.role,
             store,
+            access_token: None,
         })
     }
 
@@ -568,6 +583,82 @@ impl UnlockedVault {
         let actor = self.actor();
         self.store.record_changes(&actor, std::slice::from_ref(&note), now)?;
         Ok(note)
+    }
+
+    /// Pushes the pending outbox to the server (after an online login) and settles each change as the
+    /// server answers: accepted ones leave the outbox with their server version; conflicts and
+    /// refusals stay, marked with the reason; if the server cannot be reached the rest stays pending.
+    pub async fn push_outbox(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        now: Timestamp,
+    ) -> Result<PushReport> {
+        use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, PushBatch, PushResponse};
+        use chartroom_store::{ChartRecord, Settlement};
+        let token = self.access_token.clone().ok_or(StationError::Offline)?;
+        let secret = self.locked.keystore.load(self.device_id())?;
+        let identity =
+            chartroom_client::DeviceIdentity::new(self.device_id().to_string(), &secret.signing_seed());
+        let pending: Vec<_> = self.store.outbox()?.into_iter().filter(|e| e.state == "pending").collect();
+        let mut report = PushReport::default();
+        for chunk in pending.chunks(chartroom_protocol::MAX_PUSH) {
+            let mut changes = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let change = if e.kind == chartroom_domain::Observation::TABLE {
+                    ChangeRecord::Observation(self.store.get(e.record_id)?)
+                } else if e.kind == chartroom_domain::Note::TABLE {
+                    ChangeRecord::Note(self.store.get(e.record_id)?)
+                } else {
+                    return Err(StationError::Store(chartroom_store::StoreError::Decode));
+                };
+                changes.push(Change {
+                    change_id: e.change_id.to_string(),
+                    base_version: e.base_version,
+                    change,
+                });
+            }
+            let sent: std::result::Result<PushResponse, _> =
+                client.post_signed(&identity, &token, "/v1/sync/push", &PushBatch { changes }).await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) if e.is_retryable() => {
+                    report.pending = pending.len() - report.applied - report.conflicts - report.rejected;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for result in response.results {
+                let Ok(change_id) = result.change_id.parse::<Uuid>() else { continue };
+                let settlement = match result.outcome {
+                    ChangeOutcome::Applied { version } | ChangeOutcome::Duplicate { version } => {
+                        report.applied += 1;
+                        Settlement::Accepted { version }
+                    }
+                    ChangeOutcome::Conflict { current_version } => {
+                        report.conflicts += 1;
+                        Settlement::Kept {
+                            state: "conflict",
+                            reason: format!(
+                                "the server has version {current_version}: keep mine, take theirs or merge"
+                            ),
+                        }
+                    }
+                    ChangeOutcome::Rejected { code, message } => {
+                        report.rejected += 1;
+                        Settlement::Kept { state: "rejected", reason: format!("{code}: {message}") }
+                    }
+                };
+                self.store.settle_change(change_id, settlement)?;
+            }
+        }
+        let actor = self.actor();
+        let mut e = chartroom_audit::Event::new(now, "sync_push", "outbox", "ok");
+        e.resource_id = Some(format!(
+            "{} applied, {} conflicts, {} rejected, {} pending",
+            report.applied, report.conflicts, report.rejected, report.pending
+        ));
+        self.store.record(&actor, e)?;
+        Ok(report)
     }
 
     /// Local changes the server has not accepted yet.

@@ -18,6 +18,19 @@ use crate::StoreError;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// What the server made of a pushed change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    Accepted {
+        version: i64,
+    },
+    /// `conflict` or `rejected`, with why.
+    Kept {
+        state: &'static str,
+        reason: String,
+    },
+}
+
 /// A local change waiting for the server (no PHI: ids, kinds, versions and states only).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OutboxEntry {
@@ -323,6 +336,55 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// One stored record by id, opened (for pushing it to the server).
+    pub fn get<R: ChartRecord>(&mut self, id: Uuid) -> Result<R> {
+        let (patient_id, sealed) = self.sealed_body::<R>(id)?.ok_or(StoreError::PatientNotFound)?;
+        self.open_sealed(patient_id, id, &sealed)
+    }
+
+    /// Settles a pushed change as the server answered: `Accepted(version)` removes it from the outbox
+    /// and gives the record its server version; `Kept(state, reason)` keeps it, marked, with the
+    /// reason (a conflict or a refusal is never dropped).
+    pub fn settle_change(&mut self, change_id: Uuid, settlement: Settlement) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, [u8; 16])> = tx
+            .query_row(
+                "SELECT kind, record_id FROM outbox WHERE change_id = ?1",
+                [change_id.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((kind, record_id)) = row else { return Ok(()) };
+        match settlement {
+            Settlement::Accepted { version } => {
+                // `kind` is one of this crate's table names (written by `record_changes`).
+                let table = [
+                    Observation::TABLE,
+                    Note::TABLE,
+                    Allergy::TABLE,
+                    Condition::TABLE,
+                    MedicationRequest::TABLE,
+                ]
+                .into_iter()
+                .find(|t| *t == kind)
+                .ok_or(StoreError::Decode)?;
+                tx.execute(
+                    &format!("UPDATE {table} SET version = ?1 WHERE id = ?2"),
+                    params![version, &record_id[..]],
+                )?;
+                tx.execute("DELETE FROM outbox WHERE change_id = ?1", [change_id.as_bytes()])?;
+            }
+            Settlement::Kept { state, reason } => {
+                tx.execute(
+                    "UPDATE outbox SET state = ?1, reason = ?2 WHERE change_id = ?3",
+                    params![state, reason, change_id.as_bytes()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Adds or replaces several records of one kind in one transaction, without an audit entry: for
