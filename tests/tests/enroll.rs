@@ -88,19 +88,26 @@ async fn enroll_then_online_first_login_then_offline() {
     let mut vault = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap();
     assert!(vault.census(None, wall_now()).unwrap().is_empty(), "nothing synced yet");
 
-    // Until pull exists, the same synthetic patient is loaded on both sides (as a pull would).
-    let config = chartroom_synth::SynthConfig {
-        units: vec!["ICU".into()],
-        ..chartroom_synth::SynthConfig::new(5, wall_now())
-    };
-    let chart = chartroom_synth::patient(&config, 0);
-    chartroom_server::records::load_charts(
-        &storage,
-        &dir.record_keys().unwrap(),
-        std::slice::from_ref(&chart),
-    )
-    .unwrap();
-    vault.store().import(std::slice::from_ref(&chart)).unwrap();
+    // A first sync pulls the patients this device may hold: ICU only (the station's unit).
+    let config = chartroom_synth::SynthConfig::new(5, wall_now());
+    let charts: Vec<_> = (0..6).map(|i| chartroom_synth::patient(&config, i)).collect();
+    chartroom_server::records::load_charts(&storage, &dir.record_keys().unwrap(), &charts).unwrap();
+    assert!(!vault.first_sync_complete().unwrap());
+    let pulled = vault.pull(&client, wall_now()).await.unwrap();
+    assert_eq!((pulled.charts, pulled.complete), (3, true), "{pulled:?}");
+    assert!(vault.first_sync_complete().unwrap());
+    let census = vault.census(None, wall_now()).unwrap();
+    assert_eq!(census.len(), 3);
+    assert!(census.iter().all(|row| row.unit == "ICU"));
+    let chart = charts.iter().find(|c| c.patient.unit == "ICU").unwrap().clone();
+    let local = vault.chart_by_mrn(&chart.patient.mrn, 1000, wall_now()).unwrap();
+    assert_eq!(local.observations.len(), chart.observations.len(), "whole charts arrive");
+    // A second pull finds nothing new.
+    assert_eq!(
+        vault.pull(&client, wall_now()).await.unwrap(),
+        chartroom_station::vault::PullReport { charts: 0, changes: 0, complete: true }
+    );
+
     // Offline edits queue up; a push applies them and empties the outbox.
     vault
         .record_vitals(&chart.patient.mrn, &[(chartroom_domain::VitalSign::HeartRate, 77.0)], wall_now())
@@ -112,6 +119,11 @@ async fn enroll_then_online_first_login_then_offline() {
     assert!(vault.outbox().unwrap().is_empty());
     let mine = vault.chart_by_mrn(&chart.patient.mrn, 5, wall_now()).unwrap();
     assert_eq!(mine.observations[0].version, 1, "the record took its server version");
+    // Our own changes come back in the next pull as single records, and change nothing.
+    let back = vault.pull(&client, wall_now()).await.unwrap();
+    assert_eq!((back.charts, back.changes), (0, 2));
+    let again = vault.chart_by_mrn(&chart.patient.mrn, 1000, wall_now()).unwrap();
+    assert_eq!(again.observations.len(), chart.observations.len() + 1, "no duplicate");
     // The server has them, and they are attributed to kim.rn on this device.
     let keys = dir.record_keys().unwrap();
     let sealed = storage.patient(chart.patient.id).unwrap().unwrap();

@@ -338,6 +338,17 @@ pub struct PushResponse {
     pub results: Vec<ChangeResult>,
 }
 
+/// `GET /v1/sync/pull?after=<cursor>`: what changed on the server since the station's cursor, within
+/// what the device may hold. Whole charts for patients new or changed as a whole; single records
+/// otherwise. Pass `cursor` back as `after`; `more` says whether to ask again at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PullPage {
+    pub charts: Vec<Chart>,
+    pub changes: Vec<ChangeRecord>,
+    pub cursor: i64,
+    pub more: bool,
+}
+
 /// `POST /v1/audit/entries`: a device uploads the next entries of its own audit chain (in order).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,8 +5,11 @@
 //! get overwritten: a second write of the same id is refused, an edit of a signed note is refused.
 
 use chartroom_domain::access::Denied;
+use chartroom_domain::ChartSection;
 use chartroom_domain::{decide, Action, NoteStatus, Target, Validate};
-use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, ChangeResult, PushBatch, PushResponse};
+use chartroom_protocol::{
+    Change, ChangeOutcome, ChangeRecord, ChangeResult, PullPage, PushBatch, PushResponse,
+};
 use uuid::Uuid;
 
 use crate::records::{principal, ReadFailure, Reader, Subject};
@@ -158,4 +161,58 @@ fn stored_note_is_final(
     };
     let chart = r.keys.open_chart(patient, &[rec])?;
     Ok(chart.notes.first().is_some_and(|n| !matches!(n.status, NoteStatus::Draft)))
+}
+
+/// Most change numbers in one pull page.
+pub const MAX_PULL: usize = 1000;
+
+/// The changes after `after` that the caller's device may hold: patients on the device's units
+/// (narrowed to the user's), for users who may read whole charts there.
+pub fn pull(r: Reader<'_>, after: i64, limit: usize) -> Result<PullPage, ReadFailure> {
+    let who = principal(r.owner);
+    // A station caches whole charts for the clinicians who use it: syncing one is a clinical read.
+    let clinical = Action::Read(ChartSection::Notes);
+    let units: Vec<String> = who
+        .units
+        .iter()
+        .filter(|u| decide(&who, clinical, Target::Patient { unit: u, break_glass: false }).is_ok())
+        .cloned()
+        .collect();
+    if units.is_empty() {
+        let denied = Denied::NotPermitted;
+        r.record(
+            "denied",
+            denied.code(),
+            Subject { resource_type: "sync", resource_id: String::new(), patient_ids: vec![] },
+        )?;
+        return Err(ReadFailure::Denied(denied));
+    }
+    let scope = (!units.iter().any(|u| u == "*")).then_some(units.as_slice());
+    let rows = r.storage.pull_page(scope, after, limit.clamp(1, MAX_PULL))?;
+    let mut charts = Vec::with_capacity(rows.patients.len());
+    for p in &rows.patients {
+        let records = r.storage.records(p.id, &RecordKind::ALL, usize::MAX)?;
+        charts.push(r.keys.open_chart(p, &records)?);
+    }
+    let whole: std::collections::HashSet<Uuid> = rows.patients.iter().map(|p| p.id).collect();
+    let mut changes = Vec::new();
+    for (patient_id, rec) in rows.records.into_iter().filter(|(pid, _)| !whole.contains(pid)) {
+        let Some(patient) = r.storage.patient(patient_id)? else { continue };
+        let chart = r.keys.open_chart(&patient, std::slice::from_ref(&rec))?;
+        changes.extend(chart.observations.into_iter().map(ChangeRecord::Observation));
+        changes.extend(chart.notes.into_iter().map(ChangeRecord::Note));
+    }
+    let mut patient_ids: Vec<Uuid> = charts.iter().map(|c| c.patient.id).collect();
+    patient_ids.extend(changes.iter().map(|c| match c {
+        ChangeRecord::Observation(o) => o.patient_id,
+        ChangeRecord::Note(n) => n.patient_id,
+    }));
+    patient_ids.sort();
+    patient_ids.dedup();
+    r.record(
+        "sync_pull",
+        "ok",
+        Subject { resource_type: "sync", resource_id: format!("{after}..{}", rows.upto), patient_ids },
+    )?;
+    Ok(PullPage { charts, changes, cursor: rows.upto, more: rows.more })
 }

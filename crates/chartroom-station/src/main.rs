@@ -100,7 +100,7 @@ enum Command {
         #[arg(long)]
         sign: bool,
     },
-    /// Log in online and push the outbox; prints what the server made of each change.
+    /// Log in online, push the outbox, then pull what changed on the server.
     Sync {
         #[arg(long)]
         json: bool,
@@ -269,17 +269,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             let mut vault =
                 runtime.block_on(locked.login_online(&client, username, &password, clock::wall_now()))?;
-            let report = runtime.block_on(vault.push_outbox(&client, clock::wall_now()));
+            // Push first, so the pull brings back the server's versions of our own changes.
+            let result = runtime.block_on(async {
+                let pushed = vault.push_outbox(&client, clock::wall_now()).await?;
+                let pulled = vault.pull(&client, clock::wall_now()).await?;
+                Ok::<_, chartroom_station::StationError>((pushed, pulled))
+            });
             vault.lock();
-            let report = report?;
+            let (pushed, pulled) = result?;
             if *json {
-                serde_json::to_writer_pretty(&mut out, &report)?;
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({ "push": pushed, "pull": pulled }),
+                )?;
                 writeln!(out)?;
             } else {
                 writeln!(
                     out,
                     "pushed: {} applied, {} conflicts, {} rejected, {} still pending",
-                    report.applied, report.conflicts, report.rejected, report.pending
+                    pushed.applied, pushed.conflicts, pushed.rejected, pushed.pending
+                )?;
+                writeln!(
+                    out,
+                    "pulled: {} charts, {} changes; up to date: {}",
+                    pulled.charts, pulled.changes, pulled.complete
                 )?;
             }
         }

@@ -81,6 +81,16 @@ pub struct UnlockedVault {
     access_token: Option<zeroize::Zeroizing<String>>,
 }
 
+/// What a pull did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PullReport {
+    pub charts: usize,
+    pub changes: usize,
+    /// Whether the station now holds everything the server had (a first sync that was interrupted
+    /// says so instead of passing a partial census off as whole).
+    pub complete: bool,
+}
+
 /// What a push of the outbox did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PushReport {
@@ -659,6 +669,53 @@ impl UnlockedVault {
         ));
         self.store.record(&actor, e)?;
         Ok(report)
+    }
+
+    /// Pulls what changed on the server since the last pull, page by page; each page is applied
+    /// with its cursor in one transaction, so an interrupted pull resumes where it stopped.
+    pub async fn pull(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        now: Timestamp,
+    ) -> Result<PullReport> {
+        use chartroom_protocol::{ChangeRecord, PullPage};
+        let token = self.access_token.clone().ok_or(StationError::Offline)?;
+        let secret = self.locked.keystore.load(self.device_id())?;
+        let identity =
+            chartroom_client::DeviceIdentity::new(self.device_id().to_string(), &secret.signing_seed());
+        let mut report = PullReport::default();
+        loop {
+            let (cursor, _) = self.store.sync_state()?;
+            let page: PullPage =
+                client.get(&identity, &token, &format!("/v1/sync/pull?after={cursor}&limit=200")).await?;
+            let (mut observations, mut notes) = (Vec::new(), Vec::new());
+            for c in page.changes {
+                match c {
+                    ChangeRecord::Observation(o) => observations.push(o),
+                    ChangeRecord::Note(n) => notes.push(n),
+                }
+            }
+            report.charts += page.charts.len();
+            report.changes += observations.len() + notes.len();
+            let actor = self.actor();
+            let pulled = chartroom_store::PulledPage {
+                charts: &page.charts,
+                observations: &observations,
+                notes: &notes,
+                cursor: page.cursor,
+                complete: !page.more,
+            };
+            self.store.apply_pull(&actor, &pulled, now)?;
+            if !page.more {
+                report.complete = true;
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Whether this station has completed a first sync (until then its census is partial).
+    pub fn first_sync_complete(&self) -> Result<bool> {
+        Ok(self.store.sync_state()?.1)
     }
 
     /// Local changes the server has not accepted yet.

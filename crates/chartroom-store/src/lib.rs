@@ -16,4 +16,4 @@ mod store;
 pub use audit::{Actor, AuditBreak};
 pub use error::StoreError;
 pub use records::ChartRecord;
-pub use store::{CensusRow, DatabaseEncryption, OutboxEntry, Settlement, Store, StoreOptions};
+pub use store::{CensusRow, DatabaseEncryption, OutboxEntry, PulledPage, Settlement, Store, StoreOptions};

@@ -71,4 +71,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         reason       TEXT
     );
     "#,
+    // 4: sync state (the pull cursor, whether the first sync completed).
+    r#"
+    CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    "#,
 ];

@@ -18,6 +18,18 @@ use crate::StoreError;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// One page from the server's pull, as the store applies it.
+#[derive(Clone, Copy, Debug)]
+pub struct PulledPage<'a> {
+    pub charts: &'a [Chart],
+    pub observations: &'a [Observation],
+    pub notes: &'a [Note],
+    /// The server's cursor after this page.
+    pub cursor: i64,
+    /// Nothing more to pull after this page.
+    pub complete: bool,
+}
+
 /// What the server made of a pushed change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settlement {
@@ -382,6 +394,90 @@ impl Store {
                     params![state, reason, change_id.as_bytes()],
                 )?;
             }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The pull cursor (0 before the first sync) and whether a first sync has completed.
+    pub fn sync_state(&self) -> Result<(i64, bool)> {
+        let get = |key: &str| -> Result<Option<String>> {
+            Ok(self
+                .conn
+                .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        };
+        let cursor = get("cursor")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((cursor, get("first_sync_complete")?.is_some()))
+    }
+
+    /// Applies one page pulled from the server — whole charts and single records — with its audit
+    /// entry and the new cursor, in one transaction (an interrupted first sync resumes from the last
+    /// page). Records with a local change not yet accepted by the server are left alone: the push
+    /// decides between them.
+    pub fn apply_pull(&mut self, actor: &Actor, page: &PulledPage<'_>, now: Timestamp) -> Result<()> {
+        let PulledPage { charts, observations, notes, cursor, complete } = *page;
+        let Store { conn, keys, .. } = self;
+        let tx = conn.transaction()?;
+        let pending = |tx: &Transaction<'_>, id: Uuid| -> Result<bool> {
+            Ok(tx
+                .prepare_cached("SELECT 1 FROM outbox WHERE record_id = ?1")?
+                .query_row([id.as_bytes()], |_| Ok(()))
+                .optional()?
+                .is_some())
+        };
+        let mut patients = Vec::new();
+        for c in charts {
+            put_patient_in(&tx, keys, &c.patient)?;
+            patients.push(c.patient.id);
+            for r in &c.allergies {
+                put_record_in(&tx, keys, r)?;
+            }
+            for r in &c.conditions {
+                put_record_in(&tx, keys, r)?;
+            }
+            for r in &c.medications {
+                put_record_in(&tx, keys, r)?;
+            }
+            for r in &c.observations {
+                if !pending(&tx, r.id)? {
+                    put_record_in(&tx, keys, r)?;
+                }
+            }
+            for r in &c.notes {
+                if !pending(&tx, r.id)? {
+                    put_record_in(&tx, keys, r)?;
+                }
+            }
+        }
+        for r in observations {
+            if !pending(&tx, r.id)? {
+                put_record_in(&tx, keys, r)?;
+                patients.push(r.patient_id);
+            }
+        }
+        for r in notes {
+            if !pending(&tx, r.id)? {
+                put_record_in(&tx, keys, r)?;
+                patients.push(r.patient_id);
+            }
+        }
+        patients.sort();
+        patients.dedup();
+        let mut e = chartroom_audit::Event::new(now, "sync_pull", "sync", "ok");
+        e.resource_id = Some(format!("cursor {cursor}"));
+        e.patient_ids = patients;
+        crate::audit::append_in(&tx, actor, e)?;
+        tx.execute(
+            "INSERT INTO sync_state (key, value) VALUES ('cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [cursor.to_string()],
+        )?;
+        if complete {
+            tx.execute(
+                "INSERT OR IGNORE INTO sync_state (key, value) VALUES ('first_sync_complete', '1')",
+                [],
+            )?;
         }
         tx.commit()?;
         Ok(())

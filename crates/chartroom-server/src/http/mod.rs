@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/break-glass/{id}/review", post(records::review_break_glass))
         .route("/v1/incidents", get(records::incidents))
         .route("/v1/sync/push", post(records::push))
+        .route("/v1/sync/pull", get(records::pull))
         .route("/v1/units/{unit}/census", get(records::census))
         .route("/v1/patients/{id}/chart", get(records::chart))
         .fallback(|| async { failure(StatusCode::NOT_FOUND, "request.not_found", "no such endpoint") })

@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         super::records::review_break_glass,
         super::records::incidents,
         super::records::push,
+        super::records::pull,
     ),
     modifiers(&Security)
 )]

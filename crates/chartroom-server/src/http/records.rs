@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartroom_protocol::{
     ApiError, BreakGlassGrant, BreakGlassRequest, BreakGlassUse, CensusPage, ChartResponse, IncidentInfo,
-    PushBatch, PushResponse,
+    PullPage, PushBatch, PushResponse,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -149,6 +149,30 @@ pub async fn incidents(State(state): State<AppState>, caller: Caller) -> Respons
 pub async fn push(State(state): State<AppState>, caller: Caller, body: Body<PushBatch>) -> Response {
     let Body(batch) = body;
     respond(crate::sync::push(reader(&state, &caller), &batch))
+}
+
+/// `?after=<cursor>&limit=<n>`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PullQuery {
+    /// The `cursor` of the previous page (0 for a first sync).
+    pub after: Option<i64>,
+    /// Change numbers per page (1–1000, default 200).
+    pub limit: Option<usize>,
+}
+
+/// What changed since the station's cursor, within what this device may hold.
+#[utoipa::path(get, path = "/v1/sync/pull", tag = "sync", params(PullQuery),
+    security(("access_token" = [], "device_proof" = [])),
+    responses((status = 200, body = PullPage), (status = 400, body = ApiError), (status = 401, body = ApiError),
+        (status = 403, body = ApiError)))]
+pub async fn pull(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<PullQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else { return bad_query() };
+    respond(crate::sync::pull(reader(&state, &caller), q.after.unwrap_or(0), q.limit.unwrap_or(200)))
 }
 
 fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {

@@ -193,6 +193,16 @@ pub enum Stored {
     },
 }
 
+/// One page of changes for a station: whole patients that changed (their records are fetched with
+/// them) and single records that changed, all with change numbers in `(after, upto]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRows {
+    pub patients: Vec<SealedPatient>,
+    pub records: Vec<(Uuid, SealedRecord)>,
+    pub upto: i64,
+    pub more: bool,
+}
+
 /// The chain id of the server's own events (devices have v7 ids; this one is nil).
 pub const SERVER_CHAIN: Uuid = Uuid::nil();
 
@@ -408,6 +418,14 @@ pub trait Storage: Send + Sync {
     /// Stores a change atomically: compare-and-set on the record's version, and the change id
     /// remembered so that a retry applies nothing twice.
     fn apply_change(&self, change: &IncomingChange) -> Result<Stored, ServerError>;
+    /// Changes after change number `after` on `units` (all units with `None`), at most `max_changes`
+    /// change numbers per page.
+    fn pull_page(
+        &self,
+        units: Option<&[String]>,
+        after: i64,
+        max_changes: usize,
+    ) -> Result<PullRows, ServerError>;
     /// Patient ids in id order after `after`, `limit` at a time (for export).
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError>;
 }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{
     AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange, Ingested, NewSession,
-    NewUser, RawEntry, RecordKind, Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord,
-    SessionOwner, SessionTokens, Storage, Stored, StoredEntry, UserRecord, SERVER_CHAIN,
+    NewUser, PullRows, RawEntry, RecordKind, Refreshed, SealedCensusRow, SealedChart, SealedPatient,
+    SealedRecord, SessionOwner, SessionTokens, Storage, Stored, StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -147,6 +147,14 @@ const MIGRATIONS: &[&str] = &[
         record_id  BLOB NOT NULL,
         version    INTEGER NOT NULL
      );",
+    // 10: the change sequence stations pull by: every write of a patient or record takes the next
+    // number (SQLite has one writer at a time, so numbers are committed in order).
+    "ALTER TABLE patients ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE records ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX patients_by_change ON patients(change_seq);
+     CREATE INDEX records_by_change ON records(change_seq);
+     CREATE TABLE change_counter (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+     INSERT INTO change_counter (id, value) VALUES (1, 0);",
 ];
 
 /// The embedded backend.
@@ -918,10 +926,20 @@ impl Storage for SqliteStorage {
             return Ok(Stored::Moved { current_version: current });
         }
         let r = &c.record;
+        let seq = next_change_seq(&tx)?;
         tx.execute(
-            "INSERT INTO records (id, patient_id, kind, sort_key, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(id) DO UPDATE SET sort_key = ?4, version = ?5, body = ?6",
-            params![r.id.as_bytes(), c.patient_id.as_bytes(), r.kind.as_str(), r.sort_key, r.version, r.body],
+            "INSERT INTO records (id, patient_id, kind, sort_key, version, body, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET sort_key = ?4, version = ?5, body = ?6, change_seq = ?7",
+            params![
+                r.id.as_bytes(),
+                c.patient_id.as_bytes(),
+                r.kind.as_str(),
+                r.sort_key,
+                r.version,
+                r.body,
+                seq
+            ],
         )?;
         tx.execute(
             "INSERT INTO applied_changes (change_id, device_id, record_id, version) VALUES (?1, ?2, ?3, ?4)",
@@ -929,6 +947,76 @@ impl Storage for SqliteStorage {
         )?;
         tx.commit()?;
         Ok(Stored::Applied)
+    }
+
+    fn pull_page(
+        &self,
+        units: Option<&[String]>,
+        after: i64,
+        max_changes: usize,
+    ) -> Result<PullRows, ServerError> {
+        let conn = self.conn()?;
+        let tx = conn.unchecked_transaction()?; // one consistent snapshot for the whole page
+        let in_scope = |unit: &str| units.is_none_or(|u| u.iter().any(|x| x == unit));
+        // The page ends at a change number: every row up to it is included, nothing after.
+        let upto: Option<i64> = tx.query_row(
+            "SELECT max(s) FROM (SELECT change_seq AS s FROM patients WHERE change_seq > ?1
+                                 UNION SELECT change_seq FROM records WHERE change_seq > ?1
+                                 ORDER BY s LIMIT ?2)",
+            params![after, to_i64(max_changes)],
+            |r| r.get(0),
+        )?;
+        let Some(upto) = upto else {
+            return Ok(PullRows { patients: vec![], records: vec![], upto: after, more: false });
+        };
+        let mut patients = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.change_seq > ?1 AND p.change_seq <= ?2 ORDER BY p.change_seq"
+            ))?;
+            for row in stmt.query_map(params![after, upto], sealed_patient)? {
+                let p = row?;
+                if in_scope(&p.unit) {
+                    patients.push(p);
+                }
+            }
+        }
+        let mut records = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT r.patient_id, r.id, r.kind, r.sort_key, r.version, r.body, p.unit FROM records r
+                 JOIN patients p ON p.id = r.patient_id
+                 WHERE r.change_seq > ?1 AND r.change_seq <= ?2 ORDER BY r.change_seq",
+            )?;
+            let rows = stmt.query_map(params![after, upto], |r| {
+                Ok((
+                    r.get::<_, [u8; 16]>(0)?,
+                    r.get::<_, [u8; 16]>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })?;
+            for row in rows {
+                let (pid, id, kind, sort_key, version, body, unit) = row?;
+                if !in_scope(&unit) {
+                    continue;
+                }
+                let kind = RecordKind::parse(&kind).ok_or(ServerError::Damaged("server.db"))?;
+                records.push((
+                    Uuid::from_bytes(pid),
+                    SealedRecord { id: Uuid::from_bytes(id), kind, sort_key, version, body },
+                ));
+            }
+        }
+        let more: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM patients WHERE change_seq > ?1) OR EXISTS(SELECT 1 FROM records WHERE change_seq > ?1)",
+            [upto],
+            |r| r.get(0),
+        )?;
+        Ok(PullRows { patients, records, upto, more })
     }
 
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError> {
@@ -1038,11 +1126,18 @@ fn sealed_patient(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedPatient> {
     })
 }
 
+/// The next number of the change sequence (inside the caller's write transaction).
+fn next_change_seq(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+    tx.prepare_cached("UPDATE change_counter SET value = value + 1 WHERE id = 1 RETURNING value")?
+        .query_row([], |r| r.get(0))
+}
+
 fn put_chart(tx: &Transaction<'_>, c: &SealedChart) -> rusqlite::Result<()> {
     let p = &c.patient;
+    let seq = next_change_seq(tx)?;
     tx.prepare_cached(
-        "INSERT INTO patients (id, mrn_index, unit, bed, version, wrapped_key, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO patients (id, mrn_index, unit, bed, version, wrapped_key, body, change_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         p.id.as_bytes(),
@@ -1051,10 +1146,12 @@ fn put_chart(tx: &Transaction<'_>, c: &SealedChart) -> rusqlite::Result<()> {
         p.bed,
         p.version,
         p.wrapped_key,
-        p.body
+        p.body,
+        seq
     ])?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO records (id, patient_id, kind, sort_key, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO records (id, patient_id, kind, sort_key, version, body, change_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for r in &c.records {
         insert.execute(params![
@@ -1063,7 +1160,8 @@ fn put_chart(tx: &Transaction<'_>, c: &SealedChart) -> rusqlite::Result<()> {
             r.kind.as_str(),
             r.sort_key,
             r.version,
-            r.body
+            r.body,
+            seq
         ])?;
     }
     Ok(())
