@@ -193,10 +193,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Census { unit, json } => {
             let mut vault = unlock(&cli)?;
             let rows = vault.census(unit.as_deref(), clock::wall_now())?;
+            // Never pass a partial census off as the whole ward.
+            let partial = vault.is_enrolled() && !vault.first_sync_complete()?;
             if *json {
                 serde_json::to_writer_pretty(&mut out, &rows)?;
                 writeln!(out)?;
             } else {
+                if partial {
+                    writeln!(out, "(first sync not complete: this list may be partial; run sync)")?;
+                }
                 for r in &rows {
                     writeln!(
                         out,

@@ -713,6 +713,11 @@ impl UnlockedVault {
         }
     }
 
+    /// Whether this station is enrolled with a server (and so syncs).
+    pub fn is_enrolled(&self) -> bool {
+        self.locked.device.server.is_some()
+    }
+
     /// Whether this station has completed a first sync (until then its census is partial).
     pub fn first_sync_complete(&self) -> Result<bool> {
         Ok(self.store.sync_state()?.1)
