@@ -132,6 +132,14 @@ async fn enroll_then_online_first_login_then_offline() {
     let server_chart = keys.open_chart(&sealed, &stored).unwrap();
     assert!(server_chart.observations.iter().any(|o| o.value == 77.0 && o.id == mine.observations[0].id));
     assert!(server_chart.notes.iter().any(|n| n.text == "Comfortable, pain 2/10."));
+    // The station's audit chain goes to the server, which verifies it continues what it holds.
+    let sent = vault.upload_audit(&client).await.unwrap();
+    assert!(sent >= 8, "enroll, logins, census, views, writes, syncs: {sent}");
+    assert_eq!(vault.upload_audit(&client).await.unwrap(), 0, "nothing twice");
+    let key = dir.signing_key().unwrap();
+    chartroom_server::audit::checkpoint_if_due(&storage, &key, wall_now()).unwrap();
+    let verified = chartroom_server::audit::verify(&storage, &key.verifying_key()).unwrap().unwrap();
+    assert_eq!(verified.devices, 2, "the server's chain and this station's");
     let locked = vault.lock();
     let lee = Password::new("physician-long-passphrase".into());
     locked.login_online(&client, "lee.md", &lee, wall_now()).await.unwrap().lock();

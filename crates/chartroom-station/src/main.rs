@@ -278,6 +278,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let result = runtime.block_on(async {
                 let pushed = vault.push_outbox(&client, clock::wall_now()).await?;
                 let pulled = vault.pull(&client, clock::wall_now()).await?;
+                // The audit entries of all this travel too (the server verifies the chain).
+                vault.upload_audit(&client).await?;
                 Ok::<_, chartroom_station::StationError>((pushed, pulled))
             });
             vault.lock();

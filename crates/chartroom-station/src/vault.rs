@@ -281,11 +281,25 @@ impl LockedVault {
             store,
             access_token: Some(zeroize::Zeroizing::new(tokens.access_token.clone())),
         };
+        self.fold_security_events(&mut vault, now)?;
         let actor = vault.actor();
         let mut e = chartroom_audit::Event::new(now, "login", "session", "ok");
         e.resource_id = Some("online".into());
         vault.store.record(&actor, e)?;
         Ok(vault)
+    }
+
+    /// Moves what happened while the database was closed (failed logins, refused keyrings) into the
+    /// audit chain, before anything can be read.
+    fn fold_security_events(&self, vault: &mut UnlockedVault, now: Timestamp) -> Result<()> {
+        let actor = vault.actor();
+        for event in self.profile.pending_security_events(now)? {
+            let mut actor = actor.clone();
+            actor.user_id = None;
+            actor.username.clone_from(&event.username);
+            vault.store.record(&actor, event)?;
+        }
+        self.profile.clear_security_events()
     }
 
     /// Opens an enrolled profile (reads no secret yet). Refuses if the keyring backend in use is not
@@ -366,13 +380,7 @@ impl LockedVault {
         // What happened while the database was closed, then this unlock, go into the chain before
         // anything can be read.
         let actor = vault.actor();
-        for event in self.profile.pending_security_events(now)? {
-            let mut actor = actor.clone();
-            actor.user_id = None;
-            actor.username.clone_from(&event.username);
-            vault.store.record(&actor, event)?;
-        }
-        self.profile.clear_security_events()?;
+        self.fold_security_events(&mut vault, now)?;
         // Another user unlocking a locked session ends it: a switch of user, recorded as such.
         if let Some(previous) = self.locked_user.as_ref().filter(|p| !p.eq_ignore_ascii_case(&vault.username))
         {
@@ -710,6 +718,26 @@ impl UnlockedVault {
                 report.complete = true;
                 return Ok(report);
             }
+        }
+    }
+
+    /// Uploads this device's audit entries the server does not hold yet (in order, in batches); the
+    /// server verifies that they continue the chain it has. Returns how many it stored.
+    pub async fn upload_audit(&mut self, client: &chartroom_client::ServerClient) -> Result<u64> {
+        use chartroom_protocol::{AuditUpload, AuditUploadResponse, MAX_AUDIT_UPLOAD};
+        let token = self.access_token.clone().ok_or(StationError::Offline)?;
+        let secret = self.locked.keystore.load(self.device_id())?;
+        let identity =
+            chartroom_client::DeviceIdentity::new(self.device_id().to_string(), &secret.signing_seed());
+        let mut stored = 0;
+        loop {
+            let after = self.store.audit_uploaded()?;
+            let entries = self.store.audit_entries(after, MAX_AUDIT_UPLOAD)?;
+            let Some(last) = entries.last().map(|e| e.seq) else { return Ok(stored) };
+            let r: AuditUploadResponse =
+                client.post_signed(&identity, &token, "/v1/audit/entries", &AuditUpload { entries }).await?;
+            stored += r.stored;
+            self.store.set_audit_uploaded(last)?;
         }
     }
 

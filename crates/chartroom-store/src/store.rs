@@ -399,6 +399,25 @@ impl Store {
         Ok(())
     }
 
+    /// The last audit sequence number the server has stored (0: none yet).
+    pub fn audit_uploaded(&self) -> Result<u64> {
+        let v: Option<String> = self
+            .conn
+            .prepare_cached("SELECT value FROM sync_state WHERE key = 'audit_uploaded'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Records that the server holds the chain up to `seq`.
+    pub fn set_audit_uploaded(&mut self, seq: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sync_state (key, value) VALUES ('audit_uploaded', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [seq.to_string()],
+        )?;
+        Ok(())
+    }
+
     /// The pull cursor (0 before the first sync) and whether a first sync has completed.
     pub fn sync_state(&self) -> Result<(i64, bool)> {
         let get = |key: &str| -> Result<Option<String>> {
