@@ -164,3 +164,60 @@ async fn enroll_then_online_first_login_then_offline() {
     assert!(devices[0].enrolled_at.is_some());
     let _ = ks.delete(locked.device_id());
 }
+
+/// A disabled account loses its slot on the station at the next online contact; a revoked device
+/// wipes its profile and keyring entry.
+#[tokio::test]
+async fn disabled_users_lose_their_slot_and_revoked_devices_wipe_themselves() {
+    use chartroom_server::storage::Storage;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let pw = Password::new("nurse-long-passphrase".into());
+    chartroom_server::users::add_user(&storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
+        .unwrap();
+    let token = chartroom_server::devices::issue_token(
+        &storage,
+        "icu-9",
+        DeviceProfile::Station,
+        vec![],
+        Duration::from_secs(600),
+        wall_now(),
+    )
+    .unwrap();
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client =
+        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
+    let ks = keystore();
+    let profile_dir = tmp.path().join("station");
+    let locked = LockedVault::enroll(
+        Profile::new(&profile_dir),
+        ks.clone(),
+        &client,
+        &report.fingerprint,
+        &token,
+        wall_now(),
+    )
+    .await
+    .unwrap();
+    locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap().lock();
+    assert!(locked.unlock("kim.rn", &pw, wall_now()).is_ok(), "offline works");
+
+    storage.set_disabled("kim.rn", true).unwrap();
+    let err = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap_err();
+    assert!(err.to_string().contains("auth.user_disabled"), "{err}");
+    assert!(
+        matches!(locked.unlock("kim.rn", &pw, wall_now()), Err(StationError::UnknownUser)),
+        "the slot is gone"
+    );
+
+    storage.set_disabled("kim.rn", false).unwrap();
+    storage.revoke_device("icu-9", wall_now()).unwrap();
+    let err = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap_err();
+    assert_eq!(err.code(), "device.revoked");
+    let left: Vec<_> = std::fs::read_dir(&profile_dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the profile is wiped: {left:?}");
+    assert!(ks.load(locked.device_id()).is_err(), "and its keyring entry");
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}

@@ -51,6 +51,8 @@ pub enum StationError {
     NothingToRecord,
     #[error("this needs the server: log in while it is reachable")]
     Offline,
+    #[error("this device's enrollment was revoked by the server; its local data has been wiped")]
+    DeviceRevoked,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -94,6 +96,7 @@ impl StationError {
             StationError::RoleUnknown => "auth.role_unknown",
             StationError::NothingToRecord => "request.invalid",
             StationError::Offline => "server.offline",
+            StationError::DeviceRevoked => "device.revoked",
         }
     }
 }

@@ -228,6 +228,18 @@ impl Profile {
         self.write_slot_file(&file)
     }
 
+    /// Deletes `username`'s slot (the server disabled the account): offline logins end with it.
+    pub fn remove_slot(&self, username: &str) -> Result<bool, StationError> {
+        let mut file = self.read_slot_file()?;
+        let before = file.users.len();
+        file.users.retain(|u| !u.username.eq_ignore_ascii_case(username));
+        let removed = file.users.len() != before;
+        if removed {
+            self.write_slot_file(&file)?;
+        }
+        Ok(removed)
+    }
+
     pub fn put_recovery_slot(&self, slot: &RecoverySlot) -> Result<(), StationError> {
         let mut file = self.read_slot_file()?;
         file.recovery = Some(to_hex(slot.as_bytes()));

@@ -231,6 +231,20 @@ impl LockedVault {
         })
     }
 
+    /// Deletes everything of this station: the database (and its WAL), the key slots, the profile
+    /// files and the device secret in the keyring. Used when the server says the device was revoked.
+    pub fn wipe(&self) -> Result<()> {
+        for f in self.profile.files() {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.keystore.delete(self.device.device_id)?;
+        Ok(())
+    }
+
     /// The server this station is enrolled with, if any.
     pub fn server(&self) -> Option<&ServerLink> {
         self.device.server.as_ref()
@@ -249,7 +263,28 @@ impl LockedVault {
         let secret = self.keystore.load(self.device.device_id)?;
         let identity =
             chartroom_client::DeviceIdentity::new(self.device.device_id.to_string(), &secret.signing_seed());
-        let tokens = client.login(&identity, username, password.expose_for_hashing()).await?;
+        let tokens = match client.login(&identity, username, password.expose_for_hashing()).await {
+            Ok(t) => t,
+            // The server no longer knows this device: it was revoked (lost, stolen, retired). Its
+            // local data must not outlive that.
+            Err(e) if e.code() == Some("device.unknown") => {
+                self.wipe()?;
+                return Err(StationError::DeviceRevoked);
+            }
+            // The account was disabled: its slot goes, so it cannot log in offline either.
+            Err(e) if e.code() == Some("auth.user_disabled") => {
+                if self.profile.remove_slot(username)? {
+                    let who: String = username.trim().chars().take(64).collect();
+                    self.profile.record_event(
+                        now,
+                        "slot_removed",
+                        serde_json::json!({ "username": who, "outcome": "auth.user_disabled" }),
+                    )?;
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if tokens.escrow_key.is_empty() {
             // The server confirmed the password but this user may read no patient on this device.
             return Err(StationError::Denied(chartroom_domain::Denied::NotPermitted));
