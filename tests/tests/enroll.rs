@@ -153,6 +153,11 @@ async fn enroll_then_online_first_login_then_offline() {
     assert!(verified >= 6, "enroll, logins, views, locks and unlocks are in the chain: {verified}");
     let locked = vault.lock();
     locked.unlock("LEE.MD", &lee, wall_now()).unwrap().lock();
+    // Beyond the device's maximum offline age, offline logins stop: the server must confirm the user.
+    let max = chartroom_domain::LockPolicy::defaults(DeviceProfile::Station).max_offline_age();
+    let later =
+        chartroom_domain::Timestamp(wall_now().0 + i64::try_from(max.as_millis()).unwrap() + 3_600_000);
+    assert_eq!(locked.unlock("kim.rn", &pw, later).unwrap_err().code(), "auth.offline_too_long");
     assert!(matches!(
         locked.unlock("kim.rn", &Password::new("wrong password here".into()), wall_now()),
         Err(StationError::WrongPassword)

@@ -53,6 +53,8 @@ pub enum StationError {
     Offline,
     #[error("this device's enrollment was revoked by the server; its local data has been wiped")]
     DeviceRevoked,
+    #[error("you have been offline longer than this device allows; log in while the server is reachable")]
+    OfflineTooLong,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -97,6 +99,7 @@ impl StationError {
             StationError::NothingToRecord => "request.invalid",
             StationError::Offline => "server.offline",
             StationError::DeviceRevoked => "device.revoked",
+            StationError::OfflineTooLong => "auth.offline_too_long",
         }
     }
 }

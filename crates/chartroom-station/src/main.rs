@@ -158,7 +158,13 @@ fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
     // A user without a slot on this device logs in online once (enrolled stations only); after
     // that, offline.
     match (locked.unlock(username, &password, clock::wall_now()), locked.server().cloned()) {
-        (Err(chartroom_station::StationError::UnknownUser), Some(server)) => {
+        (
+            Err(
+                chartroom_station::StationError::UnknownUser
+                | chartroom_station::StationError::OfflineTooLong,
+            ),
+            Some(server),
+        ) => {
             let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
             let runtime = tokio::runtime::Runtime::new()?;
             Ok(runtime.block_on(locked.login_online(&client, username, &password, clock::wall_now()))?)

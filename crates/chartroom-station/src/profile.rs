@@ -62,6 +62,10 @@ struct SlotRecord {
     /// The user's role as the server last said (what this station lets them do offline).
     #[serde(default)]
     role: Option<Role>,
+    /// When the server last confirmed this user (an online login); offline logins end after the
+    /// policy's maximum offline age. `None` for vaults that never had a server.
+    #[serde(default)]
+    last_online: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -81,6 +85,7 @@ pub struct SlotUser {
     pub username: String,
     pub slot: KeySlot,
     pub role: Option<Role>,
+    pub last_online: Option<Timestamp>,
 }
 
 /// A station profile directory.
@@ -200,7 +205,13 @@ impl Profile {
             return Err(StationError::ProfileDamaged("keyslots.json"));
         }
         let slot = KeySlot::from_bytes(&bytes).map_err(|_| StationError::ProfileDamaged("keyslots.json"))?;
-        Ok(Some(SlotUser { user_id: rec.user_id, username: rec.username.clone(), slot, role: rec.role }))
+        Ok(Some(SlotUser {
+            user_id: rec.user_id,
+            username: rec.username.clone(),
+            slot,
+            role: rec.role,
+            last_online: rec.last_online,
+        }))
     }
 
     /// Usernames with a slot on this device.
@@ -214,6 +225,7 @@ impl Profile {
         user_id: Uuid,
         username: &str,
         role: Option<Role>,
+        last_online: Option<Timestamp>,
         slot: &KeySlot,
     ) -> Result<(), StationError> {
         let mut file = self.read_slot_file()?;
@@ -224,6 +236,7 @@ impl Profile {
             slot: to_hex(slot.as_bytes()),
             sha256: to_hex(&Sha256::digest(slot.as_bytes())),
             role,
+            last_online,
         });
         self.write_slot_file(&file)
     }

@@ -159,7 +159,7 @@ impl LockedVault {
     ) -> Result<Store> {
         let dek = DataKey::generate();
         let slot = KeySlot::seal(&dek, new.password, secret, new.user_id, device.device_id, 1, new.kdf)?;
-        profile.put_slot(new.user_id, new.username, Some(new.role), &slot)?;
+        profile.put_slot(new.user_id, new.username, Some(new.role), None, &slot)?;
         if let Some(recovery) = &new.recovery {
             profile.put_recovery_slot(&RecoverySlot::seal(&dek, recovery, device.device_id)?)?;
         }
@@ -306,7 +306,7 @@ impl LockedVault {
             slot_version,
             KdfParams::DEFAULT,
         )?;
-        self.profile.put_slot(user_id, &tokens.user.username, Some(tokens.user.role), &slot)?;
+        self.profile.put_slot(user_id, &tokens.user.username, Some(tokens.user.role), Some(now), &slot)?;
         let store = self.open_store(dek)?;
         let mut vault = UnlockedVault {
             locked: self.clone(),
@@ -393,6 +393,13 @@ impl LockedVault {
         let policy = LockPolicy::defaults(self.device.profile);
         let mut throttle = self.profile.read_throttle(now)?;
         throttle.check(username, now, &policy)?;
+        // An enrolled station lets a user work offline only so long after the server last confirmed
+        // them (a disabled account must not keep working offline forever).
+        if let (Some(_), Some(user)) = (&self.device.server, self.profile.slot_for(username)?) {
+            if user.last_online.is_none_or(|t| now.since(t) > policy.max_offline_age()) {
+                return Err(StationError::OfflineTooLong);
+            }
+        }
         let attempt = self.try_unlock(username, password);
         match &attempt {
             Ok(_) => throttle.record_success(username),
@@ -818,7 +825,7 @@ impl UnlockedVault {
             slot_version,
             kdf,
         )?;
-        self.locked.profile.put_slot(user_id, username, None, &slot)
+        self.locked.profile.put_slot(user_id, username, None, None, &slot)
     }
 
     /// Locks: checkpoints and closes the database and drops (wiping) the data key and every patient
