@@ -231,6 +231,15 @@ impl LockedVault {
         })
     }
 
+    /// This device's secret and its identity towards the server (the signing key derives from the
+    /// secret in the keyring).
+    fn identity(&self) -> Result<(DeviceSecret, chartroom_client::DeviceIdentity)> {
+        let secret = self.keystore.load(self.device.device_id)?;
+        let identity =
+            chartroom_client::DeviceIdentity::new(self.device.device_id.to_string(), &secret.signing_seed());
+        Ok((secret, identity))
+    }
+
     /// Deletes everything of this station: the database (and its WAL), the key slots, the profile
     /// files and the device secret in the keyring. Used when the server says the device was revoked.
     pub fn wipe(&self) -> Result<()> {
@@ -260,9 +269,7 @@ impl LockedVault {
         password: &Password,
         now: Timestamp,
     ) -> Result<UnlockedVault> {
-        let secret = self.keystore.load(self.device.device_id)?;
-        let identity =
-            chartroom_client::DeviceIdentity::new(self.device.device_id.to_string(), &secret.signing_seed());
+        let (secret, identity) = self.identity()?;
         let tokens = match client.login(&identity, username, password.expose_for_hashing()).await {
             Ok(t) => t,
             // The server no longer knows this device: it was revoked (lost, stolen, retired). Its
@@ -656,9 +663,7 @@ impl UnlockedVault {
         use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, PushBatch, PushResponse};
         use chartroom_store::{ChartRecord, Settlement};
         let token = self.access_token.clone().ok_or(StationError::Offline)?;
-        let secret = self.locked.keystore.load(self.device_id())?;
-        let identity =
-            chartroom_client::DeviceIdentity::new(self.device_id().to_string(), &secret.signing_seed());
+        let (_, identity) = self.locked.identity()?;
         let pending: Vec<_> = self.store.outbox()?.into_iter().filter(|e| e.state == "pending").collect();
         let mut report = PushReport::default();
         for chunk in pending.chunks(chartroom_protocol::MAX_PUSH) {
@@ -730,9 +735,7 @@ impl UnlockedVault {
     ) -> Result<PullReport> {
         use chartroom_protocol::{ChangeRecord, PullPage};
         let token = self.access_token.clone().ok_or(StationError::Offline)?;
-        let secret = self.locked.keystore.load(self.device_id())?;
-        let identity =
-            chartroom_client::DeviceIdentity::new(self.device_id().to_string(), &secret.signing_seed());
+        let (_, identity) = self.locked.identity()?;
         let mut report = PullReport::default();
         loop {
             let (cursor, _) = self.store.sync_state()?;
@@ -768,9 +771,7 @@ impl UnlockedVault {
     pub async fn upload_audit(&mut self, client: &chartroom_client::ServerClient) -> Result<u64> {
         use chartroom_protocol::{AuditUpload, AuditUploadResponse, MAX_AUDIT_UPLOAD};
         let token = self.access_token.clone().ok_or(StationError::Offline)?;
-        let secret = self.locked.keystore.load(self.device_id())?;
-        let identity =
-            chartroom_client::DeviceIdentity::new(self.device_id().to_string(), &secret.signing_seed());
+        let (_, identity) = self.locked.identity()?;
         let mut stored = 0;
         loop {
             let after = self.store.audit_uploaded()?;
