@@ -662,8 +662,7 @@ impl UnlockedVault {
     ) -> Result<PushReport> {
         use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, PushBatch, PushResponse};
         use chartroom_store::{ChartRecord, Settlement};
-        let token = self.access_token.clone().ok_or(StationError::Offline)?;
-        let (_, identity) = self.locked.identity()?;
+        let (token, identity) = self.online()?;
         let pending: Vec<_> = self.store.outbox()?.into_iter().filter(|e| e.state == "pending").collect();
         let mut report = PushReport::default();
         for chunk in pending.chunks(chartroom_protocol::MAX_PUSH) {
@@ -734,8 +733,7 @@ impl UnlockedVault {
         now: Timestamp,
     ) -> Result<PullReport> {
         use chartroom_protocol::{ChangeRecord, PullPage};
-        let token = self.access_token.clone().ok_or(StationError::Offline)?;
-        let (_, identity) = self.locked.identity()?;
+        let (token, identity) = self.online()?;
         let mut report = PullReport::default();
         loop {
             let (cursor, _) = self.store.sync_state()?;
@@ -770,8 +768,7 @@ impl UnlockedVault {
     /// server verifies that they continue the chain it has. Returns how many it stored.
     pub async fn upload_audit(&mut self, client: &chartroom_client::ServerClient) -> Result<u64> {
         use chartroom_protocol::{AuditUpload, AuditUploadResponse, MAX_AUDIT_UPLOAD};
-        let token = self.access_token.clone().ok_or(StationError::Offline)?;
-        let (_, identity) = self.locked.identity()?;
+        let (token, identity) = self.online()?;
         let mut stored = 0;
         loop {
             let after = self.store.audit_uploaded()?;
@@ -792,6 +789,13 @@ impl UnlockedVault {
     /// Whether this station has completed a first sync (until then its census is partial).
     pub fn first_sync_complete(&self) -> Result<bool> {
         Ok(self.store.sync_state()?.1)
+    }
+
+    /// The access token of this session's online login and the device identity that signs with it.
+    fn online(&self) -> Result<(zeroize::Zeroizing<String>, chartroom_client::DeviceIdentity)> {
+        let token = self.access_token.clone().ok_or(StationError::Offline)?;
+        let (_, identity) = self.locked.identity()?;
+        Ok((token, identity))
     }
 
     /// Local changes the server has not accepted yet.

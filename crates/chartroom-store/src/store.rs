@@ -267,26 +267,15 @@ impl Store {
         let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
         for r in records {
-            let before: Option<Vec<u8>> = tx
-                .prepare_cached(&format!("SELECT body FROM {} WHERE id = ?1", R::TABLE))?
-                .query_row([r.id().as_bytes()], |row| row.get(0))
-                .optional()?;
-            let after = put_record_in(&tx, keys, r)?;
-            let action = if before.is_some() { "update" } else { "create" };
-            let mut e = chartroom_audit::Event::new(now, action, R::TABLE, "ok");
-            e.resource_id = Some(r.id().to_string());
-            e.patient_ids = vec![r.patient_id()];
-            e.before = before;
-            e.after = Some(after);
-            crate::audit::append_in(&tx, actor, e)?;
+            put_audited_in(&tx, keys, actor, r, now)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// A clinician's local change: the records, one audit entry each (`put_all_as`) and one outbox
-    /// entry each (change id, the version it was based on) — all in one transaction, so that after a
-    /// crash a change is either wholly there, to be pushed, or not there at all.
+    /// A clinician's local change: the records, one audit entry each (as `put_all_as`) and one
+    /// outbox entry each (change id, the version it was based on) — all in one transaction, so that
+    /// after a crash a change is either wholly there, to be pushed, or not there at all.
     pub fn record_changes<R: ChartRecord>(
         &mut self,
         actor: &Actor,
@@ -297,19 +286,7 @@ impl Store {
         let tx = conn.transaction()?;
         let mut change_ids = Vec::with_capacity(records.len());
         for r in records {
-            let before: Option<(Vec<u8>, i64)> = tx
-                .prepare_cached(&format!("SELECT body, version FROM {} WHERE id = ?1", R::TABLE))?
-                .query_row([r.id().as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
-            let after = put_record_in(&tx, keys, r)?;
-            let action = if before.is_some() { "update" } else { "create" };
-            let mut e = chartroom_audit::Event::new(now, action, R::TABLE, "ok");
-            e.resource_id = Some(r.id().to_string());
-            e.patient_ids = vec![r.patient_id()];
-            let base_version = before.as_ref().map_or(0, |(_, v)| *v);
-            e.before = before.map(|(body, _)| body);
-            e.after = Some(after);
-            crate::audit::append_in(&tx, actor, e)?;
+            let base_version = put_audited_in(&tx, keys, actor, r, now)?;
             let change_id = Uuid::now_v7();
             tx.prepare_cached(
                 "INSERT INTO outbox (change_id, kind, record_id, patient_id, base_version, created_at)
@@ -439,7 +416,8 @@ impl Store {
         let PulledPage { charts, observations, notes, cursor, complete } = *page;
         let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
-        let pending = |tx: &Transaction<'_>, id: Uuid| -> Result<bool> {
+        // A record with a local change the server has not accepted stays as it is: the push decides.
+        let pending = |id: Uuid| -> Result<bool> {
             Ok(tx
                 .prepare_cached("SELECT 1 FROM outbox WHERE record_id = ?1")?
                 .query_row([id.as_bytes()], |_| Ok(()))
@@ -448,36 +426,17 @@ impl Store {
         };
         let mut patients = Vec::new();
         for c in charts {
-            put_patient_in(&tx, keys, &c.patient)?;
+            put_chart_in(&tx, keys, c, &pending)?;
             patients.push(c.patient.id);
-            for r in &c.allergies {
-                put_record_in(&tx, keys, r)?;
-            }
-            for r in &c.conditions {
-                put_record_in(&tx, keys, r)?;
-            }
-            for r in &c.medications {
-                put_record_in(&tx, keys, r)?;
-            }
-            for r in &c.observations {
-                if !pending(&tx, r.id)? {
-                    put_record_in(&tx, keys, r)?;
-                }
-            }
-            for r in &c.notes {
-                if !pending(&tx, r.id)? {
-                    put_record_in(&tx, keys, r)?;
-                }
-            }
         }
         for r in observations {
-            if !pending(&tx, r.id)? {
+            if !pending(r.id)? {
                 put_record_in(&tx, keys, r)?;
                 patients.push(r.patient_id);
             }
         }
         for r in notes {
-            if !pending(&tx, r.id)? {
+            if !pending(r.id)? {
                 put_record_in(&tx, keys, r)?;
                 patients.push(r.patient_id);
             }
@@ -519,22 +478,7 @@ impl Store {
         let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
         for b in bundles {
-            put_patient_in(&tx, keys, &b.patient)?;
-            for r in &b.allergies {
-                put_record_in(&tx, keys, r)?;
-            }
-            for r in &b.conditions {
-                put_record_in(&tx, keys, r)?;
-            }
-            for r in &b.medications {
-                put_record_in(&tx, keys, r)?;
-            }
-            for r in &b.observations {
-                put_record_in(&tx, keys, r)?;
-            }
-            for r in &b.notes {
-                put_record_in(&tx, keys, r)?;
-            }
+            put_chart_in(&tx, keys, b, &|_| Ok(false))?;
         }
         tx.commit()?;
         Ok(())
@@ -760,6 +704,62 @@ fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Patient) -> R
         patient.version,
         body
     ])?;
+    Ok(())
+}
+
+/// Stores one record with its `create`/`update` audit entry (sealed record before and after) in the
+/// caller's transaction; returns the version it replaced (0 for a new record).
+fn put_audited_in<R: ChartRecord>(
+    tx: &Transaction<'_>,
+    keys: &mut Keys,
+    actor: &Actor,
+    r: &R,
+    now: Timestamp,
+) -> Result<i64> {
+    let before: Option<(Vec<u8>, i64)> = tx
+        .prepare_cached(&format!("SELECT body, version FROM {} WHERE id = ?1", R::TABLE))?
+        .query_row([r.id().as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let after = put_record_in(tx, keys, r)?;
+    let action = if before.is_some() { "update" } else { "create" };
+    let mut e = chartroom_audit::Event::new(now, action, R::TABLE, "ok");
+    e.resource_id = Some(r.id().to_string());
+    e.patient_ids = vec![r.patient_id()];
+    let base_version = before.as_ref().map_or(0, |(_, v)| *v);
+    e.before = before.map(|(body, _)| body);
+    e.after = Some(after);
+    crate::audit::append_in(tx, actor, e)?;
+    Ok(base_version)
+}
+
+/// Stores a whole chart. Observations and notes for which `keep_local` holds (an unsynced local
+/// change) are left as they are.
+fn put_chart_in(
+    tx: &Transaction<'_>,
+    keys: &mut Keys,
+    chart: &Chart,
+    keep_local: &dyn Fn(Uuid) -> Result<bool>,
+) -> Result<()> {
+    put_patient_in(tx, keys, &chart.patient)?;
+    for r in &chart.allergies {
+        put_record_in(tx, keys, r)?;
+    }
+    for r in &chart.conditions {
+        put_record_in(tx, keys, r)?;
+    }
+    for r in &chart.medications {
+        put_record_in(tx, keys, r)?;
+    }
+    for r in &chart.observations {
+        if !keep_local(r.id)? {
+            put_record_in(tx, keys, r)?;
+        }
+    }
+    for r in &chart.notes {
+        if !keep_local(r.id)? {
+            put_record_in(tx, keys, r)?;
+        }
+    }
     Ok(())
 }
 
