@@ -601,8 +601,8 @@ impl UnlockedVault {
             return Err(StationError::NothingToRecord);
         }
         let id = self.store.find_by_mrn(mrn)?;
-        let patient = self.store.chart(id, 0)?.patient;
-        self.permit(chartroom_domain::Action::WriteVitals, &patient.unit, id, now)?;
+        let unit = self.store.patient_unit(id)?;
+        self.permit(chartroom_domain::Action::WriteVitals, &unit, id, now)?;
         let set: Vec<chartroom_domain::Observation> = values
             .iter()
             .map(|(vital, value)| chartroom_domain::Observation {
@@ -630,11 +630,11 @@ impl UnlockedVault {
     ) -> Result<chartroom_domain::Note> {
         use chartroom_domain::{Action, NoteKind, NoteStatus};
         let id = self.store.find_by_mrn(mrn)?;
-        let patient = self.store.chart(id, 0)?.patient;
+        let unit = self.store.patient_unit(id)?;
         let kind = if self.role == Some(Role::Physician) { NoteKind::Progress } else { NoteKind::Nursing };
-        self.permit(Action::WriteNote(kind), &patient.unit, id, now)?;
+        self.permit(Action::WriteNote(kind), &unit, id, now)?;
         if sign {
-            self.permit(Action::SignNote(kind), &patient.unit, id, now)?;
+            self.permit(Action::SignNote(kind), &unit, id, now)?;
         }
         let note = chartroom_domain::Note {
             id: Uuid::now_v7(),

@@ -484,6 +484,15 @@ impl Store {
         Ok(())
     }
 
+    /// The unit a patient is placed on (a plaintext column: no decryption needed to decide scope).
+    pub fn patient_unit(&self, patient_id: Uuid) -> Result<String> {
+        self.conn
+            .prepare_cached("SELECT unit FROM patients WHERE id = ?1")?
+            .query_row([patient_id.as_bytes()], |r| r.get(0))
+            .optional()?
+            .ok_or(StoreError::PatientNotFound)
+    }
+
     /// The patient with this MRN, found through a keyed index (the MRN is not stored in the clear).
     pub fn find_by_mrn(&mut self, mrn: &str) -> Result<Uuid> {
         let index = self.keys.dek.blind_index(MRN_INDEX_DOMAIN, mrn.trim());
