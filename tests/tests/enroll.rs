@@ -105,7 +105,7 @@ async fn enroll_then_online_first_login_then_offline() {
     // A second pull finds nothing new.
     assert_eq!(
         vault.pull(&client, wall_now()).await.unwrap(),
-        chartroom_station::vault::PullReport { charts: 0, changes: 0, complete: true }
+        chartroom_station::sync::PullReport { complete: true, ..Default::default() }
     );
 
     // Offline edits queue up; a push applies them and empties the outbox.

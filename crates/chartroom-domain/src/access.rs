@@ -58,8 +58,12 @@ pub enum Action {
     WriteNote(NoteKind),
     /// Sign a note of this kind (after which it is immutable).
     SignNote(NoteKind),
-    /// Add or change allergies, problems or medications.
+    /// Record or change allergies (nurses take allergy histories too).
+    WriteAllergies,
+    /// Add or change problems or medications.
     WriteOrders,
+    /// Change demographics or placement (bed, unit: a transfer).
+    WriteDemographics,
     /// Read the audit trail.
     ReadAudit,
     /// Create, disable and enable accounts.
@@ -81,7 +85,9 @@ impl Action {
             Action::WriteVitals => "ehr.write:vitals".into(),
             Action::WriteNote(k) => format!("ehr.write:note.{}", note(k)),
             Action::SignNote(k) => format!("ehr.sign:note.{}", note(k)),
+            Action::WriteAllergies => "ehr.write:allergies".into(),
             Action::WriteOrders => "ehr.write:orders".into(),
+            Action::WriteDemographics => "ehr.write:demographics".into(),
             Action::ReadAudit => "audit.read:trail".into(),
             Action::ManageUsers => "admin.manage:users".into(),
             Action::ManageDevices => "admin.manage:devices".into(),
@@ -104,6 +110,8 @@ pub fn grants(role: Role) -> &'static [&'static str] {
             "ehr.read:patient.*",
             "ehr.read:census",
             "ehr.write:vitals",
+            "ehr.write:allergies",
+            "ehr.write:demographics",
             "ehr.write:note.nursing",
             "ehr.sign:note.nursing",
         ],
@@ -277,6 +285,8 @@ mod tests {
         assert_eq!(decide(&nurse, Action::WriteVitals, icu), Ok(()));
         assert_eq!(decide(&nurse, Action::WriteVitals, med), Err(Denied::OutOfScope));
         assert_eq!(decide(&nurse, Action::SignNote(NoteKind::Progress), icu), Err(Denied::NotPermitted));
+        assert_eq!(decide(&nurse, Action::WriteAllergies, icu), Ok(()));
+        assert_eq!(decide(&nurse, Action::WriteOrders, icu), Err(Denied::NotPermitted));
         assert_eq!(
             decide(&nurse, Action::WriteVitals, Target::Patient { unit: "MED", break_glass: true }),
             Ok(())
@@ -317,7 +327,9 @@ mod tests {
             kind.clone().prop_map(Action::WriteNote),
             kind.prop_map(Action::SignNote),
             Just(Action::ReadCensus),
+            Just(Action::WriteAllergies),
             Just(Action::WriteOrders),
+            Just(Action::WriteDemographics),
             Just(Action::ReadAudit),
             Just(Action::ManageUsers),
             Just(Action::ManageDevices),

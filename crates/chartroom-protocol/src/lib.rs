@@ -288,6 +288,37 @@ pub struct IncidentInfo {
 pub enum ChangeRecord {
     Observation(chartroom_domain::Observation),
     Note(chartroom_domain::Note),
+    Allergy(chartroom_domain::Allergy),
+    Condition(chartroom_domain::Condition),
+    Medication(chartroom_domain::MedicationRequest),
+    /// Demographics and placement (a change of unit is a transfer).
+    Patient(chartroom_domain::Patient),
+}
+
+impl ChangeRecord {
+    /// The changed record's id (the patient's own id for demographics).
+    pub fn record_id(&self) -> uuid::Uuid {
+        match self {
+            ChangeRecord::Observation(r) => r.id,
+            ChangeRecord::Note(r) => r.id,
+            ChangeRecord::Allergy(r) => r.id,
+            ChangeRecord::Condition(r) => r.id,
+            ChangeRecord::Medication(r) => r.id,
+            ChangeRecord::Patient(r) => r.id,
+        }
+    }
+
+    /// The patient the record belongs to.
+    pub fn patient_id(&self) -> uuid::Uuid {
+        match self {
+            ChangeRecord::Observation(r) => r.patient_id,
+            ChangeRecord::Note(r) => r.patient_id,
+            ChangeRecord::Allergy(r) => r.patient_id,
+            ChangeRecord::Condition(r) => r.patient_id,
+            ChangeRecord::Medication(r) => r.patient_id,
+            ChangeRecord::Patient(r) => r.id,
+        }
+    }
 }
 
 /// One change from a station's outbox.
@@ -345,6 +376,10 @@ pub struct PushResponse {
 pub struct PullPage {
     pub charts: Vec<Chart>,
     pub changes: Vec<ChangeRecord>,
+    /// Patients that left what this device may hold (moved to another unit): the station deletes
+    /// them and their key (crypto-shred), once none of its own changes to them is still unsynced.
+    #[serde(default)]
+    pub left: Vec<uuid::Uuid>,
     pub cursor: i64,
     pub more: bool,
 }

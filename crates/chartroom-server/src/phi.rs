@@ -116,6 +116,27 @@ impl RecordKeys {
         Ok(SealedRecord { id, kind, sort_key, version, body: seal_kind(&key, value, kind, p.id, id)? })
     }
 
+    /// The stored patient with new demographics at `version`: same key, same MRN index (the MRN is
+    /// an identifier and never changes through a station's edit).
+    pub fn reseal_patient(
+        &self,
+        stored: &SealedPatient,
+        changed: &Patient,
+        version: i64,
+    ) -> Result<SealedPatient, ServerError> {
+        changed.validate()?;
+        let (key, _) = self.open_patient(stored)?;
+        Ok(SealedPatient {
+            id: stored.id,
+            unit: changed.unit.clone(),
+            bed: changed.bed.clone(),
+            version,
+            mrn_index: stored.mrn_index,
+            wrapped_key: stored.wrapped_key.clone(),
+            body: seal(&key, stored.id, stored.id, PATIENT_FIELD, &Patient { version, ..changed.clone() })?,
+        })
+    }
+
     /// Seals a value that belongs to a stored patient (e.g. a break-glass reason) at `(record, field)`.
     pub fn seal_for(
         &self,

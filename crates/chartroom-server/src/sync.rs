@@ -13,7 +13,7 @@ use chartroom_protocol::{
 use uuid::Uuid;
 
 use crate::records::{principal, ReadFailure, Reader, Subject};
-use crate::storage::{IncomingChange, RecordKind, Stored};
+use crate::storage::{IncomingChange, IncomingRecord, RecordKind, Stored};
 use crate::ServerError;
 
 /// Applies a batch, change by change, and says what became of each.
@@ -33,6 +33,61 @@ fn rejected(code: &str, message: &str) -> ChangeOutcome {
     ChangeOutcome::Rejected { code: code.into(), message: message.into() }
 }
 
+/// What deciding on a pushed record needs: its kind (`None`: the patient row), the permission it
+/// takes, the author it names (kinds that have one), its order key and whether it is append-only.
+struct Meta {
+    kind: Option<RecordKind>,
+    action: Action,
+    author: Option<Uuid>,
+    sort_key: i64,
+    append_only: bool,
+}
+
+fn meta(change: &ChangeRecord) -> Meta {
+    let plain =
+        |kind, action| Meta { kind: Some(kind), action, author: None, sort_key: 0, append_only: false };
+    match change {
+        ChangeRecord::Observation(o) => Meta {
+            kind: Some(RecordKind::Observation),
+            action: Action::WriteVitals,
+            author: Some(o.recorded_by),
+            sort_key: o.effective_at.0,
+            append_only: true,
+        },
+        ChangeRecord::Note(n) => Meta {
+            kind: Some(RecordKind::Note),
+            action: match n.status {
+                NoteStatus::Signed { .. } => Action::SignNote(n.kind),
+                _ => Action::WriteNote(n.kind),
+            },
+            author: Some(n.author_id),
+            sort_key: n.created_at.0,
+            append_only: false,
+        },
+        ChangeRecord::Allergy(_) => plain(RecordKind::Allergy, Action::WriteAllergies),
+        ChangeRecord::Condition(_) => plain(RecordKind::Condition, Action::WriteOrders),
+        ChangeRecord::Medication(_) => plain(RecordKind::Medication, Action::WriteOrders),
+        ChangeRecord::Patient(_) => Meta {
+            kind: None,
+            action: Action::WriteDemographics,
+            author: None,
+            sort_key: 0,
+            append_only: false,
+        },
+    }
+}
+
+fn validate(change: &ChangeRecord) -> Result<(), chartroom_domain::ValidationError> {
+    match change {
+        ChangeRecord::Observation(r) => r.validate(),
+        ChangeRecord::Note(r) => r.validate(),
+        ChangeRecord::Allergy(r) => r.validate(),
+        ChangeRecord::Condition(r) => r.validate(),
+        ChangeRecord::Medication(r) => r.validate(),
+        ChangeRecord::Patient(r) => r.validate(),
+    }
+}
+
 fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     let Ok(change_id) = change.change_id.parse::<Uuid>() else {
         return Ok(rejected("request.invalid", "change_id must be a UUID"));
@@ -45,28 +100,10 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
             rejected("sync.foreign_change", "this change id belongs to another device")
         });
     }
-    let (record_id, patient_id, kind, author, sort_key, action) = match &change.change {
-        ChangeRecord::Observation(o) => (
-            o.id,
-            o.patient_id,
-            RecordKind::Observation,
-            o.recorded_by,
-            o.effective_at.0,
-            Action::WriteVitals,
-        ),
-        ChangeRecord::Note(n) => {
-            let action = match n.status {
-                NoteStatus::Signed { .. } => Action::SignNote(n.kind),
-                _ => Action::WriteNote(n.kind),
-            };
-            (n.id, n.patient_id, RecordKind::Note, n.author_id, n.created_at.0, action)
-        }
-    };
-    let valid = match &change.change {
-        ChangeRecord::Observation(o) => o.validate(),
-        ChangeRecord::Note(n) => n.validate(),
-    };
-    if let Err(e) = valid {
+    let record = &change.change;
+    let (record_id, patient_id, m) = (record.record_id(), record.patient_id(), meta(record));
+    let kind_name = m.kind.map_or("patient", RecordKind::as_str);
+    if let Err(e) = validate(record) {
         return Ok(rejected("request.invalid", &e.to_string()));
     }
     let Some(patient) = r.storage.patient(patient_id)? else {
@@ -74,9 +111,9 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     };
     let who = principal(r.owner);
     let break_glass = r.storage.has_break_glass(r.owner.user.id, patient_id, r.now)?;
-    if let Err(denied) = decide(&who, action, Target::Patient { unit: &patient.unit, break_glass }) {
+    if let Err(denied) = decide(&who, m.action, Target::Patient { unit: &patient.unit, break_glass }) {
         let subject = Subject {
-            resource_type: kind.as_str(),
+            resource_type: kind_name,
             resource_id: record_id.to_string(),
             patient_ids: vec![patient_id],
         };
@@ -84,39 +121,68 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
         return Ok(rejected(denied.code(), &Denied::to_string(&denied)));
     }
     // A station writes in the name of the user who is logged in, never someone else.
-    if author != r.owner.user.id {
+    if m.author.is_some_and(|a| a != r.owner.user.id) {
         return Ok(rejected("sync.not_author", "the record names another author than the logged-in user"));
     }
-    let current = r.storage.record_version(record_id)?;
-    if let Some((owner_patient, owner_kind, _)) = current {
-        if owner_patient != patient_id || owner_kind != kind {
-            return Ok(rejected("sync.record_mismatch", "this record id belongs to another patient or kind"));
-        }
-    }
-    let replaces = match (&change.change, current) {
-        (_, None) if change.base_version == 0 => None,
-        (_, None) => return Ok(ChangeOutcome::Conflict { current_version: 0 }),
-        (ChangeRecord::Observation(_), Some(_)) => {
+    let current = match m.kind {
+        Some(kind) => match r.storage.record_version(record_id)? {
+            Some((owner_patient, owner_kind, _)) if owner_patient != patient_id || owner_kind != kind => {
+                return Ok(rejected(
+                    "sync.record_mismatch",
+                    "this record id belongs to another patient or kind",
+                ));
+            }
+            found => found.map(|(_, _, v)| v),
+        },
+        None => Some(patient.version),
+    };
+    let replaces = match current {
+        None if change.base_version == 0 => None,
+        None => return Ok(ChangeOutcome::Conflict { current_version: 0 }),
+        Some(_) if m.append_only => {
             return Ok(rejected("sync.append_only", "an observation is never rewritten; record a new one"));
         }
-        (ChangeRecord::Note(_), Some((_, _, version))) => {
-            if change.base_version != version {
-                return Ok(ChangeOutcome::Conflict { current_version: version });
-            }
-            if stored_note_is_final(r, &patient, record_id, version)? {
+        Some(version) if change.base_version != version => {
+            return Ok(ChangeOutcome::Conflict { current_version: version });
+        }
+        Some(version) => {
+            if matches!(record, ChangeRecord::Note(_))
+                && stored_note_is_final(r, &patient, record_id, version)?
+            {
                 return Ok(rejected("note.signed", "a signed note is never edited; write an addendum"));
             }
             Some(version)
         }
     };
     let version = replaces.map_or(1, |v| v + 1);
-    let sealed = match &change.change {
-        ChangeRecord::Observation(o) => {
-            r.keys.seal_record(&patient, kind, record_id, sort_key, version, o)?
+    let sealed = match record {
+        ChangeRecord::Patient(p) => {
+            if r.keys.mrn_index(&p.mrn) != patient.mrn_index {
+                return Ok(rejected("sync.mrn_immutable", "the MRN is an identifier and never changes"));
+            }
+            IncomingRecord::Patient(r.keys.reseal_patient(&patient, p, version)?)
         }
-        ChangeRecord::Note(n) => r.keys.seal_record(&patient, kind, record_id, sort_key, version, n)?,
+        other => {
+            let kind = m.kind.ok_or(ServerError::Internal("record kind"))?;
+            macro_rules! seal {
+                ($v:expr) => {
+                    r.keys.seal_record(&patient, kind, record_id, m.sort_key, version, $v)?
+                };
+            }
+            IncomingRecord::Record(match other {
+                ChangeRecord::Observation(v) => seal!(v),
+                ChangeRecord::Note(v) => seal!(v),
+                ChangeRecord::Allergy(v) => seal!(v),
+                ChangeRecord::Condition(v) => seal!(v),
+                ChangeRecord::Medication(v) => seal!(v),
+                ChangeRecord::Patient(_) => return Err(ServerError::Internal("record kind")),
+            })
+        }
     };
-    let after = sealed.body.clone();
+    let after = match &sealed {
+        IncomingRecord::Record(s) => s.body.clone(),
+        IncomingRecord::Patient(p) => p.body.clone(),
+    };
     let incoming = IncomingChange { change_id, device_id, patient_id, replaces, record: sealed };
     match r.storage.apply_change(&incoming)? {
         Stored::Applied => {}
@@ -134,7 +200,7 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     let mut e = crate::audit::event(
         r.now,
         if replaces.is_some() { "update" } else { "create" },
-        kind.as_str(),
+        kind_name,
         "ok",
         r.origin,
     );
@@ -199,14 +265,14 @@ pub fn pull(r: Reader<'_>, after: i64, limit: usize) -> Result<PullPage, ReadFai
     for (patient_id, rec) in rows.records.into_iter().filter(|(pid, _)| !whole.contains(pid)) {
         let Some(patient) = r.storage.patient(patient_id)? else { continue };
         let chart = r.keys.open_chart(&patient, std::slice::from_ref(&rec))?;
+        changes.extend(chart.allergies.into_iter().map(ChangeRecord::Allergy));
+        changes.extend(chart.conditions.into_iter().map(ChangeRecord::Condition));
+        changes.extend(chart.medications.into_iter().map(ChangeRecord::Medication));
         changes.extend(chart.observations.into_iter().map(ChangeRecord::Observation));
         changes.extend(chart.notes.into_iter().map(ChangeRecord::Note));
     }
     let mut patient_ids: Vec<Uuid> = charts.iter().map(|c| c.patient.id).collect();
-    patient_ids.extend(changes.iter().map(|c| match c {
-        ChangeRecord::Observation(o) => o.patient_id,
-        ChangeRecord::Note(n) => n.patient_id,
-    }));
+    patient_ids.extend(changes.iter().map(ChangeRecord::patient_id));
     patient_ids.sort();
     patient_ids.dedup();
     r.record(
@@ -214,5 +280,5 @@ pub fn pull(r: Reader<'_>, after: i64, limit: usize) -> Result<PullPage, ReadFai
         "ok",
         Subject { resource_type: "sync", resource_id: format!("{after}..{}", rows.upto), patient_ids },
     )?;
-    Ok(PullPage { charts, changes, cursor: rows.upto, more: rows.more })
+    Ok(PullPage { charts, changes, left: rows.left, cursor: rows.upto, more: rows.more })
 }

@@ -55,6 +55,14 @@ pub enum StationError {
     DeviceRevoked,
     #[error("you have been offline longer than this device allows; log in while the server is reachable")]
     OfflineTooLong,
+    #[error("a signed note is never edited; write an addendum")]
+    NoteFinal,
+    #[error("only the author of a draft may change it")]
+    NotAuthor,
+    #[error("only note text can be merged; choose keep mine or take theirs")]
+    MergeTextOnly,
+    #[error("no such change in this station's outbox")]
+    ChangeNotFound,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -100,7 +108,16 @@ impl StationError {
             StationError::Offline => "server.offline",
             StationError::DeviceRevoked => "device.revoked",
             StationError::OfflineTooLong => "auth.offline_too_long",
+            StationError::NoteFinal => "note.signed",
+            StationError::NotAuthor => "note.not_author",
+            StationError::MergeTextOnly => "sync.merge_text_only",
+            StationError::ChangeNotFound => "sync.change_not_found",
         }
+    }
+
+    /// Whether trying again later can succeed (the server unreachable, restarting or busy).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StationError::Server(e) if e.is_retryable())
     }
 }
 

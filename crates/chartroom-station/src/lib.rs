@@ -9,11 +9,14 @@
 
 pub mod clock;
 pub mod demo;
+mod edits;
 mod error;
 pub mod keystore;
 pub mod profile;
+pub mod sync;
 pub mod vault;
 
+pub use edits::NewMedication;
 pub use error::StationError;
 pub use keystore::{DeviceSecretStore, KeystoreError, MemoryKeystore, OsKeyring};
 pub use profile::Profile;

@@ -90,20 +90,103 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a note; its text is read from standard input after the password line.
+    /// Write a note, or change one of your drafts (`--edit ID`); the text is read from standard
+    /// input after the password line.
     Note {
+        #[arg(long, required_unless_present = "edit", conflicts_with = "edit")]
+        mrn: Option<String>,
+        /// The id of your draft note to change.
         #[arg(long)]
-        mrn: String,
+        edit: Option<uuid::Uuid>,
         #[arg(long, required = true)]
         text_stdin: bool,
-        /// Sign it at once (signed notes are never edited).
+        /// Sign it (signed notes are never edited).
         #[arg(long)]
         sign: bool,
     },
-    /// Log in online, push the outbox, then pull what changed on the server.
+    /// Record an allergy.
+    Allergy {
+        #[arg(long)]
+        mrn: String,
+        #[arg(long)]
+        substance: String,
+        #[arg(long)]
+        reaction: String,
+        /// low, high or unable
+        #[arg(long, default_value = "high")]
+        criticality: String,
+    },
+    /// Add a problem (`--mrn --code --display`) or set one's status (`--id --status`).
+    Problem {
+        #[arg(long, required_unless_present = "id", conflicts_with = "id", requires_all = ["code", "display"])]
+        mrn: Option<String>,
+        /// SNOMED CT code.
+        #[arg(long)]
+        code: Option<String>,
+        #[arg(long)]
+        display: Option<String>,
+        #[arg(long, requires = "status")]
+        id: Option<uuid::Uuid>,
+        /// active or resolved
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Order a medication (`--mrn --medication --dose --route --frequency`) or set an order's status
+    /// (`--id --status`).
+    Med {
+        #[arg(long, required_unless_present = "id", conflicts_with = "id", requires_all = ["medication", "dose", "route", "frequency"])]
+        mrn: Option<String>,
+        #[arg(long)]
+        medication: Option<String>,
+        #[arg(long)]
+        dose: Option<String>,
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        frequency: Option<String>,
+        #[arg(long, requires = "status")]
+        id: Option<uuid::Uuid>,
+        /// active, on-hold, completed or stopped
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Move a patient to another bed and/or unit (a transfer).
+    Move {
+        #[arg(long)]
+        mrn: String,
+        #[arg(long, required_unless_present = "bed")]
+        unit: Option<String>,
+        #[arg(long)]
+        bed: Option<String>,
+    },
+    /// Log in online, push the outbox, pull what changed on the server and upload the audit trail;
+    /// retried with exponential backoff and jitter while the server cannot be reached.
     Sync {
         #[arg(long)]
         json: bool,
+        /// How many times to try again after a retryable failure.
+        #[arg(long, default_value_t = 4)]
+        retries: u32,
+    },
+    /// Pending changes, conflicts, refusals, quarantined patients, last sync.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or settle a conflict: `--show` prints both versions; then `--keep-mine`, `--take-theirs`
+    /// or (notes) `--merge-text-stdin` with the merged text after the password line.
+    #[command(group = clap::ArgGroup::new("how").required(true).multiple(false))]
+    Resolve {
+        #[arg(long)]
+        change: uuid::Uuid,
+        #[arg(long, group = "how")]
+        show: bool,
+        #[arg(long, group = "how")]
+        keep_mine: bool,
+        #[arg(long, group = "how")]
+        take_theirs: bool,
+        #[arg(long, group = "how")]
+        merge_text_stdin: bool,
     },
     /// Local changes not yet accepted by the server, with their state.
     Outbox {
@@ -170,6 +253,76 @@ fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
             Ok(runtime.block_on(locked.login_online(&client, username, &password, clock::wall_now()))?)
         }
         (result, _) => Ok(result?),
+    }
+}
+
+/// Unlocks, runs `f`, and locks again whatever `f` returned.
+fn with_vault<T>(
+    cli: &Cli,
+    f: impl FnOnce(&mut chartroom_station::UnlockedVault) -> Result<T, chartroom_station::StationError>,
+) -> anyhow::Result<T> {
+    with_vault_text(cli, false, |v, _| f(v))
+}
+
+/// As [`with_vault`]; with `read_text`, the rest of standard input after the password line (a
+/// note's text) is read and handed to `f`.
+fn with_vault_text<T>(
+    cli: &Cli,
+    read_text: bool,
+    f: impl FnOnce(
+        &mut chartroom_station::UnlockedVault,
+        Option<&zeroize::Zeroizing<String>>,
+    ) -> Result<T, chartroom_station::StationError>,
+) -> anyhow::Result<T> {
+    let mut vault = unlock(cli)?;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    let result =
+        match read_text.then(|| std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)) {
+            Some(Err(e)) => Err(chartroom_station::StationError::from(e)),
+            _ => f(&mut vault, read_text.then_some(&text)),
+        };
+    vault.lock();
+    Ok(result?)
+}
+
+/// A lowercase word of the record types' vocabulary (`high`, `resolved`, `on-hold`, …).
+fn parse_word<T: serde::de::DeserializeOwned>(word: &str, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(word.trim().to_lowercase()))
+        .map_err(|_| anyhow::anyhow!("unknown {what} `{word}`"))
+}
+
+/// Logs in online and syncs; a retryable failure (server unreachable, restarting, busy) is tried
+/// again after an exponential, jittered delay, up to `retries` times.
+fn sync_with_retries(cli: &Cli, retries: u32) -> anyhow::Result<chartroom_station::sync::SyncReport> {
+    let username = cli.username.as_deref().context("--username is required")?;
+    anyhow::ensure!(cli.password_stdin, "--password-stdin is required");
+    let password = read_password()?;
+    let keystore: Arc<dyn chartroom_station::DeviceSecretStore> = Arc::new(OsKeyring::connect()?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut backoff = chartroom_station::sync::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(30),
+    );
+    let mut attempt = 0;
+    loop {
+        let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore.clone(), clock::wall_now())?;
+        let server = locked.server().cloned().context("this profile is not enrolled with a server")?;
+        let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
+        let result = runtime.block_on(async {
+            let mut vault = locked.login_online(&client, username, &password, clock::wall_now()).await?;
+            let result = vault.sync(&client, clock::wall_now()).await;
+            vault.lock();
+            result
+        });
+        match result {
+            Err(e) if e.is_retryable() && attempt < retries => {
+                attempt += 1;
+                let delay = backoff.next_delay(&mut rand::thread_rng());
+                eprintln!("sync: {e}; trying again in {:.1} s ({attempt}/{retries})", delay.as_secs_f64());
+                std::thread::sleep(delay);
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
@@ -259,54 +412,122 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out, "recorded {} vital signs (queued for sync)", set.len())?;
             }
         }
-        Command::Note { mrn, text_stdin: _, sign } => {
-            let mut vault = unlock(&cli)?;
-            let mut text = zeroize::Zeroizing::new(String::new());
-            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)?;
-            let result = vault.write_note(mrn, &text, *sign, clock::wall_now());
-            vault.lock();
-            let note = result?;
+        Command::Note { mrn, edit, text_stdin: _, sign } => {
+            let note = with_vault_text(&cli, true, |v, text| {
+                let text = text.map_or("", |t| t.as_str());
+                match (mrn, edit) {
+                    (_, Some(id)) => v.edit_note(*id, Some(text), *sign, clock::wall_now()),
+                    (Some(mrn), None) => v.write_note(mrn, text, *sign, clock::wall_now()),
+                    (None, None) => Err(chartroom_station::StationError::NothingToRecord),
+                }
+            })?;
             let state = if *sign { "signed" } else { "draft" };
             writeln!(out, "{state} note {} (queued for sync)", note.id)?;
         }
-        Command::Sync { json } => {
-            let username = cli.username.as_deref().context("--username is required")?;
-            anyhow::ensure!(cli.password_stdin, "--password-stdin is required");
-            let password = read_password()?;
-            let keystore = Arc::new(OsKeyring::connect()?);
-            let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
-            let server = locked.server().cloned().context("this profile is not enrolled with a server")?;
-            let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            let mut vault =
-                runtime.block_on(locked.login_online(&client, username, &password, clock::wall_now()))?;
-            // Push first, so the pull brings back the server's versions of our own changes.
-            let result = runtime.block_on(async {
-                let pushed = vault.push_outbox(&client, clock::wall_now()).await?;
-                let pulled = vault.pull(&client, clock::wall_now()).await?;
-                // The audit entries of all this travel too (the server verifies the chain).
-                vault.upload_audit(&client).await?;
-                Ok::<_, chartroom_station::StationError>((pushed, pulled))
-            });
-            vault.lock();
-            let (pushed, pulled) = result?;
+        Command::Allergy { mrn, substance, reaction, criticality } => {
+            let criticality = parse_word(criticality, "criticality")?;
+            let a = with_vault(&cli, |v| {
+                v.add_allergy(mrn, substance, reaction, criticality, clock::wall_now())
+            })?;
+            writeln!(out, "allergy {} (queued for sync)", a.id)?;
+        }
+        Command::Problem { mrn, code, display, id, status } => {
+            let c = match (mrn, id) {
+                (_, Some(id)) => {
+                    let status = parse_word(status.as_deref().unwrap_or_default(), "status")?;
+                    with_vault(&cli, |v| v.set_problem_status(*id, status, clock::wall_now()))?
+                }
+                (Some(mrn), None) => {
+                    let (code, display) = (code.as_deref().unwrap_or(""), display.as_deref().unwrap_or(""));
+                    with_vault(&cli, |v| v.add_problem(mrn, code, display, None, clock::wall_now()))?
+                }
+                (None, None) => anyhow::bail!("give --mrn to add a problem or --id to change one"),
+            };
+            writeln!(out, "problem {} (queued for sync)", c.id)?;
+        }
+        Command::Med { mrn, medication, dose, route, frequency, id, status } => {
+            let m = match (mrn, id) {
+                (_, Some(id)) => {
+                    let status = parse_word(status.as_deref().unwrap_or_default(), "status")?;
+                    with_vault(&cli, |v| v.set_medication_status(*id, status, clock::wall_now()))?
+                }
+                (Some(mrn), None) => {
+                    let order = chartroom_station::NewMedication {
+                        medication: medication.as_deref().unwrap_or(""),
+                        dose: dose.as_deref().unwrap_or(""),
+                        route: route.as_deref().unwrap_or(""),
+                        frequency: frequency.as_deref().unwrap_or(""),
+                    };
+                    with_vault(&cli, |v| v.add_medication(mrn, &order, clock::wall_now()))?
+                }
+                (None, None) => anyhow::bail!("give --mrn to order a medication or --id to change an order"),
+            };
+            writeln!(out, "medication order {} (queued for sync)", m.id)?;
+        }
+        Command::Move { mrn, unit, bed } => {
+            let p = with_vault(&cli, |v| {
+                v.move_patient(mrn, unit.as_deref(), bed.as_deref(), clock::wall_now())
+            })?;
+            writeln!(out, "moved to {} bed {} (queued for sync)", p.unit, p.bed)?;
+        }
+        Command::Sync { json, retries } => {
+            let report = sync_with_retries(&cli, *retries)?;
             if *json {
-                serde_json::to_writer_pretty(
-                    &mut out,
-                    &serde_json::json!({ "push": pushed, "pull": pulled }),
-                )?;
+                serde_json::to_writer_pretty(&mut out, &report)?;
                 writeln!(out)?;
             } else {
+                let (push, pull) = (&report.push, &report.pull);
                 writeln!(
                     out,
                     "pushed: {} applied, {} conflicts, {} rejected, {} still pending",
-                    pushed.applied, pushed.conflicts, pushed.rejected, pushed.pending
+                    push.applied, push.conflicts, push.rejected, push.pending
                 )?;
                 writeln!(
                     out,
-                    "pulled: {} charts, {} changes; up to date: {}",
-                    pulled.charts, pulled.changes, pulled.complete
+                    "pulled: {} charts, {} changes, {} conflicts, {} patients left ({} kept until synced); up to date: {}",
+                    pull.charts,
+                    pull.changes,
+                    pull.conflicts,
+                    pull.shredded + pull.quarantined + push.released,
+                    pull.quarantined,
+                    pull.complete
                 )?;
+            }
+        }
+        Command::Status { json } => {
+            let status = with_vault(&cli, |v| v.sync_indicator())?;
+            if *json {
+                serde_json::to_writer_pretty(&mut out, &status)?;
+                writeln!(out)?;
+            } else {
+                let s = &status.status;
+                let last = s.last_sync_at.map_or_else(|| "never".to_string(), |t| t.to_string());
+                writeln!(
+                    out,
+                    "{} pending, {} conflicts, {} rejected, {} quarantined patients; first sync complete: {}; last sync: {last}",
+                    s.pending, s.conflicts, s.rejected, s.quarantined_patients, s.first_sync_complete
+                )?;
+            }
+        }
+        Command::Resolve { change, show, keep_mine, take_theirs, merge_text_stdin } => {
+            use chartroom_store::Resolution;
+            if *show {
+                let view = with_vault(&cli, |v| v.conflict(*change, clock::wall_now()))?;
+                serde_json::to_writer_pretty(&mut out, &view)?;
+                writeln!(out)?;
+                return Ok(());
+            }
+            let how = match (keep_mine, take_theirs, merge_text_stdin) {
+                (true, _, _) => Resolution::KeepMine,
+                (_, true, _) => Resolution::TakeTheirs,
+                _ => Resolution::Merge,
+            };
+            let queued = with_vault_text(&cli, *merge_text_stdin, |v, text| {
+                v.resolve(*change, how, text.map(|t| t.as_str()), clock::wall_now())
+            })?;
+            match queued {
+                Some(id) => writeln!(out, "resolved; change {id} queued for sync")?,
+                None => writeln!(out, "resolved: the server's version is kept")?,
             }
         }
         Command::Outbox { json } => {
@@ -320,10 +541,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 for e in &entries {
                     let reason = e.reason.as_deref().unwrap_or("");
+                    let q =
+                        if e.quarantined { " [patient left this station; kept until synced]" } else { "" };
                     writeln!(
                         out,
-                        "{} {:<8} {:<12} record {} {reason}",
-                        e.created_at, e.state, e.kind, e.record_id
+                        "{} {} {:<8} {:<20} record {} {reason}{q}",
+                        e.created_at, e.change_id, e.state, e.kind, e.record_id
                     )?;
                 }
                 writeln!(out, "{} change(s) not yet on the server", entries.len())?;

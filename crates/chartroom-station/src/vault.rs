@@ -71,34 +71,14 @@ fn host_name() -> String {
 /// An unlocked station: one authenticated user and the open store.
 #[derive(Debug)]
 pub struct UnlockedVault {
-    locked: LockedVault,
+    pub(crate) locked: LockedVault,
     user_id: Uuid,
     username: String,
     /// The role the server gave this user at their last online login (`None`: never told).
-    role: Option<Role>,
-    store: Store,
+    pub(crate) role: Option<Role>,
+    pub(crate) store: Store,
     /// The access token of an online login (for sync); `None` after an offline unlock.
     access_token: Option<zeroize::Zeroizing<String>>,
-}
-
-/// What a pull did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PullReport {
-    pub charts: usize,
-    pub changes: usize,
-    /// Whether the station now holds everything the server had (a first sync that was interrupted
-    /// says so instead of passing a partial census off as whole).
-    pub complete: bool,
-}
-
-/// What a push of the outbox did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PushReport {
-    pub applied: usize,
-    pub conflicts: usize,
-    pub rejected: usize,
-    /// Still waiting (the server was unreachable or busy): pushed again next time.
-    pub pending: usize,
 }
 
 impl LockedVault {
@@ -566,7 +546,7 @@ impl UnlockedVault {
     }
 
     /// Checks that this user may do `action` on a patient of `unit`; a refusal is recorded.
-    fn permit(
+    pub(crate) fn permit(
         &mut self,
         action: chartroom_domain::Action,
         unit: &str,
@@ -589,198 +569,6 @@ impl UnlockedVault {
         Ok(())
     }
 
-    /// Records a vitals set for the patient with this MRN: the observations, their audit entries
-    /// and their outbox entries in one transaction. Values outside physiological ranges are refused.
-    pub fn record_vitals(
-        &mut self,
-        mrn: &str,
-        values: &[(chartroom_domain::VitalSign, f64)],
-        now: Timestamp,
-    ) -> Result<Vec<chartroom_domain::Observation>> {
-        if values.is_empty() {
-            return Err(StationError::NothingToRecord);
-        }
-        let id = self.store.find_by_mrn(mrn)?;
-        let unit = self.store.patient_unit(id)?;
-        self.permit(chartroom_domain::Action::WriteVitals, &unit, id, now)?;
-        let set: Vec<chartroom_domain::Observation> = values
-            .iter()
-            .map(|(vital, value)| chartroom_domain::Observation {
-                id: Uuid::now_v7(),
-                patient_id: id,
-                vital: *vital,
-                value: *value,
-                effective_at: now,
-                recorded_by: self.user_id,
-                version: 0,
-            })
-            .collect();
-        let actor = self.actor();
-        self.store.record_changes(&actor, &set, now)?;
-        Ok(set)
-    }
-
-    /// Writes a note (nursing for nurses, progress for physicians), signed at once with `sign`.
-    pub fn write_note(
-        &mut self,
-        mrn: &str,
-        text: &str,
-        sign: bool,
-        now: Timestamp,
-    ) -> Result<chartroom_domain::Note> {
-        use chartroom_domain::{Action, NoteKind, NoteStatus};
-        let id = self.store.find_by_mrn(mrn)?;
-        let unit = self.store.patient_unit(id)?;
-        let kind = if self.role == Some(Role::Physician) { NoteKind::Progress } else { NoteKind::Nursing };
-        self.permit(Action::WriteNote(kind), &unit, id, now)?;
-        if sign {
-            self.permit(Action::SignNote(kind), &unit, id, now)?;
-        }
-        let note = chartroom_domain::Note {
-            id: Uuid::now_v7(),
-            patient_id: id,
-            author_id: self.user_id,
-            kind,
-            text: text.trim_end().to_owned(),
-            created_at: now,
-            status: if sign { NoteStatus::Signed { signed_at: now } } else { NoteStatus::Draft },
-            addendum_to: None,
-            version: 0,
-        };
-        let actor = self.actor();
-        self.store.record_changes(&actor, std::slice::from_ref(&note), now)?;
-        Ok(note)
-    }
-
-    /// Pushes the pending outbox to the server (after an online login) and settles each change as the
-    /// server answers: accepted ones leave the outbox with their server version; conflicts and
-    /// refusals stay, marked with the reason; if the server cannot be reached the rest stays pending.
-    pub async fn push_outbox(
-        &mut self,
-        client: &chartroom_client::ServerClient,
-        now: Timestamp,
-    ) -> Result<PushReport> {
-        use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, PushBatch, PushResponse};
-        use chartroom_store::{ChartRecord, Settlement};
-        let (token, identity) = self.online()?;
-        let pending: Vec<_> = self.store.outbox()?.into_iter().filter(|e| e.state == "pending").collect();
-        let mut report = PushReport::default();
-        for chunk in pending.chunks(chartroom_protocol::MAX_PUSH) {
-            let mut changes = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                let change = if e.kind == chartroom_domain::Observation::TABLE {
-                    ChangeRecord::Observation(self.store.get(e.record_id)?)
-                } else if e.kind == chartroom_domain::Note::TABLE {
-                    ChangeRecord::Note(self.store.get(e.record_id)?)
-                } else {
-                    return Err(StationError::Store(chartroom_store::StoreError::Decode));
-                };
-                changes.push(Change {
-                    change_id: e.change_id.to_string(),
-                    base_version: e.base_version,
-                    change,
-                });
-            }
-            let sent: std::result::Result<PushResponse, _> =
-                client.post_signed(&identity, &token, "/v1/sync/push", &PushBatch { changes }).await;
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) if e.is_retryable() => {
-                    report.pending = pending.len() - report.applied - report.conflicts - report.rejected;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            for result in response.results {
-                let Ok(change_id) = result.change_id.parse::<Uuid>() else { continue };
-                let settlement = match result.outcome {
-                    ChangeOutcome::Applied { version } | ChangeOutcome::Duplicate { version } => {
-                        report.applied += 1;
-                        Settlement::Accepted { version }
-                    }
-                    ChangeOutcome::Conflict { current_version } => {
-                        report.conflicts += 1;
-                        Settlement::Kept {
-                            state: "conflict",
-                            reason: format!(
-                                "the server has version {current_version}: keep mine, take theirs or merge"
-                            ),
-                        }
-                    }
-                    ChangeOutcome::Rejected { code, message } => {
-                        report.rejected += 1;
-                        Settlement::Kept { state: "rejected", reason: format!("{code}: {message}") }
-                    }
-                };
-                self.store.settle_change(change_id, settlement)?;
-            }
-        }
-        let actor = self.actor();
-        let mut e = chartroom_audit::Event::new(now, "sync_push", "outbox", "ok");
-        e.resource_id = Some(format!(
-            "{} applied, {} conflicts, {} rejected, {} pending",
-            report.applied, report.conflicts, report.rejected, report.pending
-        ));
-        self.store.record(&actor, e)?;
-        Ok(report)
-    }
-
-    /// Pulls what changed on the server since the last pull, page by page; each page is applied
-    /// with its cursor in one transaction, so an interrupted pull resumes where it stopped.
-    pub async fn pull(
-        &mut self,
-        client: &chartroom_client::ServerClient,
-        now: Timestamp,
-    ) -> Result<PullReport> {
-        use chartroom_protocol::{ChangeRecord, PullPage};
-        let (token, identity) = self.online()?;
-        let mut report = PullReport::default();
-        loop {
-            let (cursor, _) = self.store.sync_state()?;
-            let page: PullPage =
-                client.get(&identity, &token, &format!("/v1/sync/pull?after={cursor}&limit=200")).await?;
-            let (mut observations, mut notes) = (Vec::new(), Vec::new());
-            for c in page.changes {
-                match c {
-                    ChangeRecord::Observation(o) => observations.push(o),
-                    ChangeRecord::Note(n) => notes.push(n),
-                }
-            }
-            report.charts += page.charts.len();
-            report.changes += observations.len() + notes.len();
-            let actor = self.actor();
-            let pulled = chartroom_store::PulledPage {
-                charts: &page.charts,
-                observations: &observations,
-                notes: &notes,
-                cursor: page.cursor,
-                complete: !page.more,
-            };
-            self.store.apply_pull(&actor, &pulled, now)?;
-            if !page.more {
-                report.complete = true;
-                return Ok(report);
-            }
-        }
-    }
-
-    /// Uploads this device's audit entries the server does not hold yet (in order, in batches); the
-    /// server verifies that they continue the chain it has. Returns how many it stored.
-    pub async fn upload_audit(&mut self, client: &chartroom_client::ServerClient) -> Result<u64> {
-        use chartroom_protocol::{AuditUpload, AuditUploadResponse, MAX_AUDIT_UPLOAD};
-        let (token, identity) = self.online()?;
-        let mut stored = 0;
-        loop {
-            let after = self.store.audit_uploaded()?;
-            let entries = self.store.audit_entries(after, MAX_AUDIT_UPLOAD)?;
-            let Some(last) = entries.last().map(|e| e.seq) else { return Ok(stored) };
-            let r: AuditUploadResponse =
-                client.post_signed(&identity, &token, "/v1/audit/entries", &AuditUpload { entries }).await?;
-            stored += r.stored;
-            self.store.set_audit_uploaded(last)?;
-        }
-    }
-
     /// Whether this station is enrolled with a server (and so syncs).
     pub fn is_enrolled(&self) -> bool {
         self.locked.device.server.is_some()
@@ -792,7 +580,7 @@ impl UnlockedVault {
     }
 
     /// The access token of this session's online login and the device identity that signs with it.
-    fn online(&self) -> Result<(zeroize::Zeroizing<String>, chartroom_client::DeviceIdentity)> {
+    pub(crate) fn online(&self) -> Result<(zeroize::Zeroizing<String>, chartroom_client::DeviceIdentity)> {
         let token = self.access_token.clone().ok_or(StationError::Offline)?;
         let (_, identity) = self.locked.identity()?;
         Ok((token, identity))

@@ -26,6 +26,8 @@ pub enum StoreError {
     PatientNotFound,
     #[error("this patient's data was removed from this station and can no longer be decrypted")]
     PatientShredded,
+    #[error("this record is not in conflict (or the server's version has not been pulled yet)")]
+    NoConflict,
     #[error("invalid record: {0}")]
     Invalid(#[from] ValidationError),
     #[error("a sealed value failed to open: {0}")]
@@ -52,6 +54,7 @@ impl StoreError {
             StoreError::ReadOnly => "store.read_only",
             StoreError::PatientNotFound => "store.patient_not_found",
             StoreError::PatientShredded => "store.patient_shredded",
+            StoreError::NoConflict => "sync.no_conflict",
             StoreError::Invalid(_) => "store.invalid",
             StoreError::Crypto(_) => "store.crypto",
             StoreError::Decode => "store.decode",

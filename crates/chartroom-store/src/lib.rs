@@ -12,8 +12,10 @@ mod error;
 mod migrations;
 mod records;
 mod store;
+mod sync;
 
 pub use audit::{Actor, AuditBreak};
 pub use error::StoreError;
 pub use records::ChartRecord;
-pub use store::{CensusRow, DatabaseEncryption, OutboxEntry, PulledPage, Settlement, Store, StoreOptions};
+pub use store::{CensusRow, DatabaseEncryption, Keys, Store, StoreOptions};
+pub use sync::{OutboxEntry, PullApplied, PulledPage, Records, Resolution, Settlement, SyncStatus, Synced};

@@ -75,4 +75,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     "#,
+    // 5: who made each outbox change (pushed only in that user's session, so the server attributes
+    // it to them), conflicts (the server's version of a record kept beside the local one, sealed like it) and
+    // the quarantine of patients that left this station's units while changes to them were unsynced.
+    r#"
+    CREATE TABLE conflicts (
+        record_id     BLOB PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        patient_id    BLOB NOT NULL,
+        their_version INTEGER NOT NULL,
+        body          BLOB NOT NULL,
+        seen_at       INTEGER NOT NULL
+    );
+    CREATE TABLE quarantine (patient_id BLOB PRIMARY KEY, since INTEGER NOT NULL);
+    ALTER TABLE outbox ADD COLUMN user_id BLOB;
+    CREATE INDEX outbox_by_record ON outbox(record_id);
+    CREATE INDEX outbox_by_patient ON outbox(patient_id);
+    "#,
 ];

@@ -14,54 +14,14 @@ use uuid::Uuid;
 use crate::audit::Actor;
 use crate::migrations::MIGRATIONS;
 use crate::records::ChartRecord;
+use crate::sync::Synced;
 use crate::StoreError;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// One page from the server's pull, as the store applies it.
-#[derive(Clone, Copy, Debug)]
-pub struct PulledPage<'a> {
-    pub charts: &'a [Chart],
-    pub observations: &'a [Observation],
-    pub notes: &'a [Note],
-    /// The server's cursor after this page.
-    pub cursor: i64,
-    /// Nothing more to pull after this page.
-    pub complete: bool,
-}
-
-/// What the server made of a pushed change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Settlement {
-    Accepted {
-        version: i64,
-    },
-    /// `conflict` or `rejected`, with why.
-    Kept {
-        state: &'static str,
-        reason: String,
-    },
-}
-
-/// A local change waiting for the server (no PHI: ids, kinds, versions and states only).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OutboxEntry {
-    pub change_id: Uuid,
-    /// The table of the changed record (`observations`, `notes`, …).
-    pub kind: String,
-    pub record_id: Uuid,
-    pub patient_id: Uuid,
-    /// The server version the change was made on (0: a new record).
-    pub base_version: i64,
-    pub created_at: Timestamp,
-    /// `pending`, or `rejected` (with `reason`): never dropped.
-    pub state: String,
-    pub reason: Option<String>,
-}
-
 /// SQLCipher's page size (its default): a healthy file is a whole number of pages.
 const PAGE_SIZE: u64 = 4096;
-const PATIENT_FIELD: &str = "patient.body";
+pub(crate) const PATIENT_FIELD: &str = "patient.body";
 const MRN_INDEX_DOMAIN: &str = "patient.mrn";
 
 /// Whether the database file itself is encrypted.
@@ -109,17 +69,24 @@ pub struct CensusRow {
 
 /// An open, decrypted store. Dropping it closes the database and wipes every key it holds.
 pub struct Store {
-    conn: Connection,
-    keys: Keys,
+    pub(crate) conn: Connection,
+    pub(crate) keys: Keys,
     path: PathBuf,
 }
 
-/// The data key and the patient keys unwrapped with it so far (wiped when dropped).
-struct Keys {
+/// The data key and the patient keys unwrapped with it so far (wiped when dropped). Opaque outside
+/// this crate: nothing else can make or read one.
+pub struct Keys {
     dek: DataKey,
     /// Boxed so that growing the map moves pointers, not key material: a moved-from copy of a key
     /// would be freed without being wiped.
-    patients: HashMap<Uuid, Box<PatientKey>>,
+    pub(crate) patients: HashMap<Uuid, Box<PatientKey>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("cached_patient_keys", &self.patients.len()).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -273,194 +240,6 @@ impl Store {
         Ok(())
     }
 
-    /// A clinician's local change: the records, one audit entry each (as `put_all_as`) and one
-    /// outbox entry each (change id, the version it was based on) — all in one transaction, so that
-    /// after a crash a change is either wholly there, to be pushed, or not there at all.
-    pub fn record_changes<R: ChartRecord>(
-        &mut self,
-        actor: &Actor,
-        records: &[R],
-        now: Timestamp,
-    ) -> Result<Vec<Uuid>> {
-        let Store { conn, keys, .. } = self;
-        let tx = conn.transaction()?;
-        let mut change_ids = Vec::with_capacity(records.len());
-        for r in records {
-            let base_version = put_audited_in(&tx, keys, actor, r, now)?;
-            let change_id = Uuid::now_v7();
-            tx.prepare_cached(
-                "INSERT INTO outbox (change_id, kind, record_id, patient_id, base_version, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                change_id.as_bytes(),
-                R::TABLE,
-                r.id().as_bytes(),
-                r.patient_id().as_bytes(),
-                base_version,
-                now.0
-            ])?;
-            change_ids.push(change_id);
-        }
-        tx.commit()?;
-        Ok(change_ids)
-    }
-
-    /// Changes not yet accepted by the server, oldest first (pending and rejected, with the reason).
-    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT change_id, kind, record_id, patient_id, base_version, created_at, state, reason
-             FROM outbox ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(OutboxEntry {
-                change_id: Uuid::from_bytes(r.get(0)?),
-                kind: r.get(1)?,
-                record_id: Uuid::from_bytes(r.get(2)?),
-                patient_id: Uuid::from_bytes(r.get(3)?),
-                base_version: r.get(4)?,
-                created_at: Timestamp(r.get(5)?),
-                state: r.get(6)?,
-                reason: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-
-    /// One stored record by id, opened (for pushing it to the server).
-    pub fn get<R: ChartRecord>(&mut self, id: Uuid) -> Result<R> {
-        let (patient_id, sealed) = self.sealed_body::<R>(id)?.ok_or(StoreError::PatientNotFound)?;
-        self.open_sealed(patient_id, id, &sealed)
-    }
-
-    /// Settles a pushed change as the server answered: `Accepted(version)` removes it from the outbox
-    /// and gives the record its server version; `Kept(state, reason)` keeps it, marked, with the
-    /// reason (a conflict or a refusal is never dropped).
-    pub fn settle_change(&mut self, change_id: Uuid, settlement: Settlement) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        let row: Option<(String, [u8; 16])> = tx
-            .query_row(
-                "SELECT kind, record_id FROM outbox WHERE change_id = ?1",
-                [change_id.as_bytes()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((kind, record_id)) = row else { return Ok(()) };
-        match settlement {
-            Settlement::Accepted { version } => {
-                // `kind` is one of this crate's table names (written by `record_changes`).
-                let table = [
-                    Observation::TABLE,
-                    Note::TABLE,
-                    Allergy::TABLE,
-                    Condition::TABLE,
-                    MedicationRequest::TABLE,
-                ]
-                .into_iter()
-                .find(|t| *t == kind)
-                .ok_or(StoreError::Decode)?;
-                tx.execute(
-                    &format!("UPDATE {table} SET version = ?1 WHERE id = ?2"),
-                    params![version, &record_id[..]],
-                )?;
-                tx.execute("DELETE FROM outbox WHERE change_id = ?1", [change_id.as_bytes()])?;
-            }
-            Settlement::Kept { state, reason } => {
-                tx.execute(
-                    "UPDATE outbox SET state = ?1, reason = ?2 WHERE change_id = ?3",
-                    params![state, reason, change_id.as_bytes()],
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The last audit sequence number the server has stored (0: none yet).
-    pub fn audit_uploaded(&self) -> Result<u64> {
-        let v: Option<String> = self
-            .conn
-            .prepare_cached("SELECT value FROM sync_state WHERE key = 'audit_uploaded'")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
-    }
-
-    /// Records that the server holds the chain up to `seq`.
-    pub fn set_audit_uploaded(&mut self, seq: u64) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO sync_state (key, value) VALUES ('audit_uploaded', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-            [seq.to_string()],
-        )?;
-        Ok(())
-    }
-
-    /// The pull cursor (0 before the first sync) and whether a first sync has completed.
-    pub fn sync_state(&self) -> Result<(i64, bool)> {
-        let get = |key: &str| -> Result<Option<String>> {
-            Ok(self
-                .conn
-                .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
-                .query_row([key], |r| r.get(0))
-                .optional()?)
-        };
-        let cursor = get("cursor")?.and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok((cursor, get("first_sync_complete")?.is_some()))
-    }
-
-    /// Applies one page pulled from the server — whole charts and single records — with its audit
-    /// entry and the new cursor, in one transaction (an interrupted first sync resumes from the last
-    /// page). Records with a local change not yet accepted by the server are left alone: the push
-    /// decides between them.
-    pub fn apply_pull(&mut self, actor: &Actor, page: &PulledPage<'_>, now: Timestamp) -> Result<()> {
-        let PulledPage { charts, observations, notes, cursor, complete } = *page;
-        let Store { conn, keys, .. } = self;
-        let tx = conn.transaction()?;
-        // A record with a local change the server has not accepted stays as it is: the push decides.
-        let pending = |id: Uuid| -> Result<bool> {
-            Ok(tx
-                .prepare_cached("SELECT 1 FROM outbox WHERE record_id = ?1")?
-                .query_row([id.as_bytes()], |_| Ok(()))
-                .optional()?
-                .is_some())
-        };
-        let mut patients = Vec::new();
-        for c in charts {
-            put_chart_in(&tx, keys, c, &pending)?;
-            patients.push(c.patient.id);
-        }
-        for r in observations {
-            if !pending(r.id)? {
-                put_record_in(&tx, keys, r)?;
-                patients.push(r.patient_id);
-            }
-        }
-        for r in notes {
-            if !pending(r.id)? {
-                put_record_in(&tx, keys, r)?;
-                patients.push(r.patient_id);
-            }
-        }
-        patients.sort();
-        patients.dedup();
-        let mut e = chartroom_audit::Event::new(now, "sync_pull", "sync", "ok");
-        e.resource_id = Some(format!("cursor {cursor}"));
-        e.patient_ids = patients;
-        crate::audit::append_in(&tx, actor, e)?;
-        tx.execute(
-            "INSERT INTO sync_state (key, value) VALUES ('cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-            [cursor.to_string()],
-        )?;
-        if complete {
-            tx.execute(
-                "INSERT OR IGNORE INTO sync_state (key, value) VALUES ('first_sync_complete', '1')",
-                [],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     /// Adds or replaces several records of one kind in one transaction, without an audit entry: for
     /// loading data that arrived from elsewhere (sync, synthetic data), never for a user's change.
     pub fn put_all<R: ChartRecord>(&mut self, records: &[R]) -> Result<()> {
@@ -478,16 +257,19 @@ impl Store {
         let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
         for b in bundles {
-            put_chart_in(&tx, keys, b, &|_| Ok(false))?;
+            put_chart_in(&tx, keys, b)?;
         }
         tx.commit()?;
         Ok(())
     }
 
     /// The unit a patient is placed on (a plaintext column: no decryption needed to decide scope).
+    /// A quarantined patient (moved off this station's units) is not found.
     pub fn patient_unit(&self, patient_id: Uuid) -> Result<String> {
         self.conn
-            .prepare_cached("SELECT unit FROM patients WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT unit FROM patients WHERE id = ?1 AND id NOT IN (SELECT patient_id FROM quarantine)",
+            )?
             .query_row([patient_id.as_bytes()], |r| r.get(0))
             .optional()?
             .ok_or(StoreError::PatientNotFound)
@@ -497,7 +279,10 @@ impl Store {
     pub fn find_by_mrn(&mut self, mrn: &str) -> Result<Uuid> {
         let index = self.keys.dek.blind_index(MRN_INDEX_DOMAIN, mrn.trim());
         self.conn
-            .prepare_cached("SELECT id FROM patients WHERE mrn_index = ?1")?
+            .prepare_cached(
+                "SELECT id FROM patients WHERE mrn_index = ?1
+                 AND id NOT IN (SELECT patient_id FROM quarantine)",
+            )?
             .query_row([&index[..]], |r| r.get::<_, [u8; 16]>(0))
             .optional()?
             .map(Uuid::from_bytes)
@@ -511,7 +296,8 @@ impl Store {
             "SELECT p.id, p.body,
                     (SELECT count(*) FROM allergies a WHERE a.patient_id = p.id),
                     (SELECT max(o.sort_key) FROM observations o WHERE o.patient_id = p.id)
-             FROM patients p WHERE ?1 IS NULL OR p.unit = ?1 ORDER BY p.unit, p.bed",
+             FROM patients p WHERE (?1 IS NULL OR p.unit = ?1)
+             AND p.id NOT IN (SELECT patient_id FROM quarantine) ORDER BY p.unit, p.bed",
         )?;
         let rows = stmt.query_map([unit], |r| {
             Ok((
@@ -583,27 +369,23 @@ impl Store {
     /// opened, even with the data key.
     pub fn evict_patient(&mut self, patient_id: Uuid, now: Timestamp) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let id = patient_id.as_bytes();
-        for table in
-            [Allergy::TABLE, Condition::TABLE, MedicationRequest::TABLE, Observation::TABLE, Note::TABLE]
-        {
-            tx.execute(&format!("DELETE FROM {table} WHERE patient_id = ?1"), [id])?;
-        }
-        let found = tx.execute("DELETE FROM patients WHERE id = ?1", [id])?;
-        tx.execute("DELETE FROM patient_keys WHERE patient_id = ?1", [id])?;
-        if found == 0 {
+        if !shred_in(&tx, patient_id, now)? {
             return Err(StoreError::PatientNotFound);
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO shredded_patients (patient_id, shredded_at) VALUES (?1, ?2)",
-            params![id, now.0],
-        )?;
         tx.commit()?;
-        // Dropping the cached key wipes it from memory.
-        self.keys.patients.remove(&patient_id);
-        // Old page images in the WAL are encrypted under the data key and still hold the wrapped
-        // patient key: fold them into the (securely deleted) main file and empty the WAL.
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.forget_keys(&[patient_id])
+    }
+
+    /// After shredding patients: drops their cached keys (which wipes them from memory) and folds
+    /// the WAL — whose old page images still hold the wrapped patient keys — into the (securely
+    /// deleted) main file.
+    pub(crate) fn forget_keys(&mut self, patient_ids: &[Uuid]) -> Result<()> {
+        for id in patient_ids {
+            self.keys.patients.remove(id);
+        }
+        if !patient_ids.is_empty() {
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
         Ok(())
     }
 
@@ -656,7 +438,7 @@ impl Keys {
     }
 
     /// Seals a record as JSON with its patient's key, bound to `(patient, record, field)`.
-    fn seal<T: Serialize>(
+    pub(crate) fn seal<T: Serialize>(
         &mut self,
         conn: &Connection,
         patient_id: Uuid,
@@ -670,7 +452,7 @@ impl Keys {
     }
 
     /// Opens what [`Keys::seal`] sealed at the same place.
-    fn open<T: serde::de::DeserializeOwned>(
+    pub(crate) fn open<T: serde::de::DeserializeOwned>(
         &mut self,
         conn: &Connection,
         patient_id: Uuid,
@@ -684,12 +466,33 @@ impl Keys {
     }
 }
 
+/// Deletes every row of a patient and the patient's key in the caller's transaction; returns whether
+/// the patient was there. The caller then calls [`Store::forget_keys`].
+pub(crate) fn shred_in(tx: &Transaction<'_>, patient_id: Uuid, now: Timestamp) -> Result<bool> {
+    let id = patient_id.as_bytes();
+    for table in [Allergy::KIND, Condition::KIND, MedicationRequest::KIND, Observation::KIND, Note::KIND] {
+        tx.execute(&format!("DELETE FROM {table} WHERE patient_id = ?1"), [id])?;
+    }
+    let found = tx.execute("DELETE FROM patients WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM patient_keys WHERE patient_id = ?1", [id])?;
+    tx.execute("DELETE FROM quarantine WHERE patient_id = ?1", [id])?;
+    tx.execute("DELETE FROM conflicts WHERE patient_id = ?1", [id])?;
+    if found > 0 {
+        tx.execute(
+            "INSERT OR REPLACE INTO shredded_patients (patient_id, shredded_at) VALUES (?1, ?2)",
+            params![id, now.0],
+        )?;
+    }
+    Ok(found > 0)
+}
+
 /// Whether `sql` (a constant query with one id parameter) returns a row.
-fn row_exists(conn: &Connection, sql: &str, id: Uuid) -> Result<bool> {
+pub(crate) fn row_exists(conn: &Connection, sql: &str, id: Uuid) -> Result<bool> {
     Ok(conn.prepare_cached(sql)?.query_row([id.as_bytes()], |_| Ok(())).optional()?.is_some())
 }
 
-fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Patient) -> Result<()> {
+/// Stores a patient (creating the patient's key on first sight); returns the sealed body.
+pub(crate) fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Patient) -> Result<Vec<u8>> {
     patient.validate()?;
     let id = patient.id;
     if !row_exists(tx, "SELECT 1 FROM patient_keys WHERE patient_id = ?1", id)? {
@@ -711,14 +514,14 @@ fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Patient) -> R
         patient.unit,
         patient.bed,
         patient.version,
-        body
+        &body
     ])?;
-    Ok(())
+    Ok(body)
 }
 
 /// Stores one record with its `create`/`update` audit entry (sealed record before and after) in the
 /// caller's transaction; returns the version it replaced (0 for a new record).
-fn put_audited_in<R: ChartRecord>(
+pub(crate) fn put_audited_in<R: Synced>(
     tx: &Transaction<'_>,
     keys: &mut Keys,
     actor: &Actor,
@@ -726,14 +529,14 @@ fn put_audited_in<R: ChartRecord>(
     now: Timestamp,
 ) -> Result<i64> {
     let before: Option<(Vec<u8>, i64)> = tx
-        .prepare_cached(&format!("SELECT body, version FROM {} WHERE id = ?1", R::TABLE))?
-        .query_row([r.id().as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .prepare_cached(&format!("SELECT body, version FROM {} WHERE id = ?1", R::KIND))?
+        .query_row([r.record_id().as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let after = put_record_in(tx, keys, r)?;
+    let after = r.put_in(tx, keys)?;
     let action = if before.is_some() { "update" } else { "create" };
-    let mut e = chartroom_audit::Event::new(now, action, R::TABLE, "ok");
-    e.resource_id = Some(r.id().to_string());
-    e.patient_ids = vec![r.patient_id()];
+    let mut e = chartroom_audit::Event::new(now, action, R::KIND, "ok");
+    e.resource_id = Some(r.record_id().to_string());
+    e.patient_ids = vec![r.owner()];
     let base_version = before.as_ref().map_or(0, |(_, v)| *v);
     e.before = before.map(|(body, _)| body);
     e.after = Some(after);
@@ -741,14 +544,8 @@ fn put_audited_in<R: ChartRecord>(
     Ok(base_version)
 }
 
-/// Stores a whole chart. Observations and notes for which `keep_local` holds (an unsynced local
-/// change) are left as they are.
-fn put_chart_in(
-    tx: &Transaction<'_>,
-    keys: &mut Keys,
-    chart: &Chart,
-    keep_local: &dyn Fn(Uuid) -> Result<bool>,
-) -> Result<()> {
+/// Stores a whole chart (an import: nothing local to keep).
+fn put_chart_in(tx: &Transaction<'_>, keys: &mut Keys, chart: &Chart) -> Result<()> {
     put_patient_in(tx, keys, &chart.patient)?;
     for r in &chart.allergies {
         put_record_in(tx, keys, r)?;
@@ -760,20 +557,20 @@ fn put_chart_in(
         put_record_in(tx, keys, r)?;
     }
     for r in &chart.observations {
-        if !keep_local(r.id)? {
-            put_record_in(tx, keys, r)?;
-        }
+        put_record_in(tx, keys, r)?;
     }
     for r in &chart.notes {
-        if !keep_local(r.id)? {
-            put_record_in(tx, keys, r)?;
-        }
+        put_record_in(tx, keys, r)?;
     }
     Ok(())
 }
 
 /// Stores one record; returns its sealed body.
-fn put_record_in<R: ChartRecord>(tx: &Transaction<'_>, keys: &mut Keys, record: &R) -> Result<Vec<u8>> {
+pub(crate) fn put_record_in<R: ChartRecord>(
+    tx: &Transaction<'_>,
+    keys: &mut Keys,
+    record: &R,
+) -> Result<Vec<u8>> {
     record.validate()?;
     let (pid, id) = (record.patient_id(), record.id());
     let body = keys.seal(tx, pid, id, R::FIELD, record)?;

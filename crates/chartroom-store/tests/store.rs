@@ -61,7 +61,7 @@ fn round_trip_census_and_chart() {
     let dir = tempfile::tempdir().unwrap();
     let (path, dek, bundles) = new_store(dir.path(), 20);
     let mut store = Store::open(&path, dek, small_options()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.schema_version().unwrap(), 5);
     let census = store.census(Some("ICU")).unwrap();
     assert_eq!(census.len(), 10);
     assert!(census.iter().all(|r| r.unit == "ICU"));
@@ -227,7 +227,7 @@ fn newer_schema_is_refused() {
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
     let err = Store::open(&path, again, small_options()).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, supported: 4 }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, supported: 5 }), "{err:?}");
 }
 
 #[test]

@@ -175,7 +175,30 @@ pub struct IncomingChange {
     /// `None`: a new record (its id must be unused); `Some(v)`: replaces version `v`.
     pub replaces: Option<i64>,
     /// The sealed record at its new version.
-    pub record: SealedRecord,
+    pub record: IncomingRecord,
+}
+
+/// What a change writes: a clinical record, or the patient row itself (demographics, placement).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncomingRecord {
+    Record(SealedRecord),
+    Patient(SealedPatient),
+}
+
+impl IncomingRecord {
+    pub fn id(&self) -> Uuid {
+        match self {
+            IncomingRecord::Record(r) => r.id,
+            IncomingRecord::Patient(p) => p.id,
+        }
+    }
+
+    pub fn version(&self) -> i64 {
+        match self {
+            IncomingRecord::Record(r) => r.version,
+            IncomingRecord::Patient(p) => p.version,
+        }
+    }
 }
 
 /// What storing an [`IncomingChange`] did.
@@ -199,6 +222,9 @@ pub enum Stored {
 pub struct PullRows {
     pub patients: Vec<SealedPatient>,
     pub records: Vec<(Uuid, SealedRecord)>,
+    /// Patients that changed in `(after, upto]` and are now outside the units asked for (only when
+    /// `after > 0`: a first sync has nothing to forget).
+    pub left: Vec<Uuid>,
     pub upto: i64,
     pub more: bool,
 }

@@ -11,9 +11,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange, Ingested, NewSession,
-    NewUser, PullRows, RawEntry, RecordKind, Refreshed, SealedCensusRow, SealedChart, SealedPatient,
-    SealedRecord, SessionOwner, SessionTokens, Storage, Stored, StoredEntry, UserRecord, SERVER_CHAIN,
+    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange, IncomingRecord, Ingested,
+    NewSession, NewUser, PullRows, RawEntry, RecordKind, Refreshed, SealedCensusRow, SealedChart,
+    SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, Stored, StoredEntry, UserRecord,
+    SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -919,31 +920,44 @@ impl Storage for SqliteStorage {
         if let Some((device, version)) = seen {
             return Ok(Stored::AlreadyApplied { device_id: Uuid::from_bytes(device), version });
         }
-        let current: Option<i64> = tx
-            .query_row("SELECT version FROM records WHERE id = ?1", [c.record.id.as_bytes()], |r| r.get(0))
-            .optional()?;
+        let id = c.record.id();
+        let current: Option<i64> = match &c.record {
+            IncomingRecord::Record(_) => tx
+                .query_row("SELECT version FROM records WHERE id = ?1", [id.as_bytes()], |r| r.get(0))
+                .optional()?,
+            IncomingRecord::Patient(_) => tx
+                .query_row("SELECT version FROM patients WHERE id = ?1", [id.as_bytes()], |r| r.get(0))
+                .optional()?,
+        };
         if current != c.replaces {
             return Ok(Stored::Moved { current_version: current });
         }
-        let r = &c.record;
         let seq = next_change_seq(&tx)?;
-        tx.execute(
-            "INSERT INTO records (id, patient_id, kind, sort_key, version, body, change_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(id) DO UPDATE SET sort_key = ?4, version = ?5, body = ?6, change_seq = ?7",
-            params![
-                r.id.as_bytes(),
-                c.patient_id.as_bytes(),
-                r.kind.as_str(),
-                r.sort_key,
-                r.version,
-                r.body,
-                seq
-            ],
-        )?;
+        match &c.record {
+            IncomingRecord::Record(r) => tx.execute(
+                "INSERT INTO records (id, patient_id, kind, sort_key, version, body, change_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET sort_key = ?4, version = ?5, body = ?6, change_seq = ?7",
+                params![
+                    r.id.as_bytes(),
+                    c.patient_id.as_bytes(),
+                    r.kind.as_str(),
+                    r.sort_key,
+                    r.version,
+                    r.body,
+                    seq
+                ],
+            )?,
+            // The MRN index and the patient's key never change with a change pushed by a station.
+            IncomingRecord::Patient(p) => tx.execute(
+                "UPDATE patients SET unit = ?2, bed = ?3, version = ?4, body = ?5, change_seq = ?6
+                 WHERE id = ?1",
+                params![p.id.as_bytes(), p.unit, p.bed, p.version, p.body, seq],
+            )?,
+        };
         tx.execute(
             "INSERT INTO applied_changes (change_id, device_id, record_id, version) VALUES (?1, ?2, ?3, ?4)",
-            params![c.change_id.as_bytes(), c.device_id.as_bytes(), r.id.as_bytes(), r.version],
+            params![c.change_id.as_bytes(), c.device_id.as_bytes(), id.as_bytes(), c.record.version()],
         )?;
         tx.commit()?;
         Ok(Stored::Applied)
@@ -967,9 +981,15 @@ impl Storage for SqliteStorage {
             |r| r.get(0),
         )?;
         let Some(upto) = upto else {
-            return Ok(PullRows { patients: vec![], records: vec![], upto: after, more: false });
+            return Ok(PullRows {
+                patients: vec![],
+                records: vec![],
+                left: vec![],
+                upto: after,
+                more: false,
+            });
         };
-        let mut patients = Vec::new();
+        let (mut patients, mut left) = (Vec::new(), Vec::new());
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.change_seq > ?1 AND p.change_seq <= ?2 ORDER BY p.change_seq"
@@ -978,6 +998,8 @@ impl Storage for SqliteStorage {
                 let p = row?;
                 if in_scope(&p.unit) {
                     patients.push(p);
+                } else if after > 0 {
+                    left.push(p.id);
                 }
             }
         }
@@ -1016,7 +1038,7 @@ impl Storage for SqliteStorage {
             [upto],
             |r| r.get(0),
         )?;
-        Ok(PullRows { patients, records, upto, more })
+        Ok(PullRows { patients, records, left, upto, more })
     }
 
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError> {

@@ -1,0 +1,416 @@
+//! Sync, the station's side (DESIGN §7): push the outbox, pull what changed, upload the audit
+//! chain; settle conflicts as the clinician decides; the status the sync indicator shows; and the
+//! retry schedule for a server that cannot be reached.
+
+use std::time::Duration;
+
+use chartroom_domain::{
+    Action, Allergy, Condition, MedicationRequest, Note, Observation, Patient, Timestamp,
+};
+use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, PullPage, PushBatch, PushResponse};
+use chartroom_store::{OutboxEntry, Records, Resolution, Settlement, StoreError, SyncStatus, Synced};
+use rand::Rng;
+use uuid::Uuid;
+
+use crate::{StationError, UnlockedVault};
+
+type Result<T> = std::result::Result<T, StationError>;
+
+/// What a pull did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PullReport {
+    pub charts: usize,
+    pub changes: usize,
+    /// Server versions of records with an unsynced local change: kept beside it, to be resolved.
+    pub conflicts: usize,
+    /// Patients that left this station's units and were crypto-shredded.
+    pub shredded: usize,
+    /// Patients that left while local changes to them were unsynced (kept, hidden, pushed).
+    pub quarantined: usize,
+    /// Whether the station now holds everything the server had (a first sync that was interrupted
+    /// says so instead of passing a partial census off as whole).
+    pub complete: bool,
+}
+
+/// What a push of the outbox did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PushReport {
+    pub applied: usize,
+    pub conflicts: usize,
+    pub rejected: usize,
+    /// Still waiting: another user's (pushed in their session), or queued behind a conflict or
+    /// refusal of the same record.
+    pub pending: usize,
+    /// Quarantined patients whose changes all reached the server, now crypto-shredded.
+    pub released: usize,
+}
+
+/// What a whole sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    pub push: PushReport,
+    pub pull: PullReport,
+    pub audit_uploaded: u64,
+}
+
+/// The sync indicator: the store's counts, and whether this session is online.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SyncIndicator {
+    pub online: bool,
+    #[serde(flatten)]
+    pub status: SyncStatus,
+}
+
+/// Both versions of a record in conflict, for the clinician to choose.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ConflictView {
+    pub change_id: Uuid,
+    pub kind: String,
+    pub mine: ChangeRecord,
+    pub theirs: ChangeRecord,
+}
+
+/// Calls `$body` with `$t` bound to the record type an outbox `kind` names.
+macro_rules! by_kind {
+    ($kind:expr, $t:ident => $body:expr) => {{
+        let kind: &str = $kind;
+        if kind == <Observation as Synced>::KIND {
+            type $t = Observation;
+            $body
+        } else if kind == <Note as Synced>::KIND {
+            type $t = Note;
+            $body
+        } else if kind == <Allergy as Synced>::KIND {
+            type $t = Allergy;
+            $body
+        } else if kind == <Condition as Synced>::KIND {
+            type $t = Condition;
+            $body
+        } else if kind == <MedicationRequest as Synced>::KIND {
+            type $t = MedicationRequest;
+            $body
+        } else if kind == <Patient as Synced>::KIND {
+            type $t = Patient;
+            $body
+        } else {
+            Err(StationError::Store(StoreError::Decode))
+        }
+    }};
+}
+
+/// Converts between stored records and their wire form.
+trait Wire: Synced + Sized {
+    fn wrap(self) -> ChangeRecord;
+    fn unwrap(c: ChangeRecord) -> Option<Self>;
+    /// The permission a change of this kind takes.
+    fn action(&self) -> Action;
+}
+
+macro_rules! wire {
+    ($t:ty, $variant:ident, |$s:ident| $action:expr) => {
+        impl Wire for $t {
+            fn wrap(self) -> ChangeRecord {
+                ChangeRecord::$variant(self)
+            }
+            fn unwrap(c: ChangeRecord) -> Option<Self> {
+                match c {
+                    ChangeRecord::$variant(r) => Some(r),
+                    _ => None,
+                }
+            }
+            #[allow(unused_variables)]
+            fn action(&self) -> Action {
+                let $s = self;
+                $action
+            }
+        }
+    };
+}
+
+wire!(Observation, Observation, |s| Action::WriteVitals);
+wire!(Note, Note, |s| Action::WriteNote(s.kind));
+wire!(Allergy, Allergy, |s| Action::WriteAllergies);
+wire!(Condition, Condition, |s| Action::WriteOrders);
+wire!(MedicationRequest, Medication, |s| Action::WriteOrders);
+wire!(Patient, Patient, |s| Action::WriteDemographics);
+
+impl UnlockedVault {
+    /// A whole sync after an online login: push the outbox, pull what changed, upload the audit
+    /// chain; then note the time. A retryable failure (server unreachable or busy) leaves everything
+    /// consistent for the next attempt.
+    pub async fn sync(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        now: Timestamp,
+    ) -> Result<SyncReport> {
+        let push = self.push_outbox(client, now).await?;
+        let pull = self.pull(client, now).await?;
+        let audit_uploaded = self.upload_audit(client).await?;
+        self.store.set_last_sync(now)?;
+        Ok(SyncReport { push, pull, audit_uploaded })
+    }
+
+    /// Pushes the outbox to the server (after an online login) and settles each change as the
+    /// server answers: accepted ones leave the outbox with their server version; conflicts and
+    /// refusals stay, marked with the reason. Later changes to a record go in later rounds, each
+    /// on the version the server gave the one before.
+    pub async fn push_outbox(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        now: Timestamp,
+    ) -> Result<PushReport> {
+        let (token, identity) = self.online()?;
+        let mut report = PushReport::default();
+        loop {
+            let batch: Vec<OutboxEntry> =
+                self.store.sendable(self.user_id())?.into_iter().take(chartroom_protocol::MAX_PUSH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let mut changes = Vec::with_capacity(batch.len());
+            for e in &batch {
+                let change = by_kind!(&e.kind, T => self.store.get::<T>(e.record_id).map(T::wrap).map_err(StationError::from))?;
+                changes.push(Change {
+                    change_id: e.change_id.to_string(),
+                    base_version: e.base_version,
+                    change,
+                });
+            }
+            let response: PushResponse =
+                client.post_signed(&identity, &token, "/v1/sync/push", &PushBatch { changes }).await?;
+            let mut settled = 0;
+            for result in response.results {
+                let Ok(change_id) = result.change_id.parse::<Uuid>() else { continue };
+                if !batch.iter().any(|e| e.change_id == change_id) {
+                    continue;
+                }
+                let settlement = match result.outcome {
+                    ChangeOutcome::Applied { version } | ChangeOutcome::Duplicate { version } => {
+                        report.applied += 1;
+                        Settlement::Accepted { version }
+                    }
+                    ChangeOutcome::Conflict { current_version } => {
+                        report.conflicts += 1;
+                        Settlement::Kept {
+                            state: "conflict",
+                            reason: format!(
+                                "the server has version {current_version}: keep mine, take theirs or merge"
+                            ),
+                        }
+                    }
+                    ChangeOutcome::Rejected { code, message } => {
+                        report.rejected += 1;
+                        Settlement::Kept { state: "rejected", reason: format!("{code}: {message}") }
+                    }
+                };
+                self.store.settle_change(change_id, settlement)?;
+                settled += 1;
+            }
+            if settled == 0 {
+                // The server answered for none of them: try again at the next sync, not in a loop.
+                return Err(StationError::ServerAnswer);
+            }
+        }
+        report.pending = usize::try_from(self.store.sync_status()?.pending).unwrap_or(usize::MAX);
+        let actor = self.actor();
+        report.released = self.store.release_quarantine(&actor, now)?;
+        let mut e = chartroom_audit::Event::new(now, "sync_push", "outbox", "ok");
+        e.resource_id = Some(format!(
+            "{} applied, {} conflicts, {} rejected, {} pending",
+            report.applied, report.conflicts, report.rejected, report.pending
+        ));
+        self.store.record(&actor, e)?;
+        Ok(report)
+    }
+
+    /// Pulls what changed on the server since the last pull, page by page; each page is applied
+    /// with its cursor in one transaction, so an interrupted pull resumes where it stopped.
+    pub async fn pull(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        now: Timestamp,
+    ) -> Result<PullReport> {
+        let (token, identity) = self.online()?;
+        let mut report = PullReport::default();
+        loop {
+            let (cursor, _) = self.store.sync_state()?;
+            let page: PullPage =
+                client.get(&identity, &token, &format!("/v1/sync/pull?after={cursor}&limit=200")).await?;
+            let mut records = Records::default();
+            let mut patients = Vec::new();
+            for c in page.changes {
+                report.changes += 1;
+                match c {
+                    ChangeRecord::Observation(r) => records.observations.push(r),
+                    ChangeRecord::Note(r) => records.notes.push(r),
+                    ChangeRecord::Allergy(r) => records.allergies.push(r),
+                    ChangeRecord::Condition(r) => records.conditions.push(r),
+                    ChangeRecord::Medication(r) => records.medications.push(r),
+                    ChangeRecord::Patient(r) => patients.push(r),
+                }
+            }
+            records.patients = patients;
+            report.charts += page.charts.len();
+            let actor = self.actor();
+            let pulled = chartroom_store::PulledPage {
+                charts: &page.charts,
+                records: &records,
+                left: &page.left,
+                cursor: page.cursor,
+                complete: !page.more,
+            };
+            let applied = self.store.apply_pull(&actor, &pulled, now)?;
+            report.conflicts += applied.conflicts;
+            report.shredded += applied.shredded;
+            report.quarantined += applied.quarantined;
+            if !page.more {
+                report.complete = true;
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Uploads this device's audit entries the server does not hold yet (in order, in batches); the
+    /// server verifies that they continue the chain it has. Returns how many it stored.
+    pub async fn upload_audit(&mut self, client: &chartroom_client::ServerClient) -> Result<u64> {
+        use chartroom_protocol::{AuditUpload, AuditUploadResponse, MAX_AUDIT_UPLOAD};
+        let (token, identity) = self.online()?;
+        let mut stored = 0;
+        loop {
+            let after = self.store.audit_uploaded()?;
+            let entries = self.store.audit_entries(after, MAX_AUDIT_UPLOAD)?;
+            let Some(last) = entries.last().map(|e| e.seq) else { return Ok(stored) };
+            let r: AuditUploadResponse =
+                client.post_signed(&identity, &token, "/v1/audit/entries", &AuditUpload { entries }).await?;
+            stored += r.stored;
+            self.store.set_audit_uploaded(last)?;
+        }
+    }
+
+    /// What the sync indicator shows.
+    pub fn sync_indicator(&self) -> Result<SyncIndicator> {
+        Ok(SyncIndicator { online: self.online().is_ok(), status: self.store.sync_status()? })
+    }
+
+    /// Both versions of the record a conflicting change is about (reading them is audited as a
+    /// chart read would be).
+    pub fn conflict(&mut self, change_id: Uuid, now: Timestamp) -> Result<ConflictView> {
+        let entry = self.outbox_entry(change_id)?;
+        let (mine, theirs) = by_kind!(&entry.kind, T => {
+            match self.store.conflict::<T>(entry.record_id)? {
+                Some((mine, theirs)) => Ok((mine.wrap(), theirs.wrap())),
+                None => Err(StationError::Store(StoreError::NoConflict)),
+            }
+        })?;
+        let actor = self.actor();
+        let mut e = chartroom_audit::Event::new(now, "view", "conflict", "ok");
+        e.resource_id = Some(entry.record_id.to_string());
+        e.patient_ids = vec![entry.patient_id];
+        self.store.record(&actor, e)?;
+        Ok(ConflictView { change_id, kind: entry.kind, mine, theirs })
+    }
+
+    /// Settles the conflict a change ran into: keep mine (pushed again on top of the server's
+    /// version), take theirs (the local change is dropped, audited), or — for a note — merge, with
+    /// the text the clinician wrote from both. Returns the id of the change queued, if any.
+    pub fn resolve(
+        &mut self,
+        change_id: Uuid,
+        how: Resolution,
+        merged_text: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<Uuid>> {
+        let entry = self.outbox_entry(change_id)?;
+        let unit = self.store.patient_unit(entry.patient_id)?;
+        by_kind!(&entry.kind, T => {
+            let (mine, _) = self.store.conflict::<T>(entry.record_id)?.ok_or(StoreError::NoConflict)?;
+            self.permit(mine.action(), &unit, entry.patient_id, now)?;
+            let chosen = match (how, merged_text) {
+                (Resolution::Merge, Some(text)) => {
+                    Some(T::unwrap(mine.wrap().with_note_text(text)?).ok_or(StationError::MergeTextOnly)?)
+                }
+                (Resolution::Merge, None) => return Err(StationError::MergeTextOnly),
+                _ => None,
+            };
+            let actor = self.actor();
+            Ok(self.store.resolve_conflict::<T>(&actor, entry.record_id, how, chosen, now)?)
+        })
+    }
+
+    fn outbox_entry(&self, change_id: Uuid) -> Result<OutboxEntry> {
+        self.store
+            .outbox()?
+            .into_iter()
+            .find(|e| e.change_id == change_id)
+            .ok_or(StationError::ChangeNotFound)
+    }
+}
+
+/// Merging is for text: only a note has any.
+trait NoteText: Sized {
+    fn with_note_text(self, text: &str) -> Result<Self>;
+}
+
+impl NoteText for ChangeRecord {
+    fn with_note_text(self, text: &str) -> Result<Self> {
+        match self {
+            ChangeRecord::Note(n) => Ok(ChangeRecord::Note(Note { text: text.trim_end().to_owned(), ..n })),
+            _ => Err(StationError::MergeTextOnly),
+        }
+    }
+}
+
+/// When to try again after a retryable failure: exponential backoff with full jitter (a random
+/// delay between zero and `base × 2^attempt`, capped), so that 200 stations coming back after an
+/// outage do not all knock at once.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff { base, cap, attempt: 0 }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(20)).min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rng.gen_range(0..=ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_grows_exponentially_within_the_cap_and_jitters() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (base, cap) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut ceilings = Vec::new();
+        for attempt in 0..8u32 {
+            // Many draws at the same attempt: all within the ceiling, and spread across it.
+            let ceiling = base.saturating_mul(1 << attempt).min(cap);
+            let draws: Vec<Duration> =
+                (0..200).map(|_| Backoff { base, cap, attempt }.next_delay(&mut rng)).collect();
+            assert!(draws.iter().all(|d| *d <= ceiling), "attempt {attempt}");
+            let max = draws.iter().max().copied().unwrap_or_default();
+            let min = draws.iter().min().copied().unwrap_or_default();
+            assert!(max > ceiling * 3 / 4 && min < ceiling / 4, "attempt {attempt}: {min:?}..{max:?}");
+            ceilings.push(max);
+        }
+        assert!(ceilings.windows(2).take(4).all(|w| w[1] > w[0]), "grows: {ceilings:?}");
+        assert!(ceilings.iter().all(|c| *c <= cap));
+        // The attempt counter advances with each delay.
+        let mut b = Backoff::new(base, cap);
+        for _ in 0..40 {
+            assert!(b.next_delay(&mut rng) <= cap);
+        }
+    }
+}

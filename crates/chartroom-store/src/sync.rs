@@ -1,0 +1,615 @@
+//! The store's side of sync (DESIGN §7): the outbox of local changes and what the server made of
+//! each, pulled pages, conflicts (the server's version kept beside the local one until a clinician
+//! decides) and patients that leave the station's units (crypto-shredded, or quarantined while
+//! changes to them are still unsynced).
+//!
+//! Every step that changes clinical data writes its audit entry in the same transaction.
+
+use chartroom_domain::{Allergy, Chart, Condition, MedicationRequest, Note, Observation, Patient, Timestamp};
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::Actor;
+use crate::records::ChartRecord;
+use crate::store::{put_audited_in, put_patient_in, put_record_in, shred_in, Keys, PATIENT_FIELD};
+use crate::{Store, StoreError};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A record that travels through sync: the clinical records, and the patient row itself
+/// (demographics and placement).
+pub trait Synced: Serialize + DeserializeOwned {
+    /// The table (a constant of this crate, never user input); also the outbox `kind`.
+    const KIND: &'static str;
+    /// The field name bound into the sealed body's AAD.
+    const SEAL_FIELD: &'static str;
+    fn record_id(&self) -> Uuid;
+    /// The patient the record belongs to (the patient's own id for the patient row).
+    fn owner(&self) -> Uuid;
+    fn synced_version(&self) -> i64;
+    fn set_synced_version(&mut self, version: i64);
+    /// Writes the row in the caller's transaction; returns the sealed body.
+    #[doc(hidden)]
+    fn put_in(&self, tx: &Transaction<'_>, keys: &mut Keys) -> Result<Vec<u8>>;
+    /// Reads the stored row.
+    #[doc(hidden)]
+    fn load(store: &mut Store, id: Uuid) -> Result<Self>;
+}
+
+impl<R: ChartRecord> Synced for R {
+    const KIND: &'static str = <R as ChartRecord>::TABLE;
+    const SEAL_FIELD: &'static str = <R as ChartRecord>::FIELD;
+    fn record_id(&self) -> Uuid {
+        self.id()
+    }
+    fn owner(&self) -> Uuid {
+        self.patient_id()
+    }
+    fn synced_version(&self) -> i64 {
+        self.version()
+    }
+    fn set_synced_version(&mut self, version: i64) {
+        self.set_version(version);
+    }
+    fn put_in(&self, tx: &Transaction<'_>, keys: &mut Keys) -> Result<Vec<u8>> {
+        put_record_in(tx, keys, self)
+    }
+    fn load(store: &mut Store, id: Uuid) -> Result<Self> {
+        let (patient_id, sealed) = store.sealed_body::<R>(id)?.ok_or(StoreError::PatientNotFound)?;
+        let version: i64 = store
+            .conn
+            .prepare_cached(&format!("SELECT version FROM {} WHERE id = ?1", <R as ChartRecord>::TABLE))?
+            .query_row([id.as_bytes()], |r| r.get(0))?;
+        let mut r: R = store.open_sealed(patient_id, id, &sealed)?;
+        r.set_version(version);
+        Ok(r)
+    }
+}
+
+impl Synced for Patient {
+    const KIND: &'static str = "patients";
+    const SEAL_FIELD: &'static str = PATIENT_FIELD;
+    fn record_id(&self) -> Uuid {
+        self.id
+    }
+    fn owner(&self) -> Uuid {
+        self.id
+    }
+    fn synced_version(&self) -> i64 {
+        self.version
+    }
+    fn set_synced_version(&mut self, version: i64) {
+        self.version = version;
+    }
+    fn put_in(&self, tx: &Transaction<'_>, keys: &mut Keys) -> Result<Vec<u8>> {
+        put_patient_in(tx, keys, self)
+    }
+    fn load(store: &mut Store, id: Uuid) -> Result<Self> {
+        Ok(store.chart(id, 0)?.patient)
+    }
+}
+
+/// Single records pulled from the server (whole charts travel as [`Chart`]s).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Records {
+    pub allergies: Vec<Allergy>,
+    pub conditions: Vec<Condition>,
+    pub medications: Vec<MedicationRequest>,
+    pub observations: Vec<Observation>,
+    pub notes: Vec<Note>,
+    /// Demographics changed without the rest of the chart.
+    pub patients: Vec<Patient>,
+}
+
+/// One page from the server's pull, as the store applies it.
+#[derive(Clone, Copy, Debug)]
+pub struct PulledPage<'a> {
+    pub charts: &'a [Chart],
+    pub records: &'a Records,
+    /// Patients that left what this station may hold.
+    pub left: &'a [Uuid],
+    /// The server's cursor after this page.
+    pub cursor: i64,
+    /// Nothing more to pull after this page.
+    pub complete: bool,
+}
+
+/// What applying a pulled page did besides storing records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PullApplied {
+    /// Records changed on the server while a local change to them is unsynced: both kept.
+    pub conflicts: usize,
+    /// Patients that left the station's units and were crypto-shredded.
+    pub shredded: usize,
+    /// Patients that left while local changes to them are unsynced: hidden, kept until pushed.
+    pub quarantined: usize,
+}
+
+/// What the server made of a pushed change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    Accepted {
+        version: i64,
+    },
+    /// `conflict` or `rejected`, with why.
+    Kept {
+        state: &'static str,
+        reason: String,
+    },
+}
+
+/// A local change waiting for the server (no PHI: ids, kinds, versions and states only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboxEntry {
+    pub change_id: Uuid,
+    /// The table of the changed record (`observations`, `notes`, `patients`, …).
+    pub kind: String,
+    pub record_id: Uuid,
+    pub patient_id: Uuid,
+    /// The server version the change was made on (0: a new record).
+    pub base_version: i64,
+    pub created_at: Timestamp,
+    /// `pending`, `conflict` or `rejected` (with `reason`): never dropped.
+    pub state: String,
+    pub reason: Option<String>,
+    /// The patient left this station's units; the change is still pushed (the server decides).
+    pub quarantined: bool,
+    /// Who made the change: it is pushed in their session only, so the server attributes it to them.
+    pub user_id: Option<Uuid>,
+}
+
+/// What the sync indicator shows (counts and times only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncStatus {
+    pub pending: u64,
+    pub conflicts: u64,
+    pub rejected: u64,
+    pub quarantined_patients: u64,
+    pub first_sync_complete: bool,
+    /// When a whole sync (push, pull, audit upload) last succeeded.
+    pub last_sync_at: Option<Timestamp>,
+    pub cursor: i64,
+}
+
+/// How a clinician settled a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    KeepMine,
+    TakeTheirs,
+    Merge,
+}
+
+impl Resolution {
+    fn audit_action(self) -> &'static str {
+        match self {
+            Resolution::KeepMine => "conflict_keep_mine",
+            Resolution::TakeTheirs => "conflict_take_theirs",
+            Resolution::Merge => "conflict_merge",
+        }
+    }
+}
+
+/// The tables a change can touch (constants of this crate, never user input).
+const SYNCED_TABLES: [&str; 6] = [
+    <Observation as Synced>::KIND,
+    <Note as Synced>::KIND,
+    <Allergy as Synced>::KIND,
+    <Condition as Synced>::KIND,
+    <MedicationRequest as Synced>::KIND,
+    <Patient as Synced>::KIND,
+];
+
+impl Store {
+    /// A clinician's local change: the records, one audit entry each and one outbox entry each
+    /// (change id, the version it was based on) — all in one transaction, so that after a crash a
+    /// change is either wholly there, to be pushed, or not there at all.
+    pub fn record_changes<R: Synced>(
+        &mut self,
+        actor: &Actor,
+        records: &[R],
+        now: Timestamp,
+    ) -> Result<Vec<Uuid>> {
+        let Store { conn, keys, .. } = self;
+        let tx = conn.transaction()?;
+        let mut change_ids = Vec::with_capacity(records.len());
+        for r in records {
+            let base_version = put_audited_in(&tx, keys, actor, r, now)?;
+            let place = (R::KIND, r.record_id(), r.owner());
+            change_ids.push(queue_in(&tx, place, actor.user_id, base_version, now)?);
+        }
+        tx.commit()?;
+        Ok(change_ids)
+    }
+
+    /// Changes not yet accepted by the server, oldest first (pending, conflicts and refusals).
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.change_id, o.kind, o.record_id, o.patient_id, o.base_version, o.created_at, o.state,
+                    o.reason, q.patient_id IS NOT NULL, o.user_id
+             FROM outbox o LEFT JOIN quarantine q ON q.patient_id = o.patient_id ORDER BY o.seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OutboxEntry {
+                change_id: Uuid::from_bytes(r.get(0)?),
+                kind: r.get(1)?,
+                record_id: Uuid::from_bytes(r.get(2)?),
+                patient_id: Uuid::from_bytes(r.get(3)?),
+                base_version: r.get(4)?,
+                created_at: Timestamp(r.get(5)?),
+                state: r.get(6)?,
+                reason: r.get(7)?,
+                quarantined: r.get(8)?,
+                user_id: r.get::<_, Option<[u8; 16]>>(9)?.map(Uuid::from_bytes),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The changes `user` pushes now: their pending ones, at most one per record (a later change
+    /// to the same record waits for the server's answer to the earlier one, which gives it its base
+    /// version), and none queued behind a conflict, a refusal or another user's change of the same
+    /// record.
+    pub fn sendable(&self, user: Uuid) -> Result<Vec<OutboxEntry>> {
+        let mut seen = std::collections::HashSet::new();
+        Ok(self
+            .outbox()?
+            .into_iter()
+            .filter(|e| {
+                seen.insert(e.record_id) && e.state == "pending" && e.user_id.is_none_or(|u| u == user)
+            })
+            .collect())
+    }
+
+    /// One stored record by id, opened (for pushing it to the server).
+    pub fn get<R: Synced>(&mut self, id: Uuid) -> Result<R> {
+        R::load(self, id)
+    }
+
+    /// Settles a pushed change as the server answered: `Accepted(version)` removes it from the outbox,
+    /// gives the record its server version and makes that the base of the record's next queued
+    /// change; `Kept(state, reason)` keeps it, marked, with the reason (never dropped).
+    pub fn settle_change(&mut self, change_id: Uuid, settlement: Settlement) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, [u8; 16])> = tx
+            .query_row(
+                "SELECT kind, record_id FROM outbox WHERE change_id = ?1",
+                [change_id.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((kind, record_id)) = row else { return Ok(()) };
+        match settlement {
+            Settlement::Accepted { version } => {
+                let table = SYNCED_TABLES.into_iter().find(|t| *t == kind).ok_or(StoreError::Decode)?;
+                tx.execute(
+                    &format!("UPDATE {table} SET version = ?1 WHERE id = ?2"),
+                    params![version, &record_id[..]],
+                )?;
+                tx.execute("DELETE FROM outbox WHERE change_id = ?1", [change_id.as_bytes()])?;
+                tx.execute(
+                    "UPDATE outbox SET base_version = ?1 WHERE record_id = ?2 AND state = 'pending'",
+                    params![version, &record_id[..]],
+                )?;
+                // A "theirs" at or below this version was this very change coming back in a pull.
+                tx.execute(
+                    "DELETE FROM conflicts WHERE record_id = ?1 AND their_version <= ?2",
+                    params![&record_id[..], version],
+                )?;
+            }
+            Settlement::Kept { state, reason } => {
+                tx.execute(
+                    "UPDATE outbox SET state = ?1, reason = ?2 WHERE change_id = ?3",
+                    params![state, reason, change_id.as_bytes()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last audit sequence number the server has stored (0: none yet).
+    pub fn audit_uploaded(&self) -> Result<u64> {
+        Ok(self.state_value("audit_uploaded")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Records that the server holds the chain up to `seq`.
+    pub fn set_audit_uploaded(&mut self, seq: u64) -> Result<()> {
+        self.set_state_value("audit_uploaded", &seq.to_string())
+    }
+
+    /// Records that a whole sync succeeded at `now`.
+    pub fn set_last_sync(&mut self, now: Timestamp) -> Result<()> {
+        self.set_state_value("last_sync_at", &now.0.to_string())
+    }
+
+    /// The pull cursor (0 before the first sync) and whether a first sync has completed.
+    pub fn sync_state(&self) -> Result<(i64, bool)> {
+        let cursor = self.state_value("cursor")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((cursor, self.state_value("first_sync_complete")?.is_some()))
+    }
+
+    /// Counts for the sync indicator.
+    pub fn sync_status(&self) -> Result<SyncStatus> {
+        let (cursor, first_sync_complete) = self.sync_state()?;
+        let count =
+            |sql: &str| -> Result<u64> { Ok(self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?) };
+        Ok(SyncStatus {
+            pending: count("SELECT count(*) FROM outbox WHERE state = 'pending'")?,
+            conflicts: count("SELECT count(*) FROM outbox WHERE state = 'conflict'")?,
+            rejected: count("SELECT count(*) FROM outbox WHERE state = 'rejected'")?,
+            quarantined_patients: count("SELECT count(*) FROM quarantine")?,
+            first_sync_complete,
+            last_sync_at: self.state_value("last_sync_at")?.and_then(|v| v.parse().ok()).map(Timestamp),
+            cursor,
+        })
+    }
+
+    fn state_value(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM sync_state WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_state_value(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            )?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    /// Applies one page pulled from the server — whole charts, single records and patients that
+    /// left — with its audit entry and the new cursor, in one transaction (an interrupted first sync
+    /// resumes from the last page). A record with an unsynced local change is not overwritten: a
+    /// newer server version is kept beside it as a conflict. A patient that left is crypto-shredded,
+    /// or quarantined while local changes to it are unsynced.
+    pub fn apply_pull(
+        &mut self,
+        actor: &Actor,
+        page: &PulledPage<'_>,
+        now: Timestamp,
+    ) -> Result<PullApplied> {
+        let PulledPage { charts, records, left, cursor, complete } = *page;
+        let Store { conn, keys, .. } = self;
+        let tx = conn.transaction()?;
+        let mut applied = PullApplied::default();
+        let mut patients = Vec::new();
+        for c in charts {
+            applied.conflicts += usize::from(incoming(&tx, keys, &c.patient, now)?)
+                + incoming_all(&tx, keys, &c.allergies, now)?
+                + incoming_all(&tx, keys, &c.conditions, now)?
+                + incoming_all(&tx, keys, &c.medications, now)?
+                + incoming_all(&tx, keys, &c.observations, now)?
+                + incoming_all(&tx, keys, &c.notes, now)?;
+            patients.push(c.patient.id);
+        }
+        let Records { allergies, conditions, medications, observations, notes, patients: changed } = records;
+        applied.conflicts += incoming_all(&tx, keys, changed, now)?
+            + incoming_all(&tx, keys, allergies, now)?
+            + incoming_all(&tx, keys, conditions, now)?
+            + incoming_all(&tx, keys, medications, now)?
+            + incoming_all(&tx, keys, observations, now)?
+            + incoming_all(&tx, keys, notes, now)?;
+        patients.extend(changed.iter().map(|r| r.id));
+        patients.extend(allergies.iter().map(|r| r.patient_id));
+        patients.extend(conditions.iter().map(|r| r.patient_id));
+        patients.extend(medications.iter().map(|r| r.patient_id));
+        patients.extend(observations.iter().map(|r| r.patient_id));
+        patients.extend(notes.iter().map(|r| r.patient_id));
+        let mut shredded = Vec::new();
+        for &id in left {
+            if !has_unsynced(&tx, id)? {
+                if shred_in(&tx, id, now)? {
+                    shredded.push(id);
+                }
+            } else if tx
+                .prepare_cached("INSERT OR IGNORE INTO quarantine (patient_id, since) VALUES (?1, ?2)")?
+                .execute(params![id.as_bytes(), now.0])?
+                > 0
+            {
+                applied.quarantined += 1;
+            }
+        }
+        applied.shredded = shredded.len();
+        patients.extend(left);
+        patients.sort();
+        patients.dedup();
+        let mut e = chartroom_audit::Event::new(now, "sync_pull", "sync", "ok");
+        e.resource_id = Some(format!(
+            "cursor {cursor}; {} conflicts, {} shredded, {} quarantined",
+            applied.conflicts, applied.shredded, applied.quarantined
+        ));
+        e.patient_ids = patients;
+        crate::audit::append_in(&tx, actor, e)?;
+        set_in(&tx, "cursor", &cursor.to_string())?;
+        if complete {
+            tx.execute(
+                "INSERT OR IGNORE INTO sync_state (key, value) VALUES ('first_sync_complete', '1')",
+                [],
+            )?;
+        }
+        tx.commit()?;
+        self.forget_keys(&shredded)?;
+        Ok(applied)
+    }
+
+    /// Crypto-shreds quarantined patients none of whose changes is still unsynced (audited);
+    /// returns how many.
+    pub fn release_quarantine(&mut self, actor: &Actor, now: Timestamp) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let released: Vec<Uuid> = tx
+            .prepare_cached(
+                "SELECT patient_id FROM quarantine q
+                 WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.patient_id = q.patient_id)",
+            )?
+            .query_map([], |r| r.get::<_, [u8; 16]>(0).map(Uuid::from_bytes))?
+            .collect::<std::result::Result<_, _>>()?;
+        for &id in &released {
+            shred_in(&tx, id, now)?;
+        }
+        if !released.is_empty() {
+            let mut e = chartroom_audit::Event::new(now, "shred", "patient", "ok");
+            e.resource_id = Some("left this station's units; changes synced".into());
+            e.patient_ids = released.clone();
+            crate::audit::append_in(&tx, actor, e)?;
+        }
+        tx.commit()?;
+        self.forget_keys(&released)?;
+        Ok(released.len())
+    }
+
+    /// The local record and the server's version of it, when they are in conflict.
+    pub fn conflict<R: Synced>(&mut self, record_id: Uuid) -> Result<Option<(R, R)>> {
+        let row: Option<([u8; 16], i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT patient_id, their_version, body FROM conflicts WHERE record_id = ?1 AND kind = ?2",
+            )?
+            .query_row(params![record_id.as_bytes(), R::KIND], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((patient_id, their_version, body)) = row else { return Ok(None) };
+        let Store { conn, keys, .. } = self;
+        let mut theirs: R = keys.open(conn, Uuid::from_bytes(patient_id), record_id, R::SEAL_FIELD, &body)?;
+        theirs.set_synced_version(their_version);
+        let mine = R::load(self, record_id)?;
+        Ok(Some((mine, theirs)))
+    }
+
+    /// Settles a conflict on `record_id`: `TakeTheirs` stores the server's version and drops the
+    /// local changes to the record; `KeepMine`/`Merge` store `chosen` (the local version, or a merge
+    /// of both) on top of the server's version and queue it as a new change. Audited with both
+    /// versions; returns the new change id, if one was queued.
+    pub fn resolve_conflict<R: Synced>(
+        &mut self,
+        actor: &Actor,
+        record_id: Uuid,
+        how: Resolution,
+        chosen: Option<R>,
+        now: Timestamp,
+    ) -> Result<Option<Uuid>> {
+        let (mine, theirs) = self.conflict::<R>(record_id)?.ok_or(StoreError::NoConflict)?;
+        let their_version = theirs.synced_version();
+        let mut result = match (how, chosen) {
+            (Resolution::TakeTheirs, _) => theirs,
+            (_, Some(c)) => c,
+            (_, None) => mine,
+        };
+        if result.record_id() != record_id {
+            return Err(StoreError::Database("the resolution names another record".into()));
+        }
+        result.set_synced_version(their_version);
+        let Store { conn, keys, .. } = self;
+        let tx = conn.transaction()?;
+        let before: Vec<u8> = tx
+            .prepare_cached(&format!("SELECT body FROM {} WHERE id = ?1", R::KIND))?
+            .query_row([record_id.as_bytes()], |r| r.get(0))?;
+        let after = result.put_in(&tx, keys)?;
+        tx.execute("DELETE FROM outbox WHERE record_id = ?1", [record_id.as_bytes()])?;
+        tx.execute("DELETE FROM conflicts WHERE record_id = ?1", [record_id.as_bytes()])?;
+        let queued = match how {
+            Resolution::TakeTheirs => None,
+            _ => {
+                Some(queue_in(&tx, (R::KIND, record_id, result.owner()), actor.user_id, their_version, now)?)
+            }
+        };
+        let mut e = chartroom_audit::Event::new(now, how.audit_action(), R::KIND, "ok");
+        e.resource_id = Some(record_id.to_string());
+        e.patient_ids = vec![result.owner()];
+        e.before = Some(before);
+        e.after = Some(after);
+        crate::audit::append_in(&tx, actor, e)?;
+        tx.commit()?;
+        Ok(queued)
+    }
+}
+
+/// Queues a change to `(table, record, patient)` by `user` in the outbox (caller's transaction);
+/// returns its new change id.
+fn queue_in(
+    tx: &Transaction<'_>,
+    (table, record_id, patient_id): (&str, Uuid, Uuid),
+    user: Option<Uuid>,
+    base_version: i64,
+    now: Timestamp,
+) -> Result<Uuid> {
+    let change_id = Uuid::now_v7();
+    tx.prepare_cached(
+        "INSERT INTO outbox (change_id, kind, record_id, patient_id, base_version, created_at, user_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        change_id.as_bytes(),
+        table,
+        record_id.as_bytes(),
+        patient_id.as_bytes(),
+        base_version,
+        now.0,
+        user.map(|u| u.into_bytes())
+    ])?;
+    Ok(change_id)
+}
+
+fn set_in(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+    )?
+    .execute([key, value])?;
+    Ok(())
+}
+
+/// Whether the station has changes to this patient the server has not accepted.
+fn has_unsynced(tx: &Transaction<'_>, patient_id: Uuid) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM outbox WHERE patient_id = ?1 LIMIT 1")?
+        .query_row([patient_id.as_bytes()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn incoming_all<R: Synced>(tx: &Transaction<'_>, keys: &mut Keys, rs: &[R], now: Timestamp) -> Result<usize> {
+    let mut conflicts = 0;
+    for r in rs {
+        conflicts += usize::from(incoming(tx, keys, r, now)?);
+    }
+    Ok(conflicts)
+}
+
+/// Stores a record that came from the server, unless the station has an unsynced change to it:
+/// then a newer server version is kept beside the local one (returns `true`: a conflict).
+fn incoming<R: Synced>(tx: &Transaction<'_>, keys: &mut Keys, r: &R, now: Timestamp) -> Result<bool> {
+    let base: Option<i64> = tx
+        .prepare_cached("SELECT base_version FROM outbox WHERE record_id = ?1 ORDER BY seq LIMIT 1")?
+        .query_row([r.record_id().as_bytes()], |row| row.get(0))
+        .optional()?;
+    match base {
+        None => {
+            r.put_in(tx, keys)?;
+            Ok(false)
+        }
+        Some(base) if r.synced_version() > base => {
+            let body = keys.seal(tx, r.owner(), r.record_id(), R::SEAL_FIELD, r)?;
+            tx.prepare_cached(
+                "INSERT INTO conflicts (record_id, kind, patient_id, their_version, body, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(record_id) DO UPDATE SET their_version = ?4, body = ?5, seen_at = ?6
+                 WHERE their_version < ?4",
+            )?
+            .execute(params![
+                r.record_id().as_bytes(),
+                R::KIND,
+                r.owner().as_bytes(),
+                r.synced_version(),
+                body,
+                now.0
+            ])?;
+            Ok(true)
+        }
+        // The server's copy is the one the local change was made on (or older): keep the local one.
+        Some(_) => Ok(false),
+    }
+}
