@@ -28,6 +28,8 @@ pub enum ReadFailure {
     Invalid(&'static str),
     #[error("this account was disabled after unusual activity; an auditor has been notified")]
     Disabled,
+    #[error("this sync cursor was never issued by this server (restored from a backup?): sync again from the start")]
+    CursorAhead,
     #[error(transparent)]
     Server(#[from] ServerError),
 }

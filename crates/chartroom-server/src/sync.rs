@@ -6,14 +6,14 @@
 
 use chartroom_domain::access::Denied;
 use chartroom_domain::ChartSection;
-use chartroom_domain::{decide, Action, NoteStatus, Target, Validate};
+use chartroom_domain::{decide, Action, Note, NoteStatus, Target, Validate};
 use chartroom_protocol::{
     Change, ChangeOutcome, ChangeRecord, ChangeResult, PullPage, PushBatch, PushResponse,
 };
 use uuid::Uuid;
 
 use crate::records::{principal, ReadFailure, Reader, Subject};
-use crate::storage::{IncomingChange, IncomingRecord, RecordKind, Stored};
+use crate::storage::{AppliedChange, IncomingChange, IncomingRecord, RecordKind, SealedPatient, Stored};
 use crate::ServerError;
 
 /// Applies a batch, change by change, and says what became of each.
@@ -93,14 +93,10 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
         return Ok(rejected("request.invalid", "change_id must be a UUID"));
     };
     let device_id = r.owner.device.record.id;
-    if let Some((by, version)) = r.storage.applied_change(change_id)? {
-        return Ok(if by == device_id {
-            ChangeOutcome::Duplicate { version }
-        } else {
-            rejected("sync.foreign_change", "this change id belongs to another device")
-        });
-    }
     let record = &change.change;
+    if let Some(seen) = r.storage.applied_change(change_id)? {
+        return Ok(already_applied(seen, device_id, record.record_id()));
+    }
     let (record_id, patient_id, m) = (record.record_id(), record.patient_id(), meta(record));
     let kind_name = m.kind.map_or("patient", RecordKind::as_str);
     if let Err(e) = validate(record) {
@@ -146,14 +142,19 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
             return Ok(ChangeOutcome::Conflict { current_version: version });
         }
         Some(version) => {
-            if matches!(record, ChangeRecord::Note(_))
-                && stored_note_is_final(r, &patient, record_id, version)?
-            {
-                return Ok(rejected("note.signed", "a signed note is never edited; write an addendum"));
+            if let ChangeRecord::Note(note) = record {
+                if let Some(refused) = check_note_edit(r, &patient, note, version)? {
+                    return Ok(refused);
+                }
             }
             Some(version)
         }
     };
+    if let ChangeRecord::Note(Note { addendum_to: Some(target), .. }) = record {
+        if !amends_signed_note(r, &patient, *target)? {
+            return Ok(rejected("note.bad_addendum", "an addendum amends a signed note of the same patient"));
+        }
+    }
     let version = replaces.map_or(1, |v| v + 1);
     let sealed = match record {
         ChangeRecord::Patient(p) => {
@@ -187,12 +188,7 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     match r.storage.apply_change(&incoming)? {
         Stored::Applied => {}
         // Another request got there first (a retry racing itself, or another station).
-        Stored::AlreadyApplied { device_id: by, version } if by == device_id => {
-            return Ok(ChangeOutcome::Duplicate { version })
-        }
-        Stored::AlreadyApplied { .. } => {
-            return Ok(rejected("sync.foreign_change", "this change id belongs to another device"))
-        }
+        Stored::AlreadyApplied(seen) => return Ok(already_applied(seen, device_id, record_id)),
         Stored::Moved { current_version } => {
             return Ok(ChangeOutcome::Conflict { current_version: current_version.unwrap_or(0) })
         }
@@ -214,19 +210,63 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     Ok(ChangeOutcome::Applied { version })
 }
 
-/// Whether the stored version of a note is signed or entered-in-error (then it never changes).
-fn stored_note_is_final(
+/// What to answer for a change id applied before: a retry of the same change is a duplicate;
+/// the id reused for another record, or by another device, is refused (never reported as stored).
+fn already_applied(seen: AppliedChange, device_id: Uuid, record_id: Uuid) -> ChangeOutcome {
+    if seen.device_id != device_id {
+        rejected("sync.foreign_change", "this change id belongs to another device")
+    } else if seen.record_id != record_id {
+        rejected("sync.change_id_reused", "this change id was used for another record")
+    } else {
+        ChangeOutcome::Duplicate { version: seen.version }
+    }
+}
+
+/// The stored version of a note, opened.
+fn stored_note(
     r: Reader<'_>,
-    patient: &crate::storage::SealedPatient,
+    patient: &SealedPatient,
     id: Uuid,
     version: i64,
-) -> Result<bool, ServerError> {
-    let stored = r.storage.records(patient.id, &[RecordKind::Note], 0)?;
+) -> Result<Option<Note>, ServerError> {
+    let stored = r.storage.records(patient.id, &[RecordKind::Note], usize::MAX)?;
     let Some(rec) = stored.into_iter().find(|s| s.id == id && s.version == version) else {
-        return Ok(false);
+        return Ok(None);
     };
-    let chart = r.keys.open_chart(patient, &[rec])?;
-    Ok(chart.notes.first().is_some_and(|n| !matches!(n.status, NoteStatus::Draft)))
+    Ok(r.keys.open_chart(patient, &[rec])?.notes.pop())
+}
+
+/// A note may be edited only while it is a draft, only by its author, and never into another
+/// patient's, kind or creation time. `Some(refusal)` when the edit is not allowed.
+fn check_note_edit(
+    r: Reader<'_>,
+    patient: &SealedPatient,
+    edit: &Note,
+    version: i64,
+) -> Result<Option<ChangeOutcome>, ServerError> {
+    let Some(stored) = stored_note(r, patient, edit.id, version)? else { return Ok(None) };
+    Ok(if !matches!(stored.status, NoteStatus::Draft) {
+        Some(rejected("note.signed", "a signed note is never edited; write an addendum"))
+    } else if stored.author_id != edit.author_id {
+        Some(rejected("sync.not_author", "only the author of a draft may change it"))
+    } else if (stored.kind, stored.created_at, stored.addendum_to)
+        != (edit.kind, edit.created_at, edit.addendum_to)
+    {
+        Some(rejected("request.invalid", "a note's kind, creation time and link never change"))
+    } else {
+        None
+    })
+}
+
+/// Whether `target` is a signed note of this patient (what an addendum may amend).
+fn amends_signed_note(r: Reader<'_>, patient: &SealedPatient, target: Uuid) -> Result<bool, ServerError> {
+    match r.storage.record_version(target)? {
+        Some((owner, RecordKind::Note, version)) if owner == patient.id => {
+            Ok(stored_note(r, patient, target, version)?
+                .is_some_and(|n| matches!(n.status, NoteStatus::Signed { .. })))
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Most change numbers in one pull page.
@@ -255,6 +295,9 @@ pub fn pull(r: Reader<'_>, after: i64, limit: usize) -> Result<PullPage, ReadFai
     }
     let scope = (!units.iter().any(|u| u == "*")).then_some(units.as_slice());
     let rows = r.storage.pull_page(scope, after, limit.clamp(1, MAX_PULL))?;
+    if after > rows.newest {
+        return Err(ReadFailure::CursorAhead);
+    }
     let mut charts = Vec::with_capacity(rows.patients.len());
     for p in &rows.patients {
         let records = r.storage.records(p.id, &RecordKind::ALL, usize::MAX)?;

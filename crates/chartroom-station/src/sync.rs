@@ -235,7 +235,17 @@ impl UnlockedVault {
         loop {
             let (cursor, _) = self.store.sync_state()?;
             let page: PullPage =
-                client.get(&identity, &token, &format!("/v1/sync/pull?after={cursor}&limit=200")).await?;
+                match client.get(&identity, &token, &format!("/v1/sync/pull?after={cursor}&limit=200")).await
+                {
+                    Ok(page) => page,
+                    // The server never issued this cursor (it was restored from a backup): start a
+                    // first sync again rather than believe we are up to date.
+                    Err(e) if e.code() == Some("sync.cursor_ahead") && cursor > 0 => {
+                        self.store.restart_first_sync()?;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             let mut records = Records::default();
             let mut patients = Vec::new();
             for c in page.changes {

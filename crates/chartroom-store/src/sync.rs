@@ -330,6 +330,13 @@ impl Store {
         Ok((cursor, self.state_value("first_sync_complete")?.is_some()))
     }
 
+    /// Forgets the pull cursor and that a first sync completed (the server no longer knows the
+    /// cursor): the next pull starts from the beginning. Local changes stay queued.
+    pub fn restart_first_sync(&mut self) -> Result<()> {
+        self.conn.execute("DELETE FROM sync_state WHERE key IN ('cursor', 'first_sync_complete')", [])?;
+        Ok(())
+    }
+
     /// Counts for the sync indicator.
     pub fn sync_status(&self) -> Result<SyncStatus> {
         let (cursor, first_sync_complete) = self.sync_state()?;

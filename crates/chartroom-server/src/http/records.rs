@@ -194,6 +194,9 @@ fn respond<T: serde::Serialize>(result: Result<T, ReadFailure>) -> Response {
         Err(e @ ReadFailure::Invalid(_)) => {
             failure(StatusCode::BAD_REQUEST, "request.invalid", &e.to_string())
         }
+        Err(e @ ReadFailure::CursorAhead) => {
+            failure(StatusCode::BAD_REQUEST, "sync.cursor_ahead", &e.to_string())
+        }
         Err(e @ ReadFailure::Disabled) => {
             failure(StatusCode::FORBIDDEN, "auth.user_disabled", &e.to_string())
         }

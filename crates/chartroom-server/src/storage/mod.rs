@@ -201,15 +201,20 @@ impl IncomingRecord {
     }
 }
 
+/// A change applied before: by which device, to which record, giving which version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedChange {
+    pub device_id: Uuid,
+    pub record_id: Uuid,
+    pub version: i64,
+}
+
 /// What storing an [`IncomingChange`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
     Applied,
     /// This change id was stored before, by `device_id`, at `version`.
-    AlreadyApplied {
-        device_id: Uuid,
-        version: i64,
-    },
+    AlreadyApplied(AppliedChange),
     /// The record is not at the expected version (or, for a new record, its id is taken).
     Moved {
         current_version: Option<i64>,
@@ -225,6 +230,8 @@ pub struct PullRows {
     /// Patients that changed in `(after, upto]` and are now outside the units asked for (only when
     /// `after > 0`: a first sync has nothing to forget).
     pub left: Vec<Uuid>,
+    /// The newest change number the server has issued (a cursor beyond it was never issued).
+    pub newest: i64,
     pub upto: i64,
     pub more: bool,
 }
@@ -440,7 +447,7 @@ pub trait Storage: Send + Sync {
     /// The stored version (and patient and kind) of a record, if it exists.
     fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError>;
     /// Whether this change id was applied already: by which device, at which version.
-    fn applied_change(&self, change_id: Uuid) -> Result<Option<(Uuid, i64)>, ServerError>;
+    fn applied_change(&self, change_id: Uuid) -> Result<Option<AppliedChange>, ServerError>;
     /// Stores a change atomically: compare-and-set on the record's version, and the change id
     /// remembered so that a retry applies nothing twice.
     fn apply_change(&self, change: &IncomingChange) -> Result<Stored, ServerError>;

@@ -11,10 +11,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange, IncomingRecord, Ingested,
-    NewSession, NewUser, PullRows, RawEntry, RecordKind, Refreshed, SealedCensusRow, SealedChart,
-    SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, Stored, StoredEntry, UserRecord,
-    SERVER_CHAIN,
+    AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
+    IncomingRecord, Ingested, NewSession, NewUser, PullRows, RawEntry, RecordKind, Refreshed,
+    SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, Stored,
+    StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -571,6 +571,22 @@ impl Storage for SqliteStorage {
             },
             message: b.to_string(),
         })?;
+        // Entry ids are unique across all chains: one already stored (or repeated here) is a forgery
+        // or a bug on the device, never something a retry can fix.
+        let mut ids = std::collections::HashSet::new();
+        for entry in fresh {
+            let taken = tx
+                .prepare_cached("SELECT 1 FROM audit_entries WHERE id = ?1")?
+                .query_row([entry.id.as_bytes()], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if taken || !ids.insert(entry.id) {
+                return Err(ServerError::AuditRejected {
+                    code: "audit.invalid",
+                    message: format!("entry seq {} reuses an entry id that is already taken", entry.seq),
+                });
+            }
+        }
         let mut server = server_head(&tx)?;
         for entry in fresh {
             server = insert_entry(&tx, server, entry)?;
@@ -898,27 +914,15 @@ impl Storage for SqliteStorage {
         .transpose()
     }
 
-    fn applied_change(&self, change_id: Uuid) -> Result<Option<(Uuid, i64)>, ServerError> {
-        let conn = self.conn()?;
-        let row: Option<([u8; 16], i64)> = conn
-            .prepare_cached("SELECT device_id, version FROM applied_changes WHERE change_id = ?1")?
-            .query_row([change_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        Ok(row.map(|(d, v)| (Uuid::from_bytes(d), v)))
+    fn applied_change(&self, change_id: Uuid) -> Result<Option<AppliedChange>, ServerError> {
+        applied_change_in(&*self.conn()?, change_id)
     }
 
     fn apply_change(&self, c: &IncomingChange) -> Result<Stored, ServerError> {
         let conn = self.conn()?;
         let tx = write_tx(&conn)?;
-        let seen: Option<([u8; 16], i64)> = tx
-            .query_row(
-                "SELECT device_id, version FROM applied_changes WHERE change_id = ?1",
-                [c.change_id.as_bytes()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((device, version)) = seen {
-            return Ok(Stored::AlreadyApplied { device_id: Uuid::from_bytes(device), version });
+        if let Some(seen) = applied_change_in(&tx, c.change_id)? {
+            return Ok(Stored::AlreadyApplied(seen));
         }
         let id = c.record.id();
         let current: Option<i64> = match &c.record {
@@ -980,6 +984,7 @@ impl Storage for SqliteStorage {
             params![after, to_i64(max_changes)],
             |r| r.get(0),
         )?;
+        let newest: i64 = tx.query_row("SELECT value FROM change_counter WHERE id = 1", [], |r| r.get(0))?;
         let Some(upto) = upto else {
             return Ok(PullRows {
                 patients: vec![],
@@ -987,6 +992,7 @@ impl Storage for SqliteStorage {
                 left: vec![],
                 upto: after,
                 more: false,
+                newest,
             });
         };
         let (mut patients, mut left) = (Vec::new(), Vec::new());
@@ -1038,7 +1044,7 @@ impl Storage for SqliteStorage {
             [upto],
             |r| r.get(0),
         )?;
-        Ok(PullRows { patients, records, left, upto, more })
+        Ok(PullRows { patients, records, left, upto, more, newest })
     }
 
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError> {
@@ -1146,6 +1152,18 @@ fn sealed_patient(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedPatient> {
         wrapped_key: r.get(5)?,
         body: r.get(6)?,
     })
+}
+
+fn applied_change_in(conn: &Connection, change_id: Uuid) -> Result<Option<AppliedChange>, ServerError> {
+    let row: Option<([u8; 16], [u8; 16], i64)> = conn
+        .prepare_cached("SELECT device_id, record_id, version FROM applied_changes WHERE change_id = ?1")?
+        .query_row([change_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(row.map(|(d, r, version)| AppliedChange {
+        device_id: Uuid::from_bytes(d),
+        record_id: Uuid::from_bytes(r),
+        version,
+    }))
 }
 
 /// The next number of the change sequence (inside the caller's write transaction).
