@@ -4,11 +4,13 @@
 //! `cargo run --release -p chartroom-bench -- vault --json`
 //! `cargo run --release -p chartroom-bench -- server --json`
 //! `cargo run --release -p chartroom-bench -- audit --json`
+//! `cargo run --release -p chartroom-bench -- sync --json`
 
 #![forbid(unsafe_code)]
 
 mod audit;
 mod server;
+mod sync;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +35,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Sync over pinned TLS on loopback: first sync, incremental pulls, pushes, server ingest.
+    Sync {
+        #[arg(long)]
+        json: bool,
+        /// Records on the server (patients included), about.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 200)]
+        increments: usize,
+        /// 500-change batches to push.
+        #[arg(long, default_value_t = 40)]
+        pushes: usize,
+    },
     /// Vault benchmarks.
     Vault {
         /// Print one JSON object instead of a table.
@@ -93,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Synth { json, patients, observations } => (synth(patients, observations)?, json),
         Cmd::Audit { json, appends, entries } => (audit::run(appends, entries)?, json),
         Cmd::Server { json, patients, logins, reads } => (server::run(patients, logins, reads)?, json),
+        Cmd::Sync { json, rows, increments, pushes } => (sync::run(rows, increments, pushes)?, json),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

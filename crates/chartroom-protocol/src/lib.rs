@@ -401,6 +401,10 @@ pub struct AuditUploadResponse {
 /// Most entries in one upload.
 pub const MAX_AUDIT_UPLOAD: usize = 1000;
 
+/// The largest request body the server accepts: clients split pushes and audit uploads so that
+/// each request stays below it, whatever the size of the notes in them.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,12 +91,14 @@ impl RecordKeys {
         Ok(SealedChart { patient, records })
     }
 
+    /// Unwraps a stored patient's key.
+    fn patient_key(&self, p: &SealedPatient) -> Result<PatientKey, ServerError> {
+        self.key.unwrap_patient_key(p.id, &p.wrapped_key).map_err(|_| ServerError::Damaged("server.db"))
+    }
+
     /// Unwraps a stored patient's key and opens the patient.
     pub fn open_patient(&self, p: &SealedPatient) -> Result<(PatientKey, Patient), ServerError> {
-        let key = self
-            .key
-            .unwrap_patient_key(p.id, &p.wrapped_key)
-            .map_err(|_| ServerError::Damaged("server.db"))?;
+        let key = self.patient_key(p)?;
         let mut patient: Patient = open(&key, p.id, p.id, PATIENT_FIELD, &p.body)?;
         patient.version = p.version;
         Ok((key, patient))
@@ -112,7 +114,7 @@ impl RecordKeys {
         version: i64,
         value: &T,
     ) -> Result<SealedRecord, ServerError> {
-        let (key, _) = self.open_patient(p)?;
+        let key = self.patient_key(p)?;
         Ok(SealedRecord { id, kind, sort_key, version, body: seal_kind(&key, value, kind, p.id, id)? })
     }
 

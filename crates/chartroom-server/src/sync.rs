@@ -4,6 +4,7 @@
 //! response applies nothing twice. Append-only kinds (observations, and notes once signed) never
 //! get overwritten: a second write of the same id is refused, an edit of a signed note is refused.
 
+use chartroom_audit::Event;
 use chartroom_domain::access::Denied;
 use chartroom_domain::ChartSection;
 use chartroom_domain::{decide, Action, Note, NoteStatus, Target, Validate};
@@ -16,17 +17,73 @@ use crate::records::{principal, ReadFailure, Reader, Subject};
 use crate::storage::{AppliedChange, IncomingChange, IncomingRecord, RecordKind, SealedPatient, Stored};
 use crate::ServerError;
 
-/// Applies a batch, change by change, and says what became of each.
+/// Applies a batch and says what became of each change. Each change is decided on its own; the
+/// ones that pass are written in one transaction (with their audit events), where a compare-and-set
+/// on each record's version still turns a change that lost a race into a conflict.
 pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailure> {
     if batch.changes.len() > chartroom_protocol::MAX_PUSH {
         return Err(ReadFailure::Invalid("push at most 500 changes at a time"));
     }
-    let mut results = Vec::with_capacity(batch.changes.len());
-    for change in &batch.changes {
-        let outcome = apply(r, change)?;
-        results.push(ChangeResult { change_id: change.change_id.clone(), outcome });
+    let device_id = r.owner.device.record.id;
+    let mut outcomes: Vec<Option<ChangeOutcome>> = Vec::with_capacity(batch.changes.len());
+    let (mut at, mut writes) = (Vec::new(), Vec::new());
+    let mut patients = PatientCache::default();
+    for (i, change) in batch.changes.iter().enumerate() {
+        match decide_change(r, change, &mut patients)? {
+            Decision::Done(outcome) => outcomes.push(Some(outcome)),
+            Decision::Write(write) => {
+                outcomes.push(None);
+                at.push(i);
+                writes.push(*write);
+            }
+        }
     }
+    let stored = r.storage.apply_changes(&writes)?;
+    for ((i, (incoming, _)), stored) in at.iter().zip(&writes).zip(stored) {
+        outcomes[*i] = Some(match stored {
+            Stored::Applied => ChangeOutcome::Applied { version: incoming.record.version() },
+            // Another request got there first (a retry racing itself, or another station).
+            Stored::AlreadyApplied(seen) => already_applied(seen, device_id, incoming.record.id()),
+            Stored::Moved { current_version } => {
+                ChangeOutcome::Conflict { current_version: current_version.unwrap_or(0) }
+            }
+        });
+    }
+    let results = batch
+        .changes
+        .iter()
+        .zip(outcomes)
+        .map(|(change, outcome)| ChangeResult {
+            change_id: change.change_id.clone(),
+            outcome: outcome.unwrap_or_else(|| rejected("server.internal", "no outcome")),
+        })
+        .collect();
     Ok(PushResponse { results })
+}
+
+/// The patients a batch touches (most batches touch a few patients many times), with whether the
+/// user invoked break-glass for them: read once per batch.
+#[derive(Default)]
+struct PatientCache(std::collections::HashMap<Uuid, Option<(SealedPatient, bool)>>);
+
+impl PatientCache {
+    fn get(&mut self, r: Reader<'_>, id: Uuid) -> Result<Option<(SealedPatient, bool)>, ServerError> {
+        if let Some(found) = self.0.get(&id) {
+            return Ok(found.clone());
+        }
+        let found = match r.storage.patient(id)? {
+            Some(p) => Some((p, r.storage.has_break_glass(r.owner.user.id, id, r.now)?)),
+            None => None,
+        };
+        self.0.insert(id, found.clone());
+        Ok(found)
+    }
+}
+
+/// What to do with one pushed change: answer at once, or write it (with its audit event).
+enum Decision {
+    Done(ChangeOutcome),
+    Write(Box<(IncomingChange, Event)>),
 }
 
 fn rejected(code: &str, message: &str) -> ChangeOutcome {
@@ -88,25 +145,28 @@ fn validate(change: &ChangeRecord) -> Result<(), chartroom_domain::ValidationErr
     }
 }
 
-fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
+fn decide_change(
+    r: Reader<'_>,
+    change: &Change,
+    patients: &mut PatientCache,
+) -> Result<Decision, ServerError> {
     let Ok(change_id) = change.change_id.parse::<Uuid>() else {
-        return Ok(rejected("request.invalid", "change_id must be a UUID"));
+        return Ok(Decision::Done(rejected("request.invalid", "change_id must be a UUID")));
     };
     let device_id = r.owner.device.record.id;
     let record = &change.change;
     if let Some(seen) = r.storage.applied_change(change_id)? {
-        return Ok(already_applied(seen, device_id, record.record_id()));
+        return Ok(Decision::Done(already_applied(seen, device_id, record.record_id())));
     }
     let (record_id, patient_id, m) = (record.record_id(), record.patient_id(), meta(record));
     let kind_name = m.kind.map_or("patient", RecordKind::as_str);
     if let Err(e) = validate(record) {
-        return Ok(rejected("request.invalid", &e.to_string()));
+        return Ok(Decision::Done(rejected("request.invalid", &e.to_string())));
     }
-    let Some(patient) = r.storage.patient(patient_id)? else {
-        return Ok(rejected("patient.not_found", "no such patient on the server"));
+    let Some((patient, break_glass)) = patients.get(r, patient_id)? else {
+        return Ok(Decision::Done(rejected("patient.not_found", "no such patient on the server")));
     };
     let who = principal(r.owner);
-    let break_glass = r.storage.has_break_glass(r.owner.user.id, patient_id, r.now)?;
     if let Err(denied) = decide(&who, m.action, Target::Patient { unit: &patient.unit, break_glass }) {
         let subject = Subject {
             resource_type: kind_name,
@@ -114,19 +174,22 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
             patient_ids: vec![patient_id],
         };
         r.record("denied", denied.code(), subject)?;
-        return Ok(rejected(denied.code(), &Denied::to_string(&denied)));
+        return Ok(Decision::Done(rejected(denied.code(), &Denied::to_string(&denied))));
     }
     // A station writes in the name of the user who is logged in, never someone else.
     if m.author.is_some_and(|a| a != r.owner.user.id) {
-        return Ok(rejected("sync.not_author", "the record names another author than the logged-in user"));
+        return Ok(Decision::Done(rejected(
+            "sync.not_author",
+            "the record names another author than the logged-in user",
+        )));
     }
     let current = match m.kind {
         Some(kind) => match r.storage.record_version(record_id)? {
             Some((owner_patient, owner_kind, _)) if owner_patient != patient_id || owner_kind != kind => {
-                return Ok(rejected(
+                return Ok(Decision::Done(rejected(
                     "sync.record_mismatch",
                     "this record id belongs to another patient or kind",
-                ));
+                )));
             }
             found => found.map(|(_, _, v)| v),
         },
@@ -134,17 +197,20 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     };
     let replaces = match current {
         None if change.base_version == 0 => None,
-        None => return Ok(ChangeOutcome::Conflict { current_version: 0 }),
+        None => return Ok(Decision::Done(ChangeOutcome::Conflict { current_version: 0 })),
         Some(_) if m.append_only => {
-            return Ok(rejected("sync.append_only", "an observation is never rewritten; record a new one"));
+            return Ok(Decision::Done(rejected(
+                "sync.append_only",
+                "an observation is never rewritten; record a new one",
+            )));
         }
         Some(version) if change.base_version != version => {
-            return Ok(ChangeOutcome::Conflict { current_version: version });
+            return Ok(Decision::Done(ChangeOutcome::Conflict { current_version: version }));
         }
         Some(version) => {
             if let ChangeRecord::Note(note) = record {
                 if let Some(refused) = check_note_edit(r, &patient, note, version)? {
-                    return Ok(refused);
+                    return Ok(Decision::Done(refused));
                 }
             }
             Some(version)
@@ -152,14 +218,20 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     };
     if let ChangeRecord::Note(Note { addendum_to: Some(target), .. }) = record {
         if !amends_signed_note(r, &patient, *target)? {
-            return Ok(rejected("note.bad_addendum", "an addendum amends a signed note of the same patient"));
+            return Ok(Decision::Done(rejected(
+                "note.bad_addendum",
+                "an addendum amends a signed note of the same patient",
+            )));
         }
     }
     let version = replaces.map_or(1, |v| v + 1);
     let sealed = match record {
         ChangeRecord::Patient(p) => {
             if r.keys.mrn_index(&p.mrn) != patient.mrn_index {
-                return Ok(rejected("sync.mrn_immutable", "the MRN is an identifier and never changes"));
+                return Ok(Decision::Done(rejected(
+                    "sync.mrn_immutable",
+                    "the MRN is an identifier and never changes",
+                )));
             }
             IncomingRecord::Patient(r.keys.reseal_patient(&patient, p, version)?)
         }
@@ -185,14 +257,6 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
         IncomingRecord::Patient(p) => p.body.clone(),
     };
     let incoming = IncomingChange { change_id, device_id, patient_id, replaces, record: sealed };
-    match r.storage.apply_change(&incoming)? {
-        Stored::Applied => {}
-        // Another request got there first (a retry racing itself, or another station).
-        Stored::AlreadyApplied(seen) => return Ok(already_applied(seen, device_id, record_id)),
-        Stored::Moved { current_version } => {
-            return Ok(ChangeOutcome::Conflict { current_version: current_version.unwrap_or(0) })
-        }
-    }
     let mut e = crate::audit::event(
         r.now,
         if replaces.is_some() { "update" } else { "create" },
@@ -206,8 +270,7 @@ fn apply(r: Reader<'_>, change: &Change) -> Result<ChangeOutcome, ServerError> {
     e.resource_id = Some(record_id.to_string());
     e.patient_ids = vec![patient_id];
     e.after = Some(after);
-    r.storage.append_events(&[e])?;
-    Ok(ChangeOutcome::Applied { version })
+    Ok(Decision::Write(Box::new((incoming, e))))
 }
 
 /// What to answer for a change id applied before: a retry of the same change is a duplicate;

@@ -162,7 +162,7 @@ impl UnlockedVault {
         let (token, identity) = self.online()?;
         let mut report = PushReport::default();
         loop {
-            let batch: Vec<OutboxEntry> =
+            let mut batch: Vec<OutboxEntry> =
                 self.store.sendable(self.user_id())?.into_iter().take(chartroom_protocol::MAX_PUSH).collect();
             if batch.is_empty() {
                 break;
@@ -176,9 +176,12 @@ impl UnlockedVault {
                     change,
                 });
             }
+            let fits = fitting(&changes);
+            changes.truncate(fits);
+            batch.truncate(fits);
             let response: PushResponse =
                 client.post_signed(&identity, &token, "/v1/sync/push", &PushBatch { changes }).await?;
-            let mut settled = 0;
+            let mut settled = Vec::with_capacity(batch.len());
             for result in response.results {
                 let Ok(change_id) = result.change_id.parse::<Uuid>() else { continue };
                 if !batch.iter().any(|e| e.change_id == change_id) {
@@ -203,10 +206,10 @@ impl UnlockedVault {
                         Settlement::Kept { state: "rejected", reason: format!("{code}: {message}") }
                     }
                 };
-                self.store.settle_change(change_id, settlement)?;
-                settled += 1;
+                settled.push((change_id, settlement));
             }
-            if settled == 0 {
+            self.store.settle_changes(&settled)?;
+            if settled.is_empty() {
                 // The server answered for none of them: try again at the next sync, not in a loop.
                 return Err(StationError::ServerAnswer);
             }
@@ -224,30 +227,43 @@ impl UnlockedVault {
     }
 
     /// Pulls what changed on the server since the last pull, page by page; each page is applied
-    /// with its cursor in one transaction, so an interrupted pull resumes where it stopped.
+    /// with its cursor in one transaction, so an interrupted pull resumes where it stopped. The next
+    /// page is fetched (and decoded) while this one is applied.
     pub async fn pull(
         &mut self,
         client: &chartroom_client::ServerClient,
         now: Timestamp,
     ) -> Result<PullReport> {
         let (token, identity) = self.online()?;
+        let identity = std::sync::Arc::new(identity);
+        let fetch = |after: i64| {
+            let (client, identity, token) = (client.clone(), identity.clone(), token.clone());
+            tokio::spawn(async move {
+                client
+                    .get::<PullPage>(&identity, &token, &format!("/v1/sync/pull?after={after}&limit=200"))
+                    .await
+            })
+        };
         let mut report = PullReport::default();
-        loop {
-            let (cursor, _) = self.store.sync_state()?;
-            let page: PullPage =
-                match client.get(&identity, &token, &format!("/v1/sync/pull?after={cursor}&limit=200")).await
-                {
-                    Ok(page) => page,
-                    // The server never issued this cursor (it was restored from a backup): start a
-                    // first sync again rather than believe we are up to date.
-                    Err(e) if e.code() == Some("sync.cursor_ahead") && cursor > 0 => {
-                        self.store.restart_first_sync()?;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+        let (cursor, _) = self.store.sync_state()?;
+        let mut next = Some(fetch(cursor));
+        while let Some(pending) = next.take() {
+            let fetched = pending.await.map_err(|_| StationError::ServerAnswer)?;
+            let page = match fetched {
+                Ok(page) => page,
+                // The server never issued our cursor (it was restored from a backup): start a first
+                // sync again rather than believe we are up to date.
+                Err(e) if e.code() == Some("sync.cursor_ahead") && self.store.sync_state()?.0 > 0 => {
+                    self.store.restart_first_sync()?;
+                    next = Some(fetch(0));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if page.more {
+                next = Some(fetch(page.cursor));
+            }
             let mut records = Records::default();
-            let mut patients = Vec::new();
             for c in page.changes {
                 report.changes += 1;
                 match c {
@@ -256,10 +272,9 @@ impl UnlockedVault {
                     ChangeRecord::Allergy(r) => records.allergies.push(r),
                     ChangeRecord::Condition(r) => records.conditions.push(r),
                     ChangeRecord::Medication(r) => records.medications.push(r),
-                    ChangeRecord::Patient(r) => patients.push(r),
+                    ChangeRecord::Patient(r) => records.patients.push(r),
                 }
             }
-            records.patients = patients;
             report.charts += page.charts.len();
             let actor = self.actor();
             let pulled = chartroom_store::PulledPage {
@@ -273,11 +288,9 @@ impl UnlockedVault {
             report.conflicts += applied.conflicts;
             report.shredded += applied.shredded;
             report.quarantined += applied.quarantined;
-            if !page.more {
-                report.complete = true;
-                return Ok(report);
-            }
+            report.complete = !page.more;
         }
+        Ok(report)
     }
 
     /// Uploads this device's audit entries the server does not hold yet (in order, in batches); the
@@ -288,7 +301,8 @@ impl UnlockedVault {
         let mut stored = 0;
         loop {
             let after = self.store.audit_uploaded()?;
-            let entries = self.store.audit_entries(after, MAX_AUDIT_UPLOAD)?;
+            let mut entries = self.store.audit_entries(after, MAX_AUDIT_UPLOAD)?;
+            entries.truncate(fitting(&entries));
             let Some(last) = entries.last().map(|e| e.seq) else { return Ok(stored) };
             let r: AuditUploadResponse =
                 client.post_signed(&identity, &token, "/v1/audit/entries", &AuditUpload { entries }).await?;
@@ -356,6 +370,20 @@ impl UnlockedVault {
     }
 }
 
+/// How many of `items`, from the first, fit in one request body (at least one: a single change or
+/// audit entry is always far below the limit).
+fn fitting<T: serde::Serialize>(items: &[T]) -> usize {
+    let budget = chartroom_protocol::MAX_REQUEST_BYTES * 3 / 4;
+    let mut used = 0;
+    for (i, item) in items.iter().enumerate() {
+        used += serde_json::to_vec(item).map_or(budget, |v| v.len() + 1);
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    items.len()
+}
+
 /// Merging is for text: only a note has any.
 trait NoteText: Sized {
     fn with_note_text(self, text: &str) -> Result<Self>;
@@ -398,6 +426,17 @@ impl Backoff {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn batches_stay_below_the_request_limit() {
+        let items = vec!["x".repeat(100_000); 20];
+        let n = fitting(&items);
+        assert!((1..20).contains(&n), "{n}");
+        let size = serde_json::to_vec(&items[..n]).map(|v| v.len()).unwrap_or(usize::MAX);
+        assert!(size <= chartroom_protocol::MAX_REQUEST_BYTES, "{size}");
+        assert_eq!(fitting(&items[..3]), 3);
+        assert_eq!(fitting(&["y".repeat(2_000_000)]), 1, "one item always goes");
+    }
 
     #[test]
     fn backoff_grows_exponentially_within_the_cap_and_jitters() {

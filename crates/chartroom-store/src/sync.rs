@@ -5,6 +5,8 @@
 //!
 //! Every step that changes clinical data writes its audit entry in the same transaction.
 
+use std::collections::HashMap;
+
 use chartroom_domain::{Allergy, Chart, Condition, MedicationRequest, Note, Observation, Patient, Timestamp};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::de::DeserializeOwned;
@@ -271,39 +273,14 @@ impl Store {
     /// gives the record its server version and makes that the base of the record's next queued
     /// change; `Kept(state, reason)` keeps it, marked, with the reason (never dropped).
     pub fn settle_change(&mut self, change_id: Uuid, settlement: Settlement) -> Result<()> {
+        self.settle_changes(&[(change_id, settlement)])
+    }
+
+    /// Settles a whole push response in one transaction (as [`Store::settle_change`] each).
+    pub fn settle_changes(&mut self, settled: &[(Uuid, Settlement)]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let row: Option<(String, [u8; 16])> = tx
-            .query_row(
-                "SELECT kind, record_id FROM outbox WHERE change_id = ?1",
-                [change_id.as_bytes()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((kind, record_id)) = row else { return Ok(()) };
-        match settlement {
-            Settlement::Accepted { version } => {
-                let table = SYNCED_TABLES.into_iter().find(|t| *t == kind).ok_or(StoreError::Decode)?;
-                tx.execute(
-                    &format!("UPDATE {table} SET version = ?1 WHERE id = ?2"),
-                    params![version, &record_id[..]],
-                )?;
-                tx.execute("DELETE FROM outbox WHERE change_id = ?1", [change_id.as_bytes()])?;
-                tx.execute(
-                    "UPDATE outbox SET base_version = ?1 WHERE record_id = ?2 AND state = 'pending'",
-                    params![version, &record_id[..]],
-                )?;
-                // A "theirs" at or below this version was this very change coming back in a pull.
-                tx.execute(
-                    "DELETE FROM conflicts WHERE record_id = ?1 AND their_version <= ?2",
-                    params![&record_id[..], version],
-                )?;
-            }
-            Settlement::Kept { state, reason } => {
-                tx.execute(
-                    "UPDATE outbox SET state = ?1, reason = ?2 WHERE change_id = ?3",
-                    params![state, reason, change_id.as_bytes()],
-                )?;
-            }
+        for (change_id, settlement) in settled {
+            settle_in(&tx, *change_id, settlement)?;
         }
         tx.commit()?;
         Ok(())
@@ -386,22 +363,32 @@ impl Store {
         let tx = conn.transaction()?;
         let mut applied = PullApplied::default();
         let mut patients = Vec::new();
+        // The base version of each record's oldest unsynced change (read once per page).
+        let mut local: HashMap<Uuid, i64> = HashMap::new();
+        for row in tx
+            .prepare_cached("SELECT record_id, base_version FROM outbox ORDER BY seq")?
+            .query_map([], |r| Ok((Uuid::from_bytes(r.get(0)?), r.get(1)?)))?
+        {
+            let (id, base) = row?;
+            local.entry(id).or_insert(base);
+        }
+        let at = Incoming { tx: &tx, local: &local, now };
         for c in charts {
-            applied.conflicts += usize::from(incoming(&tx, keys, &c.patient, now)?)
-                + incoming_all(&tx, keys, &c.allergies, now)?
-                + incoming_all(&tx, keys, &c.conditions, now)?
-                + incoming_all(&tx, keys, &c.medications, now)?
-                + incoming_all(&tx, keys, &c.observations, now)?
-                + incoming_all(&tx, keys, &c.notes, now)?;
+            applied.conflicts += usize::from(at.one(keys, &c.patient)?)
+                + at.all(keys, &c.allergies)?
+                + at.all(keys, &c.conditions)?
+                + at.all(keys, &c.medications)?
+                + at.all(keys, &c.observations)?
+                + at.all(keys, &c.notes)?;
             patients.push(c.patient.id);
         }
         let Records { allergies, conditions, medications, observations, notes, patients: changed } = records;
-        applied.conflicts += incoming_all(&tx, keys, changed, now)?
-            + incoming_all(&tx, keys, allergies, now)?
-            + incoming_all(&tx, keys, conditions, now)?
-            + incoming_all(&tx, keys, medications, now)?
-            + incoming_all(&tx, keys, observations, now)?
-            + incoming_all(&tx, keys, notes, now)?;
+        applied.conflicts += at.all(keys, changed)?
+            + at.all(keys, allergies)?
+            + at.all(keys, conditions)?
+            + at.all(keys, medications)?
+            + at.all(keys, observations)?
+            + at.all(keys, notes)?;
         patients.extend(changed.iter().map(|r| r.id));
         patients.extend(allergies.iter().map(|r| r.patient_id));
         patients.extend(conditions.iter().map(|r| r.patient_id));
@@ -535,6 +522,35 @@ impl Store {
     }
 }
 
+/// Settles one pushed change in the caller's transaction.
+fn settle_in(tx: &Transaction<'_>, change_id: Uuid, settlement: &Settlement) -> Result<()> {
+    let row: Option<(String, [u8; 16])> = tx
+        .prepare_cached("SELECT kind, record_id FROM outbox WHERE change_id = ?1")?
+        .query_row([change_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((kind, record_id)) = row else { return Ok(()) };
+    match settlement {
+        Settlement::Accepted { version } => {
+            let table = SYNCED_TABLES.into_iter().find(|t| *t == kind).ok_or(StoreError::Decode)?;
+            tx.prepare_cached(&format!("UPDATE {table} SET version = ?1 WHERE id = ?2"))?
+                .execute(params![version, &record_id[..]])?;
+            tx.prepare_cached("DELETE FROM outbox WHERE change_id = ?1")?.execute([change_id.as_bytes()])?;
+            tx.prepare_cached(
+                "UPDATE outbox SET base_version = ?1 WHERE record_id = ?2 AND state = 'pending'",
+            )?
+            .execute(params![version, &record_id[..]])?;
+            // A "theirs" at or below this version was this very change coming back in a pull.
+            tx.prepare_cached("DELETE FROM conflicts WHERE record_id = ?1 AND their_version <= ?2")?
+                .execute(params![&record_id[..], version])?;
+        }
+        Settlement::Kept { state, reason } => {
+            tx.prepare_cached("UPDATE outbox SET state = ?1, reason = ?2 WHERE change_id = ?3")?
+                .execute(params![state, reason, change_id.as_bytes()])?;
+        }
+    }
+    Ok(())
+}
+
 /// Queues a change to `(table, record, patient)` by `user` in the outbox (caller's transaction);
 /// returns its new change id.
 fn queue_in(
@@ -578,45 +594,53 @@ fn has_unsynced(tx: &Transaction<'_>, patient_id: Uuid) -> Result<bool> {
         .is_some())
 }
 
-fn incoming_all<R: Synced>(tx: &Transaction<'_>, keys: &mut Keys, rs: &[R], now: Timestamp) -> Result<usize> {
-    let mut conflicts = 0;
-    for r in rs {
-        conflicts += usize::from(incoming(tx, keys, r, now)?);
-    }
-    Ok(conflicts)
+/// Stores records that came from the server, unless the station has an unsynced change to one:
+/// then a newer server version is kept beside the local one, as a conflict.
+struct Incoming<'a> {
+    tx: &'a Transaction<'a>,
+    /// Records with unsynced local changes, and the version the oldest of them was based on.
+    local: &'a HashMap<Uuid, i64>,
+    now: Timestamp,
 }
 
-/// Stores a record that came from the server, unless the station has an unsynced change to it:
-/// then a newer server version is kept beside the local one (returns `true`: a conflict).
-fn incoming<R: Synced>(tx: &Transaction<'_>, keys: &mut Keys, r: &R, now: Timestamp) -> Result<bool> {
-    let base: Option<i64> = tx
-        .prepare_cached("SELECT base_version FROM outbox WHERE record_id = ?1 ORDER BY seq LIMIT 1")?
-        .query_row([r.record_id().as_bytes()], |row| row.get(0))
-        .optional()?;
-    match base {
-        None => {
-            r.put_in(tx, keys)?;
-            Ok(false)
+impl Incoming<'_> {
+    /// Returns how many of `rs` were conflicts.
+    fn all<R: Synced>(&self, keys: &mut Keys, rs: &[R]) -> Result<usize> {
+        let mut conflicts = 0;
+        for r in rs {
+            conflicts += usize::from(self.one(keys, r)?);
         }
-        Some(base) if r.synced_version() > base => {
-            let body = keys.seal(tx, r.owner(), r.record_id(), R::SEAL_FIELD, r)?;
-            tx.prepare_cached(
-                "INSERT INTO conflicts (record_id, kind, patient_id, their_version, body, seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(record_id) DO UPDATE SET their_version = ?4, body = ?5, seen_at = ?6
-                 WHERE their_version < ?4",
-            )?
-            .execute(params![
-                r.record_id().as_bytes(),
-                R::KIND,
-                r.owner().as_bytes(),
-                r.synced_version(),
-                body,
-                now.0
-            ])?;
-            Ok(true)
+        Ok(conflicts)
+    }
+
+    /// Returns whether `r` was a conflict.
+    fn one<R: Synced>(&self, keys: &mut Keys, r: &R) -> Result<bool> {
+        let tx = self.tx;
+        match self.local.get(&r.record_id()) {
+            None => {
+                r.put_in(tx, keys)?;
+                Ok(false)
+            }
+            Some(&base) if r.synced_version() > base => {
+                let body = keys.seal(tx, r.owner(), r.record_id(), R::SEAL_FIELD, r)?;
+                tx.prepare_cached(
+                    "INSERT INTO conflicts (record_id, kind, patient_id, their_version, body, seen_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(record_id) DO UPDATE SET their_version = ?4, body = ?5, seen_at = ?6
+                     WHERE their_version < ?4",
+                )?
+                .execute(params![
+                    r.record_id().as_bytes(),
+                    R::KIND,
+                    r.owner().as_bytes(),
+                    r.synced_version(),
+                    body,
+                    self.now.0
+                ])?;
+                Ok(true)
+            }
+            // The server's copy is the one the local change was made on (or older): keep the local one.
+            Some(_) => Ok(false),
         }
-        // The server's copy is the one the local change was made on (or older): keep the local one.
-        Some(_) => Ok(false),
     }
 }

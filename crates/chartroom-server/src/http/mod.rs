@@ -29,8 +29,8 @@ use crate::ServerError;
 
 pub use openapi::openapi_json;
 
-/// Largest request body accepted (clinical changes are small; anything bigger is refused early).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest request body accepted (the protocol's limit; clients split batches below it).
+pub const MAX_BODY_BYTES: usize = chartroom_protocol::MAX_REQUEST_BYTES;
 /// A request that takes longer than this is answered with 408 (a stuck client cannot hold a worker).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

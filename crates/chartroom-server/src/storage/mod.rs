@@ -448,9 +448,11 @@ pub trait Storage: Send + Sync {
     fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError>;
     /// Whether this change id was applied already: by which device, at which version.
     fn applied_change(&self, change_id: Uuid) -> Result<Option<AppliedChange>, ServerError>;
-    /// Stores a change atomically: compare-and-set on the record's version, and the change id
-    /// remembered so that a retry applies nothing twice.
-    fn apply_change(&self, change: &IncomingChange) -> Result<Stored, ServerError>;
+    /// Stores a batch of changes in one transaction, each decided on its own: compare-and-set on the
+    /// record's version, the change id remembered so that a retry applies nothing twice, and — only
+    /// for a change that applied — its event appended to the server's audit chain. One outcome per
+    /// change, in order.
+    fn apply_changes(&self, changes: &[(IncomingChange, Event)]) -> Result<Vec<Stored>, ServerError>;
     /// Changes after change number `after` on `units` (all units with `None`), at most `max_changes`
     /// change numbers per page.
     fn pull_page(

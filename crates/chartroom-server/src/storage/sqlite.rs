@@ -918,53 +918,22 @@ impl Storage for SqliteStorage {
         applied_change_in(&*self.conn()?, change_id)
     }
 
-    fn apply_change(&self, c: &IncomingChange) -> Result<Stored, ServerError> {
+    fn apply_changes(&self, changes: &[(IncomingChange, Event)]) -> Result<Vec<Stored>, ServerError> {
         let conn = self.conn()?;
         let tx = write_tx(&conn)?;
-        if let Some(seen) = applied_change_in(&tx, c.change_id)? {
-            return Ok(Stored::AlreadyApplied(seen));
+        let mut head = device_head(&tx, SERVER_CHAIN)?;
+        let mut server = server_head(&tx)?;
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for (c, event) in changes {
+            let stored = apply_change_in(&tx, c)?;
+            if stored == Stored::Applied {
+                let entry = head.append(SERVER_CHAIN, Uuid::now_v7(), event.clone());
+                server = insert_entry(&tx, server, &entry)?;
+            }
+            outcomes.push(stored);
         }
-        let id = c.record.id();
-        let current: Option<i64> = match &c.record {
-            IncomingRecord::Record(_) => tx
-                .query_row("SELECT version FROM records WHERE id = ?1", [id.as_bytes()], |r| r.get(0))
-                .optional()?,
-            IncomingRecord::Patient(_) => tx
-                .query_row("SELECT version FROM patients WHERE id = ?1", [id.as_bytes()], |r| r.get(0))
-                .optional()?,
-        };
-        if current != c.replaces {
-            return Ok(Stored::Moved { current_version: current });
-        }
-        let seq = next_change_seq(&tx)?;
-        match &c.record {
-            IncomingRecord::Record(r) => tx.execute(
-                "INSERT INTO records (id, patient_id, kind, sort_key, version, body, change_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(id) DO UPDATE SET sort_key = ?4, version = ?5, body = ?6, change_seq = ?7",
-                params![
-                    r.id.as_bytes(),
-                    c.patient_id.as_bytes(),
-                    r.kind.as_str(),
-                    r.sort_key,
-                    r.version,
-                    r.body,
-                    seq
-                ],
-            )?,
-            // The MRN index and the patient's key never change with a change pushed by a station.
-            IncomingRecord::Patient(p) => tx.execute(
-                "UPDATE patients SET unit = ?2, bed = ?3, version = ?4, body = ?5, change_seq = ?6
-                 WHERE id = ?1",
-                params![p.id.as_bytes(), p.unit, p.bed, p.version, p.body, seq],
-            )?,
-        };
-        tx.execute(
-            "INSERT INTO applied_changes (change_id, device_id, record_id, version) VALUES (?1, ?2, ?3, ?4)",
-            params![c.change_id.as_bytes(), c.device_id.as_bytes(), id.as_bytes(), c.record.version()],
-        )?;
         tx.commit()?;
-        Ok(Stored::Applied)
+        Ok(outcomes)
     }
 
     fn pull_page(
@@ -1152,6 +1121,60 @@ fn sealed_patient(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedPatient> {
         wrapped_key: r.get(5)?,
         body: r.get(6)?,
     })
+}
+
+/// One change of a batch, in the caller's write transaction.
+fn apply_change_in(tx: &Transaction<'_>, c: &IncomingChange) -> Result<Stored, ServerError> {
+    if let Some(seen) = applied_change_in(tx, c.change_id)? {
+        return Ok(Stored::AlreadyApplied(seen));
+    }
+    let id = c.record.id();
+    let current: Option<i64> = match &c.record {
+        IncomingRecord::Record(_) => tx
+            .prepare_cached("SELECT version FROM records WHERE id = ?1")?
+            .query_row([id.as_bytes()], |r| r.get(0))
+            .optional()?,
+        IncomingRecord::Patient(_) => tx
+            .prepare_cached("SELECT version FROM patients WHERE id = ?1")?
+            .query_row([id.as_bytes()], |r| r.get(0))
+            .optional()?,
+    };
+    if current != c.replaces {
+        return Ok(Stored::Moved { current_version: current });
+    }
+    let seq = next_change_seq(tx)?;
+    match &c.record {
+        IncomingRecord::Record(r) => tx.prepare_cached(
+            "INSERT INTO records (id, patient_id, kind, sort_key, version, body, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET sort_key = ?4, version = ?5, body = ?6, change_seq = ?7",
+        )?
+        .execute(params![
+                r.id.as_bytes(),
+                c.patient_id.as_bytes(),
+                r.kind.as_str(),
+                r.sort_key,
+                r.version,
+                r.body,
+                seq
+            ])?,
+        // The MRN index and the patient's key never change with a change pushed by a station.
+        IncomingRecord::Patient(p) => tx
+            .prepare_cached(
+                "UPDATE patients SET unit = ?2, bed = ?3, version = ?4, body = ?5, change_seq = ?6 WHERE id = ?1",
+            )?
+            .execute(params![p.id.as_bytes(), p.unit, p.bed, p.version, p.body, seq])?,
+    };
+    tx.prepare_cached(
+        "INSERT INTO applied_changes (change_id, device_id, record_id, version) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        c.change_id.as_bytes(),
+        c.device_id.as_bytes(),
+        id.as_bytes(),
+        c.record.version()
+    ])?;
+    Ok(Stored::Applied)
 }
 
 fn applied_change_in(conn: &Connection, change_id: Uuid) -> Result<Option<AppliedChange>, ServerError> {
