@@ -468,6 +468,18 @@ mod tests {
         assert_eq!(msg, b"chartroom-request-v1\nGET\n/v1/units/ICU/census?limit=5\n1700000000000\ncrat_x");
         assert_eq!(login_proof_message("d", "n", "u"), b"chartroom-login-v1\nd\nn\nu");
         assert_eq!(refresh_proof_message("d", "n", "r"), b"chartroom-refresh-v1\nd\nn\nr");
+        let r = RecoverRequest {
+            device_id: "d".into(),
+            token: "crv1_secret".into(),
+            recovery_slot: "00".into(),
+            device_public_key: "k".into(),
+            ephemeral_public_key: "e".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"device_id":"d","token":"crv1_secret","recovery_slot":"00","device_public_key":"k","ephemeral_public_key":"e"}"#
+        );
+        assert!(!format!("{r:?}").contains("crv1_secret"), "the token never reaches a log");
         let back: Health =
             serde_json::from_str(r#"{"status":"ok","api_version":1,"server_version":"x"}"#).unwrap();
         assert_eq!(back.status, HealthStatus::Ok);
