@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use chartroom_protocol::{
     login_proof_message, refresh_proof_message, request_proof_message, ApiError, ChallengeRequest,
-    ChallengeResponse, EnrollRequest, EnrollResponse, Health, LoginRequest, RefreshRequest, TokenResponse,
-    PROOF_HEADER,
+    ChallengeResponse, EnrollRequest, EnrollResponse, Health, LoginRequest, RecoverRequest, RecoverResponse,
+    RefreshRequest, TokenResponse, PROOF_HEADER,
 };
 use ed25519_dalek::{Signer, SigningKey};
 use serde::de::DeserializeOwned;
@@ -138,6 +138,12 @@ impl ServerClient {
     ) -> Result<EnrollResponse, ClientError> {
         let body = EnrollRequest { token: token.into(), device_public_key: device_public_key_hex.into() };
         self.post("/v1/devices/enroll", &body).await
+    }
+
+    /// Recovers a device that lost its secret, with a one-time recovery token (see
+    /// `chartroom_protocol::RecoverRequest`).
+    pub async fn recover(&self, request: &RecoverRequest) -> Result<RecoverResponse, ClientError> {
+        self.post("/v1/devices/recover", request).await
     }
 
     /// Logs `username` in on this device: fetches a nonce and signs it with the device key.

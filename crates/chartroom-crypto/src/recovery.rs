@@ -67,6 +67,18 @@ impl RecoveryKeyPair {
     pub fn public(&self) -> RecoveryPublicKey {
         self.public
     }
+
+    /// The key pair from its 32-byte private key (as kept in the server's `keys/recovery.key`).
+    pub fn from_secret_bytes(bytes: &[u8; 32]) -> Self {
+        let secret = StaticSecret::from(*bytes);
+        let public = RecoveryPublicKey(PublicKey::from(&secret).to_bytes());
+        RecoveryKeyPair { secret, public }
+    }
+
+    /// The private key, to be written to a key file (wiped when dropped).
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.secret.to_bytes())
+    }
 }
 
 /// The data key of one device, sealed to a recovery public key.
@@ -166,6 +178,10 @@ mod tests {
         assert_eq!(parsed.device_id(), device);
         assert_eq!(parsed.open(&keys).unwrap().key(), dek.key());
         assert_eq!(parsed.open(&RecoveryKeyPair::generate()).err(), Some(CryptoError::WrongRecoveryKey));
+        // A key pair saved and loaded again is the same key pair.
+        let reloaded = RecoveryKeyPair::from_secret_bytes(&keys.secret_bytes());
+        assert_eq!(reloaded.public(), keys.public());
+        assert_eq!(parsed.open(&reloaded).unwrap().key(), dek.key());
     }
 
     #[test]

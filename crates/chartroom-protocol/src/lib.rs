@@ -57,6 +57,52 @@ pub struct EnrollResponse {
     /// 64 hex digits: wraps the station's data key for first logins (never stored on the station;
     /// every online login hands it out again).
     pub escrow_key: String,
+    /// 64 hex digits: the server's X25519 recovery public key. The station seals its data key to it
+    /// (its recovery slot), so losing the OS keyring does not lose unsynced work.
+    pub recovery_public_key: String,
+}
+
+/// `POST /v1/devices/recover`: a station that lost its device secret (OS keyring reset) proves an
+/// administrator approved its recovery with a one-time recovery token, registers a new Ed25519 key
+/// and asks the server to open its recovery slot. The data key comes back sealed to
+/// `ephemeral_public_key`, never in the clear (not even inside TLS).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    pub device_id: String,
+    /// From `chartroom-server device recover`.
+    pub token: String,
+    /// Hex of the station's recovery slot (the data key sealed to the server's recovery key).
+    pub recovery_slot: String,
+    /// 64 hex digits: the new Ed25519 device key (replaces the lost one).
+    pub device_public_key: String,
+    /// 64 hex digits: a one-use X25519 key the data key is sealed to for the way back.
+    pub ephemeral_public_key: String,
+}
+
+impl std::fmt::Debug for RecoverRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoverRequest").field("device_id", &self.device_id).finish_non_exhaustive()
+    }
+}
+
+/// The answer to a recovery: the data key sealed to the station's ephemeral key (the recovery slot
+/// format, version 1, bound to the device id) and the device's escrow key, with which the station
+/// seals a new escrow slot under its new device secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecoverResponse {
+    pub device_id: String,
+    pub name: String,
+    /// Hex of the data key sealed to `ephemeral_public_key`.
+    pub sealed_data_key: String,
+    /// 64 hex digits, as in [`EnrollResponse::escrow_key`].
+    pub escrow_key: String,
+}
+
+impl std::fmt::Debug for RecoverResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoverResponse").field("device_id", &self.device_id).finish_non_exhaustive()
+    }
 }
 
 /// The header that carries a device's proof of possession on every authenticated request:
@@ -426,6 +472,18 @@ mod tests {
         assert_eq!(msg, b"chartroom-request-v1\nGET\n/v1/units/ICU/census?limit=5\n1700000000000\ncrat_x");
         assert_eq!(login_proof_message("d", "n", "u"), b"chartroom-login-v1\nd\nn\nu");
         assert_eq!(refresh_proof_message("d", "n", "r"), b"chartroom-refresh-v1\nd\nn\nr");
+        let r = RecoverRequest {
+            device_id: "d".into(),
+            token: "crv1_secret".into(),
+            recovery_slot: "00".into(),
+            device_public_key: "k".into(),
+            ephemeral_public_key: "e".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"device_id":"d","token":"crv1_secret","recovery_slot":"00","device_public_key":"k","ephemeral_public_key":"e"}"#
+        );
+        assert!(!format!("{r:?}").contains("crv1_secret"), "the token never reaches a log");
         let back: Health =
             serde_json::from_str(r#"{"status":"ok","api_version":1,"server_version":"x"}"#).unwrap();
         assert_eq!(back.status, HealthStatus::Ok);

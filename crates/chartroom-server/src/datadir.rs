@@ -10,6 +10,10 @@
 //!                       `--master-key keyring` it lives in the OS keyring instead (service
 //!                       `chartroom-server`, user `master-key:<server id>`) and this file is absent.
 //! DIR/keys/signing.key  Ed25519 seed for signed audit checkpoints (0600)
+//! DIR/keys/recovery.key X25519 private key (0600) that opens stations' recovery slots after an
+//!                       administrator approved a recovery. Data directories made before it existed
+//!                       get one at their first `serve` (or `device recover`); stations enrolled
+//!                       before that have no recovery slot.
 //! DIR/server.db         SQLCipher database
 //! ```
 
@@ -124,6 +128,9 @@ impl DataDir {
     fn signing_key_path(&self) -> PathBuf {
         self.dir.join("keys").join("signing.key")
     }
+    fn recovery_key_path(&self) -> PathBuf {
+        self.dir.join("keys").join("recovery.key")
+    }
     pub fn database_path(&self) -> PathBuf {
         self.dir.join("server.db")
     }
@@ -166,6 +173,31 @@ impl DataDir {
         Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
     }
 
+    /// The recovery key pair (`keys/recovery.key`). An initialised data directory made before
+    /// recovery existed gets one now: written whole under a temporary name, then linked into place
+    /// (which never replaces), so two processes starting together agree on one complete key.
+    pub fn recovery_keys(&self) -> Result<chartroom_crypto::RecoveryKeyPair, ServerError> {
+        self.read_config()?;
+        let path = self.recovery_key_path();
+        if !path.exists() {
+            let fresh = chartroom_crypto::RecoveryKeyPair::generate();
+            let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+            write_new(&tmp, fresh.secret_bytes().as_ref(), 0o600)?;
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => return Ok(fresh),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let bytes = Zeroizing::new(fs::read(&path).map_err(|_| ServerError::Damaged("keys/recovery.key"))?);
+        let secret: Zeroizing<[u8; 32]> = Zeroizing::new(
+            bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/recovery.key"))?,
+        );
+        Ok(chartroom_crypto::RecoveryKeyPair::from_secret_bytes(&secret))
+    }
+
     /// The keys that seal patient records (derived from the master key).
     pub fn record_keys(&self) -> Result<crate::phi::RecordKeys, ServerError> {
         Ok(crate::phi::RecordKeys::from_master(&*self.master_key()?))
@@ -189,6 +221,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerEr
         dir.key_path(),
         dir.master_key_path(),
         dir.signing_key_path(),
+        dir.recovery_key_path(),
         dir.database_path(),
     ];
     if existing.iter().any(|p| p.exists()) {
@@ -239,6 +272,8 @@ fn init_files(
     }
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     write_new(&dir.signing_key_path(), signing.as_bytes(), 0o600)?;
+    let recovery = chartroom_crypto::RecoveryKeyPair::generate();
+    write_new(&dir.recovery_key_path(), recovery.secret_bytes().as_ref(), 0o600)?;
 
     drop(crate::storage::SqliteStorage::open(&dir.database_path(), &master)?);
     #[cfg(unix)]

@@ -19,6 +19,12 @@ pub enum ServerError {
     InvalidToken,
     #[error("this device is already enrolled or revoked; a new token needs a new device name")]
     DeviceEnrolled,
+    #[error("the recovery token is not valid (unknown, already used, expired, for another device, or the device was revoked)")]
+    InvalidRecoveryToken,
+    #[error("this device is not enrolled, or was revoked: there is nothing to recover")]
+    NotRecoverable,
+    #[error("the recovery slot is not valid for this device and this server's recovery key")]
+    RecoverySlotInvalid,
     #[error("a patient with this id or MRN is already on the server")]
     PatientExists,
     #[error("import refused, nothing was imported: {0}")]
@@ -55,6 +61,9 @@ impl ServerError {
             ServerError::UnknownDevice => "device.unknown",
             ServerError::InvalidToken => "device.invalid_token",
             ServerError::DeviceEnrolled => "device.enrolled",
+            ServerError::InvalidRecoveryToken => "device.invalid_recovery_token",
+            ServerError::NotRecoverable => "device.not_recoverable",
+            ServerError::RecoverySlotInvalid => "device.recovery_slot_invalid",
             ServerError::PatientExists => "patient.exists",
             ServerError::Import(_) => "fhir.import",
             ServerError::AuditRejected { code, .. } => code,

@@ -24,6 +24,15 @@ pub fn decode<const N: usize>(hex: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// At most `max` bytes from an even number of hex digits (either case), or `None`.
+pub fn decode_vec(hex: &str, max: usize) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || hex.len() / 2 > max {
+        return None;
+    }
+    let digit = |c: u8| char::from(c).to_digit(16);
+    hex.as_bytes().chunks_exact(2).map(|p| u8::try_from(digit(p[0])? * 16 + digit(p[1])?).ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +46,9 @@ mod tests {
         assert_eq!(decode::<4>("0001abfg"), None);
         assert_eq!(decode::<4>("0001abff00"), None);
         assert_eq!(decode::<2>("é1"), None);
+        assert_eq!(decode_vec("0001abFF", 4), Some(bytes.to_vec()));
+        assert_eq!(decode_vec("0001abff", 3), None, "longer than allowed");
+        assert_eq!(decode_vec("abc", 4), None);
+        assert_eq!(decode_vec("é1", 4), None);
     }
 }

@@ -134,6 +134,7 @@ pub async fn start_with_clock(
         keys: Arc::new(phi::RecordKeys::from_master(&master)),
         // Per-device escrow keys come from this root, itself derived from the master key.
         escrow_root: Arc::new(chartroom_crypto::escrow_key_for(&master, uuid::Uuid::nil())),
+        recovery: Arc::new(dir.recovery_keys()?),
         clock,
         anomaly: config.anomaly,
     };

@@ -211,6 +211,16 @@ enum DeviceCommand {
         #[arg(long, default_value_t = 24)]
         expires_in_hours: u64,
     },
+    /// Approve the recovery of an enrolled device whose OS keyring lost its secret: prints a
+    /// one-time recovery token for `chartroom-station recover` (only its hash is stored).
+    Recover {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 60)]
+        expires_in_minutes: u64,
+    },
     /// Revoke a device: its token and (once enrollment exists) its access stop working.
     Revoke {
         #[arg(long)]
@@ -444,6 +454,18 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             let lifetime = Duration::from_secs(expires_in_hours * 3600);
             let token = issue_token(&storage, &name, profile, units, lifetime, wall_now())?;
             admin_action(&storage, "device_token", "device", &name, wall_now())?;
+            println!("{}", token.as_str());
+        }
+        DeviceCommand::Recover { data_dir, name, expires_in_minutes } => {
+            anyhow::ensure!(
+                (1..=24 * 60).contains(&expires_in_minutes),
+                "--expires-in-minutes must be between 1 and 1440"
+            );
+            let storage = DataDir::new(data_dir).open_storage()?;
+            let lifetime = Duration::from_secs(expires_in_minutes * 60);
+            let (device, token) =
+                chartroom_server::devices::approve_recovery(&storage, &name, lifetime, wall_now())?;
+            admin_action(&storage, "device_recover_approve", "device", &device.id.to_string(), wall_now())?;
             println!("{}", token.as_str());
         }
         DeviceCommand::Revoke { data_dir, name } => {

@@ -120,10 +120,22 @@ fn init_refuses_an_initialised_directory_and_changes_nothing() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for f in ["keys/master.key", "keys/signing.key", "tls/key.pem", "server.db"] {
+        for f in ["keys/master.key", "keys/signing.key", "keys/recovery.key", "tls/key.pem", "server.db"] {
             let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
+    }
+    // A data directory made before recovery existed gets a recovery key at first need, once.
+    let recovery = dir.recovery_keys().unwrap().public();
+    std::fs::remove_file(dir.path().join("keys/recovery.key")).unwrap();
+    let fresh = dir.recovery_keys().unwrap().public();
+    assert_ne!(fresh, recovery);
+    assert_eq!(dir.recovery_keys().unwrap().public(), fresh, "made once, then read");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("keys/recovery.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
     // The database file does not open without the key derived from the master key.
     let conn = rusqlite::Connection::open(dir.database_path()).unwrap();
@@ -362,6 +374,33 @@ fn device_tokens_are_one_line_hashed_and_revocable() {
     let devices: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(devices[0]["profile"], "station");
     assert!(devices[0]["revoked_at"].is_null());
+
+    // Recovery is for enrolled devices only: one clear line otherwise.
+    let recover = Command::new(bin)
+        .args(["device", "recover", "--data-dir", d, "--name", "icu-station-1"])
+        .output()
+        .unwrap();
+    assert_eq!(recover.status.code(), Some(1));
+    let err = String::from_utf8(recover.stderr).unwrap();
+    assert!(err.contains("not enrolled") && err.lines().count() == 1, "{err}");
+    // Once enrolled, it can be: a one-time token, printed once, only its hash kept, audited.
+    {
+        use chartroom_server::storage::Storage;
+        let storage = DataDir::new(d).open_storage().unwrap();
+        let hash = chartroom_server::auth::sha256(t2.trim());
+        storage.enroll_device(&hash, &[9; 32], chartroom_server::wall_now()).unwrap();
+    }
+    let recover = Command::new(bin)
+        .args(["device", "recover", "--data-dir", d, "--name", "icu-station-1"])
+        .output()
+        .unwrap();
+    assert!(recover.status.success(), "{}", String::from_utf8_lossy(&recover.stderr));
+    let t3 = String::from_utf8(recover.stdout).unwrap();
+    assert!(t3.trim().starts_with("crv1_") && t3.lines().count() == 1, "{t3}");
+    let export =
+        Command::new(bin).args(["audit", "export", "--data-dir", d, "--format", "jsonl"]).output().unwrap();
+    let trail = String::from_utf8(export.stdout).unwrap();
+    assert!(trail.contains("device_recover_approve") && !trail.contains(t3.trim()), "{trail}");
 
     let revoke = Command::new(bin)
         .args(["device", "revoke", "--data-dir", d, "--name", "ICU-STATION-1"])

@@ -31,8 +31,14 @@ pub enum StationError {
     DatabaseDamaged(&'static str),
     #[error("the profile file `{0}` is damaged")]
     ProfileDamaged(&'static str),
-    #[error("this device has no recovery slot")]
+    #[error("this device has no recovery slot: without its keyring entry its data cannot be recovered")]
     NoRecoverySlot,
+    #[error("this station is not enrolled with a server, so there is nothing to recover from")]
+    NoServer,
+    #[error("the recovery token is not valid (unknown, already used, expired or for another device); ask an administrator for a new one (nothing was changed)")]
+    RecoveryTokenInvalid,
+    #[error("the server could not open this device's recovery slot (nothing was changed)")]
+    RecoverySlotRefused,
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -68,7 +74,9 @@ pub enum StationError {
 /// The keyring's errors, said about the one key a station keeps there.
 fn keystore_message(e: &KeystoreError) -> String {
     match e {
-        KeystoreError::Missing => "this device's key is not available in the system keyring".into(),
+        KeystoreError::Missing => {
+            "this device's key is not available in the system keyring (if it was lost, an administrator can approve `chartroom-station recover`)".into()
+        }
         KeystoreError::Damaged => "this device's key in the system keyring is damaged".into(),
         KeystoreError::Unavailable(_) => e.to_string(),
     }
@@ -93,6 +101,9 @@ impl StationError {
             StationError::DatabaseDamaged(_) => "vault.database_damaged",
             StationError::ProfileDamaged(_) => "vault.profile_damaged",
             StationError::NoRecoverySlot => "vault.no_recovery_slot",
+            StationError::NoServer => "station.no_server",
+            StationError::RecoveryTokenInvalid => "recovery.invalid_token",
+            StationError::RecoverySlotRefused => "recovery.slot_refused",
             StationError::Store(e) => e.code(),
             StationError::Crypto(_) => "vault.crypto",
             StationError::Io(_) => "station.io",

@@ -20,4 +20,4 @@ pub use edits::NewMedication;
 pub use error::StationError;
 pub use keystore::{DeviceSecretStore, KeystoreError, MemoryKeystore, OsKeyring};
 pub use profile::Profile;
-pub use vault::{LockedVault, NewVault, UnlockedVault};
+pub use vault::{LockedVault, NewVault, Recovered, UnlockedVault};

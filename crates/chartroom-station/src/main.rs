@@ -43,6 +43,13 @@ enum Command {
         #[arg(long)]
         token: String,
     },
+    /// After the OS keyring lost this device's secret: with a one-time token from `chartroom-server
+    /// device recover`, get the data key back under a new device key, then log in online and sync
+    /// (unsynced changes reach the server). Every user logs in online once again afterwards.
+    Recover {
+        #[arg(long)]
+        token: String,
+    },
     /// Create a demo vault with synthetic patients, lock, unlock and print a chart summary.
     Demo {
         #[arg(long, default_value_t = 24)]
@@ -344,6 +351,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))?;
             let name = locked.server().map(|s| s.name.clone()).unwrap_or_default();
             writeln!(out, "enrolled as {name} (device {})", locked.device_id())?;
+        }
+        Command::Recover { token } => {
+            let username = cli.username.as_deref().context("--username is required")?;
+            anyhow::ensure!(
+                cli.password_stdin,
+                "--password-stdin is required (passwords are never taken as arguments)"
+            );
+            let password = read_password()?;
+            let keystore = Arc::new(OsKeyring::connect()?);
+            let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
+            let server = locked.server().cloned().context("this profile is not enrolled with a server")?;
+            let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let recovered = runtime.block_on(locked.recover(&client, token, clock::wall_now()))?;
+            writeln!(
+                out,
+                "recovered {} (device {}): data key regained under a new device key; {} user key slot(s) dropped, so every user logs in online once again",
+                server.name,
+                locked.device_id(),
+                recovered.slots_dropped
+            )?;
+            out.flush()?;
+            // The profile is re-keyed whatever happens next; a failure here is an ordinary sync
+            // failure (the changes stay in the outbox).
+            let report = runtime
+                .block_on(async {
+                    let mut vault =
+                        locked.login_online(&client, username, &password, clock::wall_now()).await?;
+                    let result = vault.sync(&client, clock::wall_now()).await;
+                    vault.lock();
+                    result
+                })
+                .map_err(|e| anyhow::anyhow!("recovered, but the first sync failed ({e}); run sync"))?;
+            let push = &report.push;
+            writeln!(
+                out,
+                "pushed: {} applied, {} conflicts, {} rejected, {} still pending; audit entries uploaded: {}",
+                push.applied, push.conflicts, push.rejected, push.pending, report.audit_uploaded
+            )?;
         }
         Command::Demo { patients } => {
             let keystore = Arc::new(OsKeyring::connect()?);

@@ -259,6 +259,19 @@ impl Profile {
         self.write_slot_file(&file)
     }
 
+    /// Re-keying after a recovery, in one atomic write: the escrow slot sealed under the new device
+    /// secret replaces the old one, and every user slot goes (each was sealed under the lost
+    /// secret). The recovery slot stays: it still opens the same data key. Returns how many user
+    /// slots were dropped.
+    pub fn rekey_slots(&self, escrow: &chartroom_crypto::EscrowSlot) -> Result<usize, StationError> {
+        let mut file = self.read_slot_file()?;
+        let dropped = file.users.len();
+        file.users.clear();
+        file.escrow = Some(to_hex(escrow.as_bytes()));
+        self.write_slot_file(&file)?;
+        Ok(dropped)
+    }
+
     pub fn put_escrow_slot(&self, slot: &chartroom_crypto::EscrowSlot) -> Result<(), StationError> {
         let mut file = self.read_slot_file()?;
         file.escrow = Some(to_hex(slot.as_bytes()));
@@ -378,11 +391,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StationError> {
     Ok(())
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn from_hex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -14,7 +14,7 @@ use chartroom_domain::{Chart, DeviceProfile, LockPolicy, Role, Timestamp};
 use chartroom_store::{Actor, DatabaseEncryption, Store, StoreError, StoreOptions};
 use uuid::Uuid;
 
-use crate::profile::{DeviceRecord, Profile, ServerLink};
+use crate::profile::{from_hex, to_hex, DeviceRecord, Profile, ServerLink};
 use crate::{DeviceSecretStore, StationError};
 
 type Result<T> = std::result::Result<T, StationError>;
@@ -56,6 +56,13 @@ fn decode_key(hex: &str) -> Result<zeroize::Zeroizing<[u8; 32]>> {
         out[i] = u8::from_str_radix(s, 16).map_err(|_| StationError::ServerAnswer)?;
     }
     Ok(out)
+}
+
+/// What a recovery did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// User slots dropped (sealed under the lost device secret): those users log in online again.
+    pub slots_dropped: usize,
 }
 
 /// This machine's host name, for the audit trail's "where" (no PHI).
@@ -169,6 +176,7 @@ impl LockedVault {
         let enrolled = client.enroll(token, &probe.public_key_hex()).await?;
         let device_id: Uuid = enrolled.device_id.parse().map_err(|_| StationError::ServerAnswer)?;
         let escrow_key = decode_key(&enrolled.escrow_key)?;
+        let recovery = RecoveryPublicKey::from_bytes(*decode_key(&enrolled.recovery_public_key)?);
         let device = DeviceRecord {
             format: 1,
             device_id,
@@ -186,6 +194,9 @@ impl LockedVault {
         let created = (|| {
             let dek = DataKey::generate();
             profile.put_escrow_slot(&EscrowSlot::seal(&dek, &escrow_key, &secret, device_id))?;
+            // Sealed to the server's recovery key: if the keyring ever loses the device secret, an
+            // administrator's approval gets the data key (and unsynced work) back.
+            profile.put_recovery_slot(&RecoverySlot::seal(&dek, &recovery, device_id)?)?;
             let mut store = Store::create(&profile.database_path(), dek, StoreOptions::default())?;
             let actor = Actor { device_id, user_id: None, username: None, host: host_name() };
             let mut e = chartroom_audit::Event::new(now, "enroll", "device", "ok");
@@ -447,6 +458,70 @@ impl LockedVault {
             StoreError::Missing => StationError::DatabaseDamaged("the database file is missing"),
             other => StationError::Store(other),
         })
+    }
+
+    /// Recovers this station after its OS keyring lost the device secret, with a one-time recovery
+    /// token an administrator issued (`chartroom-server device recover`).
+    ///
+    /// A new device secret is made (not stored yet); the server checks the token, opens the
+    /// recovery slot, registers the new device key (the old one stops working) and returns the data
+    /// key sealed to a one-use X25519 key of this call. Only once that data key has opened this
+    /// station's database does anything change on disk, in this order: the new secret goes into
+    /// the keyring; then one atomic write of `keyslots.json` puts an escrow slot sealed under it and
+    /// drops every user slot (they were sealed under the lost secret: each user logs in online once
+    /// again). The recovery slot and the data key never change, so a crash at any point leaves a
+    /// profile that recovers again with a new token, or one that is fully re-keyed. A refused
+    /// token changes nothing.
+    pub async fn recover(
+        &self,
+        client: &chartroom_client::ServerClient,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Recovered> {
+        if self.device.server.is_none() {
+            return Err(StationError::NoServer);
+        }
+        let device_id = self.device.device_id;
+        let slot = self.profile.recovery_slot()?.ok_or(StationError::NoRecoverySlot)?;
+        if slot.device_id() != device_id {
+            return Err(StationError::SlotOfAnotherDevice);
+        }
+        let secret = DeviceSecret::generate();
+        let identity = chartroom_client::DeviceIdentity::new(device_id.to_string(), &secret.signing_seed());
+        let ephemeral = RecoveryKeyPair::generate();
+        let request = chartroom_protocol::RecoverRequest {
+            device_id: device_id.to_string(),
+            token: token.trim().to_owned(),
+            recovery_slot: to_hex(slot.as_bytes()),
+            device_public_key: identity.public_key_hex(),
+            ephemeral_public_key: to_hex(ephemeral.public().as_bytes()),
+        };
+        let answer = client.recover(&request).await.map_err(|e| match e.code() {
+            Some("device.invalid_recovery_token") => StationError::RecoveryTokenInvalid,
+            Some("device.recovery_slot_invalid") => StationError::RecoverySlotRefused,
+            _ => e.into(),
+        })?;
+        // From here the server knows only the new key. If this process dies before the keyring
+        // write, the profile is as it was and recovers with a new token.
+        let sealed = from_hex(&answer.sealed_data_key)
+            .and_then(|b| RecoverySlot::from_bytes(&b).ok())
+            .filter(|s| s.device_id() == device_id)
+            .ok_or(StationError::ServerAnswer)?;
+        let dek = sealed.open(&ephemeral).map_err(|_| StationError::ServerAnswer)?;
+        let escrow = EscrowSlot::seal(&dek, &*decode_key(&answer.escrow_key)?, &secret, device_id);
+        // The data key must open this database before anything is changed.
+        let mut store = self.open_store(dek)?;
+        let actor = Actor { device_id, user_id: None, username: None, host: host_name() };
+        let mut e = chartroom_audit::Event::new(now, "key_access", "recovery_slot", "ok");
+        e.resource_id = Some(device_id.to_string());
+        store.record(&actor, e)?;
+        self.keystore.save(device_id, &secret)?;
+        let slots_dropped = self.profile.rekey_slots(&escrow)?;
+        let mut e = chartroom_audit::Event::new(now, "rekey", "device_secret", "ok");
+        e.resource_id = Some(format!("{slots_dropped} user slots dropped"));
+        store.record(&actor, e)?;
+        store.close()?;
+        Ok(Recovered { slots_dropped })
     }
 
     /// Opens the store with the recovery private key, without the keyring. The audited recovery flow

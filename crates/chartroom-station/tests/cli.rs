@@ -238,3 +238,119 @@ fn cli_enroll_then_online_then_offline() {
     use chartroom_station::DeviceSecretStore;
     chartroom_station::OsKeyring::connect().unwrap().delete(id).unwrap();
 }
+
+/// The CLI contract of recovery: with the keyring entry gone a command fails with one line; an
+/// unapproved `recover` fails and changes nothing; an approved one re-keys, pushes the pending
+/// vitals and prints what it did; then the user works offline again.
+#[test]
+fn cli_recover_after_keyring_loss() {
+    if !keyring_available() {
+        return;
+    }
+    use chartroom_station::DeviceSecretStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = chartroom_server::DataDir::new(tmp.path().join("server"));
+    let report = chartroom_server::init(&dir, &chartroom_server::InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let password = "night-shift-kettle-77";
+    let now = chartroom_server::wall_now();
+    let nurse = chartroom_crypto::Password::new(password.into());
+    let icu = vec!["ICU".to_string()];
+    chartroom_server::users::add_user(
+        &storage,
+        "kim.rn",
+        chartroom_domain::Role::Nurse,
+        icu.clone(),
+        &nurse,
+        now,
+    )
+    .unwrap();
+    let config = chartroom_synth::SynthConfig::new(3, now);
+    let chart =
+        (0..4).map(|i| chartroom_synth::patient(&config, i)).find(|c| c.patient.unit == "ICU").unwrap();
+    chartroom_server::records::load_charts(
+        &storage,
+        &dir.record_keys().unwrap(),
+        std::slice::from_ref(&chart),
+    )
+    .unwrap();
+    let token = chartroom_server::devices::issue_token(
+        &storage,
+        "icu-8",
+        chartroom_domain::DeviceProfile::Station,
+        icu,
+        std::time::Duration::from_secs(600),
+        now,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let p = tmp.path().join("station");
+    let p = p.to_str().unwrap();
+    let pw = format!("{password}\n");
+    let enroll = station(
+        &[
+            "--profile-dir",
+            p,
+            "enroll",
+            "--server",
+            &url,
+            "--fingerprint",
+            &report.fingerprint,
+            "--token",
+            &token,
+        ],
+        "",
+    );
+    assert!(enroll.status.success(), "{}", String::from_utf8_lossy(&enroll.stderr));
+    let as_kim = |args: &[&str]| {
+        let mut all = vec!["--profile-dir", p, "--username", "kim.rn", "--password-stdin"];
+        all.extend_from_slice(args);
+        station(&all, &pw)
+    };
+    let out = as_kim(&["sync"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = as_kim(&["vitals", "--mrn", &chart.patient.mrn, "--hr", "88"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let device: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(std::path::Path::new(p).join("device.json")).unwrap()).unwrap();
+    let id: uuid::Uuid = device["device_id"].as_str().unwrap().parse().unwrap();
+    let keyring = chartroom_station::OsKeyring::connect().unwrap();
+    keyring.delete(id).unwrap();
+    let out = as_kim(&["outbox"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("not available in the system keyring") && err.lines().count() == 1, "{err}");
+
+    let slots = std::fs::read(std::path::Path::new(p).join("keyslots.json")).unwrap();
+    let out = as_kim(&["recover", "--token", "crv1_not-approved"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("recovery token is not valid") && err.lines().count() == 1, "{err}");
+    assert_eq!(
+        std::fs::read(std::path::Path::new(p).join("keyslots.json")).unwrap(),
+        slots,
+        "nothing changed"
+    );
+
+    let (_, approved) = chartroom_server::devices::approve_recovery(
+        &storage,
+        "icu-8",
+        std::time::Duration::from_secs(600),
+        now,
+    )
+    .unwrap();
+    let out = as_kim(&["recover", "--token", &approved]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("recovered icu-8 (device "), "{text}");
+    assert!(text.contains("1 user key slot(s) dropped") && text.contains("pushed: 1 applied"), "{text}");
+
+    runtime.block_on(server.shutdown(std::time::Duration::from_secs(2))).unwrap();
+    let out = as_kim(&["outbox"]);
+    assert!(out.status.success(), "offline again: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("0 change(s) not yet on the server"));
+    keyring.delete(id).unwrap();
+}

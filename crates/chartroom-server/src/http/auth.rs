@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartroom_protocol::{
     ApiError, ChallengeRequest, ChallengeResponse, EnrollRequest, EnrollResponse, Health, HealthStatus,
-    LoginRequest, RefreshRequest, TokenResponse, UserInfo, API_VERSION,
+    LoginRequest, RecoverRequest, RecoverResponse, RefreshRequest, TokenResponse, UserInfo, API_VERSION,
 };
 
 use super::{failure, server_failure, AppState, Body, Caller, Remote};
@@ -67,10 +67,66 @@ pub async fn enroll(
             escrow_key: crate::hex::encode(
                 chartroom_crypto::escrow_key_for(&state.escrow_root, d.id).as_ref(),
             ),
+            recovery_public_key: crate::hex::encode(state.recovery.public().as_bytes()),
         })
         .into_response(),
         Err(ServerError::InvalidToken) => {
             failure(StatusCode::UNAUTHORIZED, "device.invalid_token", &ServerError::InvalidToken.to_string())
+        }
+        Err(e) => server_failure(&e),
+    }
+}
+
+/// Recovers a device whose OS keyring lost its secret, with a one-time recovery token an
+/// administrator issued for it: registers the new device key and returns the data key sealed to the
+/// request's ephemeral key.
+#[utoipa::path(post, path = "/v1/devices/recover", tag = "devices", request_body = RecoverRequest, responses(
+    (status = 200, body = RecoverResponse),
+    (status = 400, body = ApiError, description = "`request.invalid`: malformed keys or slot; `device.recovery_slot_invalid`: the slot does not open for this device (the token stays unused)"),
+    (status = 401, body = ApiError, description = "`device.invalid_recovery_token`: unknown, used, expired or another device's token, or the device was revoked"),
+))]
+pub async fn recover(
+    State(state): State<AppState>,
+    Remote(origin): Remote,
+    body: Body<RecoverRequest>,
+) -> Response {
+    let Body(req) = body;
+    let claim = (|| {
+        let public_key = crate::hex::decode::<32>(&req.device_public_key)
+            .filter(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_ok())?;
+        let ephemeral = crate::hex::decode::<32>(&req.ephemeral_public_key)?;
+        let slot = crate::hex::decode_vec(&req.recovery_slot, 256)
+            .and_then(|b| chartroom_crypto::RecoverySlot::from_bytes(&b).ok())?;
+        Some(crate::devices::RecoveryClaim {
+            device_id: req.device_id.parse().ok()?,
+            token: zeroize::Zeroizing::new(req.token.clone()),
+            slot,
+            public_key,
+            ephemeral: chartroom_crypto::RecoveryPublicKey::from_bytes(ephemeral),
+        })
+    })();
+    let Some(claim) = claim else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "request.invalid",
+            "device_id must be a UUID, the keys 64 hex digits and the recovery slot hex of a version 1 slot",
+        );
+    };
+    let result = crate::devices::recover(
+        state.storage.as_ref(),
+        &state.recovery,
+        &state.escrow_root,
+        &claim,
+        state.clock.now(),
+        &origin,
+    );
+    match result {
+        Ok(r) => Json(r).into_response(),
+        Err(e @ ServerError::InvalidRecoveryToken) => {
+            failure(StatusCode::UNAUTHORIZED, e.code(), &e.to_string())
+        }
+        Err(e @ ServerError::RecoverySlotInvalid) => {
+            failure(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
         }
         Err(e) => server_failure(&e),
     }

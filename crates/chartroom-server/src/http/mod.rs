@@ -42,6 +42,8 @@ pub struct AppState {
     pub clock: Arc<dyn chartroom_domain::Clock>,
     /// Root of the devices' escrow keys (derived from the master key).
     pub escrow_root: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    /// Opens stations' recovery slots (`keys/recovery.key`); only after an approved recovery.
+    pub recovery: Arc<chartroom_crypto::RecoveryKeyPair>,
     /// The anomaly rule (from `config.json`).
     pub anomaly: crate::oversight::AnomalyRule,
 }
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(auth::health))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/devices/enroll", post(auth::enroll))
+        .route("/v1/devices/recover", post(auth::recover))
         .route("/v1/auth/challenge", post(auth::challenge))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))

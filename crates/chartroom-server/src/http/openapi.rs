@@ -11,6 +11,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         super::auth::health,
         super::auth::enroll,
+        super::auth::recover,
         super::auth::challenge,
         super::auth::login,
         super::auth::refresh,

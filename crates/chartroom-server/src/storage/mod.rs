@@ -339,6 +339,32 @@ pub trait Storage: Send + Sync {
     ) -> Result<DeviceRecord, ServerError>;
     /// An enrolled, unrevoked device.
     fn enrolled_device(&self, id: Uuid) -> Result<Option<EnrolledDevice>, ServerError>;
+    /// Approves the recovery of an enrolled, unrevoked device (keyring lost): keeps the hash of a
+    /// one-time recovery token bound to it, replacing an earlier one. `UnknownDevice` or
+    /// `NotRecoverable` (never enrolled, or revoked) otherwise.
+    fn put_recovery_token(
+        &self,
+        name: &str,
+        token_hash: &[u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<DeviceRecord, ServerError>;
+    /// Whether `token_hash` is the unused, unexpired recovery token of `device_id` (enrolled and
+    /// not revoked). Compared in constant time.
+    fn check_recovery_token(
+        &self,
+        device_id: Uuid,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, ServerError>;
+    /// Uses the recovery token: the device's key becomes `public_key` and every session and nonce
+    /// of the old key ends — all or nothing, and never twice (`InvalidRecoveryToken`).
+    fn recover_device(
+        &self,
+        device_id: Uuid,
+        token_hash: &[u8; 32],
+        public_key: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<DeviceRecord, ServerError>;
 
     // Login throttling: `key` names a username or a device.
     /// Reads, changes and writes back one throttle atomically (concurrent attempts must not lose a

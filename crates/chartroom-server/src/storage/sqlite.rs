@@ -156,6 +156,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX records_by_change ON records(change_seq);
      CREATE TABLE change_counter (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
      INSERT INTO change_counter (id, value) VALUES (1, 0);",
+    // 11: keyring-loss recovery. An administrator's approval is a one-time recovery token bound to
+    // one enrolled device; only its SHA-256 is kept.
+    "ALTER TABLE devices ADD COLUMN recovery_token_hash BLOB;
+     ALTER TABLE devices ADD COLUMN recovery_token_expires_at INTEGER;",
 ];
 
 /// The embedded backend.
@@ -306,7 +310,9 @@ impl Storage for SqliteStorage {
         let key = username_key(name);
         // Revocation also kills any unused enrollment token and every session on the device.
         let changed = tx.execute(
-            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?1), token_hash = NULL WHERE name_key = ?2",
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?1), token_hash = NULL,
+                    recovery_token_hash = NULL, recovery_token_expires_at = NULL
+             WHERE name_key = ?2",
             params![now.0, key],
         )?;
         if changed == 0 {
@@ -348,6 +354,65 @@ impl Storage for SqliteStorage {
         let mut enrolled = devices_where(&tx, "WHERE name_key = ?1", [&name_key])?;
         tx.commit()?;
         enrolled.pop().map(|d| d.record).ok_or(ServerError::Internal("enrolled device vanished"))
+    }
+
+    fn put_recovery_token(
+        &self,
+        name: &str,
+        token_hash: &[u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<DeviceRecord, ServerError> {
+        let conn = self.conn()?;
+        let tx = write_tx(&conn)?;
+        let key = username_key(name);
+        let Some(device) = devices_where(&tx, "WHERE name_key = ?1", [&key])?.pop() else {
+            return Err(ServerError::UnknownDevice);
+        };
+        if device.record.enrolled_at.is_none() || device.record.revoked_at.is_some() {
+            return Err(ServerError::NotRecoverable);
+        }
+        tx.execute(
+            "UPDATE devices SET recovery_token_hash = ?1, recovery_token_expires_at = ?2 WHERE name_key = ?3",
+            params![&token_hash[..], expires_at.0, key],
+        )?;
+        tx.commit()?;
+        Ok(device.record)
+    }
+
+    fn check_recovery_token(
+        &self,
+        device_id: Uuid,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, ServerError> {
+        live_recovery_token(&*self.conn()?, device_id, token_hash, now)
+    }
+
+    fn recover_device(
+        &self,
+        device_id: Uuid,
+        token_hash: &[u8; 32],
+        public_key: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<DeviceRecord, ServerError> {
+        let conn = self.conn()?;
+        let tx = write_tx(&conn)?;
+        // Checked again inside the write transaction: two requests racing with one token cannot
+        // both pass.
+        if !live_recovery_token(&tx, device_id, token_hash, now)? {
+            return Err(ServerError::InvalidRecoveryToken);
+        }
+        tx.execute(
+            "UPDATE devices SET public_key = ?1, recovery_token_hash = NULL, recovery_token_expires_at = NULL
+             WHERE id = ?2",
+            params![&public_key[..], device_id.as_bytes()],
+        )?;
+        // The old key is dead: so is everything issued to it.
+        tx.execute("DELETE FROM sessions WHERE device_id = ?1", [device_id.as_bytes()])?;
+        tx.execute("DELETE FROM auth_nonces WHERE device_id = ?1", [device_id.as_bytes()])?;
+        let mut device = devices_where(&tx, "WHERE id = ?1", [device_id.as_bytes()])?;
+        tx.commit()?;
+        device.pop().map(|d| d.record).ok_or(ServerError::Internal("recovered device vanished"))
     }
 
     fn list_devices(&self) -> Result<Vec<DeviceRecord>, ServerError> {
@@ -1297,6 +1362,27 @@ fn users_where<P: rusqlite::Params>(
         });
     }
     Ok(out)
+}
+
+/// Whether `token_hash` is the unexpired recovery token of `device_id`, an enrolled and unrevoked
+/// device. The hash is compared in constant time.
+fn live_recovery_token(
+    conn: &Connection,
+    device_id: Uuid,
+    token_hash: &[u8; 32],
+    now: Timestamp,
+) -> Result<bool, ServerError> {
+    use subtle::ConstantTimeEq;
+    let found: Option<(Option<Vec<u8>>, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT recovery_token_hash, recovery_token_expires_at FROM devices
+             WHERE id = ?1 AND enrolled_at IS NOT NULL AND revoked_at IS NULL",
+        )?
+        .query_row([device_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((Some(stored), Some(expires))) = found else { return Ok(false) };
+    let same: bool = stored.as_slice().ct_eq(&token_hash[..]).into();
+    Ok(same && now.0 < expires)
 }
 
 /// A device row with its public key (if enrolled).

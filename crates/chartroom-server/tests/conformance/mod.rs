@@ -87,6 +87,51 @@ pub fn devices(s: &dyn Storage) {
     assert_eq!(s.list_devices().unwrap().len(), 2);
 }
 
+pub fn recovery_tokens(s: &dyn Storage) {
+    let d = device(s, "icu-3", 7, 17);
+    assert!(matches!(s.put_recovery_token("nope", &[9; 32], at(600)), Err(ServerError::UnknownDevice)));
+    let pending = DeviceRecord { id: Uuid::now_v7(), name: "pending".into(), enrolled_at: None, ..d.clone() };
+    s.put_device_token(&pending, &[8; 32]).unwrap();
+    assert!(matches!(s.put_recovery_token("pending", &[9; 32], at(600)), Err(ServerError::NotRecoverable)));
+    assert!(!s.check_recovery_token(d.id, &[9; 32], at(1)).unwrap(), "none approved");
+    s.put_recovery_token("ICU-3", &[9; 32], at(600)).unwrap();
+    assert!(s.check_recovery_token(d.id, &[9; 32], at(1)).unwrap());
+    assert!(!s.check_recovery_token(d.id, &[10; 32], at(1)).unwrap(), "another token");
+    assert!(!s.check_recovery_token(pending.id, &[9; 32], at(1)).unwrap(), "another device");
+    assert!(!s.check_recovery_token(d.id, &[9; 32], at(600)).unwrap(), "expired");
+    assert!(matches!(
+        s.recover_device(d.id, &[9; 32], &[18; 32], at(600)),
+        Err(ServerError::InvalidRecoveryToken)
+    ));
+    // Sessions issued to the old key end with it.
+    let u = user("dee");
+    s.create_user(&u).unwrap();
+    let session = NewSession {
+        id: Uuid::now_v7(),
+        user_id: u.record.id,
+        device_id: d.id,
+        tokens: tokens(6, 600),
+        created_at: T0,
+    };
+    s.create_session(&session).unwrap();
+    assert_eq!(s.recover_device(d.id, &[9; 32], &[18; 32], at(2)).unwrap().id, d.id);
+    assert_eq!(s.enrolled_device(d.id).unwrap().unwrap().public_key, [18; 32]);
+    assert!(s.session_by_access(&[6; 32], at(3)).unwrap().is_none(), "the old key's session ended");
+    assert!(
+        matches!(s.recover_device(d.id, &[9; 32], &[19; 32], at(3)), Err(ServerError::InvalidRecoveryToken)),
+        "never twice"
+    );
+    assert_eq!(s.enrolled_device(d.id).unwrap().unwrap().public_key, [18; 32]);
+    // A new approval replaces an unused one; revocation ends it and refuses new ones.
+    s.put_recovery_token("icu-3", &[11; 32], at(600)).unwrap();
+    s.put_recovery_token("icu-3", &[12; 32], at(600)).unwrap();
+    assert!(!s.check_recovery_token(d.id, &[11; 32], at(4)).unwrap());
+    assert!(s.check_recovery_token(d.id, &[12; 32], at(4)).unwrap());
+    s.revoke_device("icu-3", at(5)).unwrap();
+    assert!(!s.check_recovery_token(d.id, &[12; 32], at(6)).unwrap());
+    assert!(matches!(s.put_recovery_token("icu-3", &[13; 32], at(600)), Err(ServerError::NotRecoverable)));
+}
+
 pub fn throttles_and_nonces(s: &dyn Storage) {
     let policy = LockPolicy::defaults(DeviceProfile::Station);
     for i in 0..3 {
@@ -293,6 +338,7 @@ pub fn records(s: &dyn Storage) {
 pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     accounts(fresh().as_ref());
     devices(fresh().as_ref());
+    recovery_tokens(fresh().as_ref());
     throttles_and_nonces(fresh().as_ref());
     sessions(fresh().as_ref());
     audit(fresh().as_ref());
