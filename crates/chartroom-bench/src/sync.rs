@@ -186,12 +186,16 @@ async fn server_side(
         origin: &origin,
         anomaly: chartroom_server::oversight::AnomalyRule { floor: u64::MAX, ..Default::default() },
     };
+    let device_uuid: uuid::Uuid = device_id.parse()?;
+    // Any device key costs the same to wrap under.
+    let device_key = chartroom_crypto::fields::sync_wrap_key(&[3; 32], device_uuid);
     let t = Instant::now();
     let (mut cursor, mut rows, mut patient) = (0, 0usize, None);
     loop {
-        let page = chartroom_server::sync::pull(reader, cursor, 200).map_err(|e| anyhow::anyhow!("{e}"))?;
-        rows += page.charts.iter().map(Chart::row_count).sum::<usize>() + page.changes.len();
-        patient = patient.or_else(|| page.charts.first().map(|c| c.patient.id));
+        let page = chartroom_server::sync::pull(reader, &device_key, cursor, 200)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        rows += page.patients.len() + page.records.len();
+        patient = patient.or_else(|| page.patients.first().map(|p| p.id));
         std::hint::black_box(serde_json::to_vec(&page)?);
         cursor = page.cursor;
         if !page.more {
@@ -201,7 +205,6 @@ async fn server_side(
     let pull_rows_per_s = rows as f64 / t.elapsed().as_secs_f64();
 
     let patient = patient.ok_or_else(|| anyhow::anyhow!("nothing pulled"))?;
-    let device_uuid: uuid::Uuid = device_id.parse()?;
     let mut head = chartroom_audit::ChainHead::GENESIS;
     let mut busy = Duration::ZERO;
     for b in 0..batches {

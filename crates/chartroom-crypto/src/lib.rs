@@ -11,6 +11,7 @@ mod aead;
 pub mod envelope;
 mod error;
 pub mod escrow;
+pub mod fields;
 pub mod kdf;
 pub mod recovery;
 pub mod secret;

@@ -416,18 +416,76 @@ pub struct PushResponse {
 }
 
 /// `GET /v1/sync/pull?after=<cursor>`: what changed on the server since the station's cursor, within
-/// what the device may hold. Whole charts for patients new or changed as a whole; single records
-/// otherwise. Pass `cursor` back as `after`; `more` says whether to ask again at once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+/// what the device may hold. Records travel sealed exactly as the server stores them (AEAD under
+/// each patient's key, bound to patient, record and field), with the keys of their patients
+/// wrapped for this device's online session: neither side decrypts and re-encrypts every field, and
+/// PHI is encrypted inside TLS too. Pass `cursor` back as `after`; `more` says whether to ask again
+/// at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PullPage {
-    pub charts: Vec<Chart>,
-    pub changes: Vec<ChangeRecord>,
+    /// Patients new to the device or changed as a whole (demographics, placement); all their
+    /// records are in `records`.
+    pub patients: Vec<SealedPatient>,
+    pub records: Vec<SealedRecord>,
+    /// The key of every patient named in `patients` and `records`.
+    pub keys: Vec<WrappedPatientKey>,
     /// Patients that left what this device may hold (moved to another unit): the station deletes
     /// them and their key (crypto-shred), once none of its own changes to them is still unsynced.
     #[serde(default)]
     pub left: Vec<uuid::Uuid>,
     pub cursor: i64,
     pub more: bool,
+}
+
+/// A patient row as stored: placement in the clear (what scope is decided on), the rest sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SealedPatient {
+    pub id: uuid::Uuid,
+    pub unit: String,
+    pub bed: String,
+    pub version: i64,
+    /// The `Patient`, sealed (base64).
+    #[serde(with = "b64")]
+    #[schema(value_type = String, format = Byte)]
+    pub body: Vec<u8>,
+}
+
+/// A clinical record as stored: ids, kind, order key and version in the clear, the record sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SealedRecord {
+    pub id: uuid::Uuid,
+    pub patient_id: uuid::Uuid,
+    /// `allergy`, `condition`, `medication`, `observation` or `note`.
+    pub kind: String,
+    pub sort_key: i64,
+    pub version: i64,
+    #[serde(with = "b64")]
+    #[schema(value_type = String, format = Byte)]
+    pub body: Vec<u8>,
+}
+
+/// A patient's key, wrapped for the device under its sync wrap key (base64).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WrappedPatientKey {
+    pub patient_id: uuid::Uuid,
+    #[serde(with = "b64")]
+    #[schema(value_type = String, format = Byte)]
+    pub wrapped: Vec<u8>,
+}
+
+/// Bytes as standard base64 in JSON.
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(s.as_bytes()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `POST /v1/audit/entries`: a device uploads the next entries of its own audit chain (in order).

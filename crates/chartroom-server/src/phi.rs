@@ -3,7 +3,7 @@
 //! record is sealed as a whole with its patient's key, bound to (patient, record, kind). A DBA with
 //! the database alone — or a PostgreSQL dump later — sees ids, placement and ciphertext only.
 
-use chartroom_crypto::{DataKey, FieldPlace, PatientKey};
+use chartroom_crypto::{fields, DataKey, FieldPlace, PatientKey};
 use chartroom_domain::{Allergy, Chart, Condition, MedicationRequest, Note, Observation, Patient, Validate};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::storage::{RecordKind, SealedChart, SealedPatient, SealedRecord};
 use crate::ServerError;
 
-const PATIENT_FIELD: &str = "server.patient";
+use chartroom_crypto::fields::PATIENT as PATIENT_FIELD;
 const MRN_INDEX_DOMAIN: &str = "patient.mrn";
 
 /// The keys that seal patient data: derived from the master key, held only in memory.
@@ -94,6 +94,11 @@ impl RecordKeys {
     /// Unwraps a stored patient's key.
     fn patient_key(&self, p: &SealedPatient) -> Result<PatientKey, ServerError> {
         self.key.unwrap_patient_key(p.id, &p.wrapped_key).map_err(|_| ServerError::Damaged("server.db"))
+    }
+
+    /// A stored patient's key wrapped for an online device (under its sync wrap key).
+    pub fn wrap_for(&self, p: &SealedPatient, device: &DataKey) -> Result<Vec<u8>, ServerError> {
+        Ok(device.wrap_patient_key(p.id, &self.patient_key(p)?))
     }
 
     /// Unwraps a stored patient's key and opens the patient.
@@ -203,11 +208,11 @@ impl RecordKeys {
 
 fn field_of(kind: RecordKind) -> &'static str {
     match kind {
-        RecordKind::Allergy => "server.allergy",
-        RecordKind::Condition => "server.condition",
-        RecordKind::Medication => "server.medication",
-        RecordKind::Observation => "server.observation",
-        RecordKind::Note => "server.note",
+        RecordKind::Allergy => fields::ALLERGY,
+        RecordKind::Condition => fields::CONDITION,
+        RecordKind::Medication => fields::MEDICATION,
+        RecordKind::Observation => fields::OBSERVATION,
+        RecordKind::Note => fields::NOTE,
     }
 }
 

@@ -5,16 +5,20 @@
 //! get overwritten: a second write of the same id is refused, an edit of a signed note is refused.
 
 use chartroom_audit::Event;
+use chartroom_crypto::DataKey;
 use chartroom_domain::access::Denied;
 use chartroom_domain::ChartSection;
 use chartroom_domain::{decide, Action, Note, NoteStatus, Target, Validate};
+use chartroom_protocol as wire;
 use chartroom_protocol::{
     Change, ChangeOutcome, ChangeRecord, ChangeResult, PullPage, PushBatch, PushResponse,
 };
 use uuid::Uuid;
 
 use crate::records::{principal, ReadFailure, Reader, Subject};
-use crate::storage::{AppliedChange, IncomingChange, IncomingRecord, RecordKind, SealedPatient, Stored};
+use crate::storage::{
+    AppliedChange, IncomingChange, IncomingRecord, RecordKind, SealedPatient, SealedRecord, Stored,
+};
 use crate::ServerError;
 
 /// Applies a batch and says what became of each change. Each change is decided on its own; the
@@ -335,9 +339,10 @@ fn amends_signed_note(r: Reader<'_>, patient: &SealedPatient, target: Uuid) -> R
 /// Most change numbers in one pull page.
 pub const MAX_PULL: usize = 1000;
 
-/// The changes after `after` that the caller's device may hold: patients on the device's units
-/// (narrowed to the user's), for users who may read whole charts there.
-pub fn pull(r: Reader<'_>, after: i64, limit: usize) -> Result<PullPage, ReadFailure> {
+/// The changes after `after` that the caller's device may hold (patients on the device's units,
+/// narrowed to the user's, for users who may read whole charts there), sealed as stored, with the
+/// patients' keys wrapped under `device_key` (the device's sync wrap key).
+pub fn pull(r: Reader<'_>, device_key: &DataKey, after: i64, limit: usize) -> Result<PullPage, ReadFailure> {
     let who = principal(r.owner);
     // A station caches whole charts for the clinicians who use it: syncing one is a clinical read.
     let clinical = Action::Read(ChartSection::Notes);
@@ -361,30 +366,57 @@ pub fn pull(r: Reader<'_>, after: i64, limit: usize) -> Result<PullPage, ReadFai
     if after > rows.newest {
         return Err(ReadFailure::CursorAhead);
     }
-    let mut charts = Vec::with_capacity(rows.patients.len());
+    let mut keys = std::collections::BTreeMap::new();
+    let mut patients = Vec::with_capacity(rows.patients.len());
+    let mut records = Vec::new();
     for p in &rows.patients {
-        let records = r.storage.records(p.id, &RecordKind::ALL, usize::MAX)?;
-        charts.push(r.keys.open_chart(p, &records)?);
+        keys.insert(p.id, r.keys.wrap_for(p, device_key)?);
+        for rec in r.storage.records(p.id, &RecordKind::ALL, usize::MAX)? {
+            records.push(wire_record(p.id, rec));
+        }
+        patients.push(wire::SealedPatient {
+            id: p.id,
+            unit: p.unit.clone(),
+            bed: p.bed.clone(),
+            version: p.version,
+            body: p.body.clone(),
+        });
     }
-    let whole: std::collections::HashSet<Uuid> = rows.patients.iter().map(|p| p.id).collect();
-    let mut changes = Vec::new();
-    for (patient_id, rec) in rows.records.into_iter().filter(|(pid, _)| !whole.contains(pid)) {
-        let Some(patient) = r.storage.patient(patient_id)? else { continue };
-        let chart = r.keys.open_chart(&patient, std::slice::from_ref(&rec))?;
-        changes.extend(chart.allergies.into_iter().map(ChangeRecord::Allergy));
-        changes.extend(chart.conditions.into_iter().map(ChangeRecord::Condition));
-        changes.extend(chart.medications.into_iter().map(ChangeRecord::Medication));
-        changes.extend(chart.observations.into_iter().map(ChangeRecord::Observation));
-        changes.extend(chart.notes.into_iter().map(ChangeRecord::Note));
+    let whole: std::collections::HashSet<Uuid> = patients.iter().map(|p| p.id).collect();
+    // Records of whole patients were sent with them.
+    for (patient_id, rec) in rows.records.into_iter().filter(|(id, _)| !whole.contains(id)) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = keys.entry(patient_id) {
+            let Some(patient) = r.storage.patient(patient_id)? else { continue };
+            slot.insert(r.keys.wrap_for(&patient, device_key)?);
+        }
+        records.push(wire_record(patient_id, rec));
     }
-    let mut patient_ids: Vec<Uuid> = charts.iter().map(|c| c.patient.id).collect();
-    patient_ids.extend(changes.iter().map(ChangeRecord::patient_id));
-    patient_ids.sort();
-    patient_ids.dedup();
+    let patient_ids: Vec<Uuid> = keys.keys().copied().collect();
     r.record(
         "sync_pull",
         "ok",
         Subject { resource_type: "sync", resource_id: format!("{after}..{}", rows.upto), patient_ids },
     )?;
-    Ok(PullPage { charts, changes, left: rows.left, cursor: rows.upto, more: rows.more })
+    Ok(PullPage {
+        patients,
+        records,
+        keys: keys
+            .into_iter()
+            .map(|(patient_id, wrapped)| wire::WrappedPatientKey { patient_id, wrapped })
+            .collect(),
+        left: rows.left,
+        cursor: rows.upto,
+        more: rows.more,
+    })
+}
+
+fn wire_record(patient_id: Uuid, r: SealedRecord) -> wire::SealedRecord {
+    wire::SealedRecord {
+        id: r.id,
+        patient_id,
+        kind: r.kind.as_str().to_owned(),
+        sort_key: r.sort_key,
+        version: r.version,
+        body: r.body,
+    }
 }

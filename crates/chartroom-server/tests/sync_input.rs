@@ -715,12 +715,12 @@ async fn pull_refuses_garbage_cursors_and_limits() {
         serde_json::from_str(&r.1).unwrap()
     };
     let from_zero = page(f.get(&a, "/v1/sync/pull?after=0&limit=1000").await);
-    assert_eq!(from_zero.charts.len(), 3);
+    assert_eq!(from_zero.patients.len(), 3);
     // A negative cursor is read as "from the beginning".
     let negative = page(f.get(&a, "/v1/sync/pull?after=-5&limit=1000").await);
-    assert_eq!((negative.charts.len(), negative.cursor), (3, from_zero.cursor));
+    assert_eq!((negative.patients.len(), negative.cursor), (3, from_zero.cursor));
     let negative = page(f.get(&a, &format!("/v1/sync/pull?after={}&limit=1000", i64::MIN)).await);
-    assert_eq!((negative.charts.len(), negative.cursor), (3, from_zero.cursor));
+    assert_eq!((negative.patients.len(), negative.cursor), (3, from_zero.cursor));
     // Limits outside 1..=1000 are clamped, not refused.
     let one = page(f.get(&a, "/v1/sync/pull?after=0&limit=0").await);
     assert!(one.more && one.cursor >= 1 && one.cursor < from_zero.cursor, "limit 0 is served as limit 1");

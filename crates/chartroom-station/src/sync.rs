@@ -8,7 +8,9 @@ use chartroom_domain::{
     Action, Allergy, Condition, MedicationRequest, Note, Observation, Patient, Timestamp,
 };
 use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, PullPage, PushBatch, PushResponse};
-use chartroom_store::{OutboxEntry, Records, Resolution, Settlement, StoreError, SyncStatus, Synced};
+use chartroom_store::{
+    OutboxEntry, PulledPatient, PulledRecord, Resolution, Settlement, StoreError, SyncStatus, Synced,
+};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -263,34 +265,60 @@ impl UnlockedVault {
             if page.more {
                 next = Some(fetch(page.cursor));
             }
-            let mut records = Records::default();
-            for c in page.changes {
-                report.changes += 1;
-                match c {
-                    ChangeRecord::Observation(r) => records.observations.push(r),
-                    ChangeRecord::Note(r) => records.notes.push(r),
-                    ChangeRecord::Allergy(r) => records.allergies.push(r),
-                    ChangeRecord::Condition(r) => records.conditions.push(r),
-                    ChangeRecord::Medication(r) => records.medications.push(r),
-                    ChangeRecord::Patient(r) => records.patients.push(r),
-                }
-            }
-            report.charts += page.charts.len();
+            report.charts += page.patients.len();
+            report.changes += page.records.len();
+            let pulled = self.unwrap_page(page)?;
             let actor = self.actor();
-            let pulled = chartroom_store::PulledPage {
-                charts: &page.charts,
-                records: &records,
-                left: &page.left,
-                cursor: page.cursor,
-                complete: !page.more,
-            };
-            let applied = self.store.apply_pull(&actor, &pulled, now)?;
+            let complete = pulled.complete;
+            let applied = self.store.apply_pull(&actor, pulled, now)?;
             report.conflicts += applied.conflicts;
             report.shredded += applied.shredded;
             report.quarantined += applied.quarantined;
-            report.complete = !page.more;
+            report.complete = complete;
         }
         Ok(report)
+    }
+
+    /// A pulled page in the store's terms: the patients' keys unwrapped with this session's sync
+    /// key (a key that does not open is a server answer we cannot use).
+    fn unwrap_page(&self, page: PullPage) -> Result<chartroom_store::PulledPage> {
+        let sync_key = self.sync_key.as_ref().ok_or(StationError::Offline)?;
+        let mut keys = Vec::with_capacity(page.keys.len());
+        for k in page.keys {
+            let key = sync_key
+                .unwrap_patient_key(k.patient_id, &k.wrapped)
+                .map_err(|_| StationError::ServerAnswer)?;
+            keys.push((k.patient_id, key));
+        }
+        Ok(chartroom_store::PulledPage {
+            patients: page
+                .patients
+                .into_iter()
+                .map(|p| PulledPatient {
+                    id: p.id,
+                    unit: p.unit,
+                    bed: p.bed,
+                    version: p.version,
+                    body: p.body,
+                })
+                .collect(),
+            records: page
+                .records
+                .into_iter()
+                .map(|r| PulledRecord {
+                    id: r.id,
+                    patient_id: r.patient_id,
+                    kind: r.kind,
+                    sort_key: r.sort_key,
+                    version: r.version,
+                    body: r.body,
+                })
+                .collect(),
+            keys,
+            left: page.left,
+            cursor: page.cursor,
+            complete: !page.more,
+        })
     }
 
     /// Uploads this device's audit entries the server does not hold yet (in order, in batches); the

@@ -86,6 +86,9 @@ pub struct UnlockedVault {
     pub(crate) store: Store,
     /// The access token of an online login (for sync); `None` after an offline unlock.
     access_token: Option<zeroize::Zeroizing<String>>,
+    /// The key the server wraps synced patients' keys under (from the escrow key of the same
+    /// online login); `None` offline.
+    pub(crate) sync_key: Option<DataKey>,
 }
 
 impl LockedVault {
@@ -125,6 +128,7 @@ impl LockedVault {
                     role: Some(new.role),
                     store,
                     access_token: None,
+                    sync_key: None,
                 })
             }
             Err(e) => {
@@ -313,6 +317,7 @@ impl LockedVault {
             role: Some(tokens.user.role),
             store,
             access_token: Some(zeroize::Zeroizing::new(tokens.access_token.clone())),
+            sync_key: Some(chartroom_crypto::fields::sync_wrap_key(&escrow_key, self.device.device_id)),
         };
         self.fold_security_events(&mut vault, now)?;
         let actor = vault.actor();
@@ -444,6 +449,7 @@ impl LockedVault {
             role: user.role,
             store,
             access_token: None,
+            sync_key: None,
         })
     }
 

@@ -18,4 +18,7 @@ pub use audit::{Actor, AuditBreak};
 pub use error::StoreError;
 pub use records::ChartRecord;
 pub use store::{CensusRow, DatabaseEncryption, Keys, Store, StoreOptions};
-pub use sync::{OutboxEntry, PullApplied, PulledPage, Records, Resolution, Settlement, SyncStatus, Synced};
+pub use sync::{
+    OutboxEntry, PullApplied, PulledPage, PulledPatient, PulledRecord, Resolution, Settlement, SyncStatus,
+    Synced,
+};

@@ -1,6 +1,7 @@
 //! How each clinical record type maps onto its table: the row's plaintext index columns and the field
 //! name its sealed body is bound to.
 
+use chartroom_crypto::fields;
 use chartroom_domain::{Allergy, Condition, MedicationRequest, Note, NoteStatus, Observation, Validate};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,7 +24,7 @@ pub trait ChartRecord: Serialize + DeserializeOwned + Validate {
 }
 
 macro_rules! chart_record {
-    ($t:ty, $table:literal, $field:literal, |$s:ident| kind = $kind:expr, sort = $sort:expr) => {
+    ($t:ty, $table:literal, $field:expr, |$s:ident| kind = $kind:expr, sort = $sort:expr) => {
         impl ChartRecord for $t {
             const TABLE: &'static str = $table;
             const FIELD: &'static str = $field;
@@ -53,26 +54,26 @@ macro_rules! chart_record {
     };
 }
 
-chart_record!(Allergy, "allergies", "allergy.body", |s| kind = format!("{:?}", s.criticality), sort = 0);
-chart_record!(Condition, "conditions", "condition.body", |s| kind = format!("{:?}", s.status), sort = 0);
+chart_record!(Allergy, "allergies", fields::ALLERGY, |s| kind = format!("{:?}", s.criticality), sort = 0);
+chart_record!(Condition, "conditions", fields::CONDITION, |s| kind = format!("{:?}", s.status), sort = 0);
 chart_record!(
     MedicationRequest,
     "medication_requests",
-    "medication_request.body",
+    fields::MEDICATION,
     |s| kind = format!("{:?}", s.status),
     sort = 0
 );
 chart_record!(
     Observation,
     "observations",
-    "observation.body",
+    fields::OBSERVATION,
     |s| kind = s.vital.loinc().to_string(),
     sort = s.effective_at.0
 );
 chart_record!(
     Note,
     "notes",
-    "note.body",
+    fields::NOTE,
     |s| kind = match s.status {
         NoteStatus::Draft => "draft".to_string(),
         NoteStatus::Signed { .. } => "signed".to_string(),

@@ -21,8 +21,8 @@ type Result<T> = std::result::Result<T, StoreError>;
 
 /// SQLCipher's page size (its default): a healthy file is a whole number of pages.
 const PAGE_SIZE: u64 = 4096;
-pub(crate) const PATIENT_FIELD: &str = "patient.body";
-const MRN_INDEX_DOMAIN: &str = "patient.mrn";
+pub(crate) const PATIENT_FIELD: &str = chartroom_crypto::fields::PATIENT;
+pub(crate) const MRN_INDEX_DOMAIN: &str = "patient.mrn";
 
 /// Whether the database file itself is encrypted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub struct Store {
 /// The data key and the patient keys unwrapped with it so far (wiped when dropped). Opaque outside
 /// this crate: nothing else can make or read one.
 pub struct Keys {
-    dek: DataKey,
+    pub(crate) dek: DataKey,
     /// Boxed so that growing the map moves pointers, not key material: a moved-from copy of a key
     /// would be freed without being wiped.
     pub(crate) patients: HashMap<Uuid, Box<PatientKey>>,

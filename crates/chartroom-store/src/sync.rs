@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 
-use chartroom_domain::{Allergy, Chart, Condition, MedicationRequest, Note, Observation, Patient, Timestamp};
+use chartroom_crypto::PatientKey;
+use chartroom_domain::{Allergy, Condition, MedicationRequest, Note, Observation, Patient, Timestamp};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,7 +16,10 @@ use uuid::Uuid;
 
 use crate::audit::Actor;
 use crate::records::ChartRecord;
-use crate::store::{put_audited_in, put_patient_in, put_record_in, shred_in, Keys, PATIENT_FIELD};
+use crate::store::{
+    put_audited_in, put_patient_in, put_record_in, row_exists, shred_in, Keys, MRN_INDEX_DOMAIN,
+    PATIENT_FIELD,
+};
 use crate::{Store, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -93,25 +97,39 @@ impl Synced for Patient {
     }
 }
 
-/// Single records pulled from the server (whole charts travel as [`Chart`]s).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Records {
-    pub allergies: Vec<Allergy>,
-    pub conditions: Vec<Condition>,
-    pub medications: Vec<MedicationRequest>,
-    pub observations: Vec<Observation>,
-    pub notes: Vec<Note>,
-    /// Demographics changed without the rest of the chart.
-    pub patients: Vec<Patient>,
+/// A patient as the server sent it: placement in the clear, the `Patient` sealed under its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulledPatient {
+    pub id: Uuid,
+    pub unit: String,
+    pub bed: String,
+    pub version: i64,
+    pub body: Vec<u8>,
+}
+
+/// A record as the server sent it: sealed under its patient's key and bound to the same place the
+/// station binds it to, so it is stored as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulledRecord {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    /// The server's kind: `allergy`, `condition`, `medication`, `observation` or `note`.
+    pub kind: String,
+    pub sort_key: i64,
+    pub version: i64,
+    pub body: Vec<u8>,
 }
 
 /// One page from the server's pull, as the store applies it.
-#[derive(Clone, Copy, Debug)]
-pub struct PulledPage<'a> {
-    pub charts: &'a [Chart],
-    pub records: &'a Records,
+#[derive(Debug)]
+pub struct PulledPage {
+    /// Patients new or changed as a whole.
+    pub patients: Vec<PulledPatient>,
+    pub records: Vec<PulledRecord>,
+    /// The keys of the patients named in this page (unwrapped by the caller).
+    pub keys: Vec<(Uuid, PatientKey)>,
     /// Patients that left what this station may hold.
-    pub left: &'a [Uuid],
+    pub left: Vec<Uuid>,
     /// The server's cursor after this page.
     pub cursor: i64,
     /// Nothing more to pull after this page.
@@ -347,22 +365,17 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one page pulled from the server — whole charts, single records and patients that
-    /// left — with its audit entry and the new cursor, in one transaction (an interrupted first sync
-    /// resumes from the last page). A record with an unsynced local change is not overwritten: a
-    /// newer server version is kept beside it as a conflict. A patient that left is crypto-shredded,
-    /// or quarantined while local changes to it are unsynced.
-    pub fn apply_pull(
-        &mut self,
-        actor: &Actor,
-        page: &PulledPage<'_>,
-        now: Timestamp,
-    ) -> Result<PullApplied> {
-        let PulledPage { charts, records, left, cursor, complete } = *page;
+    /// Applies one page pulled from the server — patients' keys, whole patients, records and
+    /// patients that left — with its audit entry and the new cursor, in one transaction (an
+    /// interrupted first sync resumes from the last page). Records arrive sealed and are stored as
+    /// they are (each patient's body is opened once, for its MRN index). A record with an unsynced
+    /// local change is not overwritten: a newer server version is kept beside it as a conflict. A
+    /// patient that left is crypto-shredded, or quarantined while local changes to it are unsynced.
+    pub fn apply_pull(&mut self, actor: &Actor, page: PulledPage, now: Timestamp) -> Result<PullApplied> {
+        let PulledPage { patients, records, keys: patient_keys, left, cursor, complete } = page;
         let Store { conn, keys, .. } = self;
         let tx = conn.transaction()?;
         let mut applied = PullApplied::default();
-        let mut patients = Vec::new();
         // The base version of each record's oldest unsynced change (read once per page).
         let mut local: HashMap<Uuid, i64> = HashMap::new();
         for row in tx
@@ -372,31 +385,75 @@ impl Store {
             let (id, base) = row?;
             local.entry(id).or_insert(base);
         }
-        let at = Incoming { tx: &tx, local: &local, now };
-        for c in charts {
-            applied.conflicts += usize::from(at.one(keys, &c.patient)?)
-                + at.all(keys, &c.allergies)?
-                + at.all(keys, &c.conditions)?
-                + at.all(keys, &c.medications)?
-                + at.all(keys, &c.observations)?
-                + at.all(keys, &c.notes)?;
-            patients.push(c.patient.id);
+        let mut touched: Vec<Uuid> = patient_keys.iter().map(|(id, _)| *id).collect();
+        for (id, key) in patient_keys {
+            tx.prepare_cached(
+                "INSERT INTO patient_keys (patient_id, wrapped) VALUES (?1, ?2)
+                 ON CONFLICT(patient_id) DO UPDATE SET wrapped = ?2",
+            )?
+            .execute(params![id.as_bytes(), keys.dek.wrap_patient_key(id, &key)])?;
+            tx.prepare_cached("DELETE FROM shredded_patients WHERE patient_id = ?1")?
+                .execute([id.as_bytes()])?;
+            keys.patients.insert(id, Box::new(key));
         }
-        let Records { allergies, conditions, medications, observations, notes, patients: changed } = records;
-        applied.conflicts += at.all(keys, changed)?
-            + at.all(keys, allergies)?
-            + at.all(keys, conditions)?
-            + at.all(keys, medications)?
-            + at.all(keys, observations)?
-            + at.all(keys, notes)?;
-        patients.extend(changed.iter().map(|r| r.id));
-        patients.extend(allergies.iter().map(|r| r.patient_id));
-        patients.extend(conditions.iter().map(|r| r.patient_id));
-        patients.extend(medications.iter().map(|r| r.patient_id));
-        patients.extend(observations.iter().map(|r| r.patient_id));
-        patients.extend(notes.iter().map(|r| r.patient_id));
+        let at = Incoming { tx: &tx, local: &local, now };
+        for p in &patients {
+            let patient: Patient = keys.open(&tx, p.id, p.id, PATIENT_FIELD, &p.body)?;
+            if patient.id != p.id {
+                return Err(StoreError::Decode);
+            }
+            if at.stash_if_local(p.id, "patients", p.id, p.version, &p.body)? {
+                applied.conflicts += 1;
+            }
+            if local.contains_key(&p.id) {
+                continue;
+            }
+            tx.prepare_cached(
+                "INSERT INTO patients (id, mrn_index, unit, bed, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET mrn_index = ?2, unit = ?3, bed = ?4, version = ?5, body = ?6",
+            )?
+            .execute(params![
+                p.id.as_bytes(),
+                &keys.dek.blind_index(MRN_INDEX_DOMAIN, patient.mrn.trim())[..],
+                p.unit,
+                p.bed,
+                p.version,
+                p.body
+            ])?;
+        }
+        let mut present: HashMap<Uuid, bool> = patients.iter().map(|p| (p.id, true)).collect();
+        for r in &records {
+            let table = table_of(&r.kind)?;
+            if at.stash_if_local(r.id, table, r.patient_id, r.version, &r.body)? {
+                applied.conflicts += 1;
+            }
+            if local.contains_key(&r.id) {
+                continue;
+            }
+            // A record of a patient not (yet) on this station comes again with the whole patient.
+            let here = match present.get(&r.patient_id) {
+                Some(&here) => here,
+                None => {
+                    let here = row_exists(&tx, "SELECT 1 FROM patients WHERE id = ?1", r.patient_id)?;
+                    present.insert(r.patient_id, here);
+                    here
+                }
+            };
+            if !here {
+                continue;
+            }
+            let changed = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {table} (id, patient_id, kind, sort_key, version, body) VALUES (?1, ?2, '', ?3, ?4, ?5)
+                     ON CONFLICT(id) DO UPDATE SET sort_key = ?3, version = ?4, body = ?5 WHERE patient_id = ?2"
+                ))?
+                .execute(params![r.id.as_bytes(), r.patient_id.as_bytes(), r.sort_key, r.version, r.body])?;
+            if changed == 0 {
+                return Err(StoreError::Database("record id already belongs to another patient".into()));
+            }
+        }
         let mut shredded = Vec::new();
-        for &id in left {
+        for &id in &left {
             if !has_unsynced(&tx, id)? {
                 if shred_in(&tx, id, now)? {
                     shredded.push(id);
@@ -410,15 +467,15 @@ impl Store {
             }
         }
         applied.shredded = shredded.len();
-        patients.extend(left);
-        patients.sort();
-        patients.dedup();
+        touched.extend(&left);
+        touched.sort();
+        touched.dedup();
         let mut e = chartroom_audit::Event::new(now, "sync_pull", "sync", "ok");
         e.resource_id = Some(format!(
             "cursor {cursor}; {} conflicts, {} shredded, {} quarantined",
             applied.conflicts, applied.shredded, applied.quarantined
         ));
-        e.patient_ids = patients;
+        e.patient_ids = touched;
         crate::audit::append_in(&tx, actor, e)?;
         set_in(&tx, "cursor", &cursor.to_string())?;
         if complete {
@@ -594,8 +651,7 @@ fn has_unsynced(tx: &Transaction<'_>, patient_id: Uuid) -> Result<bool> {
         .is_some())
 }
 
-/// Stores records that came from the server, unless the station has an unsynced change to one:
-/// then a newer server version is kept beside the local one, as a conflict.
+/// Where pulled records go when the station has an unsynced change to them.
 struct Incoming<'a> {
     tx: &'a Transaction<'a>,
     /// Records with unsynced local changes, and the version the oldest of them was based on.
@@ -604,43 +660,49 @@ struct Incoming<'a> {
 }
 
 impl Incoming<'_> {
-    /// Returns how many of `rs` were conflicts.
-    fn all<R: Synced>(&self, keys: &mut Keys, rs: &[R]) -> Result<usize> {
-        let mut conflicts = 0;
-        for r in rs {
-            conflicts += usize::from(self.one(keys, r)?);
-        }
-        Ok(conflicts)
-    }
-
-    /// Returns whether `r` was a conflict.
-    fn one<R: Synced>(&self, keys: &mut Keys, r: &R) -> Result<bool> {
-        let tx = self.tx;
-        match self.local.get(&r.record_id()) {
-            None => {
-                r.put_in(tx, keys)?;
-                Ok(false)
-            }
-            Some(&base) if r.synced_version() > base => {
-                let body = keys.seal(tx, r.owner(), r.record_id(), R::SEAL_FIELD, r)?;
-                tx.prepare_cached(
-                    "INSERT INTO conflicts (record_id, kind, patient_id, their_version, body, seen_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT(record_id) DO UPDATE SET their_version = ?4, body = ?5, seen_at = ?6
-                     WHERE their_version < ?4",
-                )?
-                .execute(params![
-                    r.record_id().as_bytes(),
-                    R::KIND,
-                    r.owner().as_bytes(),
-                    r.synced_version(),
-                    body,
-                    self.now.0
-                ])?;
+    /// If the station has an unsynced change to `record_id` and the server's version is newer than
+    /// the one that change was made on, keeps the server's version (sealed, as it came) beside the
+    /// local one: a conflict. Returns whether it did.
+    fn stash_if_local(
+        &self,
+        record_id: Uuid,
+        table: &str,
+        patient_id: Uuid,
+        version: i64,
+        body: &[u8],
+    ) -> Result<bool> {
+        match self.local.get(&record_id) {
+            Some(&base) if version > base => {
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO conflicts (record_id, kind, patient_id, their_version, body, seen_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT(record_id) DO UPDATE SET their_version = ?4, body = ?5, seen_at = ?6
+                         WHERE their_version < ?4",
+                    )?
+                    .execute(params![
+                        record_id.as_bytes(),
+                        table,
+                        patient_id.as_bytes(),
+                        version,
+                        body,
+                        self.now.0
+                    ])?;
                 Ok(true)
             }
-            // The server's copy is the one the local change was made on (or older): keep the local one.
-            Some(_) => Ok(false),
+            _ => Ok(false),
         }
     }
+}
+
+/// The station table of a record kind as the server names it.
+fn table_of(kind: &str) -> Result<&'static str> {
+    Ok(match kind {
+        "allergy" => <Allergy as Synced>::KIND,
+        "condition" => <Condition as Synced>::KIND,
+        "medication" => <MedicationRequest as Synced>::KIND,
+        "observation" => <Observation as Synced>::KIND,
+        "note" => <Note as Synced>::KIND,
+        _ => return Err(StoreError::Decode),
+    })
 }

@@ -172,7 +172,14 @@ pub async fn pull(
     query: Result<Query<PullQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else { return bad_query() };
-    respond(crate::sync::pull(reader(&state, &caller), q.after.unwrap_or(0), q.limit.unwrap_or(200)))
+    let escrow = chartroom_crypto::escrow_key_for(&state.escrow_root, caller.owner.device.record.id);
+    let device_key = chartroom_crypto::fields::sync_wrap_key(&escrow, caller.owner.device.record.id);
+    respond(crate::sync::pull(
+        reader(&state, &caller),
+        &device_key,
+        q.after.unwrap_or(0),
+        q.limit.unwrap_or(200),
+    ))
 }
 
 fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {
