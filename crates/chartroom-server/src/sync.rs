@@ -199,6 +199,13 @@ fn decide_change(
         },
         None => Some(patient.version),
     };
+    // The record exists: if this very change created it (a retry racing its first attempt, which
+    // committed since the check above), it is a duplicate, not a conflict or a refusal.
+    if current.is_some() {
+        if let Some(seen) = r.storage.applied_change(change_id)? {
+            return Ok(Decision::Done(already_applied(seen, device_id, record_id)));
+        }
+    }
     let replaces = match current {
         None if change.base_version == 0 => None,
         None => return Ok(Decision::Done(ChangeOutcome::Conflict { current_version: 0 })),
@@ -368,12 +375,8 @@ pub fn pull(r: Reader<'_>, device_key: &DataKey, after: i64, limit: usize) -> Re
     }
     let mut keys = std::collections::BTreeMap::new();
     let mut patients = Vec::with_capacity(rows.patients.len());
-    let mut records = Vec::new();
     for p in &rows.patients {
         keys.insert(p.id, r.keys.wrap_for(p, device_key)?);
-        for rec in r.storage.records(p.id, &RecordKind::ALL, usize::MAX)? {
-            records.push(wire_record(p.id, rec));
-        }
         patients.push(wire::SealedPatient {
             id: p.id,
             unit: p.unit.clone(),
@@ -382,9 +385,8 @@ pub fn pull(r: Reader<'_>, device_key: &DataKey, after: i64, limit: usize) -> Re
             body: p.body.clone(),
         });
     }
-    let whole: std::collections::HashSet<Uuid> = patients.iter().map(|p| p.id).collect();
-    // Records of whole patients were sent with them.
-    for (patient_id, rec) in rows.records.into_iter().filter(|(id, _)| !whole.contains(id)) {
+    let mut records = Vec::with_capacity(rows.records.len());
+    for (patient_id, rec) in rows.records {
         if let std::collections::btree_map::Entry::Vacant(slot) = keys.entry(patient_id) {
             let Some(patient) = r.storage.patient(patient_id)? else { continue };
             slot.insert(r.keys.wrap_for(&patient, device_key)?);

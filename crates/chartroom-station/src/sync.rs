@@ -238,32 +238,42 @@ impl UnlockedVault {
     ) -> Result<PullReport> {
         let (token, identity) = self.online()?;
         let identity = std::sync::Arc::new(identity);
-        let fetch = |after: i64| {
+        let fetch = |after: i64, limit: usize| {
             let (client, identity, token) = (client.clone(), identity.clone(), token.clone());
             tokio::spawn(async move {
                 client
-                    .get::<PullPage>(&identity, &token, &format!("/v1/sync/pull?after={after}&limit=200"))
+                    .get::<PullPage>(&identity, &token, &format!("/v1/sync/pull?after={after}&limit={limit}"))
                     .await
             })
         };
         let mut report = PullReport::default();
         let (cursor, _) = self.store.sync_state()?;
-        let mut next = Some(fetch(cursor));
+        let mut limit = self.store.pull_limit()?;
+        let mut next = Some(fetch(cursor, limit));
         while let Some(pending) = next.take() {
             let fetched = pending.await.map_err(|_| StationError::ServerAnswer)?;
             let page = match fetched {
                 Ok(page) => page,
+                // Cut off: ask for smaller pages next time (a flaky link may never carry a big one).
+                Err(e) if e.is_retryable() => {
+                    self.store.set_pull_limit(limit / 2)?;
+                    return Err(e.into());
+                }
                 // The server never issued our cursor (it was restored from a backup): start a first
                 // sync again rather than believe we are up to date.
                 Err(e) if e.code() == Some("sync.cursor_ahead") && self.store.sync_state()?.0 > 0 => {
                     self.store.restart_first_sync()?;
-                    next = Some(fetch(0));
+                    next = Some(fetch(0, limit));
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
+            if limit < chartroom_store::MAX_PULL_LIMIT {
+                limit = (limit * 2).min(chartroom_store::MAX_PULL_LIMIT);
+                self.store.set_pull_limit(limit)?;
+            }
             if page.more {
-                next = Some(fetch(page.cursor));
+                next = Some(fetch(page.cursor, limit));
             }
             report.charts += page.patients.len();
             report.changes += page.records.len();

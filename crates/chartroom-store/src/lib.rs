@@ -20,5 +20,5 @@ pub use records::ChartRecord;
 pub use store::{CensusRow, DatabaseEncryption, Keys, Store, StoreOptions};
 pub use sync::{
     OutboxEntry, PullApplied, PulledPage, PulledPatient, PulledRecord, Resolution, Settlement, SyncStatus,
-    Synced,
+    Synced, MAX_PULL_LIMIT,
 };

@@ -211,6 +211,9 @@ impl Resolution {
     }
 }
 
+/// The largest pull page a station asks for (change numbers).
+pub const MAX_PULL_LIMIT: usize = 200;
+
 /// The tables a change can touch (constants of this crate, never user input).
 const SYNCED_TABLES: [&str; 6] = [
     <Observation as Synced>::KIND,
@@ -323,6 +326,17 @@ impl Store {
     pub fn sync_state(&self) -> Result<(i64, bool)> {
         let cursor = self.state_value("cursor")?.and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok((cursor, self.state_value("first_sync_complete")?.is_some()))
+    }
+
+    /// How many change numbers to ask for per pull page: halved after a page failed to arrive
+    /// (a flaky link that cuts long answers still gets through, page by smaller page), grown back
+    /// after each page that did.
+    pub fn pull_limit(&self) -> Result<usize> {
+        Ok(self.state_value("pull_limit")?.and_then(|v| v.parse().ok()).unwrap_or(MAX_PULL_LIMIT))
+    }
+
+    pub fn set_pull_limit(&mut self, limit: usize) -> Result<()> {
+        self.set_state_value("pull_limit", &limit.clamp(1, MAX_PULL_LIMIT).to_string())
     }
 
     /// Forgets the pull cursor and that a first sync completed (the server no longer knows the

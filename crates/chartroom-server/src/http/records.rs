@@ -148,7 +148,7 @@ pub async fn incidents(State(state): State<AppState>, caller: Caller) -> Respons
     responses((status = 200, body = PushResponse), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
 pub async fn push(State(state): State<AppState>, caller: Caller, body: Body<PushBatch>) -> Response {
     let Body(batch) = body;
-    respond(crate::sync::push(reader(&state, &caller), &batch))
+    blocking(state, caller, move |r| crate::sync::push(r, &batch)).await
 }
 
 /// `?after=<cursor>&limit=<n>`.
@@ -174,12 +174,21 @@ pub async fn pull(
     let Ok(Query(q)) = query else { return bad_query() };
     let escrow = chartroom_crypto::escrow_key_for(&state.escrow_root, caller.owner.device.record.id);
     let device_key = chartroom_crypto::fields::sync_wrap_key(&escrow, caller.owner.device.record.id);
-    respond(crate::sync::pull(
-        reader(&state, &caller),
-        &device_key,
-        q.after.unwrap_or(0),
-        q.limit.unwrap_or(200),
-    ))
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(200));
+    blocking(state, caller, move |r| crate::sync::pull(r, &device_key, after, limit)).await
+}
+
+/// Runs a request's database and crypto work on the blocking pool, so that a large push or pull
+/// never holds an async worker (other requests, and the request timeout, keep running).
+async fn blocking<T: serde::Serialize + Send + 'static>(
+    state: AppState,
+    caller: Caller,
+    work: impl FnOnce(Reader<'_>) -> Result<T, ReadFailure> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || work(reader(&state, &caller))).await {
+        Ok(result) => respond(result),
+        Err(_) => respond::<T>(Err(ReadFailure::Server(crate::ServerError::Internal("worker")))),
+    }
 }
 
 fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {

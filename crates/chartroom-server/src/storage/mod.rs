@@ -221,8 +221,8 @@ pub enum Stored {
     },
 }
 
-/// One page of changes for a station: whole patients that changed (their records are fetched with
-/// them) and single records that changed, all with change numbers in `(after, upto]`.
+/// One page of changes for a station: whole patients that changed with all their records, and
+/// single records that changed (of patients not whole in the page), change numbers in `(after, upto]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PullRows {
     pub patients: Vec<SealedPatient>,

@@ -1043,13 +1043,20 @@ impl Storage for SqliteStorage {
                 }
             }
         }
+        // The records of whole patients (all of them), then single records changed in the page
+        // whose patient is not whole in it; all in the page's snapshot.
         let mut records = Vec::new();
-        {
-            let mut stmt = tx.prepare_cached(
-                "SELECT r.patient_id, r.id, r.kind, r.sort_key, r.version, r.body, p.unit FROM records r
-                 JOIN patients p ON p.id = r.patient_id
-                 WHERE r.change_seq > ?1 AND r.change_seq <= ?2 ORDER BY r.change_seq",
-            )?;
+        for sql in [
+            "SELECT r.patient_id, r.id, r.kind, r.sort_key, r.version, r.body, p.unit FROM patients p
+             JOIN records r ON r.patient_id = p.id
+             WHERE p.change_seq > ?1 AND p.change_seq <= ?2",
+            "SELECT r.patient_id, r.id, r.kind, r.sort_key, r.version, r.body, p.unit FROM records r
+             JOIN patients p ON p.id = r.patient_id
+             WHERE r.change_seq > ?1 AND r.change_seq <= ?2
+               AND NOT (p.change_seq > ?1 AND p.change_seq <= ?2)
+             ORDER BY r.change_seq",
+        ] {
+            let mut stmt = tx.prepare_cached(sql)?;
             let rows = stmt.query_map(params![after, upto], |r| {
                 Ok((
                     r.get::<_, [u8; 16]>(0)?,
