@@ -226,3 +226,82 @@ async fn disabled_users_lose_their_slot_and_revoked_devices_wipe_themselves() {
     assert!(ks.load(locked.device_id()).is_err(), "and its keyring entry");
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
+
+/// An online session outlives its ten-minute access token: a sync renews it with the refresh token
+/// and goes on. When the server refuses the renewal (the account was disabled meanwhile), the
+/// session goes offline and says so, and the refusal is in the station's audit chain.
+#[tokio::test]
+async fn an_expired_session_is_renewed_and_a_refused_renewal_ends_it() {
+    use chartroom_server::storage::Storage;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let pw = Password::new("nurse-long-passphrase".into());
+    chartroom_server::users::add_user(&storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
+        .unwrap();
+    let config = chartroom_synth::SynthConfig::new(3, wall_now());
+    let charts: Vec<_> = (0..2).map(|i| chartroom_synth::patient(&config, i)).collect();
+    chartroom_server::records::load_charts(&storage, &dir.record_keys().unwrap(), &charts).unwrap();
+    let token = chartroom_server::devices::issue_token(
+        &storage,
+        "icu-renew",
+        DeviceProfile::Station,
+        vec!["ICU".into()],
+        Duration::from_secs(600),
+        wall_now(),
+    )
+    .unwrap();
+    let clock = Arc::new(chartroom_domain::clock::ManualClock::at(wall_now()));
+    let server = chartroom_server::start_with_clock(&dir, "127.0.0.1:0".parse().unwrap(), clock.clone())
+        .await
+        .unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let client = ServerClient::new(&url, &report.fingerprint).unwrap();
+    let ks = keystore();
+    let locked = LockedVault::enroll(
+        Profile::new(tmp.path().join("station")),
+        ks.clone(),
+        &client,
+        &report.fingerprint,
+        &token,
+        wall_now(),
+    )
+    .await
+    .unwrap();
+    let mut vault = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap();
+    vault.sync(&client, wall_now()).await.unwrap();
+    let mrn = charts.iter().find(|c| c.patient.unit == "ICU").unwrap().patient.mrn.clone();
+
+    // Eleven minutes later (the station's clock agrees with the server's): the access token has
+    // expired; the sync renews it and pushes.
+    let later = Duration::from_secs(11 * 60);
+    clock.advance(later);
+    let client = ServerClient::new(&url, &report.fingerprint).unwrap().with_clock_skew_ms(11 * 60 * 1000);
+    vault.record_vitals(&mrn, &[(chartroom_domain::VitalSign::HeartRate, 91.0)], wall_now()).unwrap();
+    let r = vault.sync(&client, wall_now()).await.unwrap();
+    assert_eq!(r.push.applied, 1, "{r:?}");
+    assert!(vault.sync_indicator().unwrap().online);
+
+    // The account is disabled: its sessions end at once, and renewing is refused.
+    storage.set_disabled("kim.rn", true).unwrap();
+    vault.record_vitals(&mrn, &[(chartroom_domain::VitalSign::HeartRate, 92.0)], wall_now()).unwrap();
+    let err = vault.sync(&client, wall_now()).await.unwrap_err();
+    assert_eq!(err.code(), "server.refused", "{err}");
+    let status = vault.sync_indicator().unwrap();
+    assert!(!status.online, "the session went offline");
+    assert_eq!(status.status.pending, 1, "the unsynced vitals stay queued");
+    assert_eq!(vault.sync(&client, wall_now()).await.unwrap_err().code(), "server.offline");
+    let trail = vault.store().audit_entries(0, usize::MAX).unwrap();
+    let ended: Vec<&str> = trail
+        .iter()
+        .filter(|e| e.event.action == "session_offline")
+        .map(|e| e.event.outcome.as_str())
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(["auth.user_disabled", "auth.invalid_refresh"].contains(&ended[0]), "{ended:?}");
+    let device = vault.device_id();
+    vault.lock();
+    let _ = ks.delete(device);
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}

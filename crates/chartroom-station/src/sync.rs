@@ -138,9 +138,25 @@ wire!(Patient, Patient, |s| Action::WriteDemographics);
 
 impl UnlockedVault {
     /// A whole sync after an online login: push the outbox, pull what changed, upload the audit
-    /// chain; then note the time. A retryable failure (server unreachable or busy) leaves everything
+    /// chain; then note the time. An expired access token is renewed once (a refused renewal ends
+    /// the online session). A retryable failure (server unreachable or busy) leaves everything
     /// consistent for the next attempt.
     pub async fn sync(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        now: Timestamp,
+    ) -> Result<SyncReport> {
+        match self.sync_once(client, now).await {
+            // The access token expired (it lasts minutes): renew it and go again.
+            Err(StationError::Server(e)) if e.code() == Some("auth.invalid_token") => {
+                self.refresh_session(client, now).await?;
+                self.sync_once(client, now).await
+            }
+            other => other,
+        }
+    }
+
+    async fn sync_once(
         &mut self,
         client: &chartroom_client::ServerClient,
         now: Timestamp,

@@ -86,6 +86,8 @@ pub struct UnlockedVault {
     pub(crate) store: Store,
     /// The access token of an online login (for sync); `None` after an offline unlock.
     access_token: Option<zeroize::Zeroizing<String>>,
+    /// The refresh token of the same login (exchanged for new tokens when the access token expires).
+    refresh_token: Option<zeroize::Zeroizing<String>>,
     /// The key the server wraps synced patients' keys under (from the escrow key of the same
     /// online login); `None` offline.
     pub(crate) sync_key: Option<DataKey>,
@@ -128,6 +130,7 @@ impl LockedVault {
                     role: Some(new.role),
                     store,
                     access_token: None,
+                    refresh_token: None,
                     sync_key: None,
                 })
             }
@@ -317,6 +320,7 @@ impl LockedVault {
             role: Some(tokens.user.role),
             store,
             access_token: Some(zeroize::Zeroizing::new(tokens.access_token.clone())),
+            refresh_token: Some(zeroize::Zeroizing::new(tokens.refresh_token.clone())),
             sync_key: Some(chartroom_crypto::fields::sync_wrap_key(&escrow_key, self.device.device_id)),
         };
         self.fold_security_events(&mut vault, now)?;
@@ -449,6 +453,7 @@ impl LockedVault {
             role: user.role,
             store,
             access_token: None,
+            refresh_token: None,
             sync_key: None,
         })
     }
@@ -658,6 +663,40 @@ impl UnlockedVault {
     /// Whether this station has completed a first sync (until then its census is partial).
     pub fn first_sync_complete(&self) -> Result<bool> {
         Ok(self.store.sync_state()?.1)
+    }
+
+    /// Renews this session's tokens with its refresh token (the access token lasts minutes). If the
+    /// server refuses — the refresh token expired or was used, the account was disabled, the device
+    /// revoked — the session goes offline (recorded); a revoked device also wipes itself.
+    pub async fn refresh_session(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        now: Timestamp,
+    ) -> Result<()> {
+        let refresh = self.refresh_token.clone().ok_or(StationError::Offline)?;
+        let (_, identity) = self.locked.identity()?;
+        match client.refresh(&identity, &refresh).await {
+            Ok(tokens) => {
+                self.access_token = Some(zeroize::Zeroizing::new(tokens.access_token.clone()));
+                self.refresh_token = Some(zeroize::Zeroizing::new(tokens.refresh_token.clone()));
+                Ok(())
+            }
+            Err(e) if e.is_retryable() => Err(e.into()),
+            Err(e) => {
+                self.access_token = None;
+                self.refresh_token = None;
+                let actor = self.actor();
+                let code = e.code().unwrap_or("server.invalid").to_owned();
+                let mut event = chartroom_audit::Event::new(now, "session_offline", "session", &code);
+                event.resource_id = Some("refresh refused".into());
+                self.store.record(&actor, event)?;
+                if code == "device.unknown" {
+                    self.locked.wipe()?;
+                    return Err(StationError::DeviceRevoked);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// The access token of this session's online login and the device identity that signs with it.
