@@ -99,8 +99,12 @@ pub struct Event {
     /// `ok` or a stable error code.
     pub outcome: String,
     /// The record before and after the change, sealed with the patient's key (PHI): the chain covers
-    /// the ciphertext, so it verifies without any key.
+    /// the ciphertext, so it verifies without any key. Base64 in JSON.
+    #[serde(default, with = "sealed_base64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub before: Option<Vec<u8>>,
+    #[serde(default, with = "sealed_base64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub after: Option<Vec<u8>>,
 }
 
@@ -343,6 +347,38 @@ impl Checkpoint {
         h.update(Checkpoint::message(self.number, self.count, &self.head, self.at, &self.prev));
         h.update(self.signature);
         Digest32(h.finalize().into())
+    }
+}
+
+/// Sealed record states as base64 in JSON (a quarter of the size of a list of numbers, which is
+/// what entries stored before this encoding hold: still read).
+mod sealed_base64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Base64(String),
+        Numbers(Vec<u8>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<Stored>::deserialize(d)? {
+            None => Ok(None),
+            Some(Stored::Numbers(b)) => Ok(Some(b)),
+            Some(Stored::Base64(s)) => base64::engine::general_purpose::STANDARD
+                .decode(s.as_bytes())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }
 

@@ -135,3 +135,20 @@ proptest! {
         prop_assert!(verify_chain(device, ChainHead::GENESIS, &entries).is_err());
     }
 }
+
+#[test]
+fn sealed_states_travel_as_base64_and_old_number_lists_still_read() {
+    let e = event(1);
+    let json = serde_json::to_value(&e).unwrap_or_default();
+    assert_eq!(json["after"], "AQID");
+    assert_eq!(json["before"], serde_json::Value::Null);
+    assert_eq!(serde_json::from_value::<Event>(json.clone()).ok(), Some(e.clone()));
+    // Entries stored before the base64 encoding hold a list of numbers: they still decode, and to
+    // the same canonical bytes (the hash covers those, not the JSON).
+    let mut legacy = json;
+    legacy["after"] = serde_json::json!([1, 2, 3]);
+    assert_eq!(serde_json::from_value::<Event>(legacy).ok(), Some(e));
+    let mut bad = serde_json::to_value(event(2)).unwrap_or_default();
+    bad["after"] = serde_json::json!("not base64!");
+    assert!(serde_json::from_value::<Event>(bad).is_err());
+}

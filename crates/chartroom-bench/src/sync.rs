@@ -143,13 +143,20 @@ pub fn run(rows: u64, increments: usize, pushes: usize) -> anyhow::Result<serde_
             "audit_entries_uploaded": audit_entries,
             "server_pull_rows_per_s": server_side.pull_rows_per_s.round(),
             "server_ingest_changes_per_s": server_side.ingest_per_s.round(),
+            "server_push_only_changes_per_s": server_side.push_only_per_s.round(),
+            "server_audit_only_entries_per_s": server_side.audit_only_per_s.round(),
         }))
     })
 }
 
 struct ServerSide {
     pull_rows_per_s: f64,
+    /// Changes with their audit entries.
     ingest_per_s: f64,
+    /// The changes alone (decided, sealed, written with the server's own audit events).
+    push_only_per_s: f64,
+    /// The station's audit entries alone (verified, chained, stored).
+    audit_only_per_s: f64,
 }
 
 /// The server's own work, without TLS and HTTP: a whole first-sync pull (with JSON encoding), and
@@ -206,7 +213,7 @@ async fn server_side(
 
     let patient = patient.ok_or_else(|| anyhow::anyhow!("nothing pulled"))?;
     let mut head = chartroom_audit::ChainHead::GENESIS;
-    let mut busy = Duration::ZERO;
+    let (mut busy, mut pushing) = (Duration::ZERO, Duration::ZERO);
     for b in 0..batches {
         let mut changes = Vec::with_capacity(500);
         let mut entries = Vec::with_capacity(500);
@@ -234,6 +241,7 @@ async fn server_side(
         let batch = chartroom_protocol::PushBatch { changes };
         let t = Instant::now();
         let r = chartroom_server::sync::push(reader, &batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+        pushing += t.elapsed();
         storage.ingest_entries(device_uuid, &entries)?;
         busy += t.elapsed();
         anyhow::ensure!(
@@ -241,7 +249,13 @@ async fn server_side(
             "not all applied"
         );
     }
-    Ok(ServerSide { pull_rows_per_s, ingest_per_s: (batches * 500) as f64 / busy.as_secs_f64() })
+    let changes = (batches * 500) as f64;
+    Ok(ServerSide {
+        pull_rows_per_s,
+        ingest_per_s: changes / busy.as_secs_f64(),
+        push_only_per_s: changes / pushing.as_secs_f64(),
+        audit_only_per_s: changes / (busy - pushing).as_secs_f64(),
+    })
 }
 
 /// Queues `n` observations (vitals sets of up to seven) for the patient with `mrn`.
