@@ -10,17 +10,9 @@ use chartroom_client::ServerClient;
 use chartroom_crypto::Password;
 use chartroom_domain::{DeviceProfile, Role};
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
-use chartroom_station::{DeviceSecretStore, LockedVault, MemoryKeystore, OsKeyring, Profile, StationError};
+use chartroom_station::{LockedVault, Profile, StationError};
 
-fn keystore() -> Arc<dyn DeviceSecretStore> {
-    match OsKeyring::connect() {
-        Ok(k) => Arc::new(k),
-        Err(_) if std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none() => {
-            Arc::new(MemoryKeystore::default())
-        }
-        Err(e) => panic!("CHARTROOM_REQUIRE_KEYRING is set but the OS keyring is unavailable: {e}"),
-    }
-}
+use chartroom_tests::keystore;
 
 #[tokio::test]
 async fn enroll_then_online_first_login_then_offline() {

@@ -13,17 +13,9 @@ use chartroom_crypto::{DeviceSecret, Password, RecoveryKeyPair};
 use chartroom_domain::{DeviceProfile, Role, Timestamp, VitalSign};
 use chartroom_server::storage::{RecordKind, Storage};
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
-use chartroom_station::{DeviceSecretStore, LockedVault, MemoryKeystore, OsKeyring, Profile, StationError};
+use chartroom_station::{LockedVault, MemoryKeystore, Profile, StationError};
 
-fn keystore() -> Arc<dyn DeviceSecretStore> {
-    match OsKeyring::connect() {
-        Ok(k) => Arc::new(k),
-        Err(_) if std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none() => {
-            Arc::new(MemoryKeystore::default())
-        }
-        Err(e) => panic!("CHARTROOM_REQUIRE_KEYRING is set but the OS keyring is unavailable: {e}"),
-    }
-}
+use chartroom_tests::keystore;
 
 /// Every file of the profile, byte for byte.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {

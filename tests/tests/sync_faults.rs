@@ -21,9 +21,7 @@ use chartroom_crypto::Password;
 use chartroom_domain::{Chart, DeviceProfile, Role, VitalSign};
 use chartroom_server::storage::{RecordKind, SqliteStorage, Storage, SERVER_CHAIN};
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions, RunningServer};
-use chartroom_station::{
-    DeviceSecretStore, LockedVault, MemoryKeystore, OsKeyring, Profile, StationError, UnlockedVault,
-};
+use chartroom_station::{LockedVault, Profile, StationError, UnlockedVault};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,15 +41,7 @@ fn fault_seed(default: u64) -> u64 {
     seed
 }
 
-fn keystore() -> Arc<dyn DeviceSecretStore> {
-    match OsKeyring::connect() {
-        Ok(k) => Arc::new(k),
-        Err(_) if std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none() => {
-            Arc::new(MemoryKeystore::default())
-        }
-        Err(e) => panic!("CHARTROOM_REQUIRE_KEYRING is set but the OS keyring is unavailable: {e}"),
-    }
-}
+use chartroom_tests::keystore;
 
 /// Whether trying again can succeed: the network or the server went away.
 fn transient(e: &StationError) -> bool {

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chartroom_client::ServerClient;
@@ -17,19 +16,11 @@ use chartroom_crypto::Password;
 use chartroom_domain::{Chart, DeviceProfile, Role, VitalSign};
 use chartroom_server::storage::{RecordKind, Storage};
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
-use chartroom_station::{DeviceSecretStore, LockedVault, MemoryKeystore, OsKeyring, Profile, UnlockedVault};
+use chartroom_station::{LockedVault, Profile, UnlockedVault};
 use chartroom_store::Resolution;
 use uuid::Uuid;
 
-fn keystore() -> Arc<dyn DeviceSecretStore> {
-    match OsKeyring::connect() {
-        Ok(k) => Arc::new(k),
-        Err(_) if std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none() => {
-            Arc::new(MemoryKeystore::default())
-        }
-        Err(e) => panic!("CHARTROOM_REQUIRE_KEYRING is set but the OS keyring is unavailable: {e}"),
-    }
-}
+use chartroom_tests::keystore;
 
 fn password(user: &str) -> Password {
     Password::new(format!("{}-long-passphrase", user.len() * 7 + 3))

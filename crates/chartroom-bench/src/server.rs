@@ -19,15 +19,21 @@ use crate::{ms, percentile};
 
 const PASSWORD: &str = "bench-password-long-enough";
 
-pub fn run(patients: u64, logins: usize, reads: usize) -> anyhow::Result<serde_json::Value> {
+/// A fresh server data directory in a temporary directory, with the anomaly rule lifted: one
+/// benchmark client reads and writes thousands of charts an hour, which would (rightly) disable
+/// such an account.
+pub fn fresh_server() -> anyhow::Result<(tempfile::TempDir, DataDir, chartroom_server::InitReport)> {
     let tmp = tempfile::tempdir()?;
     let dir = DataDir::new(tmp.path().join("server"));
     let report = init(&dir, &InitOptions::default())?;
-    // One benchmark client reads thousands of charts an hour: lift the anomaly rule, which would
-    // (rightly) disable such an account.
     let mut config = dir.read_config()?;
     config.anomaly.floor = u64::MAX;
     std::fs::write(dir.path().join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    Ok((tmp, dir, report))
+}
+
+pub fn run(patients: u64, logins: usize, reads: usize) -> anyhow::Result<serde_json::Value> {
+    let (_tmp, dir, report) = fresh_server()?;
     let storage = dir.open_storage()?;
     let keys = dir.record_keys()?;
 

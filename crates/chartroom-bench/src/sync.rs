@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chartroom_client::ServerClient;
 use chartroom_crypto::Password;
 use chartroom_domain::{Chart, DeviceProfile, Role, VitalSign};
-use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
+use chartroom_server::{start, wall_now};
 use chartroom_station::{LockedVault, MemoryKeystore, Profile, UnlockedVault};
 use serde_json::json;
 
@@ -19,13 +19,7 @@ const PASSWORD: &str = "bench-password-long-enough";
 
 /// Seeds about `rows` records (patients included) and measures.
 pub fn run(rows: u64, increments: usize, pushes: usize) -> anyhow::Result<serde_json::Value> {
-    let tmp = tempfile::tempdir()?;
-    let dir = DataDir::new(tmp.path().join("server"));
-    let report = init(&dir, &InitOptions::default())?;
-    // The benchmark's users read and write far faster than any clinician: lift the anomaly rule.
-    let mut config = dir.read_config()?;
-    config.anomaly.floor = u64::MAX;
-    std::fs::write(dir.path().join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    let (tmp, dir, report) = crate::server::fresh_server()?;
     let storage = dir.open_storage()?;
     let keys = dir.record_keys()?;
 
