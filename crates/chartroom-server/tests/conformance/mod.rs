@@ -334,6 +334,115 @@ pub fn records(s: &dyn Storage) {
     assert_eq!(ids, expected);
 }
 
+/// Pushed changes (one transaction per batch, a compare-and-set per record, change ids remembered,
+/// an audit event per applied change) and the pull cursor (pages end at a change number, nothing
+/// is skipped or repeated, scope filters by the patient's current unit, patients that move out of
+/// scope are named in `left`, a cursor never issued is visible through `newest`).
+pub fn sync_changes(s: &dyn Storage) {
+    use chartroom_server::storage::{AppliedChange, IncomingChange, IncomingRecord, Stored};
+    let charts: Vec<SealedChart> =
+        (0..4u8).map(|i| chart(if i % 2 == 0 { "ICU" } else { "MED" }, "1", i, 2)).collect();
+    s.put_charts(&charts).unwrap();
+    let icu = Some(&["ICU".to_string()][..]);
+    // A first sync in pages of one change number: every ICU patient once, with all its records.
+    let (mut after, mut seen) = (0, Vec::new());
+    loop {
+        let page = s.pull_page(icu, after, 1).unwrap();
+        assert!(page.upto > after);
+        // Out of scope: named in `left` (ids only) once the cursor is past zero, never sent.
+        assert!(page
+            .left
+            .iter()
+            .all(|id| charts.iter().any(|c| c.patient.id == *id && c.patient.unit == "MED")));
+        seen.extend(page.patients.iter().map(|p| p.id));
+        for p in &page.patients {
+            let n = page.records.iter().filter(|(pid, _)| *pid == p.id).count();
+            assert_eq!(n, 3, "a whole patient comes with all its records");
+        }
+        after = page.upto;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, [charts[0].patient.id, charts[2].patient.id]);
+    assert_eq!(s.pull_page(icu, after, 10).unwrap().newest, after, "nothing newer");
+
+    let device = Uuid::now_v7();
+    let event = |id: Uuid| {
+        let mut e = Event::new(at(5), "create", "observation", "ok");
+        e.resource_id = Some(id.to_string());
+        e
+    };
+    let fresh = SealedRecord {
+        id: Uuid::now_v7(),
+        kind: RecordKind::Observation,
+        sort_key: 99,
+        version: 1,
+        body: vec![5],
+    };
+    let change = |patient: usize, replaces: Option<i64>, record: IncomingRecord| IncomingChange {
+        change_id: Uuid::now_v7(),
+        device_id: device,
+        patient_id: charts[patient].patient.id,
+        replaces,
+        record,
+    };
+    let allergy = charts[0].records[0].clone();
+    let a = change(0, None, IncomingRecord::Record(fresh.clone()));
+    let b = change(
+        0,
+        Some(1),
+        IncomingRecord::Record(SealedRecord { version: 2, body: vec![6], ..allergy.clone() }),
+    );
+    let stale = change(
+        0,
+        Some(1),
+        IncomingRecord::Record(SealedRecord { version: 2, body: vec![8], ..allergy.clone() }),
+    );
+    let moved = SealedPatient { unit: "MED".into(), version: 2, ..charts[2].patient.clone() };
+    let transfer = change(2, Some(1), IncomingRecord::Patient(moved));
+    let head = s.audit_head().unwrap().0;
+    let batch = [
+        (a.clone(), event(fresh.id)),
+        (b, event(allergy.id)),
+        (stale, event(allergy.id)),
+        (transfer, event(charts[2].patient.id)),
+    ];
+    let stored = s.apply_changes(&batch).unwrap();
+    assert_eq!(
+        stored,
+        [Stored::Applied, Stored::Applied, Stored::Moved { current_version: Some(2) }, Stored::Applied],
+        "the stale change lost to the one before it in the same batch"
+    );
+    assert_eq!(s.audit_head().unwrap().0, head + 3, "one event per applied change");
+    assert_eq!(
+        s.applied_change(a.change_id).unwrap(),
+        Some(AppliedChange { device_id: device, record_id: fresh.id, version: 1 })
+    );
+    // A retry applies nothing twice.
+    assert_eq!(
+        s.apply_changes(&[(a.clone(), event(fresh.id))]).unwrap(),
+        [Stored::AlreadyApplied(AppliedChange { device_id: device, record_id: fresh.id, version: 1 })]
+    );
+    assert_eq!(s.audit_head().unwrap().0, head + 3);
+
+    // The next ICU pull: the new observation and the allergy's new version as single records, and
+    // the transferred patient as `left`; nothing before the cursor again.
+    let page = s.pull_page(icu, after, 100).unwrap();
+    assert!(page.patients.is_empty());
+    let ids: Vec<Uuid> = page.records.iter().map(|(_, r)| r.id).collect();
+    assert_eq!(ids, [fresh.id, allergy.id]);
+    assert_eq!(page.records[1].1.version, 2);
+    assert_eq!(page.left, [charts[2].patient.id]);
+    assert!(!page.more);
+    // MED sees the transferred patient whole, with its records.
+    let med = s.pull_page(Some(&["MED".to_string()][..]), after, 100).unwrap();
+    assert_eq!(med.patients.iter().map(|p| p.id).collect::<Vec<_>>(), [charts[2].patient.id]);
+    assert_eq!(med.patients[0].unit, "MED");
+    assert_eq!(med.records.len(), 3);
+    assert!(page.newest >= page.upto && page.upto > after);
+}
+
 /// Every check, on a fresh, empty storage each.
 pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     accounts(fresh().as_ref());
@@ -343,4 +452,5 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     sessions(fresh().as_ref());
     audit(fresh().as_ref());
     records(fresh().as_ref());
+    sync_changes(fresh().as_ref());
 }
