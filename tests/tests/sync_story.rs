@@ -269,6 +269,30 @@ async fn three_stations_converge_with_every_conflict_surfaced_and_every_chain_ve
     assert_eq!(v.outbox().unwrap().len(), 2, "never dropped");
     v.lock();
 
+    // ana hands her observations of C to the MED team and discards her two refused changes: only
+    // she may, each discard is in the trail, and C (nothing unsynced any more) is shredded here.
+    let mut kim2 = s2.offline("kim.rn");
+    let refused_ids: Vec<Uuid> = refused.iter().map(|e| e.change_id).collect();
+    assert_eq!(kim2.discard(refused_ids[0], wall_now()).unwrap_err().code(), "note.not_author");
+    kim2.lock();
+    let mut ana2 = s2.offline("ana.rn");
+    for id in &refused_ids {
+        ana2.discard(*id, wall_now()).unwrap();
+    }
+    assert!(ana2.outbox().unwrap().is_empty());
+    let status = ana2.sync_indicator().unwrap().status;
+    assert_eq!((status.rejected, status.quarantined_patients), (0, 0));
+    assert_eq!(ana2.store().evict_patient(c.id, wall_now()).unwrap_err().code(), "store.patient_not_found");
+    let discarded = ana2
+        .store()
+        .audit_entries(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.action == "discard_change" && e.event.username.as_deref() == Some("ana.rn"))
+        .count();
+    assert_eq!(discarded, 2);
+    ana2.lock();
+
     // Everyone syncs once more; then compare every station with the server.
     let (v, _) = s1.sync("kim.rn").await;
     v.lock();

@@ -63,7 +63,7 @@ pub enum StationError {
     OfflineTooLong,
     #[error("a signed note is never edited; write an addendum")]
     NoteFinal,
-    #[error("only the author of a draft may change it")]
+    #[error("only the author of a draft or a change may change or discard it")]
     NotAuthor,
     #[error("only note text can be merged; choose keep mine or take theirs")]
     MergeTextOnly,

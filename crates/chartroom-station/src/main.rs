@@ -195,6 +195,12 @@ enum Command {
         #[arg(long, group = "how")]
         merge_text_stdin: bool,
     },
+    /// Give up one of your changes the server refused for good (a new record it never had); the
+    /// record goes from this station and the discard is in the audit trail.
+    Discard {
+        #[arg(long)]
+        change: uuid::Uuid,
+    },
     /// Local changes not yet accepted by the server, with their state.
     Outbox {
         #[arg(long)]
@@ -575,6 +581,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(id) => writeln!(out, "resolved; change {id} queued for sync")?,
                 None => writeln!(out, "resolved: the server's version is kept")?,
             }
+        }
+        Command::Discard { change } => {
+            with_vault(&cli, |v| v.discard(*change, clock::wall_now()))?;
+            writeln!(out, "discarded change {change}")?;
         }
         Command::Outbox { json } => {
             let vault = unlock(&cli)?;

@@ -415,6 +415,19 @@ impl UnlockedVault {
         })
     }
 
+    /// Discards one of this user's changes the server refused for good (a new record it never
+    /// had), audited; a quarantined patient with nothing else unsynced is then crypto-shredded.
+    pub fn discard(&mut self, change_id: Uuid, now: Timestamp) -> Result<()> {
+        let entry = self.outbox_entry(change_id)?;
+        if entry.user_id.is_some_and(|u| u != self.user_id()) {
+            return Err(StationError::NotAuthor);
+        }
+        let actor = self.actor();
+        self.store.discard_change(&actor, change_id, now)?;
+        self.store.release_quarantine(&actor, now)?;
+        Ok(())
+    }
+
     fn outbox_entry(&self, change_id: Uuid) -> Result<OutboxEntry> {
         self.store
             .outbox()?

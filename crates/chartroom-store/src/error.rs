@@ -28,6 +28,8 @@ pub enum StoreError {
     PatientShredded,
     #[error("this record is not in conflict (or the server's version has not been pulled yet)")]
     NoConflict,
+    #[error("only a refused change that created a new record can be discarded (resolve a conflict instead)")]
+    NotDiscardable,
     #[error("invalid record: {0}")]
     Invalid(#[from] ValidationError),
     #[error("a sealed value failed to open: {0}")]
@@ -55,6 +57,7 @@ impl StoreError {
             StoreError::PatientNotFound => "store.patient_not_found",
             StoreError::PatientShredded => "store.patient_shredded",
             StoreError::NoConflict => "sync.no_conflict",
+            StoreError::NotDiscardable => "sync.not_discardable",
             StoreError::Invalid(_) => "store.invalid",
             StoreError::Crypto(_) => "store.crypto",
             StoreError::Decode => "store.decode",

@@ -503,6 +503,43 @@ impl Store {
         Ok(applied)
     }
 
+    /// Gives up a change the server refused for good (`rejected`) that created a record the server
+    /// never had: the outbox entry and the local record go, in one transaction with an audit entry
+    /// that keeps the record (sealed) as it was. The only way a change leaves the outbox other than
+    /// the server accepting it — deliberate, attributed and recorded, never silent.
+    pub fn discard_change(&mut self, actor: &Actor, change_id: Uuid, now: Timestamp) -> Result<OutboxEntry> {
+        let entry = self
+            .outbox()?
+            .into_iter()
+            .find(|e| e.change_id == change_id)
+            .ok_or(StoreError::NotDiscardable)?;
+        if entry.state != "rejected" || entry.base_version != 0 {
+            return Err(StoreError::NotDiscardable);
+        }
+        let table = SYNCED_TABLES.into_iter().find(|t| *t == entry.kind).ok_or(StoreError::Decode)?;
+        let tx = self.conn.transaction()?;
+        let others: i64 = tx
+            .prepare_cached("SELECT count(*) FROM outbox WHERE record_id = ?1 AND change_id != ?2")?
+            .query_row(params![entry.record_id.as_bytes(), change_id.as_bytes()], |r| r.get(0))?;
+        if others > 0 || table == <Patient as Synced>::KIND {
+            return Err(StoreError::NotDiscardable);
+        }
+        let body: Option<Vec<u8>> = tx
+            .prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))?
+            .query_row([entry.record_id.as_bytes()], |r| r.get(0))
+            .optional()?;
+        tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?
+            .execute([entry.record_id.as_bytes()])?;
+        tx.prepare_cached("DELETE FROM outbox WHERE change_id = ?1")?.execute([change_id.as_bytes()])?;
+        let mut e = chartroom_audit::Event::new(now, "discard_change", table, "ok");
+        e.resource_id = Some(entry.record_id.to_string());
+        e.patient_ids = vec![entry.patient_id];
+        e.before = body;
+        crate::audit::append_in(&tx, actor, e)?;
+        tx.commit()?;
+        Ok(entry)
+    }
+
     /// Crypto-shreds quarantined patients none of whose changes is still unsynced (audited);
     /// returns how many.
     pub fn release_quarantine(&mut self, actor: &Actor, now: Timestamp) -> Result<usize> {
