@@ -411,7 +411,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 impl Keys {
     /// The patient's key: from the cache, or unwrapped from the database with the data key.
-    fn patient(&mut self, conn: &Connection, patient_id: Uuid) -> Result<&PatientKey> {
+    pub(crate) fn patient(&mut self, conn: &Connection, patient_id: Uuid) -> Result<&PatientKey> {
         use std::collections::hash_map::Entry;
         match self.patients.entry(patient_id) {
             Entry::Occupied(e) => Ok(e.into_mut()),

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use chartroom_crypto::PatientKey;
+use chartroom_crypto::{FieldPlace, PatientKey};
 use chartroom_domain::{Allergy, Condition, MedicationRequest, Note, Observation, Patient, Timestamp};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::de::DeserializeOwned;
@@ -401,6 +401,16 @@ impl Store {
         }
         let mut touched: Vec<Uuid> = patient_keys.iter().map(|(id, _)| *id).collect();
         for (id, key) in patient_keys {
+            // A station holds the server's key for each patient; one it made itself (a profile from
+            // before it synced) is replaced, after resealing what it sealed, so nothing is lost.
+            let held = match keys.patient(&tx, id) {
+                Ok(k) => Some(k.id()),
+                Err(StoreError::PatientNotFound | StoreError::PatientShredded) => None,
+                Err(e) => return Err(e),
+            };
+            if held.is_some_and(|k| k != key.id()) {
+                reseal_patient(&tx, keys, id, &key)?;
+            }
             tx.prepare_cached(
                 "INSERT INTO patient_keys (patient_id, wrapped) VALUES (?1, ?2)
                  ON CONFLICT(patient_id) DO UPDATE SET wrapped = ?2",
@@ -415,6 +425,19 @@ impl Store {
             let patient: Patient = keys.open(&tx, p.id, p.id, PATIENT_FIELD, &p.body)?;
             if patient.id != p.id {
                 return Err(StoreError::Decode);
+            }
+            // Back on this station's units: out of quarantine, and changes the server refused as
+            // out of scope are pushed again.
+            if tx
+                .prepare_cached("DELETE FROM quarantine WHERE patient_id = ?1")?
+                .execute([p.id.as_bytes()])?
+                > 0
+            {
+                tx.prepare_cached(
+                    "UPDATE outbox SET state = 'pending', reason = NULL
+                     WHERE patient_id = ?1 AND state = 'rejected' AND reason LIKE 'access.out_of_scope%'",
+                )?
+                .execute([p.id.as_bytes()])?;
             }
             if at.stash_if_local(p.id, "patients", p.id, p.version, &p.body)? {
                 applied.conflicts += 1;
@@ -700,6 +723,67 @@ fn has_unsynced(tx: &Transaction<'_>, patient_id: Uuid) -> Result<bool> {
         .query_row([patient_id.as_bytes()], |_| Ok(()))
         .optional()?
         .is_some())
+}
+
+/// Re-seals every sealed value of a patient (the patient row, records, conflicts) from the key the
+/// station holds to `new` (caller's transaction).
+fn reseal_patient(tx: &Transaction<'_>, keys: &mut Keys, patient_id: Uuid, new: &PatientKey) -> Result<()> {
+    let old = keys.patient(tx, patient_id)?;
+    let mut rows: Vec<(&'static str, &'static str, Uuid, Vec<u8>)> = Vec::new();
+    let mut collect = |table: &'static str, field: &'static str, sql: &str| -> Result<()> {
+        let mut stmt = tx.prepare(sql)?;
+        for row in
+            stmt.query_map([patient_id.as_bytes()], |r| Ok((Uuid::from_bytes(r.get(0)?), r.get(1)?)))?
+        {
+            let (id, body) = row?;
+            rows.push((table, field, id, body));
+        }
+        Ok(())
+    };
+    collect("patients", PATIENT_FIELD, "SELECT id, body FROM patients WHERE id = ?1")?;
+    for (table, field) in [
+        (<Allergy as Synced>::KIND, <Allergy as Synced>::SEAL_FIELD),
+        (<Condition as Synced>::KIND, <Condition as Synced>::SEAL_FIELD),
+        (<MedicationRequest as Synced>::KIND, <MedicationRequest as Synced>::SEAL_FIELD),
+        (<Observation as Synced>::KIND, <Observation as Synced>::SEAL_FIELD),
+        (<Note as Synced>::KIND, <Note as Synced>::SEAL_FIELD),
+    ] {
+        collect(table, field, &format!("SELECT id, body FROM {table} WHERE patient_id = ?1"))?;
+    }
+    let mut conflicts = Vec::new();
+    {
+        let mut stmt = tx.prepare("SELECT record_id, kind, body FROM conflicts WHERE patient_id = ?1")?;
+        for row in stmt.query_map([patient_id.as_bytes()], |r| {
+            Ok((Uuid::from_bytes(r.get(0)?), r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
+        })? {
+            conflicts.push(row?);
+        }
+    }
+    for (table, field, id, body) in rows {
+        let place = FieldPlace { patient_id, record_id: id, field };
+        let sealed = new.seal(&place, &old.open(&place, &body)?)?;
+        tx.execute(&format!("UPDATE {table} SET body = ?1 WHERE id = ?2"), params![sealed, id.as_bytes()])?;
+    }
+    for (id, kind, body) in conflicts {
+        let field = seal_field_of(&kind)?;
+        let place = FieldPlace { patient_id, record_id: id, field };
+        let sealed = new.seal(&place, &old.open(&place, &body)?)?;
+        tx.execute("UPDATE conflicts SET body = ?1 WHERE record_id = ?2", params![sealed, id.as_bytes()])?;
+    }
+    Ok(())
+}
+
+/// The sealing field of a station table.
+fn seal_field_of(table: &str) -> Result<&'static str> {
+    Ok(match table {
+        t if t == <Allergy as Synced>::KIND => <Allergy as Synced>::SEAL_FIELD,
+        t if t == <Condition as Synced>::KIND => <Condition as Synced>::SEAL_FIELD,
+        t if t == <MedicationRequest as Synced>::KIND => <MedicationRequest as Synced>::SEAL_FIELD,
+        t if t == <Observation as Synced>::KIND => <Observation as Synced>::SEAL_FIELD,
+        t if t == <Note as Synced>::KIND => <Note as Synced>::SEAL_FIELD,
+        t if t == <Patient as Synced>::KIND => PATIENT_FIELD,
+        _ => return Err(StoreError::Decode),
+    })
 }
 
 /// Where pulled records go when the station has an unsynced change to them.

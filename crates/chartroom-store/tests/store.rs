@@ -241,3 +241,75 @@ fn create_refuses_to_overwrite() {
     ));
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+/// A patient who left the station's units while a change to them was unsynced is quarantined
+/// (hidden, kept); when the patient comes back, the quarantine ends and the change the server had
+/// refused as out of scope is pushed again. With nothing unsynced, leaving shreds the patient.
+#[test]
+fn a_patient_who_leaves_and_comes_back_keeps_the_unsynced_change() {
+    use chartroom_crypto::{fields, FieldPlace, PatientKey};
+    use chartroom_store::{Actor, PulledPage, PulledPatient, Settlement};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, dek, bundles) = new_store(dir.path(), 4);
+    let mut store = Store::open(&path, dek, small_options()).unwrap();
+    let actor = Actor {
+        device_id: uuid::Uuid::from_u128(9),
+        user_id: Some(uuid::Uuid::from_u128(1)),
+        username: Some("kim.rn".into()),
+        host: "test".into(),
+    };
+    let (kept, gone) = (&bundles[0].patient, &bundles[1].patient);
+    let obs = Observation {
+        id: uuid::Uuid::now_v7(),
+        patient_id: kept.id,
+        vital: VitalSign::HeartRate,
+        value: 88.0,
+        effective_at: Timestamp(1_800_000_000_000),
+        recorded_by: uuid::Uuid::from_u128(1),
+        version: 0,
+    };
+    let change = store.record_changes(&actor, std::slice::from_ref(&obs), Timestamp(1)).unwrap()[0];
+    let empty = |left: Vec<uuid::Uuid>, cursor: i64| PulledPage {
+        patients: vec![],
+        records: vec![],
+        keys: vec![],
+        left,
+        cursor,
+        complete: true,
+    };
+    let applied = store.apply_pull(&actor, empty(vec![kept.id, gone.id], 5), Timestamp(2)).unwrap();
+    assert_eq!((applied.quarantined, applied.shredded), (1, 1));
+    assert!(matches!(store.find_by_mrn(&kept.mrn), Err(StoreError::PatientNotFound)), "hidden");
+    assert!(matches!(store.find_by_mrn(&gone.mrn), Err(StoreError::PatientNotFound)));
+    store
+        .settle_change(
+            change,
+            Settlement::Kept { state: "rejected", reason: "access.out_of_scope: not on your units".into() },
+        )
+        .unwrap();
+    assert_eq!(store.sync_status().unwrap().rejected, 1);
+
+    // The patient comes back (a whole patient in a pull, sealed under the patient's key).
+    let key = PatientKey::generate();
+    let back = Patient { version: 3, ..kept.clone() };
+    let place = FieldPlace { patient_id: kept.id, record_id: kept.id, field: fields::PATIENT };
+    let body = key.seal(&place, &serde_json::to_vec(&back).unwrap()).unwrap();
+    let page = PulledPage {
+        patients: vec![PulledPatient {
+            id: kept.id,
+            unit: back.unit.clone(),
+            bed: back.bed.clone(),
+            version: 3,
+            body,
+        }],
+        keys: vec![(kept.id, key)],
+        ..empty(vec![], 9)
+    };
+    store.apply_pull(&actor, page, Timestamp(3)).unwrap();
+    assert_eq!(store.find_by_mrn(&kept.mrn).unwrap(), kept.id, "visible again");
+    let status = store.sync_status().unwrap();
+    assert_eq!((status.pending, status.rejected, status.quarantined_patients), (1, 0, 0), "pushed again");
+    assert_eq!(store.outbox().unwrap()[0].change_id, change);
+    let stored: Observation = store.get(obs.id).unwrap();
+    assert_eq!(stored.value, 88.0, "the local change survived it all");
+}
