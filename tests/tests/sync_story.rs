@@ -347,3 +347,67 @@ async fn three_stations_converge_with_every_conflict_surfaced_and_every_chain_ve
     trail.lock();
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
+
+/// A station on two units, used by a nurse of one and a physician of both: whoever syncs, the
+/// station holds both units' patients (nothing is skipped or shredded because the nurse's own units
+/// are narrower), and each user sees only their own units there. A draft edited and then signed
+/// between two syncs reaches the server whole, in one push.
+#[tokio::test]
+async fn a_shared_two_unit_station_holds_both_units_and_shows_each_user_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    for (name, role, units) in
+        [("kim.rn", Role::Nurse, vec!["ICU"]), ("lee.md", Role::Physician, vec!["ICU", "MED"])]
+    {
+        let units = units.into_iter().map(String::from).collect();
+        chartroom_server::users::add_user(&storage, name, role, units, &password(name), wall_now()).unwrap();
+    }
+    let config = chartroom_synth::SynthConfig::new(12, wall_now());
+    let charts: Vec<Chart> = (0..8).map(|i| chartroom_synth::patient(&config, i)).collect();
+    let keys = dir.record_keys().unwrap();
+    chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let env = Env {
+        storage,
+        keys,
+        url: format!("https://localhost:{}", server.addr.port()),
+        fingerprint: report.fingerprint.clone(),
+    };
+    let s = Station::enroll(&tmp.path().join("step-down"), "step-down", &["ICU", "MED"], &env).await;
+    let count = |unit: &str| charts.iter().filter(|c| c.patient.unit == unit).count();
+
+    // The nurse syncs first: the station takes both units; she sees the ICU only.
+    let (mut kim, r) = s.sync("kim.rn").await;
+    assert_eq!((r.pull.charts, r.pull.shredded), (charts.len(), 0), "{r:?}");
+    let census = kim.census(None, wall_now()).unwrap();
+    assert_eq!(census.len(), count("ICU"));
+    assert!(census.iter().all(|row| row.unit == "ICU"));
+    let med = charts.iter().find(|c| c.patient.unit == "MED").unwrap();
+    assert_eq!(kim.chart_by_mrn(&med.patient.mrn, 5, wall_now()).unwrap_err().code(), "access.out_of_scope");
+    assert_eq!(kim.census(Some("MED"), wall_now()).unwrap_err().code(), "access.out_of_scope");
+
+    // Offline: a draft, an edit, then the signature — one push settles all three.
+    let icu = charts.iter().find(|c| c.patient.unit == "ICU").unwrap();
+    let draft = kim.write_note(&icu.patient.mrn, "Drowsy but rousable.", false, wall_now()).unwrap();
+    kim.edit_note(draft.id, Some("Drowsy but rousable; GCS 14."), false, wall_now()).unwrap();
+    kim.edit_note(draft.id, None, true, wall_now()).unwrap();
+    kim.lock();
+    let (kim, r) = s.sync("kim.rn").await;
+    assert_eq!((r.push.applied, r.push.rejected, r.push.pending), (1, 0, 0), "{r:?}");
+    assert!(kim.outbox().unwrap().is_empty());
+    kim.lock();
+    let note = env.chart(icu.patient.id).notes.into_iter().find(|n| n.id == draft.id).unwrap();
+    assert_eq!(note.text, "Drowsy but rousable; GCS 14.");
+    assert!(matches!(note.status, chartroom_domain::NoteStatus::Signed { .. }));
+
+    // The physician's first login (online, to get a slot) — then offline he sees both units,
+    // already on the station whoever synced.
+    s.locked.login_online(&s.client, "lee.md", &password("lee.md"), wall_now()).await.unwrap().lock();
+    let mut lee = s.offline("lee.md");
+    assert_eq!(lee.census(None, wall_now()).unwrap().len(), charts.len());
+    assert_eq!(lee.chart_by_mrn(&med.patient.mrn, 5, wall_now()).unwrap().patient.id, med.patient.id);
+    lee.lock();
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}

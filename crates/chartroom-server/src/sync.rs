@@ -238,6 +238,16 @@ fn decide_change(
     let version = replaces.map_or(1, |v| v + 1);
     let sealed = match record {
         ChangeRecord::Patient(p) => {
+            // Break-glass lets a clinician act on a patient off their units; never move the
+            // patient onto them (which would make the access permanent).
+            let in_scope =
+                decide(&who, m.action, Target::Patient { unit: &patient.unit, break_glass: false });
+            if p.unit != patient.unit && in_scope.is_err() {
+                return Ok(Decision::Done(rejected(
+                    "access.forbidden",
+                    "a transfer needs the patient on your units; break-glass does not allow one",
+                )));
+            }
             if r.keys.mrn_index(&p.mrn) != patient.mrn_index {
                 return Ok(Decision::Done(rejected(
                     "sync.mrn_immutable",
@@ -346,8 +356,9 @@ fn amends_signed_note(r: Reader<'_>, patient: &SealedPatient, target: Uuid) -> R
 /// Most change numbers in one pull page.
 pub const MAX_PULL: usize = 1000;
 
-/// The changes after `after` that the caller's device may hold (patients on the device's units,
-/// narrowed to the user's, for users who may read whole charts there), sealed as stored, with the
+/// The changes after `after` that the caller's device may hold (patients on the device's units, or
+/// the user's on a device without units), for users who may read whole charts on at least one of
+/// them, sealed as stored, with the
 /// patients' keys wrapped under `device_key` (the device's sync wrap key).
 pub fn pull(r: Reader<'_>, device_key: &DataKey, after: i64, limit: usize) -> Result<PullPage, ReadFailure> {
     let who = principal(r.owner);
@@ -368,7 +379,11 @@ pub fn pull(r: Reader<'_>, device_key: &DataKey, after: i64, limit: usize) -> Re
         )?;
         return Err(ReadFailure::Denied(denied));
     }
-    let scope = (!units.iter().any(|u| u == "*")).then_some(units.as_slice());
+    // A ward station holds its units' patients for all its users (each reads only their own units
+    // there), so its cursor follows the device's units whoever syncs; a laptop follows its user's.
+    let device_units = &r.owner.device.record.units;
+    let held = if device_units.is_empty() { units } else { device_units.clone() };
+    let scope = (!held.iter().any(|u| u == "*")).then_some(held.as_slice());
     let rows = r.storage.pull_page(scope, after, limit.clamp(1, MAX_PULL))?;
     if after > rows.newest {
         return Err(ReadFailure::CursorAhead);

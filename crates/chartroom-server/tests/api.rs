@@ -619,6 +619,26 @@ async fn break_glass_opens_one_patient_for_an_hour_and_auditors_review_it() {
         .iter()
         .any(|e| e.action == "break_glass_view" && e.patient_ids == [med[0].patient.id]));
     assert_eq!(f.status(&dev, &nurse, &chart_path(med[1])).await.0, StatusCode::FORBIDDEN);
+    // Break-glass lets her act on the patient, never move the patient onto her units (which would
+    // make the access permanent); the bed within MED is fine.
+    let push = |patient: chartroom_domain::Patient| chartroom_protocol::PushBatch {
+        changes: vec![chartroom_protocol::Change {
+            change_id: uuid::Uuid::now_v7().to_string(),
+            base_version: med[0].patient.version,
+            change: chartroom_protocol::ChangeRecord::Patient(patient),
+        }],
+    };
+    let onto_icu = chartroom_domain::Patient { unit: "ICU".into(), ..med[0].patient.clone() };
+    let r: chartroom_protocol::PushResponse =
+        f.client.post_signed(&dev, &nurse, "/v1/sync/push", &push(onto_icu)).await.unwrap();
+    assert!(
+        matches!(&r.results[0].outcome, chartroom_protocol::ChangeOutcome::Rejected { code, .. } if code == "access.forbidden"),
+        "{r:?}"
+    );
+    let new_bed = chartroom_domain::Patient { bed: "99".into(), ..med[0].patient.clone() };
+    let r: chartroom_protocol::PushResponse =
+        f.client.post_signed(&dev, &nurse, "/v1/sync/push", &push(new_bed)).await.unwrap();
+    assert!(matches!(r.results[0].outcome, chartroom_protocol::ChangeOutcome::Applied { .. }), "{r:?}");
     // A reason from the list and real text are required; billing has no break-glass at all.
     let bad = serde_json::json!({ "reason": "curiosity", "detail": "just looking" });
     let err = f.client.post_signed::<_, BreakGlassGrant>(&dev, &nurse, &path, &bad).await.unwrap_err();

@@ -66,6 +66,9 @@ struct SlotRecord {
     /// policy's maximum offline age. `None` for vaults that never had a server.
     #[serde(default)]
     last_online: Option<Timestamp>,
+    /// The units the server last gave this user (what they may read here); empty: not told.
+    #[serde(default)]
+    units: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -86,6 +89,8 @@ pub struct SlotUser {
     pub slot: KeySlot,
     pub role: Option<Role>,
     pub last_online: Option<Timestamp>,
+    /// The user's units as the server last said (empty: never told, e.g. a vault without a server).
+    pub units: Vec<String>,
 }
 
 /// A station profile directory.
@@ -211,6 +216,7 @@ impl Profile {
             slot,
             role: rec.role,
             last_online: rec.last_online,
+            units: rec.units.clone(),
         }))
     }
 
@@ -226,6 +232,7 @@ impl Profile {
         username: &str,
         role: Option<Role>,
         last_online: Option<Timestamp>,
+        units: &[String],
         slot: &KeySlot,
     ) -> Result<(), StationError> {
         let mut file = self.read_slot_file()?;
@@ -237,6 +244,7 @@ impl Profile {
             sha256: to_hex(&Sha256::digest(slot.as_bytes())),
             role,
             last_online,
+            units: units.to_vec(),
         });
         self.write_slot_file(&file)
     }

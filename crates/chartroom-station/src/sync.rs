@@ -180,6 +180,9 @@ impl UnlockedVault {
         let (token, identity) = self.online()?;
         let mut report = PushReport::default();
         loop {
+            // Every change queued so far is in the records as they are read now (a push sends a
+            // record's current state): an accepted change settles the author's earlier ones too.
+            let sent_upto = self.store.outbox_seq()?;
             let mut batch: Vec<OutboxEntry> =
                 self.store.sendable(self.user_id())?.into_iter().take(chartroom_protocol::MAX_PUSH).collect();
             if batch.is_empty() {
@@ -226,7 +229,7 @@ impl UnlockedVault {
                 };
                 settled.push((change_id, settlement));
             }
-            self.store.settle_changes(&settled)?;
+            self.store.settle_changes(&settled, sent_upto)?;
             if settled.is_empty() {
                 // The server answered for none of them: try again at the next sync, not in a loop.
                 return Err(StationError::ServerAnswer);
@@ -399,6 +402,9 @@ impl UnlockedVault {
         now: Timestamp,
     ) -> Result<Option<Uuid>> {
         let entry = self.outbox_entry(change_id)?;
+        if entry.user_id.is_some_and(|u| u != self.user_id()) {
+            return Err(StationError::NotAuthor);
+        }
         let unit = self.store.patient_unit(entry.patient_id)?;
         by_kind!(&entry.kind, T => {
             let (mine, _) = self.store.conflict::<T>(entry.record_id)?.ok_or(StoreError::NoConflict)?;

@@ -83,6 +83,8 @@ pub struct UnlockedVault {
     username: String,
     /// The role the server gave this user at their last online login (`None`: never told).
     pub(crate) role: Option<Role>,
+    /// The user's units as the server last said (empty: never told — a vault without a server).
+    units: Vec<String>,
     pub(crate) store: Store,
     /// The access token of an online login (for sync); `None` after an offline unlock.
     access_token: Option<zeroize::Zeroizing<String>>,
@@ -128,6 +130,7 @@ impl LockedVault {
                     user_id: new.user_id,
                     username: new.username.to_owned(),
                     role: Some(new.role),
+                    units: Vec::new(),
                     store,
                     access_token: None,
                     refresh_token: None,
@@ -153,7 +156,7 @@ impl LockedVault {
     ) -> Result<Store> {
         let dek = DataKey::generate();
         let slot = KeySlot::seal(&dek, new.password, secret, new.user_id, device.device_id, 1, new.kdf)?;
-        profile.put_slot(new.user_id, new.username, Some(new.role), None, &slot)?;
+        profile.put_slot(new.user_id, new.username, Some(new.role), None, &[], &slot)?;
         if let Some(recovery) = &new.recovery {
             profile.put_recovery_slot(&RecoverySlot::seal(&dek, recovery, device.device_id)?)?;
         }
@@ -311,13 +314,21 @@ impl LockedVault {
             slot_version,
             KdfParams::DEFAULT,
         )?;
-        self.profile.put_slot(user_id, &tokens.user.username, Some(tokens.user.role), Some(now), &slot)?;
+        self.profile.put_slot(
+            user_id,
+            &tokens.user.username,
+            Some(tokens.user.role),
+            Some(now),
+            &tokens.user.units,
+            &slot,
+        )?;
         let store = self.open_store(dek)?;
         let mut vault = UnlockedVault {
             locked: self.clone(),
             user_id,
             username: tokens.user.username.clone(),
             role: Some(tokens.user.role),
+            units: tokens.user.units.clone(),
             store,
             access_token: Some(zeroize::Zeroizing::new(tokens.access_token.clone())),
             refresh_token: Some(zeroize::Zeroizing::new(tokens.refresh_token.clone())),
@@ -451,6 +462,7 @@ impl LockedVault {
             user_id: user.user_id,
             username: user.username,
             role: user.role,
+            units: user.units,
             store,
             access_token: None,
             refresh_token: None,
@@ -586,9 +598,27 @@ impl UnlockedVault {
 
     /// A unit's census (all units with `None`), recorded in the audit chain with every patient shown.
     pub fn census(&mut self, unit: Option<&str>, now: Timestamp) -> Result<Vec<chartroom_store::CensusRow>> {
-        self.permit(chartroom_domain::Action::ReadCensus, unit.unwrap_or("*"), Uuid::nil(), now)?;
+        let units = self.user_units();
+        let asked: Vec<String> = match unit {
+            Some(u) => vec![u.to_owned()],
+            None if units.iter().any(|u| u == "*") => vec![],
+            None => units,
+        };
+        for u in &asked {
+            self.permit(chartroom_domain::Action::ReadCensus, u, Uuid::nil(), now)?;
+        }
+        if asked.is_empty() {
+            self.permit(chartroom_domain::Action::ReadCensus, "*", Uuid::nil(), now)?;
+        }
         let actor = self.actor();
-        Ok(self.store.census_as(&actor, unit, now)?)
+        if asked.is_empty() {
+            return Ok(self.store.census_as(&actor, None, now)?);
+        }
+        let mut rows = Vec::new();
+        for u in &asked {
+            rows.extend(self.store.census_as(&actor, Some(u), now)?);
+        }
+        Ok(rows)
     }
 
     /// The chart of the patient with this MRN, recorded in the audit chain. A patient who is not (or
@@ -604,7 +634,8 @@ impl UnlockedVault {
             }
         };
         let read = chartroom_domain::Action::Read(chartroom_domain::ChartSection::Demographics);
-        self.permit(read, "*", id, now)?;
+        let unit = self.store.patient_unit(id)?;
+        self.permit(read, &unit, id, now)?;
         let mut chart = self.store.chart_as(&actor, id, max_observations, now)?;
         // Minimum necessary, as on the server: sections the role may not read stay empty.
         let who = chartroom_domain::Principal {
@@ -631,6 +662,15 @@ impl UnlockedVault {
         Ok(chart)
     }
 
+    /// The units this user works on here (all of the station's when the server never said).
+    fn user_units(&self) -> Vec<String> {
+        if self.units.is_empty() {
+            vec!["*".into()]
+        } else {
+            self.units.clone()
+        }
+    }
+
     /// Checks that this user may do `action` on a patient of `unit`; a refusal is recorded.
     pub(crate) fn permit(
         &mut self,
@@ -642,8 +682,9 @@ impl UnlockedVault {
         let Some(role) = self.role else {
             return Err(StationError::RoleUnknown);
         };
-        // This station holds only patients of its own units: the unit check is the server's.
-        let who = chartroom_domain::Principal { role, units: vec!["*".into()] };
+        // The station holds its units' patients for all its users; each user reads only their own
+        // units' (as the server last said).
+        let who = chartroom_domain::Principal { role, units: self.user_units() };
         let target = chartroom_domain::Target::Patient { unit, break_glass: false };
         if let Err(denied) = chartroom_domain::decide(&who, action, target) {
             let actor = self.actor();
@@ -738,7 +779,7 @@ impl UnlockedVault {
             slot_version,
             kdf,
         )?;
-        self.locked.profile.put_slot(user_id, username, None, None, &slot)
+        self.locked.profile.put_slot(user_id, username, None, None, &[], &slot)
     }
 
     /// Locks: checkpoints and closes the database and drops (wiping) the data key and every patient

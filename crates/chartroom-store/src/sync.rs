@@ -270,6 +270,11 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// The sequence number of the newest outbox entry (0: empty).
+    pub fn outbox_seq(&self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT coalesce(max(seq), 0) FROM outbox", [], |r| r.get(0))?)
+    }
+
     /// The changes `user` pushes now: their pending ones, at most one per record (a later change
     /// to the same record waits for the server's answer to the earlier one, which gives it its base
     /// version), and none queued behind a conflict, a refusal or another user's change of the same
@@ -294,14 +299,17 @@ impl Store {
     /// gives the record its server version and makes that the base of the record's next queued
     /// change; `Kept(state, reason)` keeps it, marked, with the reason (never dropped).
     pub fn settle_change(&mut self, change_id: Uuid, settlement: Settlement) -> Result<()> {
-        self.settle_changes(&[(change_id, settlement)])
+        self.settle_changes(&[(change_id, settlement)], 0)
     }
 
-    /// Settles a whole push response in one transaction (as [`Store::settle_change`] each).
-    pub fn settle_changes(&mut self, settled: &[(Uuid, Settlement)]) -> Result<()> {
+    /// Settles a whole push response in one transaction (as [`Store::settle_change`] each). The
+    /// records were read when the outbox's last change was `sent_upto` ([`Store::outbox_seq`]), so
+    /// an accepted change also settles its author's later changes to the same record up to there:
+    /// their content went with it.
+    pub fn settle_changes(&mut self, settled: &[(Uuid, Settlement)], sent_upto: i64) -> Result<()> {
         let tx = self.conn.transaction()?;
         for (change_id, settlement) in settled {
-            settle_in(&tx, *change_id, settlement)?;
+            settle_in(&tx, *change_id, settlement, sent_upto)?;
         }
         tx.commit()?;
         Ok(())
@@ -634,7 +642,12 @@ impl Store {
             .prepare_cached(&format!("SELECT body FROM {} WHERE id = ?1", R::KIND))?
             .query_row([record_id.as_bytes()], |r| r.get(0))?;
         let after = result.put_in(&tx, keys)?;
-        tx.execute("DELETE FROM outbox WHERE record_id = ?1", [record_id.as_bytes()])?;
+        // The resolver's changes to the record; another user's later change stays (and is pushed in
+        // their session, on the version this resolution produces).
+        tx.execute(
+            "DELETE FROM outbox WHERE record_id = ?1 AND (user_id IS NULL OR user_id IS ?2)",
+            params![record_id.as_bytes(), actor.user_id.map(|u| u.into_bytes())],
+        )?;
         tx.execute("DELETE FROM conflicts WHERE record_id = ?1", [record_id.as_bytes()])?;
         let queued = match how {
             Resolution::TakeTheirs => None,
@@ -654,18 +667,22 @@ impl Store {
 }
 
 /// Settles one pushed change in the caller's transaction.
-fn settle_in(tx: &Transaction<'_>, change_id: Uuid, settlement: &Settlement) -> Result<()> {
-    let row: Option<(String, [u8; 16])> = tx
-        .prepare_cached("SELECT kind, record_id FROM outbox WHERE change_id = ?1")?
-        .query_row([change_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+fn settle_in(tx: &Transaction<'_>, change_id: Uuid, settlement: &Settlement, sent_upto: i64) -> Result<()> {
+    let row: Option<(String, [u8; 16], Option<Vec<u8>>)> = tx
+        .prepare_cached("SELECT kind, record_id, user_id FROM outbox WHERE change_id = ?1")?
+        .query_row([change_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((kind, record_id)) = row else { return Ok(()) };
+    let Some((kind, record_id, user)) = row else { return Ok(()) };
     match settlement {
         Settlement::Accepted { version } => {
             let table = SYNCED_TABLES.into_iter().find(|t| *t == kind).ok_or(StoreError::Decode)?;
             tx.prepare_cached(&format!("UPDATE {table} SET version = ?1 WHERE id = ?2"))?
                 .execute(params![version, &record_id[..]])?;
             tx.prepare_cached("DELETE FROM outbox WHERE change_id = ?1")?.execute([change_id.as_bytes()])?;
+            tx.prepare_cached(
+                "DELETE FROM outbox WHERE record_id = ?1 AND state = 'pending' AND seq <= ?2 AND user_id IS ?3",
+            )?
+            .execute(params![&record_id[..], sent_upto, user])?;
             tx.prepare_cached(
                 "UPDATE outbox SET base_version = ?1 WHERE record_id = ?2 AND state = 'pending'",
             )?
