@@ -317,7 +317,7 @@ impl UnlockedVault {
             let key = sync_key
                 .unwrap_patient_key(k.patient_id, &k.wrapped)
                 .map_err(|_| StationError::ServerAnswer)?;
-            keys.push((k.patient_id, key));
+            keys.push((k.patient_id, Box::new(key)));
         }
         Ok(chartroom_store::PulledPage {
             patients: page

@@ -127,7 +127,8 @@ pub struct PulledPage {
     pub patients: Vec<PulledPatient>,
     pub records: Vec<PulledRecord>,
     /// The keys of the patients named in this page (unwrapped by the caller).
-    pub keys: Vec<(Uuid, PatientKey)>,
+    /// Boxed from the moment they are unwrapped, so that moving them never leaves an unwiped copy.
+    pub keys: Vec<(Uuid, Box<PatientKey>)>,
     /// Patients that left what this station may hold.
     pub left: Vec<Uuid>,
     /// The server's cursor after this page.
@@ -426,7 +427,7 @@ impl Store {
             .execute(params![id.as_bytes(), keys.dek.wrap_patient_key(id, &key)])?;
             tx.prepare_cached("DELETE FROM shredded_patients WHERE patient_id = ?1")?
                 .execute([id.as_bytes()])?;
-            keys.patients.insert(id, Box::new(key));
+            keys.patients.insert(id, key);
         }
         let at = Incoming { tx: &tx, local: &local, now };
         for p in &patients {
@@ -690,6 +691,23 @@ fn settle_in(tx: &Transaction<'_>, change_id: Uuid, settlement: &Settlement, sen
             // A "theirs" at or below this version was this very change coming back in a pull.
             tx.prepare_cached("DELETE FROM conflicts WHERE record_id = ?1 AND their_version <= ?2")?
                 .execute(params![&record_id[..], version])?;
+            // A newer "theirs" with nothing local left to weigh against it (this change was applied
+            // before, its answer lost, and the server moved on since): it is simply the record now.
+            let left_here: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM outbox WHERE record_id = ?1)")?
+                .query_row([&record_id[..]], |r| r.get(0))?;
+            if !left_here && table != <Patient as Synced>::KIND {
+                let newer: Option<(i64, Vec<u8>)> = tx
+                    .prepare_cached("SELECT their_version, body FROM conflicts WHERE record_id = ?1")?
+                    .query_row([&record_id[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((their_version, body)) = newer {
+                    tx.prepare_cached(&format!("UPDATE {table} SET version = ?1, body = ?2 WHERE id = ?3"))?
+                        .execute(params![their_version, body, &record_id[..]])?;
+                    tx.prepare_cached("DELETE FROM conflicts WHERE record_id = ?1")?
+                        .execute([&record_id[..]])?;
+                }
+            }
         }
         Settlement::Kept { state, reason } => {
             tx.prepare_cached("UPDATE outbox SET state = ?1, reason = ?2 WHERE change_id = ?3")?

@@ -302,7 +302,7 @@ fn a_patient_who_leaves_and_comes_back_keeps_the_unsynced_change() {
             version: 3,
             body,
         }],
-        keys: vec![(kept.id, key)],
+        keys: vec![(kept.id, Box::new(key))],
         ..empty(vec![], 9)
     };
     store.apply_pull(&actor, page, Timestamp(3)).unwrap();
@@ -312,4 +312,56 @@ fn a_patient_who_leaves_and_comes_back_keeps_the_unsynced_change() {
     assert_eq!(store.outbox().unwrap()[0].change_id, change);
     let stored: Observation = store.get(obs.id).unwrap();
     assert_eq!(stored.value, 88.0, "the local change survived it all");
+}
+
+/// A change applied on the server whose answer was lost, while the server moved the record on:
+/// the pull keeps the newer version beside the local change; when the retry comes back as a
+/// duplicate, nothing local is left to weigh against it, so the newer version becomes the record.
+#[test]
+fn a_newer_server_version_kept_beside_a_change_becomes_the_record_once_the_change_settles() {
+    use chartroom_crypto::{fields, FieldPlace, PatientKey};
+    use chartroom_store::{Actor, PulledPage, PulledRecord, Settlement};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, dek, bundles) = new_store(dir.path(), 2);
+    let mut store = Store::open(&path, dek, small_options()).unwrap();
+    let actor = Actor {
+        device_id: uuid::Uuid::from_u128(9),
+        user_id: Some(uuid::Uuid::from_u128(1)),
+        username: Some("kim.rn".into()),
+        host: "test".into(),
+    };
+    let chart = bundles.iter().find(|c| !c.allergies.is_empty()).unwrap();
+    let mine = Allergy { reaction: "Hives".into(), ..chart.allergies[0].clone() };
+    let change = store.record_changes(&actor, std::slice::from_ref(&mine), Timestamp(1)).unwrap()[0];
+    let base = store.outbox().unwrap()[0].base_version;
+
+    // The server has moved on two versions (one of them this very change, applied; answer lost).
+    let key = PatientKey::generate();
+    let theirs = Allergy { reaction: "Anaphylaxis".into(), version: base + 2, ..mine.clone() };
+    let place = FieldPlace { patient_id: chart.patient.id, record_id: theirs.id, field: fields::ALLERGY };
+    let body = key.seal(&place, &serde_json::to_vec(&theirs).unwrap()).unwrap();
+    let page = PulledPage {
+        patients: vec![],
+        records: vec![PulledRecord {
+            id: theirs.id,
+            patient_id: chart.patient.id,
+            kind: "allergy".into(),
+            sort_key: 0,
+            version: base + 2,
+            body,
+        }],
+        keys: vec![(chart.patient.id, Box::new(key))],
+        left: vec![],
+        cursor: 7,
+        complete: true,
+    };
+    assert_eq!(store.apply_pull(&actor, page, Timestamp(2)).unwrap().conflicts, 1);
+    let still: Allergy = store.get(mine.id).unwrap();
+    assert_eq!(still.reaction, "Hives", "the local change is not overwritten");
+
+    store.settle_change(change, Settlement::Accepted { version: base + 1 }).unwrap();
+    let now: Allergy = store.get(mine.id).unwrap();
+    assert_eq!((now.reaction.as_str(), now.version), ("Anaphylaxis", base + 2));
+    assert!(store.outbox().unwrap().is_empty());
+    assert!(store.conflict::<Allergy>(mine.id).unwrap().is_none(), "nothing left to resolve");
 }

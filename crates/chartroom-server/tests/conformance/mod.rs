@@ -345,9 +345,10 @@ pub fn sync_changes(s: &dyn Storage) {
     s.put_charts(&charts).unwrap();
     let icu = Some(&["ICU".to_string()][..]);
     // A first sync in pages of one change number: every ICU patient once, with all its records.
-    let (mut after, mut seen) = (0, Vec::new());
+    let (mut after, mut seen, mut named_left) = (0, Vec::new(), 0);
     loop {
         let page = s.pull_page(icu, after, 1).unwrap();
+        named_left += page.left.len();
         assert!(page.upto > after);
         // Out of scope: named in `left` (ids only) once the cursor is past zero, never sent.
         assert!(page
@@ -365,6 +366,7 @@ pub fn sync_changes(s: &dyn Storage) {
         }
     }
     assert_eq!(seen, [charts[0].patient.id, charts[2].patient.id]);
+    assert!(named_left > 0, "MED patients changed after the first page are named in `left`");
     assert_eq!(s.pull_page(icu, after, 10).unwrap().newest, after, "nothing newer");
 
     let device = Uuid::now_v7();
