@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chartroom_crypto::{DataKey, FieldPlace, PatientKey};
-use chartroom_domain::{
-    Allergy, Chart, Condition, Date, MedicationRequest, Note, Observation, Patient, Sex, Timestamp, Validate,
-};
+use chartroom_domain::{Chart, Date, Patient, Sex, Timestamp, Validate};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
 use uuid::Uuid;
@@ -470,8 +468,8 @@ impl Keys {
 /// the patient was there. The caller then calls [`Store::forget_keys`].
 pub(crate) fn shred_in(tx: &Transaction<'_>, patient_id: Uuid, now: Timestamp) -> Result<bool> {
     let id = patient_id.as_bytes();
-    for table in [Allergy::KIND, Condition::KIND, MedicationRequest::KIND, Observation::KIND, Note::KIND] {
-        tx.execute(&format!("DELETE FROM {table} WHERE patient_id = ?1"), [id])?;
+    for t in crate::sync::RECORD_TABLES {
+        tx.execute(&format!("DELETE FROM {} WHERE patient_id = ?1", t.table), [id])?;
     }
     let found = tx.execute("DELETE FROM patients WHERE id = ?1", [id])?;
     tx.execute("DELETE FROM patient_keys WHERE patient_id = ?1", [id])?;

@@ -215,15 +215,44 @@ impl Resolution {
 /// The largest pull page a station asks for (change numbers).
 pub const MAX_PULL_LIMIT: usize = 200;
 
-/// The tables a change can touch (constants of this crate, never user input).
-const SYNCED_TABLES: [&str; 6] = [
-    <Observation as Synced>::KIND,
-    <Note as Synced>::KIND,
-    <Allergy as Synced>::KIND,
-    <Condition as Synced>::KIND,
-    <MedicationRequest as Synced>::KIND,
-    <Patient as Synced>::KIND,
+/// A table a change can touch: its name (a constant of this crate, never user input; also the
+/// outbox `kind`), the field its sealed bodies are bound to, and the server's name for the kind.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncedTable {
+    pub(crate) table: &'static str,
+    field: &'static str,
+    server_kind: &'static str,
+}
+
+const fn synced<R: Synced>(server_kind: &'static str) -> SyncedTable {
+    SyncedTable { table: R::KIND, field: R::SEAL_FIELD, server_kind }
+}
+
+/// The clinical record tables (each row has a `patient_id`).
+pub(crate) const RECORD_TABLES: [SyncedTable; 5] = [
+    synced::<Observation>("observation"),
+    synced::<Note>("note"),
+    synced::<Allergy>("allergy"),
+    synced::<Condition>("condition"),
+    synced::<MedicationRequest>("medication"),
 ];
+
+/// The patient row itself (demographics, placement).
+const PATIENT_TABLE: SyncedTable = synced::<Patient>("patient");
+
+/// The synced table called `table`.
+fn synced_table(table: &str) -> Result<SyncedTable> {
+    RECORD_TABLES.into_iter().chain([PATIENT_TABLE]).find(|t| t.table == table).ok_or(StoreError::Decode)
+}
+
+/// The record table of a kind as the server names it.
+fn table_of(server_kind: &str) -> Result<&'static str> {
+    RECORD_TABLES
+        .into_iter()
+        .find(|t| t.server_kind == server_kind)
+        .map(|t| t.table)
+        .ok_or(StoreError::Decode)
+}
 
 impl Store {
     /// A clinician's local change: the records, one audit entry each and one outbox entry each
@@ -548,7 +577,7 @@ impl Store {
         if entry.state != "rejected" || entry.base_version != 0 {
             return Err(StoreError::NotDiscardable);
         }
-        let table = SYNCED_TABLES.into_iter().find(|t| *t == entry.kind).ok_or(StoreError::Decode)?;
+        let table = synced_table(&entry.kind)?.table;
         let tx = self.conn.transaction()?;
         let others: i64 = tx
             .prepare_cached("SELECT count(*) FROM outbox WHERE record_id = ?1 AND change_id != ?2")?
@@ -676,7 +705,7 @@ fn settle_in(tx: &Transaction<'_>, change_id: Uuid, settlement: &Settlement, sen
     let Some((kind, record_id, user)) = row else { return Ok(()) };
     match settlement {
         Settlement::Accepted { version } => {
-            let table = SYNCED_TABLES.into_iter().find(|t| *t == kind).ok_or(StoreError::Decode)?;
+            let table = synced_table(&kind)?.table;
             tx.prepare_cached(&format!("UPDATE {table} SET version = ?1 WHERE id = ?2"))?
                 .execute(params![version, &record_id[..]])?;
             tx.prepare_cached("DELETE FROM outbox WHERE change_id = ?1")?.execute([change_id.as_bytes()])?;
@@ -775,15 +804,9 @@ fn reseal_patient(tx: &Transaction<'_>, keys: &mut Keys, patient_id: Uuid, new: 
         }
         Ok(())
     };
-    collect("patients", PATIENT_FIELD, "SELECT id, body FROM patients WHERE id = ?1")?;
-    for (table, field) in [
-        (<Allergy as Synced>::KIND, <Allergy as Synced>::SEAL_FIELD),
-        (<Condition as Synced>::KIND, <Condition as Synced>::SEAL_FIELD),
-        (<MedicationRequest as Synced>::KIND, <MedicationRequest as Synced>::SEAL_FIELD),
-        (<Observation as Synced>::KIND, <Observation as Synced>::SEAL_FIELD),
-        (<Note as Synced>::KIND, <Note as Synced>::SEAL_FIELD),
-    ] {
-        collect(table, field, &format!("SELECT id, body FROM {table} WHERE patient_id = ?1"))?;
+    for t in RECORD_TABLES.into_iter().chain([PATIENT_TABLE]) {
+        let owner = if t.table == PATIENT_TABLE.table { "id" } else { "patient_id" };
+        collect(t.table, t.field, &format!("SELECT id, body FROM {} WHERE {owner} = ?1", t.table))?;
     }
     let mut conflicts = Vec::new();
     {
@@ -800,25 +823,12 @@ fn reseal_patient(tx: &Transaction<'_>, keys: &mut Keys, patient_id: Uuid, new: 
         tx.execute(&format!("UPDATE {table} SET body = ?1 WHERE id = ?2"), params![sealed, id.as_bytes()])?;
     }
     for (id, kind, body) in conflicts {
-        let field = seal_field_of(&kind)?;
+        let field = synced_table(&kind)?.field;
         let place = FieldPlace { patient_id, record_id: id, field };
         let sealed = new.seal(&place, &old.open(&place, &body)?)?;
         tx.execute("UPDATE conflicts SET body = ?1 WHERE record_id = ?2", params![sealed, id.as_bytes()])?;
     }
     Ok(())
-}
-
-/// The sealing field of a station table.
-fn seal_field_of(table: &str) -> Result<&'static str> {
-    Ok(match table {
-        t if t == <Allergy as Synced>::KIND => <Allergy as Synced>::SEAL_FIELD,
-        t if t == <Condition as Synced>::KIND => <Condition as Synced>::SEAL_FIELD,
-        t if t == <MedicationRequest as Synced>::KIND => <MedicationRequest as Synced>::SEAL_FIELD,
-        t if t == <Observation as Synced>::KIND => <Observation as Synced>::SEAL_FIELD,
-        t if t == <Note as Synced>::KIND => <Note as Synced>::SEAL_FIELD,
-        t if t == <Patient as Synced>::KIND => PATIENT_FIELD,
-        _ => return Err(StoreError::Decode),
-    })
 }
 
 /// Where pulled records go when the station has an unsynced change to them.
@@ -863,16 +873,4 @@ impl Incoming<'_> {
             _ => Ok(false),
         }
     }
-}
-
-/// The station table of a record kind as the server names it.
-fn table_of(kind: &str) -> Result<&'static str> {
-    Ok(match kind {
-        "allergy" => <Allergy as Synced>::KIND,
-        "condition" => <Condition as Synced>::KIND,
-        "medication" => <MedicationRequest as Synced>::KIND,
-        "observation" => <Observation as Synced>::KIND,
-        "note" => <Note as Synced>::KIND,
-        _ => return Err(StoreError::Decode),
-    })
 }
