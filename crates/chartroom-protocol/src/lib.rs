@@ -354,6 +354,21 @@ impl ChangeRecord {
         }
     }
 
+    /// The permission writing this record takes (signing, for a note that is signed).
+    pub fn action(&self) -> chartroom_domain::Action {
+        use chartroom_domain::{Action, NoteStatus};
+        match self {
+            ChangeRecord::Observation(_) => Action::WriteVitals,
+            ChangeRecord::Note(n) => match n.status {
+                NoteStatus::Signed { .. } => Action::SignNote(n.kind),
+                _ => Action::WriteNote(n.kind),
+            },
+            ChangeRecord::Allergy(_) => Action::WriteAllergies,
+            ChangeRecord::Condition(_) | ChangeRecord::Medication(_) => Action::WriteOrders,
+            ChangeRecord::Patient(_) => Action::WriteDemographics,
+        }
+    }
+
     /// The patient the record belongs to.
     pub fn patient_id(&self) -> uuid::Uuid {
         match self {

@@ -94,47 +94,34 @@ fn rejected(code: &str, message: &str) -> ChangeOutcome {
     ChangeOutcome::Rejected { code: code.into(), message: message.into() }
 }
 
-/// What deciding on a pushed record needs: its kind (`None`: the patient row), the permission it
-/// takes, the author it names (kinds that have one), its order key and whether it is append-only.
+/// What deciding on a pushed record needs besides its permission: its kind (`None`: the patient
+/// row), the author it names (kinds that have one), its order key and whether it is append-only.
 struct Meta {
     kind: Option<RecordKind>,
-    action: Action,
     author: Option<Uuid>,
     sort_key: i64,
     append_only: bool,
 }
 
 fn meta(change: &ChangeRecord) -> Meta {
-    let plain =
-        |kind, action| Meta { kind: Some(kind), action, author: None, sort_key: 0, append_only: false };
+    let plain = |kind| Meta { kind: Some(kind), author: None, sort_key: 0, append_only: false };
     match change {
         ChangeRecord::Observation(o) => Meta {
             kind: Some(RecordKind::Observation),
-            action: Action::WriteVitals,
             author: Some(o.recorded_by),
             sort_key: o.effective_at.0,
             append_only: true,
         },
         ChangeRecord::Note(n) => Meta {
             kind: Some(RecordKind::Note),
-            action: match n.status {
-                NoteStatus::Signed { .. } => Action::SignNote(n.kind),
-                _ => Action::WriteNote(n.kind),
-            },
             author: Some(n.author_id),
             sort_key: n.created_at.0,
             append_only: false,
         },
-        ChangeRecord::Allergy(_) => plain(RecordKind::Allergy, Action::WriteAllergies),
-        ChangeRecord::Condition(_) => plain(RecordKind::Condition, Action::WriteOrders),
-        ChangeRecord::Medication(_) => plain(RecordKind::Medication, Action::WriteOrders),
-        ChangeRecord::Patient(_) => Meta {
-            kind: None,
-            action: Action::WriteDemographics,
-            author: None,
-            sort_key: 0,
-            append_only: false,
-        },
+        ChangeRecord::Allergy(_) => plain(RecordKind::Allergy),
+        ChangeRecord::Condition(_) => plain(RecordKind::Condition),
+        ChangeRecord::Medication(_) => plain(RecordKind::Medication),
+        ChangeRecord::Patient(_) => Meta { kind: None, author: None, sort_key: 0, append_only: false },
     }
 }
 
@@ -171,7 +158,7 @@ fn decide_change(
         return Ok(Decision::Done(rejected("patient.not_found", "no such patient on the server")));
     };
     let who = principal(r.owner);
-    if let Err(denied) = decide(&who, m.action, Target::Patient { unit: &patient.unit, break_glass }) {
+    if let Err(denied) = decide(&who, record.action(), Target::Patient { unit: &patient.unit, break_glass }) {
         let subject = Subject {
             resource_type: kind_name,
             resource_id: record_id.to_string(),
@@ -241,7 +228,7 @@ fn decide_change(
             // Break-glass lets a clinician act on a patient off their units; never move the
             // patient onto them (which would make the access permanent).
             let in_scope =
-                decide(&who, m.action, Target::Patient { unit: &patient.unit, break_glass: false });
+                decide(&who, record.action(), Target::Patient { unit: &patient.unit, break_glass: false });
             if p.unit != patient.unit && in_scope.is_err() {
                 return Ok(Decision::Done(rejected(
                     "access.forbidden",

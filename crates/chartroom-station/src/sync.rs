@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use chartroom_domain::{
-    Action, Allergy, Condition, MedicationRequest, Note, Observation, Patient, Timestamp,
-};
+use chartroom_domain::{Allergy, Condition, MedicationRequest, Note, Observation, Patient, Timestamp};
 use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, PullPage, PushBatch, PushResponse};
 use chartroom_store::{
     OutboxEntry, PulledPatient, PulledRecord, Resolution, Settlement, StoreError, SyncStatus, Synced,
@@ -104,12 +102,10 @@ macro_rules! by_kind {
 trait Wire: Synced + Sized {
     fn wrap(self) -> ChangeRecord;
     fn unwrap(c: ChangeRecord) -> Option<Self>;
-    /// The permission a change of this kind takes.
-    fn action(&self) -> Action;
 }
 
 macro_rules! wire {
-    ($t:ty, $variant:ident, |$s:ident| $action:expr) => {
+    ($t:ty, $variant:ident) => {
         impl Wire for $t {
             fn wrap(self) -> ChangeRecord {
                 ChangeRecord::$variant(self)
@@ -120,21 +116,16 @@ macro_rules! wire {
                     _ => None,
                 }
             }
-            #[allow(unused_variables)]
-            fn action(&self) -> Action {
-                let $s = self;
-                $action
-            }
         }
     };
 }
 
-wire!(Observation, Observation, |s| Action::WriteVitals);
-wire!(Note, Note, |s| Action::WriteNote(s.kind));
-wire!(Allergy, Allergy, |s| Action::WriteAllergies);
-wire!(Condition, Condition, |s| Action::WriteOrders);
-wire!(MedicationRequest, Medication, |s| Action::WriteOrders);
-wire!(Patient, Patient, |s| Action::WriteDemographics);
+wire!(Observation, Observation);
+wire!(Note, Note);
+wire!(Allergy, Allergy);
+wire!(Condition, Condition);
+wire!(MedicationRequest, Medication);
+wire!(Patient, Patient);
 
 impl UnlockedVault {
     /// A whole sync after an online login: push the outbox, pull what changed, upload the audit
@@ -408,10 +399,11 @@ impl UnlockedVault {
         let unit = self.store.patient_unit(entry.patient_id)?;
         by_kind!(&entry.kind, T => {
             let (mine, _) = self.store.conflict::<T>(entry.record_id)?.ok_or(StoreError::NoConflict)?;
+            let mine = mine.wrap();
             self.permit(mine.action(), &unit, entry.patient_id, now)?;
             let chosen = match (how, merged_text) {
                 (Resolution::Merge, Some(text)) => {
-                    Some(T::unwrap(mine.wrap().with_note_text(text)?).ok_or(StationError::MergeTextOnly)?)
+                    Some(T::unwrap(mine.with_note_text(text)?).ok_or(StationError::MergeTextOnly)?)
                 }
                 (Resolution::Merge, None) => return Err(StationError::MergeTextOnly),
                 _ => None,
