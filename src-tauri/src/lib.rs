@@ -6,7 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod commands;
+pub mod dto;
 pub mod error;
+#[cfg(target_os = "linux")]
+pub mod os_lock;
+pub mod runtime;
 pub mod state;
 
 use tauri::Manager;
@@ -21,9 +25,32 @@ pub fn run() {
             // A missing data directory is reported by the commands, not fatal here.
             let local_data_dir = app.path().local_data_dir().ok();
             app.manage(AppState::resolve(env_override, local_data_dir));
+            runtime::spawn_timer(app.handle().clone());
+            runtime::spawn_reachability(app.handle().clone());
+            runtime::spawn_sync(app.handle().clone());
+            #[cfg(target_os = "linux")]
+            app.manage(runtime::listen_for_os_lock(app.handle().clone()));
             Ok(())
         })
-        .invoke_handler(tauri::generate_handler![commands::station::station_status])
+        .invoke_handler(tauri::generate_handler![
+            commands::station::station_status,
+            commands::station::enroll,
+            commands::session::session,
+            commands::session::login,
+            commands::session::lock,
+            commands::session::activity,
+            commands::chart::census,
+            commands::chart::chart,
+            commands::chart::vital_ranges,
+            commands::chart::record_vitals,
+            commands::chart::save_draft,
+            commands::chart::sign_note,
+            commands::sync::sync_status,
+            commands::sync::sync_now,
+            commands::sync::conflicts,
+            commands::sync::conflict,
+            commands::sync::resolve_conflict,
+        ])
         .run(tauri::generate_context!());
     if let Err(e) = result {
         // Nothing to clean up and no window to show it in: report and exit non-zero.

@@ -114,6 +114,15 @@ impl LockPolicy {
         Ok(self)
     }
 
+    /// Shortens the idle timeout and warning below the configurable bounds, never lengthens them:
+    /// for automated tests of the lock itself (debug builds of the desktop app only). The warning is
+    /// kept shorter than the idle timeout.
+    pub fn shortened(mut self, idle: Duration, warning: Duration) -> Self {
+        self.idle = self.idle.min(idle).max(Duration::from_secs(2));
+        self.warning = self.warning.min(warning).min(self.idle / 2);
+        self
+    }
+
     pub fn with_warning(mut self, warning: Duration) -> Result<Self, PolicyError> {
         self.warning = Bounds { key: "warning", min: Duration::from_secs(5), max: Duration::from_secs(120) }
             .check(warning)?;

@@ -21,3 +21,10 @@ pub use error::StationError;
 pub use keystore::{DeviceSecretStore, KeystoreError, MemoryKeystore, OsKeyring};
 pub use profile::Profile;
 pub use vault::{LockedVault, NewVault, Recovered, UnlockedVault};
+
+// The shells (CLI, desktop app) depend on this crate only; the types they pass through come from here.
+pub use chartroom_store as store;
+pub use {
+    chartroom_client as client, chartroom_crypto as crypto, chartroom_domain as domain,
+    chartroom_protocol as protocol,
+};

@@ -579,6 +579,19 @@ impl UnlockedVault {
         self.locked.device.device_id
     }
 
+    /// The role the server gave this user at their last online login (`None`: never told).
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+    /// The units this user works on, as the server last said (empty: never told).
+    pub fn units(&self) -> &[String] {
+        &self.units
+    }
+    /// Whether this session logged in online (and so can sync).
+    pub fn is_online(&self) -> bool {
+        self.access_token.is_some()
+    }
+
     /// The open store, for writes that record their own audit entries and for tests. Reads that
     /// show patient data go through [`UnlockedVault::census`] and [`UnlockedVault::chart_by_mrn`],
     /// which record them.

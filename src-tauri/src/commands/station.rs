@@ -1,24 +1,69 @@
-//! Station-level commands: what the lock screen needs before anyone logs in.
+//! Station-level commands: what the lock screen and the enrollment screen need.
 
-use serde::Serialize;
+use std::sync::Arc;
+
 use tauri::State;
 
-use crate::error::AppResult;
-use crate::state::AppState;
+use crate::dto::{EnrollRequest, EnrollmentDefaults, StationStatus};
+use crate::error::{AppError, AppResult};
+use crate::state::{guard, AppState};
 
 /// What the lock screen shows. Contains no PHI and no user names.
-#[derive(Debug, Clone, Serialize)]
-pub struct StationStatus {
-    /// Whether this station's profile directory holds an enrolled station.
-    pub enrolled: bool,
-    /// The app version (from Cargo.toml / tauri.conf.json).
-    pub app_version: String,
-}
-
-/// Reports whether the station is enrolled. Reads only the profile directory; it neither creates
-/// it nor touches the keyring.
-#[tauri::command]
+#[tauri::command(rename_all = "snake_case")]
 pub fn station_status(app: tauri::AppHandle, state: State<'_, AppState>) -> AppResult<StationStatus> {
     let profile = state.profile()?;
-    Ok(StationStatus { enrolled: profile.is_enrolled(), app_version: app.package_info().version.to_string() })
+    let app_version = app.package_info().version.to_string();
+    if !profile.is_enrolled() {
+        return Ok(StationStatus {
+            app_version,
+            enrolled: false,
+            station_name: host_name(),
+            device_profile: None,
+            server_url: None,
+            online: None,
+            enrollment_defaults: Some(EnrollmentDefaults::default()),
+        });
+    }
+    let device = profile.read_device()?;
+    let server = device.server.as_ref();
+    Ok(StationStatus {
+        app_version,
+        enrolled: true,
+        station_name: server.map_or_else(host_name, |s| s.name.clone()),
+        device_profile: Some(device.profile.as_str().to_owned()),
+        server_url: server.map(|s| s.url.clone()),
+        online: *guard(&state.reachable),
+        enrollment_defaults: None,
+    })
+}
+
+/// Enrolls this station with the server (one-time token from IT, pinned certificate).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn enroll(
+    app: tauri::AppHandle,
+    state: State<'_, AppState>,
+    request: EnrollRequest,
+) -> AppResult<StationStatus> {
+    let client =
+        chartroom_station::client::ServerClient::new(request.server_url.trim(), request.fingerprint.trim())
+            .map_err(chartroom_station::StationError::from)?;
+    let keystore: Arc<dyn chartroom_station::DeviceSecretStore> = state.keystore()?;
+    chartroom_station::LockedVault::enroll(
+        state.profile()?,
+        keystore,
+        &client,
+        request.fingerprint.trim(),
+        request.token.trim(),
+        state.now(),
+    )
+    .await
+    .map_err(AppError::from)?;
+    *guard(&state.reachable) = Some(true);
+    station_status(app, state)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "this station".into())
 }

@@ -1,0 +1,113 @@
+//! The clinical commands: census, chart, vitals and notes. Each read and write goes through the
+//! station core, which checks the role and records it in the audit trail.
+
+use chartroom_station::domain::{Action, NoteKind, Principal, Role, Target, VitalSign};
+use tauri::State;
+use uuid::Uuid;
+
+use super::with_vault;
+use crate::dto::{CensusRow, CensusView, ChartAccess, ChartView, NoteView, VitalInput, VitalRange};
+use crate::error::{AppError, AppResult};
+use crate::state::{AppState, SignedIn};
+
+/// Newest observations shown in a chart (the plot's window).
+const MAX_OBSERVATIONS: usize = 200;
+
+/// The signed-in user's units' patients.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn census(state: State<'_, AppState>) -> AppResult<CensusView> {
+    with_vault(&state, |vault, user, now| {
+        let rows = vault.census(None, now)?;
+        let partial = !vault.first_sync_complete()? && vault.is_enrolled();
+        let mut units: Vec<String> = rows.iter().map(|r| r.unit.clone()).collect();
+        units.sort();
+        units.dedup();
+        let _ = user;
+        Ok(CensusView {
+            rows: rows.into_iter().map(|r| CensusRow::new(r, false, now)).collect(),
+            partial,
+            units,
+        })
+    })
+    .await
+}
+
+/// One patient's chart (the sections the role may read).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn chart(state: State<'_, AppState>, mrn: String) -> AppResult<ChartView> {
+    with_vault(&state, |vault, user, now| {
+        let chart = vault.chart_by_mrn(mrn.trim(), MAX_OBSERVATIONS, now)?;
+        Ok(ChartView::new(&chart, user.id, access(user, &chart.patient.unit, false), now))
+    })
+    .await
+}
+
+/// What the role may write on a patient of `unit`.
+fn access(user: &SignedIn, unit: &str, break_glass: bool) -> ChartAccess {
+    let who = Principal {
+        role: user.role,
+        units: if user.units.is_empty() { vec!["*".into()] } else { user.units.clone() },
+    };
+    let may =
+        |a: Action| chartroom_station::domain::decide(&who, a, Target::Patient { unit, break_glass }).is_ok();
+    let note_kind = if user.role == Role::Physician { NoteKind::Progress } else { NoteKind::Nursing };
+    ChartAccess {
+        break_glass,
+        read_only: false,
+        can_write_vitals: may(Action::WriteVitals),
+        can_write_notes: may(Action::WriteNote(note_kind)),
+        mine: false,
+    }
+}
+
+/// The vitals form's fields: limits, units and normal ranges.
+#[tauri::command(rename_all = "snake_case")]
+pub fn vital_ranges() -> Vec<VitalRange> {
+    VitalRange::all()
+}
+
+/// Records a vitals set (values outside physiological limits are refused, naming the field).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn record_vitals(
+    state: State<'_, AppState>,
+    mrn: String,
+    values: Vec<VitalInput>,
+) -> AppResult<ChartView> {
+    with_vault(&state, |vault, user, now| {
+        let values: Vec<(VitalSign, f64)> = values.iter().map(|v| (v.vital.into(), v.value)).collect();
+        if values.iter().any(|(_, v)| !v.is_finite()) {
+            return Err(AppError::new("validation.number", "Each value must be a number."));
+        }
+        vault.record_vitals(mrn.trim(), &values, now)?;
+        let chart = vault.chart_by_mrn(mrn.trim(), MAX_OBSERVATIONS, now)?;
+        Ok(ChartView::new(&chart, user.id, access(user, &chart.patient.unit, false), now))
+    })
+    .await
+}
+
+/// Autosave: creates the user's draft note when `note_id` is null, otherwise replaces its text.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn save_draft(
+    state: State<'_, AppState>,
+    mrn: String,
+    note_id: Option<Uuid>,
+    text: String,
+) -> AppResult<NoteView> {
+    with_vault(&state, |vault, user, now| {
+        let note = match note_id {
+            None => vault.write_note(mrn.trim(), &text, false, now)?,
+            Some(id) => vault.edit_note(id, Some(&text), false, now)?,
+        };
+        Ok(NoteView::new(&note, user.id))
+    })
+    .await
+}
+
+/// Signs the user's draft with its final text; a signed note is never edited again.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn sign_note(state: State<'_, AppState>, note_id: Uuid, text: String) -> AppResult<NoteView> {
+    with_vault(&state, |vault, user, now| {
+        Ok(NoteView::new(&vault.edit_note(note_id, Some(&text), true, now)?, user.id))
+    })
+    .await
+}
