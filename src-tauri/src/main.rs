@@ -5,5 +5,15 @@
 #![forbid(unsafe_code)]
 
 fn main() {
+    // WebKitGTK reports the POSIX locale ("C", the default on servers and in containers) as the
+    // page's language "C", which is not a valid language tag: `Intl` then throws and the UI never
+    // starts. Such a station gets plain English instead. Done first, before any thread exists.
+    if ["LC_ALL", "LC_MESSAGES", "LANG"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .is_none_or(|v| v == "C" || v == "POSIX" || v.starts_with("C.") || v.starts_with("POSIX."))
+    {
+        std::env::set_var("LC_ALL", "en_US.UTF-8");
+    }
     chartroom_app::run();
 }

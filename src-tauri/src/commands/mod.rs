@@ -27,3 +27,51 @@ pub async fn with_vault<T>(
         Work::Clinical { .. } | Work::Closed => Err(AppError::locked()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The names between the first `[` after `marker` and the matching `]` in `text`.
+    fn names_after(text: &str, marker: &str) -> Vec<String> {
+        let start = text.find(marker).expect("marker") + marker.len();
+        let open = start + text[start..].find('[').expect("[");
+        let close = open + text[open..].find(']').expect("]");
+        text[open + 1..close]
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').rsplit("::").next().unwrap_or_default().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// A command registered but not declared would be refused at run time; one declared but not
+    /// granted likewise; one granted but not registered is dead weight in the webview's reach.
+    #[test]
+    fn registered_declared_and_granted_commands_agree() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(dir.join(p)).expect(p);
+        let mut registered = names_after(&read("src/lib.rs"), "generate_handler!");
+        let mut declared = names_after(&read("build.rs"), "COMMANDS: &[&str] =");
+        let capability: serde_json::Value =
+            serde_json::from_str(&read("capabilities/main.json")).expect("json");
+        let mut granted: Vec<String> = capability["permissions"]
+            .as_array()
+            .expect("permissions")
+            .iter()
+            .filter_map(|p| p.as_str()?.strip_prefix("allow-").map(|c| c.replace('-', "_")))
+            .collect();
+        for list in [&mut registered, &mut declared, &mut granted] {
+            list.sort();
+        }
+        assert!(registered.len() > 10, "{registered:?}");
+        assert_eq!(registered, declared, "generate_handler! vs build.rs COMMANDS");
+        assert_eq!(registered, granted, "generate_handler! vs capabilities/main.json");
+        // Nothing beyond our commands and listening to our events.
+        let others: Vec<&str> = capability["permissions"]
+            .as_array()
+            .expect("permissions")
+            .iter()
+            .filter_map(|p| p.as_str())
+            .filter(|p| !p.starts_with("allow-"))
+            .collect();
+        assert_eq!(others, ["core:event:allow-listen", "core:event:allow-unlisten"]);
+    }
+}

@@ -1,0 +1,143 @@
+// @vitest-environment jsdom
+import { flushSync, mount, unmount } from "svelte";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { CensusRow, ChartView, UserView } from "./bindings";
+
+const api = vi.hoisted(() => ({ census: vi.fn(), myDrafts: vi.fn(), setMine: vi.fn(), breakGlass: vi.fn() }));
+vi.mock("./api", async (importOriginal) => ({ ...(await importOriginal<typeof import("./api")>()), ...api }));
+
+// jsdom has no modal dialogs.
+HTMLDialogElement.prototype.showModal ??= function (this: HTMLDialogElement) {
+  this.open = true;
+};
+HTMLDialogElement.prototype.close ??= function (this: HTMLDialogElement) {
+  this.open = false;
+};
+
+const { default: Census } = await import("./Census.svelte");
+const { ui } = await import("./ui.svelte");
+
+const row = (i: number, over: Partial<CensusRow> = {}): CensusRow => ({
+  patient_id: `p${i}`, mrn: `M${10_000_000 + i}`, name: `Family${i}, Given`, age: "50 y", sex: "F", unit: "ICU",
+  bed: String(i + 1), allergy_count: i === 0 ? 2 : 0, last_vitals_at: null, mine: i % 2 === 0, ...over,
+});
+const nurse: UserView = { username: "n", role: "nurse", units: ["ICU"], mode: "clinical", online: true };
+const physician: UserView = { ...nurse, username: "d", role: "physician" };
+
+let app: Record<string, unknown> | null = null;
+const onopen = vi.fn();
+const onbreakglass = vi.fn();
+const $ = (id: string) => document.querySelector<HTMLElement>(`[data-testid="${id}"]`);
+const $$ = (id: string) => Array.from(document.querySelectorAll<HTMLElement>(`[data-testid="${id}"]`));
+
+async function render(user: UserView, rows: CensusRow[], partial = false) {
+  api.census.mockResolvedValue({ rows, partial, units: ["ICU"] });
+  app = mount(Census, { target: document.body, props: { user, onopen, onbreakglass } });
+  await vi.waitFor(() => expect($("census-search")).not.toBeNull());
+  await vi.waitFor(() => expect(document.body.textContent).not.toContain("Loading census"));
+  flushSync();
+}
+function search(text: string) {
+  const input = $("census-search") as HTMLInputElement;
+  input.value = text;
+  input.dispatchEvent(new Event("input", { bubbles: true }));
+  flushSync();
+}
+const key = (el: Element, k: string) => el.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
+
+beforeEach(() => {
+  for (const f of Object.values(api)) f.mockReset();
+  api.myDrafts.mockResolvedValue([]);
+  onopen.mockReset();
+  onbreakglass.mockReset();
+  ui.censusQuery = "";
+  ui.censusMineOnly = false;
+});
+afterEach(() => {
+  if (app) unmount(app);
+  app = null;
+  document.body.innerHTML = "";
+});
+
+describe("Census", () => {
+  it("renders at most 200 rows of a large census and says how to narrow it", async () => {
+    await render(nurse, Array.from({ length: 1000 }, (_, i) => row(i)), true);
+    expect($$("census-row")).toHaveLength(200);
+    expect(document.body.textContent).toContain("Showing 200 of 1000 — refine search");
+    expect($("census-partial")?.textContent).toContain("has not finished its first sync");
+    expect($("mine-filter")).toBeNull();
+    search("family999");
+    expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000999"]);
+  });
+
+  it("shows allergies as text, not colour only", async () => {
+    await render(nurse, [row(0), row(1)]);
+    const [first, second] = $$("census-row");
+    expect(first.textContent).toContain("Allergies (2)");
+    expect(second.textContent).not.toContain("Allergies (");
+  });
+
+  it("moves through rows with the arrow keys and opens with Enter on the search", async () => {
+    await render(nurse, [row(0), row(1), row(2)]);
+    const input = $("census-search") as HTMLInputElement;
+    key(input, "ArrowDown");
+    expect(document.activeElement?.closest("tr")?.dataset.mrn).toBe("M10000000");
+    key(document.activeElement!, "ArrowDown");
+    expect(document.activeElement?.closest("tr")?.dataset.mrn).toBe("M10000001");
+    key(document.activeElement!, "ArrowUp");
+    key(document.activeElement!, "ArrowUp");
+    expect(document.activeElement).toBe(input);
+    search("Family2");
+    key(input, "Enter");
+    expect(onopen).toHaveBeenCalledWith("M10000002");
+  });
+
+  it("filters to my patients for physicians and stars a row", async () => {
+    api.setMine.mockResolvedValue(undefined);
+    await render(physician, [row(0), row(1), row(2)]);
+    $("mine-filter")!.click();
+    flushSync();
+    expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000000", "M10000002"]);
+    $$("census-row")[0].querySelector<HTMLButtonElement>("button.star")!.click();
+    await vi.waitFor(() => expect(api.setMine).toHaveBeenCalledWith("M10000000", false));
+    await vi.waitFor(() => expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000002"]));
+  });
+
+  it("offers emergency access for an unknown MRN, requires reason and detail, and Esc cancels", async () => {
+    const chart = { patient: { mrn: "M99999999" } } as ChartView;
+    api.breakGlass.mockResolvedValue(chart);
+    await render(nurse, [row(0)]);
+    search("M99999999");
+    expect($$("census-row")).toHaveLength(0);
+    $("break-glass-open")!.click();
+    flushSync();
+    const dialog = $("break-glass-dialog") as HTMLDialogElement;
+    expect(dialog.textContent).toContain("audit");
+    dialog.dispatchEvent(new Event("cancel", { cancelable: true }));
+    flushSync();
+    expect($("break-glass-dialog")).toBeNull();
+
+    $("break-glass-open")!.click();
+    flushSync();
+    $("break-glass-confirm")!.click();
+    flushSync();
+    expect(api.breakGlass).not.toHaveBeenCalled();
+    expect($("break-glass-dialog")?.textContent).toContain("Choose a reason");
+    ($("break-glass-reason-emergency_care") as HTMLInputElement).click();
+    const detail = $("break-glass-detail") as HTMLTextAreaElement;
+    detail.value = "Rapid response call";
+    detail.dispatchEvent(new Event("input", { bubbles: true }));
+    flushSync();
+    $("break-glass-confirm")!.click();
+    await vi.waitFor(() => expect(api.breakGlass).toHaveBeenCalledWith("M99999999", "emergency_care", "Rapid response call"));
+    await vi.waitFor(() => expect(onbreakglass).toHaveBeenCalledWith(chart));
+  });
+
+  it("lists unsigned drafts with links to their charts", async () => {
+    api.myDrafts.mockResolvedValue([{ note_id: "d", mrn: "M10000001", patient_name: "Family1, Given", bed: "2", updated_at: new Date().toISOString(), chars: 10 }]);
+    await render(nurse, [row(0), row(1)]);
+    expect($("drafts-notice")?.textContent).toContain("1 unsigned draft");
+    $("draft-link")!.click();
+    expect(onopen).toHaveBeenCalledWith("M10000001");
+  });
+});
