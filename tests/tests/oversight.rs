@@ -54,6 +54,11 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
+        Env::with_clock(None).await
+    }
+
+    /// A server on an injected clock (tests of token expiry).
+    async fn with_clock(clock: Option<Arc<chartroom_domain::clock::ManualClock>>) -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_owned();
         let dir = DataDir::new(root.join("server"));
@@ -68,7 +73,11 @@ impl Env {
         let charts: Vec<Chart> = (0..8).map(|i| chartroom_synth::patient(&config, i)).collect();
         let keys = dir.record_keys().unwrap();
         chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
-        let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let server = match clock {
+            Some(clock) => chartroom_server::start_with_clock(&dir, listen, clock).await.unwrap(),
+            None => start(&dir, listen).await.unwrap(),
+        };
         let url = format!("https://localhost:{}", server.addr.port());
         let client = ServerClient::new(&url, &report.fingerprint).unwrap();
         Env {
@@ -528,5 +537,39 @@ async fn my_patients_per_user_local_and_shredded_with_the_patient() {
     let kim = icu.unlock("kim.rn", &password("kim.rn"), wall_now()).unwrap();
     assert_eq!(kim.mine().unwrap(), [a.id].into_iter().collect());
     kim.lock();
+    env.finish().await;
+}
+
+/// An auditor's access token lasts minutes: an expired one is renewed with the refresh token and
+/// the call made again; a refresh token that no longer works ends what the session can do.
+#[tokio::test]
+async fn an_oversight_session_renews_its_access_token() {
+    let clock = Arc::new(chartroom_domain::clock::ManualClock::at(wall_now()));
+    let mut env = Env::with_clock(Some(clock.clone())).await;
+    let icu = env.station("icu-5", &["ICU"]).await;
+    let Login::Oversight(mut sam) =
+        icu.login(&env.client, "sam.audit", &password("sam.audit"), wall_now()).await.unwrap()
+    else {
+        panic!("auditor")
+    };
+    assert!(sam.audit_verify(&env.client, wall_now()).await.unwrap().ok);
+    // Eleven minutes later (the station's clock agrees with the server's).
+    clock.advance(Duration::from_secs(11 * 60));
+    let client = env.client.clone().with_clock_skew_ms(11 * 60 * 1000);
+    let refreshes = |env: &Env| {
+        env.server_events()
+            .iter()
+            .filter(|e| e.action == "token_refresh" && e.username.as_deref() == Some("sam.audit"))
+            .count()
+    };
+    assert_eq!(refreshes(&env), 0);
+    assert!(sam.audit_verify(&client, wall_now()).await.unwrap().ok);
+    assert_eq!(refreshes(&env), 1, "the expired token was renewed once");
+    assert!(sam.incidents(&client, wall_now()).await.unwrap().is_empty());
+    assert_eq!(refreshes(&env), 1, "and the new one is used");
+    // The account is disabled: its sessions end and renewal is refused.
+    env.storage.set_disabled("sam.audit", true).unwrap();
+    let err = sam.incidents(&client, wall_now()).await.unwrap_err();
+    assert_eq!(err.code(), "server.refused", "{err}");
     env.finish().await;
 }
