@@ -12,9 +12,11 @@ mod pinned;
 use std::time::Duration;
 
 use chartroom_protocol::{
-    login_proof_message, refresh_proof_message, request_proof_message, ApiError, ChallengeRequest,
-    ChallengeResponse, EnrollRequest, EnrollResponse, Health, LoginRequest, RecoverRequest, RecoverResponse,
-    RefreshRequest, TokenResponse, PROOF_HEADER,
+    login_proof_message, refresh_proof_message, request_proof_message, ApiError, AuditEntrySummary,
+    AuditQuery, AuditVerifySummary, BreakGlassGrant, BreakGlassRequest, BreakGlassUse, ChallengeRequest,
+    ChallengeResponse, ChartResponse, EnrollRequest, EnrollResponse, Health, IncidentInfo, LoginRequest,
+    PatientLookup, PatientLookupRequest, RecoverRequest, RecoverResponse, RefreshRequest, TokenResponse,
+    PROOF_HEADER,
 };
 use ed25519_dalek::{Signer, SigningKey};
 use serde::de::DeserializeOwned;
@@ -206,6 +208,97 @@ impl ServerClient {
         body: &B,
     ) -> Result<T, ClientError> {
         decode(self.signed(device, access_token, Method::POST, path).json(body).send().await).await
+    }
+
+    /// The id of the patient with this MRN (roles that may break the glass; audited).
+    pub async fn lookup_patient(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+        mrn: &str,
+    ) -> Result<PatientLookup, ClientError> {
+        let body = PatientLookupRequest { mrn: mrn.to_owned() };
+        self.post_signed(device, access_token, "/v1/patients/lookup", &body).await
+    }
+
+    /// Opens a patient outside the caller's scope for a while, for a reason (audited, reviewed).
+    pub async fn break_glass(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+        patient_id: &str,
+        request: &BreakGlassRequest,
+    ) -> Result<BreakGlassGrant, ClientError> {
+        let path = format!("/v1/patients/{patient_id}/break-glass");
+        self.post_signed(device, access_token, &path, request).await
+    }
+
+    /// The sections of a patient's chart the caller may read.
+    pub async fn chart(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+        patient_id: &str,
+    ) -> Result<ChartResponse, ClientError> {
+        self.get(device, access_token, &format!("/v1/patients/{patient_id}/chart")).await
+    }
+
+    /// Searches the audit trail (auditors only), newest first.
+    pub async fn audit_entries(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEntrySummary>, ClientError> {
+        self.get(device, access_token, &query.path_and_query()).await
+    }
+
+    /// Re-verifies the server's whole audit trail (auditors only).
+    pub async fn audit_verify(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+    ) -> Result<AuditVerifySummary, ClientError> {
+        self.get(device, access_token, "/v1/audit/verify").await
+    }
+
+    /// Break-glass uses (auditors only), optionally only those not reviewed yet.
+    pub async fn break_glass_uses(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+        unreviewed: bool,
+    ) -> Result<Vec<BreakGlassUse>, ClientError> {
+        let path = if unreviewed { "/v1/break-glass?unreviewed=true" } else { "/v1/break-glass" };
+        self.get(device, access_token, path).await
+    }
+
+    /// Marks a break-glass use reviewed by the calling auditor.
+    pub async fn review_break_glass(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+        id: &str,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/break-glass/{id}/review");
+        let response = self
+            .signed(device, access_token, Method::POST, &path)
+            .send()
+            .await
+            .map_err(|_| ClientError::Unreachable)?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        decode::<serde_json::Value>(Ok(response)).await.map(|_| ())
+    }
+
+    /// Incidents raised by the anomaly rule (auditors only).
+    pub async fn incidents(
+        &self,
+        device: &DeviceIdentity,
+        access_token: &str,
+    ) -> Result<Vec<IncidentInfo>, ClientError> {
+        self.get(device, access_token, "/v1/incidents").await
     }
 
     /// An authenticated request without a body, for callers that inspect the raw status.

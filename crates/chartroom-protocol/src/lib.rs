@@ -328,6 +328,138 @@ pub struct IncidentInfo {
     pub hourly_average: f64,
 }
 
+/// `POST /v1/patients/lookup`: which patient has this MRN (sent in the body, never in a URL, so
+/// that it stays out of access logs).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientLookupRequest {
+    pub mrn: String,
+}
+
+impl std::fmt::Debug for PatientLookupRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PatientLookupRequest(***)")
+    }
+}
+
+/// The patient an MRN names: the id only (no demographics), for a break-glass request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PatientLookup {
+    pub patient_id: String,
+}
+
+/// Largest page of `GET /v1/audit/entries`, and its default.
+pub const MAX_AUDIT_SEARCH: usize = 1000;
+pub const DEFAULT_AUDIT_SEARCH: usize = 200;
+
+/// What an auditor searches the trail for (`GET /v1/audit/entries`); every filter is optional and
+/// they combine with "and". `mrn` is resolved to the patient by the server.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Entries by this username (case-insensitive).
+    pub user: Option<String>,
+    /// Entries about the patient with this MRN.
+    pub mrn: Option<String>,
+    /// Entries with this action (`view`, `break_glass`, `login_failed`, …).
+    pub action: Option<String>,
+    /// Entries at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Entries before this instant.
+    pub until: Option<Timestamp>,
+    /// At most this many (default 200, at most 1000), newest first.
+    pub limit: Option<usize>,
+}
+
+impl std::fmt::Debug for AuditQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditQuery")
+            .field("user", &self.user)
+            .field("mrn", &self.mrn.as_ref().map(|_| "***"))
+            .field("action", &self.action)
+            .field("since", &self.since)
+            .field("until", &self.until)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl AuditQuery {
+    /// The path and query of the request (`/v1/audit/entries?…`): values percent-encoded, times
+    /// in RFC 3339.
+    pub fn path_and_query(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |name: &str, value: &str| parts.push(format!("{name}={}", percent_encode(value)));
+        if let Some(v) = &self.user {
+            add("user", v);
+        }
+        if let Some(v) = &self.mrn {
+            add("mrn", v);
+        }
+        if let Some(v) = &self.action {
+            add("action", v);
+        }
+        if let Some(t) = self.since {
+            add("since", &t.to_string());
+        }
+        if let Some(t) = self.until {
+            add("until", &t.to_string());
+        }
+        if let Some(n) = self.limit {
+            add("limit", &n.to_string());
+        }
+        if parts.is_empty() {
+            "/v1/audit/entries".into()
+        } else {
+            format!("/v1/audit/entries?{}", parts.join("&"))
+        }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One audit entry as a search lists it: who, what, when, where, and how many patients — never
+/// which patient by name, and never the sealed before/after states.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntrySummary {
+    /// Position in the server's trail (1-based).
+    pub seq: u64,
+    /// The entry's own id.
+    pub id: String,
+    /// When it happened, RFC 3339 (UTC).
+    pub at: String,
+    pub username: Option<String>,
+    /// The device whose chain holds the entry (the nil UUID for the server's own chain).
+    pub device_id: String,
+    pub action: String,
+    pub resource_type: String,
+    pub outcome: String,
+    /// How many patients the entry is about.
+    pub patients: u32,
+    /// Whether it records a read that only a break-glass grant allowed.
+    pub break_glass: bool,
+}
+
+/// `GET /v1/audit/verify`: the result of re-verifying the whole trail (as `audit verify` prints).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerifySummary {
+    pub ok: bool,
+    /// Entries verified (on failure: those before the first bad one).
+    pub entries: u64,
+    /// The first problem found (positions and chains only, no record content).
+    pub problem: Option<String>,
+}
+
 /// A record a station changed, as it pushes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", content = "record", rename_all = "snake_case")]
@@ -557,6 +689,19 @@ mod tests {
             r#"{"device_id":"d","token":"crv1_secret","recovery_slot":"00","device_public_key":"k","ephemeral_public_key":"e"}"#
         );
         assert!(!format!("{r:?}").contains("crv1_secret"), "the token never reaches a log");
+        let q = AuditQuery {
+            user: Some("nurse a".into()),
+            mrn: Some("MRN-1&x".into()),
+            since: Some(Timestamp(0)),
+            limit: Some(5),
+            ..AuditQuery::default()
+        };
+        assert_eq!(
+            q.path_and_query(),
+            "/v1/audit/entries?user=nurse%20a&mrn=MRN-1%26x&since=1970-01-01T00%3A00%3A00Z&limit=5"
+        );
+        assert!(!format!("{q:?}").contains("MRN-1"), "the MRN never reaches a log");
+        assert_eq!(AuditQuery::default().path_and_query(), "/v1/audit/entries");
         let back: Health =
             serde_json::from_str(r#"{"status":"ok","api_version":1,"server_version":"x"}"#).unwrap();
         assert_eq!(back.status, HealthStatus::Ok);

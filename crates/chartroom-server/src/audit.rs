@@ -327,7 +327,7 @@ pub struct ExportFilter {
 }
 
 impl ExportFilter {
-    fn matches(&self, e: &Event) -> bool {
+    pub fn matches(&self, e: &Event) -> bool {
         self.username
             .as_deref()
             .is_none_or(|u| e.username.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(u)))
@@ -337,6 +337,56 @@ impl ExportFilter {
             && self.until.is_none_or(|t| e.at < t)
     }
 }
+
+/// The newest `limit` entries that match `filter`, newest first (a search for auditors; unlike
+/// [`export`] it records nothing itself — the caller records the search).
+pub fn search(
+    storage: &dyn Storage,
+    filter: &ExportFilter,
+    limit: usize,
+) -> Result<Vec<StoredEntry>, ServerError> {
+    let limit = limit.max(1);
+    let mut newest = std::collections::VecDeque::with_capacity(limit.min(1024));
+    let mut after = 0;
+    loop {
+        let page = storage.audit_page(after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.server_seq;
+        for stored in page.into_iter().filter(|s| filter.matches(&s.entry.event)) {
+            if newest.len() == limit {
+                newest.pop_front();
+            }
+            newest.push_back(stored);
+        }
+    }
+    Ok(newest.into_iter().rev().collect())
+}
+
+/// An entry as a search lists it: no patient named, no sealed state.
+pub fn summary(s: &StoredEntry) -> chartroom_protocol::AuditEntrySummary {
+    let e = &s.entry;
+    let v = &e.event;
+    // The server's own entries say which device the request came from.
+    let device = match v.origin_device {
+        Some(d) if e.device_id == crate::storage::SERVER_CHAIN => d,
+        _ => e.device_id,
+    };
+    chartroom_protocol::AuditEntrySummary {
+        seq: s.server_seq,
+        id: e.id.to_string(),
+        at: v.at.to_string(),
+        username: v.username.clone(),
+        device_id: device.to_string(),
+        action: v.action.clone(),
+        resource_type: v.resource_type.clone(),
+        outcome: v.outcome.clone(),
+        patients: u32::try_from(v.patient_ids.len()).unwrap_or(u32::MAX),
+        break_glass: v.action == BREAK_GLASS_VIEW,
+    }
+}
+
+/// The action of a read that only a break-glass grant allowed (server and stations alike).
+pub const BREAK_GLASS_VIEW: &str = "break_glass_view";
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

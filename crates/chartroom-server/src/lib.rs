@@ -137,6 +137,7 @@ pub async fn start_with_clock(
         recovery: Arc::new(dir.recovery_keys()?),
         clock,
         anomaly: config.anomaly,
+        signing: signing.clone(),
     };
     drop(master);
     // Loading the master key to serve is a key access: it goes in the trail.

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use chartroom_domain::access::{break_glass_grants, Denied};
 use chartroom_domain::{decide, Action, Target, Timestamp};
-use chartroom_protocol::{BreakGlassGrant, BreakGlassReason, BreakGlassUse, IncidentInfo};
+use chartroom_protocol::{
+    AuditEntrySummary, AuditVerifySummary, BreakGlassGrant, BreakGlassReason, BreakGlassUse, IncidentInfo,
+    PatientLookup,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -192,6 +195,95 @@ pub fn incidents(r: Reader<'_>) -> Result<Vec<IncidentInfo>, ReadFailure> {
         Subject { resource_type: "incidents", resource_id: String::new(), patient_ids: vec![] },
     )?;
     Ok(list.into_iter().map(incident_info).collect())
+}
+
+/// Searches the audit trail (auditors only): the newest entries matching `filter` (with `mrn`
+/// resolved to its patient), at most `limit` (1–1000). The search itself is recorded, with the
+/// patient it was about, as an export is.
+pub fn audit_search(
+    r: Reader<'_>,
+    mut filter: crate::audit::ExportFilter,
+    mrn: Option<&str>,
+    limit: usize,
+) -> Result<Vec<AuditEntrySummary>, ReadFailure> {
+    require_audit_reader(r, "audit")?;
+    if let Some(mrn) = mrn {
+        let Some(id) = crate::records::patient_by_mrn(r.storage, r.keys, mrn)? else {
+            r.record(
+                "denied",
+                "patient.not_found",
+                Subject { resource_type: "audit", resource_id: String::new(), patient_ids: vec![] },
+            )?;
+            return Err(ReadFailure::NotFound);
+        };
+        filter.patient_id = Some(id);
+    }
+    let limit = limit.clamp(1, chartroom_protocol::MAX_AUDIT_SEARCH);
+    let found = crate::audit::search(r.storage, &filter, limit)?;
+    r.record(
+        "audit_search",
+        "ok",
+        Subject {
+            resource_type: "audit",
+            resource_id: format!("{} entries", found.len()),
+            patient_ids: filter.patient_id.into_iter().collect(),
+        },
+    )?;
+    Ok(found.iter().map(crate::audit::summary).collect())
+}
+
+/// Re-verifies the whole trail (auditors only), as `chartroom-server audit verify` does: a
+/// checkpoint is signed first if one is due, so the verification covers everything stored. The
+/// verification and its result are recorded.
+pub fn audit_verify(
+    r: Reader<'_>,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<AuditVerifySummary, ReadFailure> {
+    require_audit_reader(r, "audit")?;
+    crate::audit::checkpoint_if_due(r.storage, key, r.now)?;
+    let summary = match crate::audit::verify(r.storage, &key.verifying_key())? {
+        Ok(v) => AuditVerifySummary { ok: true, entries: v.entries, problem: None },
+        Err(p) => AuditVerifySummary {
+            ok: false,
+            entries: p.position.saturating_sub(1),
+            problem: Some(p.to_string()),
+        },
+    };
+    let outcome = if summary.ok { "ok" } else { "audit.broken" };
+    r.record(
+        "audit_verify",
+        outcome,
+        Subject {
+            resource_type: "audit",
+            resource_id: format!("{} entries", summary.entries),
+            patient_ids: vec![],
+        },
+    )?;
+    Ok(summary)
+}
+
+/// The id of the patient with this MRN, for a clinician about to break the glass (roles that may
+/// break the glass only). Gives no demographics; recorded with the patient (never the MRN).
+pub fn lookup_patient(r: Reader<'_>, mrn: &str) -> Result<PatientLookup, ReadFailure> {
+    let subject = |ids: Vec<Uuid>| Subject {
+        resource_type: "patient_lookup",
+        resource_id: ids.first().map(Uuid::to_string).unwrap_or_default(),
+        patient_ids: ids,
+    };
+    if break_glass_grants(r.owner.user.role).is_empty() {
+        r.record("denied", Denied::NotPermitted.code(), subject(vec![]))?;
+        return Err(ReadFailure::Denied(Denied::NotPermitted));
+    }
+    let mrn = mrn.trim();
+    if mrn.is_empty() || mrn.chars().count() > 64 || mrn.chars().any(char::is_control) {
+        return Err(ReadFailure::Invalid("mrn must be 1–64 characters of text"));
+    }
+    let Some(id) = crate::records::patient_by_mrn(r.storage, r.keys, mrn)? else {
+        r.record("denied", "patient.not_found", subject(vec![]))?;
+        return Err(ReadFailure::NotFound);
+    };
+    r.record("lookup", "ok", subject(vec![id]))?;
+    Ok(PatientLookup { patient_id: id.to_string() })
 }
 
 pub fn incident_info(i: Incident) -> IncidentInfo {

@@ -308,7 +308,9 @@ fn stored_note(
 }
 
 /// A note may be edited only while it is a draft, only by its author, and never into another
-/// patient's, kind or creation time. `Some(refusal)` when the edit is not allowed.
+/// patient's, kind or creation time. The one change a signed note takes is its author marking it
+/// entered-in-error (with a reason), everything else as it was. `Some(refusal)` when the edit is
+/// not allowed.
 fn check_note_edit(
     r: Reader<'_>,
     patient: &SealedPatient,
@@ -316,8 +318,22 @@ fn check_note_edit(
     version: i64,
 ) -> Result<Option<ChangeOutcome>, ServerError> {
     let Some(stored) = stored_note(r, patient, edit.id, version)? else { return Ok(None) };
-    Ok(if !matches!(stored.status, NoteStatus::Draft) {
+    let marks_in_error = matches!(stored.status, NoteStatus::Signed { .. })
+        && matches!(edit.status, NoteStatus::EnteredInError { .. });
+    Ok(if marks_in_error {
+        if stored.author_id != edit.author_id {
+            Some(rejected("sync.not_author", "only the author of a note may mark it entered-in-error"))
+        } else if (stored.kind, stored.created_at, stored.addendum_to, &stored.text)
+            != (edit.kind, edit.created_at, edit.addendum_to, &edit.text)
+        {
+            Some(rejected("note.signed", "a note marked entered-in-error keeps its text; write an addendum"))
+        } else {
+            None
+        }
+    } else if !matches!(stored.status, NoteStatus::Draft) {
         Some(rejected("note.signed", "a signed note is never edited; write an addendum"))
+    } else if matches!(edit.status, NoteStatus::EnteredInError { .. }) {
+        Some(rejected("note.not_signed", "only a signed note is marked entered-in-error; edit the draft"))
     } else if stored.author_id != edit.author_id {
         Some(rejected("sync.not_author", "only the author of a draft may change it"))
     } else if (stored.kind, stored.created_at, stored.addendum_to)

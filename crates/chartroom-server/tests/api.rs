@@ -906,6 +906,95 @@ async fn pushed_changes_apply_once_with_versions_and_conflicts() {
     assert_eq!(creates, 4, "two creates and two updates");
 }
 
+/// A signed note takes one change only: its author marking it entered-in-error, everything else
+/// as it was. A draft is not marked; another user cannot; the text cannot change on the way.
+#[tokio::test]
+async fn a_signed_note_is_only_marked_entered_in_error_by_its_author() {
+    use chartroom_domain::{Note, NoteKind, NoteStatus, Timestamp};
+    use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord};
+    let f = Fixture::new().await;
+    let charts = f.seed(4);
+    let icu = charts.iter().find(|c| c.patient.unit == "ICU").unwrap();
+    f.add_user("nurse.eie", Role::Nurse, &["ICU"]);
+    f.add_user("nurse.other", Role::Nurse, &["ICU"]);
+    let dev = f.device("station-eie", &[]).await;
+    let tokens = f.login(&dev, "nurse.eie").await;
+    let me: uuid::Uuid = tokens.user.id.parse().unwrap();
+    let t = tokens.access_token.clone();
+    let now = Timestamp(f.clock.now().0);
+    let note = |status: NoteStatus| Note {
+        id: uuid::Uuid::now_v7(),
+        patient_id: icu.patient.id,
+        author_id: me,
+        kind: NoteKind::Nursing,
+        text: "Ambulated twice".into(),
+        created_at: now,
+        status,
+        addendum_to: None,
+        version: 0,
+    };
+    let change = |base: i64, n: &Note| Change {
+        change_id: uuid::Uuid::now_v7().to_string(),
+        base_version: base,
+        change: ChangeRecord::Note(n.clone()),
+    };
+    let rejected = |o: &ChangeOutcome| match o {
+        ChangeOutcome::Rejected { code, .. } => code.clone(),
+        other => format!("{other:?}"),
+    };
+    let signed = note(NoteStatus::Signed { signed_at: now });
+    let draft = note(NoteStatus::Draft);
+    let r = push(&f.client, &dev, &t, vec![change(0, &signed), change(0, &draft)]).await;
+    assert_eq!(r, [ChangeOutcome::Applied { version: 1 }, ChangeOutcome::Applied { version: 1 }]);
+    let in_error = NoteStatus::EnteredInError { reason: "Wrong patient".into(), at: now };
+    // The text cannot change with it, nor the kind.
+    let rewritten = Note { text: "Something else".into(), status: in_error.clone(), ..signed.clone() };
+    assert_eq!(rejected(&push(&f.client, &dev, &t, vec![change(1, &rewritten)]).await[0]), "note.signed");
+    let rekinded = Note { kind: NoteKind::Progress, status: in_error.clone(), ..signed.clone() };
+    assert_ne!(
+        push(&f.client, &dev, &t, vec![change(1, &rekinded)]).await[0],
+        ChangeOutcome::Applied { version: 2 }
+    );
+    // A draft is edited, not marked.
+    let draft_marked = Note { status: in_error.clone(), ..draft.clone() };
+    assert_eq!(
+        rejected(&push(&f.client, &dev, &t, vec![change(1, &draft_marked)]).await[0]),
+        "note.not_signed"
+    );
+    // Another user cannot mark it (as themselves or in the author's name).
+    let other_tokens = f.login(&dev, "nurse.other").await;
+    let (other, other_id) = (other_tokens.access_token.clone(), other_tokens.user.id.parse().unwrap());
+    let theirs = Note { author_id: other_id, status: in_error.clone(), ..signed.clone() };
+    assert_eq!(
+        rejected(&push(&f.client, &dev, &other, vec![change(1, &theirs)]).await[0]),
+        "sync.not_author"
+    );
+    let in_my_name = Note { status: in_error.clone(), ..signed.clone() };
+    assert_eq!(
+        rejected(&push(&f.client, &dev, &other, vec![change(1, &in_my_name)]).await[0]),
+        "sync.not_author"
+    );
+    // The author, with everything else unchanged: applied; after that the note takes no change.
+    let marked = Note { status: in_error.clone(), ..signed.clone() };
+    assert_eq!(
+        push(&f.client, &dev, &t, vec![change(1, &marked)]).await,
+        [ChangeOutcome::Applied { version: 2 }]
+    );
+    let back = Note { status: NoteStatus::Signed { signed_at: now }, ..signed.clone() };
+    assert_eq!(rejected(&push(&f.client, &dev, &t, vec![change(2, &back)]).await[0]), "note.signed");
+    // The reason is sealed: not in the trail's export.
+    let mut out = Vec::new();
+    chartroom_server::audit::export(
+        &f.storage,
+        &chartroom_server::audit::ExportFilter::default(),
+        chartroom_server::audit::ExportFormat::Jsonl,
+        &mut out,
+        wall_now(),
+    )
+    .unwrap();
+    assert!(!contains(&out, b"Wrong patient"));
+}
+
 async fn push(
     client: &ServerClient,
     dev: &DeviceIdentity,

@@ -90,6 +90,50 @@ impl UnlockedVault {
         self.save_note(note, sign, now)
     }
 
+    /// Writes an addendum to a signed note (of the same patient, which it names in `addendum_to`),
+    /// signed at once with `sign`. A draft or a note entered in error is not amended.
+    pub fn write_addendum(&mut self, note_id: Uuid, text: &str, sign: bool, now: Timestamp) -> Result<Note> {
+        let target: Note = self.store.get(note_id)?;
+        if !matches!(target.status, NoteStatus::Signed { .. }) {
+            return Err(StationError::AddendumTarget);
+        }
+        let kind = if self.role == Some(Role::Physician) { NoteKind::Progress } else { NoteKind::Nursing };
+        let note = Note {
+            id: Uuid::now_v7(),
+            patient_id: target.patient_id,
+            author_id: self.user_id(),
+            kind,
+            text: text.trim_end().to_owned(),
+            created_at: now,
+            status: NoteStatus::Draft,
+            addendum_to: Some(target.id),
+            version: 0,
+        };
+        self.save_note(note, sign, now)
+    }
+
+    /// Marks one of this user's signed notes entered in error, for `reason` (required, at most 500
+    /// characters). The text stays as it was, readable as what was wrongly recorded; the reason is
+    /// sealed with the rest of the note and never logged.
+    pub fn enter_in_error(&mut self, note_id: Uuid, reason: &str, now: Timestamp) -> Result<Note> {
+        let mut note: Note = self.store.get(note_id)?;
+        if note.author_id != self.user_id() {
+            return Err(StationError::NotAuthor);
+        }
+        match note.status {
+            NoteStatus::Signed { .. } => {}
+            NoteStatus::Draft => return Err(StationError::NoteNotSigned),
+            NoteStatus::EnteredInError { .. } => return Err(StationError::NoteFinal),
+        }
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(StationError::ReasonRequired);
+        }
+        note.status = NoteStatus::EnteredInError { reason: reason.to_owned(), at: now };
+        let action = Action::WriteNote(note.kind);
+        Ok(self.change(action, vec![note], now)?.remove(0))
+    }
+
     fn save_note(&mut self, mut note: Note, sign: bool, now: Timestamp) -> Result<Note> {
         if sign {
             let unit = self.store.patient_unit(note.patient_id)?;

@@ -69,6 +69,18 @@ pub enum StationError {
     MergeTextOnly,
     #[error("no such change in this station's outbox")]
     ChangeNotFound,
+    #[error("break-glass needs the server for a patient who is not on this station; try again when it is reachable")]
+    BreakGlassOffline,
+    #[error("give the reason for breaking the glass in 5–500 characters")]
+    BreakGlassDetail,
+    #[error("no patient has this MRN")]
+    PatientNotFound,
+    #[error("only a signed note can be marked entered-in-error; a draft is edited instead")]
+    NoteNotSigned,
+    #[error("an addendum amends a signed note")]
+    AddendumTarget,
+    #[error("give the reason the note was entered in error (at most 500 characters)")]
+    ReasonRequired,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -123,6 +135,12 @@ impl StationError {
             StationError::NotAuthor => "note.not_author",
             StationError::MergeTextOnly => "sync.merge_text_only",
             StationError::ChangeNotFound => "sync.change_not_found",
+            StationError::BreakGlassOffline => "break_glass.offline",
+            StationError::BreakGlassDetail => "break_glass.detail",
+            StationError::PatientNotFound => "patient.not_found",
+            StationError::NoteNotSigned => "note.not_signed",
+            StationError::AddendumTarget => "note.bad_addendum",
+            StationError::ReasonRequired => "note.reason_required",
         }
     }
 

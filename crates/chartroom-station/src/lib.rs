@@ -7,20 +7,25 @@
 
 #![forbid(unsafe_code)]
 
+mod break_glass;
 pub mod clock;
 pub mod demo;
 mod edits;
 mod error;
 pub mod keystore;
+pub mod oversight;
 pub mod profile;
 pub mod sync;
 pub mod vault;
 
+pub use break_glass::BREAK_GLASS_OBSERVATIONS;
+pub use chartroom_protocol::{AuditEntrySummary, AuditQuery, AuditVerifySummary, BreakGlassReason};
 pub use edits::NewMedication;
 pub use error::StationError;
 pub use keystore::{DeviceSecretStore, KeystoreError, MemoryKeystore, OsKeyring};
+pub use oversight::{Login, OversightSession};
 pub use profile::Profile;
-pub use vault::{LockedVault, NewVault, Recovered, UnlockedVault};
+pub use vault::{DraftSummary, LockedVault, NewVault, Recovered, UnlockedVault};
 
 // The shells (CLI, desktop app) depend on this crate only; the types they pass through come from here.
 pub use chartroom_store as store;

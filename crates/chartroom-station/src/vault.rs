@@ -75,6 +75,50 @@ fn host_name() -> String {
         .unwrap_or_else(|| "station".into())
 }
 
+/// One of the user's draft notes, as a list of unfinished work shows it. `Debug` prints no PHI.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DraftSummary {
+    pub note_id: Uuid,
+    pub patient_id: Uuid,
+    pub mrn: String,
+    pub patient_name: String,
+    pub bed: String,
+    pub created_at: Timestamp,
+    /// Characters of text so far.
+    pub text_len: usize,
+}
+
+impl std::fmt::Debug for DraftSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DraftSummary")
+            .field("note_id", &self.note_id)
+            .field("patient_id", &self.patient_id)
+            .field("created_at", &self.created_at)
+            .field("text_len", &self.text_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Minimum necessary: empties the sections of a chart not in `sections`.
+pub(crate) fn keep_sections(chart: &mut Chart, sections: &[chartroom_domain::ChartSection]) {
+    use chartroom_domain::ChartSection as S;
+    if !sections.contains(&S::Allergies) {
+        chart.allergies.clear();
+    }
+    if !sections.contains(&S::Problems) {
+        chart.conditions.clear();
+    }
+    if !sections.contains(&S::Medications) {
+        chart.medications.clear();
+    }
+    if !sections.contains(&S::Vitals) {
+        chart.observations.clear();
+    }
+    if !sections.contains(&S::Notes) {
+        chart.notes.clear();
+    }
+}
+
 /// An unlocked station: one authenticated user and the open store.
 #[derive(Debug)]
 pub struct UnlockedVault {
@@ -234,7 +278,7 @@ impl LockedVault {
 
     /// This device's secret and its identity towards the server (the signing key derives from the
     /// secret in the keyring).
-    fn identity(&self) -> Result<(DeviceSecret, chartroom_client::DeviceIdentity)> {
+    pub(crate) fn identity(&self) -> Result<(DeviceSecret, chartroom_client::DeviceIdentity)> {
         let secret = self.keystore.load(self.device.device_id)?;
         let identity =
             chartroom_client::DeviceIdentity::new(self.device.device_id.to_string(), &secret.signing_seed());
@@ -260,9 +304,29 @@ impl LockedVault {
         self.device.server.as_ref()
     }
 
+    /// Logs `username` in online: the server checks the password (and throttles). A clinician gets
+    /// [`Login::Clinical`], exactly as [`LockedVault::login_online`]; an auditor (or an
+    /// administrator) gets [`Login::Oversight`], a session with the server that opens nothing on this
+    /// station (the server records the login, and every failed one, in its trail).
+    pub async fn login(
+        &self,
+        client: &chartroom_client::ServerClient,
+        username: &str,
+        password: &Password,
+        now: Timestamp,
+    ) -> Result<crate::oversight::Login> {
+        let (secret, tokens) = self.server_login(client, username, password, now).await?;
+        if matches!(tokens.user.role, Role::Auditor | Role::Admin) {
+            let session = crate::oversight::OversightSession::new(self.clone(), &tokens)?;
+            return Ok(crate::oversight::Login::Oversight(session));
+        }
+        self.open_online(&secret, &tokens, password, now).map(crate::oversight::Login::Clinical)
+    }
+
     /// Logs `username` in online: the server checks the password (and throttles); on success the
     /// escrow key it returns opens the data key, and the user's own slot is (re)written so later
-    /// logins also work offline.
+    /// logins also work offline. A user the server gives no escrow key (who may read no patient on
+    /// this device) is refused.
     pub async fn login_online(
         &self,
         client: &chartroom_client::ServerClient,
@@ -270,6 +334,19 @@ impl LockedVault {
         password: &Password,
         now: Timestamp,
     ) -> Result<UnlockedVault> {
+        let (secret, tokens) = self.server_login(client, username, password, now).await?;
+        self.open_online(&secret, &tokens, password, now)
+    }
+
+    /// The server's side of a login: a revoked device wipes itself, a disabled account loses its
+    /// slot here.
+    async fn server_login(
+        &self,
+        client: &chartroom_client::ServerClient,
+        username: &str,
+        password: &Password,
+        now: Timestamp,
+    ) -> Result<(DeviceSecret, chartroom_protocol::TokenResponse)> {
         let (secret, identity) = self.identity()?;
         let tokens = match client.login(&identity, username, password.expose_for_hashing()).await {
             Ok(t) => t,
@@ -293,6 +370,17 @@ impl LockedVault {
             }
             Err(e) => return Err(e.into()),
         };
+        Ok((secret, tokens))
+    }
+
+    /// Opens the store with the escrow key of an online login and (re)writes the user's slot.
+    fn open_online(
+        &self,
+        secret: &DeviceSecret,
+        tokens: &chartroom_protocol::TokenResponse,
+        password: &Password,
+        now: Timestamp,
+    ) -> Result<UnlockedVault> {
         if tokens.escrow_key.is_empty() {
             // The server confirmed the password but this user may read no patient on this device.
             return Err(StationError::Denied(chartroom_domain::Denied::NotPermitted));
@@ -300,7 +388,7 @@ impl LockedVault {
         let escrow_key = decode_key(&tokens.escrow_key)?;
         let user_id: Uuid = tokens.user.id.parse().map_err(|_| StationError::ServerAnswer)?;
         let escrow = self.profile.escrow_slot()?.ok_or(StationError::ProfileDamaged("keyslots.json"))?;
-        let dek = escrow.open(&escrow_key, &secret, self.device.device_id)?;
+        let dek = escrow.open(&escrow_key, secret, self.device.device_id)?;
         let slot_version = match self.profile.slot_for(&tokens.user.username)? {
             Some(existing) => existing.slot.slot_version().saturating_add(1),
             None => 1,
@@ -308,7 +396,7 @@ impl LockedVault {
         let slot = KeySlot::seal(
             &dek,
             password,
-            &secret,
+            secret,
             user_id,
             self.device.device_id,
             slot_version,
@@ -655,28 +743,83 @@ impl UnlockedVault {
             role: self.role.ok_or(StationError::RoleUnknown)?,
             units: vec!["*".into()],
         };
-        let sections = chartroom_domain::access::readable_sections(&who, "*", false);
-        use chartroom_domain::ChartSection as S;
-        if !sections.contains(&S::Allergies) {
-            chart.allergies.clear();
-        }
-        if !sections.contains(&S::Problems) {
-            chart.conditions.clear();
-        }
-        if !sections.contains(&S::Medications) {
-            chart.medications.clear();
-        }
-        if !sections.contains(&S::Vitals) {
-            chart.observations.clear();
-        }
-        if !sections.contains(&S::Notes) {
-            chart.notes.clear();
-        }
+        keep_sections(&mut chart, &chartroom_domain::access::readable_sections(&who, "*", false));
+        self.hide_others_drafts(&mut chart);
         Ok(chart)
     }
 
+    /// Drops other users' draft notes: a draft is its author's until signed.
+    pub(crate) fn hide_others_drafts(&self, chart: &mut Chart) {
+        let me = self.user_id;
+        chart.notes.retain(|n| n.status != chartroom_domain::NoteStatus::Draft || n.author_id == me);
+    }
+
+    /// This user's own draft notes on this station (any patient here), oldest first, with what a
+    /// list of them shows. Recorded in the audit chain as a read of every patient listed.
+    pub fn my_drafts(&mut self, now: Timestamp) -> Result<Vec<DraftSummary>> {
+        let drafts = self.store.drafts_by(self.user_id)?;
+        let mut out = Vec::with_capacity(drafts.len());
+        for note in drafts {
+            let patient: chartroom_domain::Patient = self.store.get(note.patient_id)?;
+            out.push(DraftSummary {
+                note_id: note.id,
+                patient_id: note.patient_id,
+                mrn: patient.mrn,
+                patient_name: patient.name.to_string(),
+                bed: patient.bed,
+                created_at: note.created_at,
+                text_len: note.text.chars().count(),
+            });
+        }
+        let actor = self.actor();
+        let mut e = chartroom_audit::Event::new(now, "view", "drafts", "ok");
+        let mut patients: Vec<Uuid> = out.iter().map(|d| d.patient_id).collect();
+        patients.sort();
+        patients.dedup();
+        e.patient_ids = patients;
+        self.store.record(&actor, e)?;
+        Ok(out)
+    }
+
+    /// Puts the patient with this MRN on this user's own list ("my patients") or takes them off it.
+    /// The list stays on this station (it is not synced) and loses a patient who leaves it. Only a
+    /// patient the user may read can be added; each change is recorded.
+    pub fn set_mine(&mut self, mrn: &str, mine: bool, now: Timestamp) -> Result<()> {
+        let actor = self.actor();
+        let id = match self.store.find_by_mrn(mrn) {
+            Ok(id) => id,
+            Err(e) => {
+                let e = StationError::from(e);
+                self.store
+                    .record(&actor, chartroom_audit::Event::new(now, "denied", "my_patients", e.code()))?;
+                return Err(e);
+            }
+        };
+        if mine {
+            let unit = self.store.patient_unit(id)?;
+            self.permit(
+                chartroom_domain::Action::Read(chartroom_domain::ChartSection::Demographics),
+                &unit,
+                id,
+                now,
+            )?;
+        }
+        self.store.set_mine(&actor, self.user_id, id, mine, now)?;
+        Ok(())
+    }
+
+    /// The patients on this user's own list on this station.
+    pub fn mine(&self) -> Result<std::collections::HashSet<Uuid>> {
+        Ok(self.store.mine(self.user_id)?)
+    }
+
+    /// Whether this session logged in online (and so can reach the server).
+    pub fn is_online(&self) -> bool {
+        self.access_token.is_some()
+    }
+
     /// The units this user works on here (all of the station's when the server never said).
-    fn user_units(&self) -> Vec<String> {
+    pub(crate) fn user_units(&self) -> Vec<String> {
         if self.units.is_empty() {
             vec!["*".into()]
         } else {

@@ -92,4 +92,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_by_record ON outbox(record_id);
     CREATE INDEX outbox_by_patient ON outbox(patient_id);
     "#,
+    // 6: each user's own list of patients ("my patients"), local to this station and never synced.
+    // Ids only (no PHI in the clear); rows go when the patient is shredded.
+    r#"
+    CREATE TABLE my_patients (
+        user_id    BLOB NOT NULL,
+        patient_id BLOB NOT NULL,
+        added_at   INTEGER NOT NULL,
+        PRIMARY KEY (user_id, patient_id)
+    );
+    CREATE INDEX my_patients_by_patient ON my_patients(patient_id);
+    "#,
 ];

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chartroom_crypto::{DataKey, FieldPlace, PatientKey};
-use chartroom_domain::{Chart, Date, Patient, Sex, Timestamp, Validate};
+use chartroom_domain::{Chart, Date, Note, NoteStatus, Patient, Sex, Timestamp, Validate};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
 use uuid::Uuid;
@@ -345,6 +345,93 @@ impl Store {
         })
     }
 
+    /// The draft notes `author_id` wrote, of every patient on this station (quarantined ones
+    /// included: their drafts are still to be finished), oldest first. Notes pulled from the server
+    /// carry no plaintext status, so those are opened to tell.
+    pub fn drafts_by(&mut self, author_id: Uuid) -> Result<Vec<Note>> {
+        let Store { conn, keys, .. } = self;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, patient_id, version, body FROM notes WHERE kind IN ('draft', '') ORDER BY sort_key, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, [u8; 16]>(0)?,
+                r.get::<_, [u8; 16]>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, patient_id, version, body) = row?;
+            let mut note: Note =
+                keys.open(conn, Uuid::from_bytes(patient_id), Uuid::from_bytes(id), Note::FIELD, &body)?;
+            if note.status == NoteStatus::Draft && note.author_id == author_id {
+                note.version = version;
+                out.push(note);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals `text` with the patient's key, bound to `(patient, record_id, field)`: for free text that
+    /// goes into an audit entry's sealed `after` (e.g. the reason given for breaking the glass).
+    pub fn seal_text(
+        &mut self,
+        patient_id: Uuid,
+        record_id: Uuid,
+        field: &str,
+        text: &str,
+    ) -> Result<Vec<u8>> {
+        let Store { conn, keys, .. } = self;
+        keys.seal(conn, patient_id, record_id, field, &text)
+    }
+
+    /// Adds the patient to `user_id`'s own list on this station, or takes them off it, with an
+    /// audit entry in the same transaction. Returns whether the list changed.
+    pub fn set_mine(
+        &mut self,
+        actor: &Actor,
+        user_id: Uuid,
+        patient_id: Uuid,
+        mine: bool,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        if !row_exists(&tx, "SELECT 1 FROM patients WHERE id = ?1", patient_id)? {
+            return Err(StoreError::PatientNotFound);
+        }
+        let changed = if mine {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO my_patients (user_id, patient_id, added_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![user_id.as_bytes(), patient_id.as_bytes(), now.0])?
+        } else {
+            tx.prepare_cached("DELETE FROM my_patients WHERE user_id = ?1 AND patient_id = ?2")?
+                .execute(params![user_id.as_bytes(), patient_id.as_bytes()])?
+        };
+        if changed > 0 {
+            let mut e =
+                chartroom_audit::Event::new(now, if mine { "create" } else { "delete" }, "my_patients", "ok");
+            e.resource_id = Some(patient_id.to_string());
+            e.patient_ids = vec![patient_id];
+            crate::audit::append_in(&tx, actor, e)?;
+        }
+        tx.commit()?;
+        Ok(changed > 0)
+    }
+
+    /// The patients on `user_id`'s own list on this station.
+    pub fn mine(&self, user_id: Uuid) -> Result<std::collections::HashSet<Uuid>> {
+        let mut stmt = self.conn.prepare_cached("SELECT patient_id FROM my_patients WHERE user_id = ?1")?;
+        let rows = stmt.query_map([user_id.as_bytes()], |r| r.get::<_, [u8; 16]>(0))?;
+        let mut out = std::collections::HashSet::new();
+        for row in rows {
+            out.insert(Uuid::from_bytes(row?));
+        }
+        Ok(out)
+    }
+
     /// The sealed body of a stored record, as it sits in the database.
     pub fn sealed_body<R: ChartRecord>(&self, id: Uuid) -> Result<Option<(Uuid, Vec<u8>)>> {
         let sql = format!("SELECT patient_id, body FROM {} WHERE id = ?1", R::TABLE);
@@ -475,6 +562,7 @@ pub(crate) fn shred_in(tx: &Transaction<'_>, patient_id: Uuid, now: Timestamp) -
     tx.execute("DELETE FROM patient_keys WHERE patient_id = ?1", [id])?;
     tx.execute("DELETE FROM quarantine WHERE patient_id = ?1", [id])?;
     tx.execute("DELETE FROM conflicts WHERE patient_id = ?1", [id])?;
+    tx.execute("DELETE FROM my_patients WHERE patient_id = ?1", [id])?;
     if found > 0 {
         tx.execute(
             "INSERT OR REPLACE INTO shredded_patients (patient_id, shredded_at) VALUES (?1, ?2)",

@@ -61,7 +61,7 @@ fn round_trip_census_and_chart() {
     let dir = tempfile::tempdir().unwrap();
     let (path, dek, bundles) = new_store(dir.path(), 20);
     let mut store = Store::open(&path, dek, small_options()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.schema_version().unwrap(), 6);
     let census = store.census(Some("ICU")).unwrap();
     assert_eq!(census.len(), 10);
     assert!(census.iter().all(|r| r.unit == "ICU"));
@@ -227,7 +227,7 @@ fn newer_schema_is_refused() {
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
     let err = Store::open(&path, again, small_options()).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, supported: 5 }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, supported: 6 }), "{err:?}");
 }
 
 #[test]
@@ -364,4 +364,64 @@ fn a_newer_server_version_kept_beside_a_change_becomes_the_record_once_the_chang
     assert_eq!((now.reaction.as_str(), now.version), ("Anaphylaxis", base + 2));
     assert!(store.outbox().unwrap().is_empty());
     assert!(store.conflict::<Allergy>(mine.id).unwrap().is_none(), "nothing left to resolve");
+}
+
+/// "My patients" is per user, holds ids only, and loses a patient who is shredded.
+#[test]
+fn my_patients_are_per_user_and_go_with_a_shredded_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, dek, bundles) = new_store(dir.path(), 4);
+    let mut store = Store::open(&path, dek, small_options()).unwrap();
+    let actor = chartroom_store::Actor {
+        device_id: uuid::Uuid::new_v4(),
+        user_id: None,
+        username: None,
+        host: "test".into(),
+    };
+    let (me, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (a, b) = (bundles[0].patient.id, bundles[1].patient.id);
+    assert!(store.set_mine(&actor, me, a, true, Timestamp(1)).unwrap());
+    assert!(!store.set_mine(&actor, me, a, true, Timestamp(2)).unwrap(), "adding twice changes nothing");
+    assert!(store.set_mine(&actor, me, b, true, Timestamp(3)).unwrap());
+    assert!(store.set_mine(&actor, other, b, true, Timestamp(4)).unwrap());
+    assert_eq!(store.mine(me).unwrap(), [a, b].into_iter().collect());
+    assert_eq!(store.mine(other).unwrap(), [b].into_iter().collect());
+    assert!(store.set_mine(&actor, me, a, false, Timestamp(5)).unwrap());
+    assert_eq!(store.mine(me).unwrap(), [b].into_iter().collect());
+    // Unknown patients are refused; every change was recorded.
+    let unknown = store.set_mine(&actor, me, uuid::Uuid::new_v4(), true, Timestamp(6)).unwrap_err();
+    assert!(matches!(unknown, StoreError::PatientNotFound));
+    let entries = store.audit_entries(0, 100).unwrap();
+    assert_eq!(entries.iter().filter(|e| e.event.resource_type == "my_patients").count(), 4);
+    store.evict_patient(b, Timestamp(7)).unwrap();
+    assert!(store.mine(me).unwrap().is_empty());
+    assert!(store.mine(other).unwrap().is_empty());
+}
+
+/// Drafts are found by author, whatever their plaintext status column says (pulled notes have
+/// none); signed notes and other authors' drafts are not.
+#[test]
+fn drafts_by_author() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, dek, bundles) = new_store(dir.path(), 2);
+    let mut store = Store::open(&path, dek, small_options()).unwrap();
+    let (me, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let note = |author, status, at| Note {
+        id: uuid::Uuid::now_v7(),
+        patient_id: bundles[0].patient.id,
+        author_id: author,
+        kind: NoteKind::Nursing,
+        text: "Resting comfortably".into(),
+        created_at: Timestamp(at),
+        status,
+        addendum_to: None,
+        version: 0,
+    };
+    let mine = note(me, NoteStatus::Draft, 10);
+    let signed = note(me, NoteStatus::Signed { signed_at: Timestamp(12) }, 11);
+    let theirs = note(other, NoteStatus::Draft, 12);
+    store.put_all(&[mine.clone(), signed, theirs.clone()]).unwrap();
+    let found = store.drafts_by(me).unwrap();
+    assert_eq!(found.iter().map(|n| n.id).collect::<Vec<_>>(), vec![mine.id]);
+    assert_eq!(store.drafts_by(other).unwrap()[0].id, theirs.id);
 }

@@ -46,6 +46,8 @@ pub struct AppState {
     pub recovery: Arc<chartroom_crypto::RecoveryKeyPair>,
     /// The anomaly rule (from `config.json`).
     pub anomaly: crate::oversight::AnomalyRule,
+    /// Signs audit checkpoints (`keys/signing.key`); an auditor's verification signs one first.
+    pub signing: Arc<ed25519_dalek::SigningKey>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,7 +68,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/me", get(auth::me))
-        .route("/v1/audit/entries", post(audit::upload))
+        .route("/v1/audit/entries", post(audit::upload).get(audit::search))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/patients/lookup", post(records::lookup))
         .route("/v1/patients/{id}/break-glass", post(records::break_glass))
         .route("/v1/break-glass", get(records::break_glass_uses))
         .route("/v1/break-glass/{id}/review", post(records::review_break_glass))

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartroom_protocol::{
     ApiError, BreakGlassGrant, BreakGlassRequest, BreakGlassUse, CensusPage, ChartResponse, IncidentInfo,
-    PullPage, PushBatch, PushResponse,
+    PatientLookup, PatientLookupRequest, PullPage, PushBatch, PushResponse,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -98,6 +98,26 @@ pub async fn break_glass(
     respond(crate::oversight::break_glass(reader(&state, &caller), id, req.reason, &req.detail))
 }
 
+/// The id of the patient with this MRN (the MRN goes in the body, never in a URL), for a
+/// clinician about to break the glass. Gives no demographics; audited.
+#[utoipa::path(post, path = "/v1/patients/lookup", tag = "oversight", request_body = PatientLookupRequest,
+    security(("access_token" = [], "device_proof" = [])),
+    responses(
+        (status = 200, body = PatientLookup),
+        (status = 400, body = ApiError, description = "`request.invalid` or `request.malformed`"),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError, description = "`access.forbidden`: this role has no break-glass"),
+        (status = 404, body = ApiError, description = "`patient.not_found`"),
+    ))]
+pub async fn lookup(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body<PatientLookupRequest>,
+) -> Response {
+    let Body(req) = body;
+    blocking(state, caller, move |r| crate::oversight::lookup_patient(r, &req.mrn)).await
+}
+
 /// `?unreviewed=true`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -180,7 +200,7 @@ pub async fn pull(
 
 /// Runs a request's database and crypto work on the blocking pool, so that a large push or pull
 /// never holds an async worker (other requests, and the request timeout, keep running).
-async fn blocking<T: serde::Serialize + Send + 'static>(
+pub(super) async fn blocking<T: serde::Serialize + Send + 'static>(
     state: AppState,
     caller: Caller,
     work: impl FnOnce(Reader<'_>) -> Result<T, ReadFailure> + Send + 'static,
@@ -191,7 +211,7 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
     }
 }
 
-fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {
+pub(super) fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {
     Reader {
         storage: state.storage.as_ref(),
         keys: &state.keys,
@@ -202,7 +222,7 @@ fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {
     }
 }
 
-fn respond<T: serde::Serialize>(result: Result<T, ReadFailure>) -> Response {
+pub(super) fn respond<T: serde::Serialize>(result: Result<T, ReadFailure>) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
         Err(ReadFailure::Denied(d)) => failure(StatusCode::FORBIDDEN, d.code(), &d.to_string()),
@@ -220,6 +240,6 @@ fn respond<T: serde::Serialize>(result: Result<T, ReadFailure>) -> Response {
     }
 }
 
-fn bad_query() -> Response {
+pub(super) fn bad_query() -> Response {
     failure(StatusCode::BAD_REQUEST, "request.invalid", "the path or query parameters are not valid")
 }
