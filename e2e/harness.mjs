@@ -340,7 +340,8 @@ async function startSystemBus(dir) {
 
 /**
  * Starts the app on `profileDir` in a real window: Xvfb, a private system bus, tauri-driver and a
- * WebDriver session. Returns an App (see below). `suite` names the screenshot folder.
+ * WebDriver session. Returns an App (see below). `suite` names the screenshot folder. The app gets
+ * the caller's environment (locale included) plus `env`; a name mapped to `undefined` is removed.
  */
 export async function startApp({ dir, profileDir, suite, bin = BIN_DIR, env = {}, knownPatients = [] }) {
   requireKeyring();
@@ -362,12 +363,10 @@ export async function startApp({ dir, profileDir, suite, bin = BIN_DIR, env = {}
       DISPLAY: xvfb.display,
       DBUS_SYSTEM_BUS_ADDRESS: bus.address,
       CHARTROOM_PROFILE_DIR: profileDir,
-      // A fixed locale: dates and numbers in screenshots do not depend on the machine. (Under the
-      // bare C locale WebKitGTK reports navigator.language "C"; see the smoke test.)
-      LANG: "en_US.UTF-8",
       ...env,
     };
-    for (const v of ["LC_ALL", "LC_MESSAGES", "LANGUAGE"]) if (!(v in env)) delete driverEnv[v];
+    // `env: { NAME: undefined }` removes NAME from the app's environment.
+    for (const [k, v] of Object.entries(env)) if (v === undefined || v === null) delete driverEnv[k];
     delete driverEnv.WAYLAND_DISPLAY;
     // With compositing disabled, WebKitWebDriver's screenshot command never answers (WebKitGTK 2.50).
     if (!("WEBKIT_DISABLE_COMPOSITING_MODE" in env)) delete driverEnv.WEBKIT_DISABLE_COMPOSITING_MODE;

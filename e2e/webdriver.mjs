@@ -10,6 +10,18 @@ import { dirname } from "node:path";
 /** The W3C element reference key (an element is returned as `{ [ELEMENT_KEY]: id }`). */
 export const ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecf";
 
+/** Key codes for `Session.pressKeys` (W3C WebDriver "normalised key values"). */
+export const Key = Object.freeze({
+  NULL: "\uE000",
+  BACKSPACE: "\uE003",
+  TAB: "\uE004",
+  ENTER: "\uE007",
+  SHIFT: "\uE008",
+  CONTROL: "\uE009",
+  ALT: "\uE00A",
+  ESCAPE: "\uE00C",
+});
+
 /** An error answered by the WebDriver server (`error` is the W3C error code, e.g. "no such element"). */
 export class WebDriverError extends Error {
   constructor(method, path, status, error, message) {
@@ -264,6 +276,18 @@ export class Session {
       },
       { timeoutMs },
     );
+  }
+
+  /**
+   * Real keyboard input to whatever has focus (W3C actions): `pressKeys(Key.CONTROL, "l")` presses
+   * the keys in order and releases them in reverse, like a person pressing a shortcut. The page sees
+   * trusted key events (unlike `dispatchEvent`), so this also counts as user activity.
+   */
+  async pressKeys(...keys) {
+    const down = keys.map((value) => ({ type: "keyDown", value }));
+    const up = [...keys].reverse().map((value) => ({ type: "keyUp", value }));
+    await this.cmd("POST", "/actions", { actions: [{ type: "key", id: "keyboard", actions: [...down, ...up] }] });
+    await this.cmd("DELETE", "/actions");
   }
 
   /** Saves a PNG screenshot of the window's viewport to `file`. */

@@ -429,18 +429,19 @@ pub struct AuditVerifyView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 pub struct BreakGlassUseView {
-    pub id: Uuid,
+    pub id: String,
     pub at: String,
     pub username: String,
-    pub patient_id: Uuid,
-    pub reason: BreakGlassReasonView,
+    pub patient_id: String,
+    /// A break-glass reason code (`emergency_care`, …).
+    pub reason: String,
     pub detail: Option<String>,
     pub reviewed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 pub struct IncidentView {
-    pub id: Uuid,
+    pub id: String,
     pub at: String,
     pub username: String,
     pub kind: String,
@@ -639,7 +640,7 @@ pub fn typescript() -> String {
         AuditFilter::decl(&cfg),
         AuditEntryView::decl(&cfg),
         AuditVerifyView::decl(&cfg),
-        BreakGlassUseView::decl(&cfg).replace("BreakGlassReasonView", "BreakGlassReason"),
+        BreakGlassUseView::decl(&cfg),
         IncidentView::decl(&cfg),
     ];
     let mut out = String::from(

@@ -79,9 +79,12 @@ pub async fn close(app: &AppHandle) {
 
 /// Closes what is open (no reload): used before a new sign-in replaces it.
 pub fn close_work(work: &mut Work) {
-    if let Work::Clinical { vault, .. } = std::mem::replace(work, Work::Closed) {
+    match std::mem::replace(work, Work::Closed) {
         // Records the lock in the audit trail and wipes the data key and every patient key.
-        let _ = vault.lock();
+        Work::Clinical { vault, .. } => drop(vault.lock()),
+        // Wipes the session's tokens.
+        Work::Oversight { session, .. } => drop(session.lock()),
+        Work::Closed => {}
     }
     OPEN.store(false, Ordering::SeqCst);
 }

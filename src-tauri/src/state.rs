@@ -35,8 +35,8 @@ pub enum Work {
     /// A clinician: the station's data key is open. `client` is set when the login was online (the
     /// session can sync); an offline unlock has none until the next online login.
     Clinical { vault: Box<UnlockedVault>, client: Option<ServerClient> },
-    // An auditor (no patient data on the station, the audit trail on the server): added with the
-    // station core's oversight session.
+    /// An auditor: no patient data on the station, the audit trail on the server.
+    Oversight { session: Box<chartroom_station::OversightSession>, client: ServerClient },
 }
 
 impl std::fmt::Debug for Work {
@@ -44,6 +44,7 @@ impl std::fmt::Debug for Work {
         f.write_str(match self {
             Work::Closed => "Work::Closed",
             Work::Clinical { .. } => "Work::Clinical",
+            Work::Oversight { .. } => "Work::Oversight",
         })
     }
 }

@@ -675,11 +675,6 @@ impl UnlockedVault {
     pub fn units(&self) -> &[String] {
         &self.units
     }
-    /// Whether this session logged in online (and so can sync).
-    pub fn is_online(&self) -> bool {
-        self.access_token.is_some()
-    }
-
     /// The open store, for writes that record their own audit entries and for tests. Reads that
     /// show patient data go through [`UnlockedVault::census`] and [`UnlockedVault::chart_by_mrn`],
     /// which record them.

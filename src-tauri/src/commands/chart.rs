@@ -5,8 +5,14 @@ use chartroom_station::domain::{Action, NoteKind, Principal, Role, Target, Vital
 use tauri::State;
 use uuid::Uuid;
 
-use super::with_vault;
-use crate::dto::{CensusRow, CensusView, ChartAccess, ChartView, NoteView, VitalInput, VitalRange};
+use chartroom_station::domain::{Chart, Timestamp};
+use chartroom_station::UnlockedVault;
+
+use super::{with_online_vault, with_vault};
+use crate::dto::{
+    time, BreakGlassReasonView, CensusRow, CensusView, ChartAccess, ChartView, DraftView, NoteView,
+    VitalInput, VitalRange,
+};
 use crate::error::{AppError, AppResult};
 use crate::state::{AppState, SignedIn};
 
@@ -37,9 +43,27 @@ pub async fn census(state: State<'_, AppState>) -> AppResult<CensusView> {
 pub async fn chart(state: State<'_, AppState>, mrn: String) -> AppResult<ChartView> {
     with_vault(&state, |vault, user, now| {
         let chart = vault.chart_by_mrn(mrn.trim(), MAX_OBSERVATIONS, now)?;
-        Ok(ChartView::new(&chart, user.id, access(user, &chart.patient.unit, false), now))
+        Ok(view(vault, &chart, user, false, now))
     })
     .await
+}
+
+fn view(
+    vault: &UnlockedVault,
+    chart: &Chart,
+    user: &SignedIn,
+    break_glass: bool,
+    now: Timestamp,
+) -> ChartView {
+    let mut access = access(user, &chart.patient.unit, break_glass);
+    access.mine = vault.mine().is_ok_and(|m| m.contains(&chart.patient.id));
+    ChartView::new(chart, user.id, access, now)
+}
+
+/// Adds a patient to (or removes them from) the physician's own list.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn set_mine(state: State<'_, AppState>, mrn: String, mine: bool) -> AppResult<()> {
+    with_vault(&state, |vault, _, now| Ok(vault.set_mine(mrn.trim(), mine, now)?)).await
 }
 
 /// What the role may write on a patient of `unit`.
@@ -80,7 +104,7 @@ pub async fn record_vitals(
         }
         vault.record_vitals(mrn.trim(), &values, now)?;
         let chart = vault.chart_by_mrn(mrn.trim(), MAX_OBSERVATIONS, now)?;
-        Ok(ChartView::new(&chart, user.id, access(user, &chart.patient.unit, false), now))
+        Ok(view(vault, &chart, user, false, now))
     })
     .await
 }
@@ -108,6 +132,77 @@ pub async fn save_draft(
 pub async fn sign_note(state: State<'_, AppState>, note_id: Uuid, text: String) -> AppResult<NoteView> {
     with_vault(&state, |vault, user, now| {
         Ok(NoteView::new(&vault.edit_note(note_id, Some(&text), true, now)?, user.id))
+    })
+    .await
+}
+
+/// Amends a signed note (signed at once: an addendum is written to be final).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn write_addendum(
+    state: State<'_, AppState>,
+    mrn: String,
+    note_id: Uuid,
+    text: String,
+) -> AppResult<NoteView> {
+    let _ = mrn;
+    with_vault(&state, |vault, user, now| {
+        Ok(NoteView::new(&vault.write_addendum(note_id, &text, true, now)?, user.id))
+    })
+    .await
+}
+
+/// Marks the user's own signed note entered-in-error, with a reason; it stays in the chart.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn enter_in_error(
+    state: State<'_, AppState>,
+    note_id: Uuid,
+    reason: String,
+) -> AppResult<NoteView> {
+    with_vault(&state, |vault, user, now| {
+        Ok(NoteView::new(&vault.enter_in_error(note_id, &reason, now)?, user.id))
+    })
+    .await
+}
+
+/// The user's own unsigned drafts on this station (they come back to them alone).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn my_drafts(state: State<'_, AppState>) -> AppResult<Vec<DraftView>> {
+    with_vault(&state, |vault, _, now| {
+        Ok(vault
+            .my_drafts(now)?
+            .into_iter()
+            .map(|d| DraftView {
+                note_id: d.note_id,
+                mrn: d.mrn,
+                patient_name: d.patient_name,
+                bed: d.bed,
+                updated_at: time(d.created_at),
+                chars: u32::try_from(d.text_len).unwrap_or(u32::MAX),
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Opens a patient outside the user's units for a stated reason (audited, reviewed by auditors).
+/// Online the server grants it first; a chart this station does not hold is shown read-only.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn break_glass(
+    state: State<'_, AppState>,
+    mrn: String,
+    reason: BreakGlassReasonView,
+    detail: String,
+) -> AppResult<ChartView> {
+    with_online_vault(&state, async |vault, client, user, now| {
+        let chart = vault.break_glass(client, mrn.trim(), reason.into(), &detail, now).await?;
+        let held = vault.store().find_by_mrn(mrn.trim()).is_ok();
+        let mut v = view(vault, &chart, user, true, now);
+        if !held {
+            v.read_only = true;
+            v.can_write_notes = false;
+            v.can_write_vitals = false;
+        }
+        Ok(v)
     })
     .await
 }

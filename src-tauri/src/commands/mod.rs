@@ -3,13 +3,15 @@
 //! Every command must also be listed in `build.rs` (app manifest) and granted in
 //! `capabilities/main.json`; otherwise the runtime rejects the call. Arguments are snake_case.
 
+pub mod audit;
 pub mod chart;
 pub mod session;
 pub mod station;
 pub mod sync;
 
+use chartroom_station::client::ServerClient;
 use chartroom_station::domain::Timestamp;
-use chartroom_station::UnlockedVault;
+use chartroom_station::{OversightSession, UnlockedVault};
 
 use crate::error::{AppError, AppResult};
 use crate::state::{AppState, SignedIn, Work};
@@ -25,6 +27,44 @@ pub async fn with_vault<T>(
     match &mut *work {
         Work::Clinical { vault, .. } if vault.user_id() == user.id => f(vault, &user, state.now()),
         Work::Clinical { .. } | Work::Closed => Err(AppError::locked()),
+        Work::Oversight { .. } => Err(AppError::not_for_role()),
+    }
+}
+
+/// As [`with_vault`], for work that talks to the server (break-glass): the vault and the online
+/// session's client.
+pub async fn with_online_vault<T>(
+    state: &AppState,
+    f: impl AsyncFnOnce(&mut UnlockedVault, &ServerClient, &SignedIn, Timestamp) -> AppResult<T>,
+) -> AppResult<T> {
+    let mut work = state.work.lock().await;
+    let user = state.active_user().ok_or_else(AppError::locked)?;
+    match &mut *work {
+        Work::Clinical { vault, client: Some(client) } if vault.user_id() == user.id => {
+            f(vault, client, &user, state.now()).await
+        }
+        Work::Clinical { client: None, .. } => Err(AppError::new(
+            "server.offline",
+            "This session signed in offline; this needs the server. Sign in again while it is reachable.",
+        )),
+        Work::Clinical { .. } | Work::Closed => Err(AppError::locked()),
+        Work::Oversight { .. } => Err(AppError::not_for_role()),
+    }
+}
+
+/// Runs `f` on the open oversight session (auditors), if it is active now.
+pub async fn with_oversight<T>(
+    state: &AppState,
+    f: impl AsyncFnOnce(&mut OversightSession, &ServerClient, Timestamp) -> AppResult<T>,
+) -> AppResult<T> {
+    let mut work = state.work.lock().await;
+    let user = state.active_user().ok_or_else(AppError::locked)?;
+    match &mut *work {
+        Work::Oversight { session, client } if session.user_id() == user.id => {
+            f(session, client, state.now()).await
+        }
+        Work::Oversight { .. } | Work::Closed => Err(AppError::locked()),
+        Work::Clinical { .. } => Err(AppError::not_for_role()),
     }
 }
 

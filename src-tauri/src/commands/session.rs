@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use chartroom_station::client::ServerClient;
 use chartroom_station::crypto::Password;
 use chartroom_station::domain::session::SessionEvent;
-use chartroom_station::{LockedVault, StationError};
+use chartroom_station::{LockedVault, Login, StationError};
 use tauri::{AppHandle, State};
 
 use crate::dto::{LockReason, SessionMode, SessionView};
@@ -61,10 +61,22 @@ async fn authenticate(
     let reachable = *guard(&state.reachable);
     if let Some(link) = locked.server().cloned().filter(|_| reachable != Some(false)) {
         let client = ServerClient::new(&link.url, &link.fingerprint).map_err(StationError::from)?;
-        match locked.login_online(&client, username, password, state.now()).await {
-            Ok(vault) => {
+        match locked.login(&client, username, password, state.now()).await {
+            Ok(Login::Clinical(vault)) => {
                 *guard(&state.reachable) = Some(true);
                 return Ok(clinical(vault, Some(client)));
+            }
+            Ok(Login::Oversight(session)) => {
+                *guard(&state.reachable) = Some(true);
+                let user = SignedIn {
+                    id: session.user_id(),
+                    username: session.username().to_owned(),
+                    role: session.role(),
+                    units: vec![],
+                    mode: SessionMode::Oversight,
+                    online: true,
+                };
+                return Ok((Work::Oversight { session: Box::new(session), client }, user));
             }
             Err(e) if e.is_retryable() => *guard(&state.reachable) = Some(false),
             Err(e) => return Err(login_error(e, true)),

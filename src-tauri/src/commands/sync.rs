@@ -6,7 +6,7 @@ use tauri::{AppHandle, Manager, State};
 use uuid::Uuid;
 
 use super::with_vault;
-use crate::dto::{time, ConflictDetail, ConflictSummary, Resolution, SyncView};
+use crate::dto::{time, ConflictDetail, ConflictSummary, Resolution, SessionMode, SyncView};
 use crate::error::{AppError, AppResult};
 use crate::runtime::{emit_sync, OPEN};
 use crate::state::{guard, AppState, Work};
@@ -40,8 +40,13 @@ fn apply(view: &mut SyncView, i: &chartroom_station::sync::SyncIndicator) {
 /// vault is held for its duration; a lock meanwhile still takes effect at once (see `state`).
 pub async fn run_sync(app: &AppHandle) -> AppResult<SyncView> {
     let state = app.state::<AppState>();
-    if state.active_user().is_none() || !OPEN.load(Ordering::SeqCst) {
-        return Err(AppError::locked());
+    match state.active_user() {
+        Some(user) if OPEN.load(Ordering::SeqCst) => {
+            if user.mode == SessionMode::Oversight {
+                return Err(AppError::not_for_role());
+            }
+        }
+        _ => return Err(AppError::locked()),
     }
     {
         let mut view = guard(&state.sync);
@@ -58,10 +63,11 @@ pub async fn run_sync(app: &AppHandle) -> AppResult<SyncView> {
             "This session signed in offline. Sign in again while the server is reachable to sync.",
         )),
         Work::Closed => Err(AppError::locked()),
+        Work::Oversight { .. } => Err(AppError::not_for_role()),
     };
     let indicator = match &*work {
         Work::Clinical { vault, .. } => vault.sync_indicator().ok(),
-        Work::Closed => None,
+        Work::Closed | Work::Oversight { .. } => None,
     };
     drop(work);
     let mut view = guard(&state.sync);

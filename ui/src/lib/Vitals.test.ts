@@ -97,6 +97,13 @@ describe("Vitals", () => {
     await vi.waitFor(() => expect(current).toBe(updated));
   });
 
+  it("tells tests what the plot draws: point count and each series' newest value", async () => {
+    await render(chartView([point("a", "heart_rate", 72, 1000), point("b", "heart_rate", 88, 5000), point("c", "temperature", 37, 3000)]));
+    const plot = $("vitals-plot")!;
+    expect(plot.dataset.points).toBe("2");
+    expect(plot.dataset.latest).toBe("heart_rate=88");
+  });
+
   it("hides the form when the chart cannot be written", async () => {
     await render(chartView([], { can_write_vitals: false }));
     expect($("vitals-submit")).toBeNull();

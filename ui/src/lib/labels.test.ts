@@ -20,6 +20,8 @@ describe("break-glass", () => {
     expect(validateBreakGlass(null, "x")).toMatch(/reason/);
     expect(validateBreakGlass("emergency_care", "   ")).toMatch(/why/);
     expect(validateBreakGlass("emergency_care", "Code blue on ward 4")).toBeNull();
+    expect(validateBreakGlass("emergency_care", " abc ")).toMatch(/at least 5/);
+    expect(validateBreakGlass("emergency_care", "x".repeat(501))).toMatch(/500/);
   });
   it("labels every reason", () => {
     for (const r of BREAK_GLASS_REASONS) expect(breakGlassLabel(r.value)).toBe(r.label);

@@ -32,14 +32,16 @@ export const BREAK_GLASS_REASONS: ReadonlyArray<{ value: BreakGlassReason; label
   { value: "audit_investigation", label: "Audit or investigation" },
 ];
 
-export function breakGlassLabel(reason: BreakGlassReason): string {
+export function breakGlassLabel(reason: BreakGlassReason | string): string {
   return BREAK_GLASS_REASONS.find((r) => r.value === reason)?.label ?? reason;
 }
 
 /** Returns an error message, or null when the break-glass form may be submitted. */
 export function validateBreakGlass(reason: BreakGlassReason | null, detail: string): string | null {
   if (reason === null) return "Choose a reason.";
-  if (detail.trim() === "") return "Describe why you need access.";
+  const n = [...detail.trim()].length;
+  if (n < 5) return "Describe why you need access (at least 5 characters).";
+  if (n > 500) return "Keep the description under 500 characters.";
   return null;
 }
 

@@ -115,6 +115,10 @@ export type AuditEntryView = { seq: number, at: string, username: string | null,
 
 export type AuditVerifyView = { ok: boolean, entries: number, problem: string | null, };
 
-export type BreakGlassUseView = { id: string, at: string, username: string, patient_id: string, reason: BreakGlassReason, detail: string | null, reviewed: boolean, };
+export type BreakGlassUseView = { id: string, at: string, username: string, patient_id: string, 
+/**
+ * A break-glass reason code (`emergency_care`, …).
+ */
+reason: string, detail: string | null, reviewed: boolean, };
 
 export type IncidentView = { id: string, at: string, username: string, kind: string, detail: string, };
