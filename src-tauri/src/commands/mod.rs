@@ -113,5 +113,14 @@ mod tests {
             .filter(|p| !p.starts_with("allow-"))
             .collect();
         assert_eq!(others, ["core:event:allow-listen", "core:event:allow-unlisten"]);
+        // The UI's typed wrappers call exactly these commands, each by its name.
+        let api = read("../ui/src/lib/api.ts");
+        let mut wrapped: Vec<String> = api
+            .split("invoke<")
+            .skip(1)
+            .filter_map(|rest| rest.split_once(">(\"").map(|(_, name)| name.split('"').next().unwrap_or_default().to_owned()))
+            .collect();
+        wrapped.sort();
+        assert_eq!(registered, wrapped, "generate_handler! vs ui/src/lib/api.ts");
     }
 }
