@@ -353,7 +353,7 @@ pub struct SyncProgress {
     pub total: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, TS)]
 pub struct SyncView {
     pub online: bool,
     pub syncing: bool,

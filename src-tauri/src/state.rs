@@ -268,22 +268,6 @@ fn view_of(l: &mut LockState, state: SessionState, now: Timestamp) -> SessionVie
     }
 }
 
-impl Default for SyncView {
-    fn default() -> Self {
-        SyncView {
-            online: false,
-            syncing: false,
-            last_sync_at: None,
-            pending: 0,
-            conflicts: 0,
-            rejected: 0,
-            first_sync_complete: false,
-            progress: None,
-            last_error: None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

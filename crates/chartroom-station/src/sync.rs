@@ -16,6 +16,16 @@ use crate::{StationError, UnlockedVault};
 
 type Result<T> = std::result::Result<T, StationError>;
 
+/// Called with the rows (charts and records) a pull has applied so far, after each page.
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(usize) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 /// What a pull did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PullReport {
@@ -295,6 +305,9 @@ impl UnlockedVault {
             report.shredded += applied.shredded;
             report.quarantined += applied.quarantined;
             report.complete = complete;
+            if let Some(Progress(tell)) = &self.progress {
+                tell(report.charts + report.changes);
+            }
         }
         Ok(report)
     }
@@ -357,6 +370,11 @@ impl UnlockedVault {
             stored += r.stored;
             self.store.set_audit_uploaded(last)?;
         }
+    }
+
+    /// Reports the progress of the pulls this session runs (`None`: stop reporting).
+    pub fn set_progress(&mut self, progress: Option<Progress>) {
+        self.progress = progress;
     }
 
     /// What the sync indicator shows.

@@ -137,6 +137,8 @@ pub struct UnlockedVault {
     /// The key the server wraps synced patients' keys under (from the escrow key of the same
     /// online login); `None` offline.
     pub(crate) sync_key: Option<DataKey>,
+    /// Told how many rows a pull has applied so far (a long first sync shows progress).
+    pub(crate) progress: Option<crate::sync::Progress>,
 }
 
 impl LockedVault {
@@ -179,6 +181,7 @@ impl LockedVault {
                     access_token: None,
                     refresh_token: None,
                     sync_key: None,
+                    progress: None,
                 })
             }
             Err(e) => {
@@ -421,6 +424,7 @@ impl LockedVault {
             access_token: Some(zeroize::Zeroizing::new(tokens.access_token.clone())),
             refresh_token: Some(zeroize::Zeroizing::new(tokens.refresh_token.clone())),
             sync_key: Some(chartroom_crypto::fields::sync_wrap_key(&escrow_key, self.device.device_id)),
+            progress: None,
         };
         self.fold_security_events(&mut vault, now)?;
         let actor = vault.actor();
@@ -555,6 +559,7 @@ impl LockedVault {
             access_token: None,
             refresh_token: None,
             sync_key: None,
+            progress: None,
         })
     }
 

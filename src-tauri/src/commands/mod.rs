@@ -118,7 +118,9 @@ mod tests {
         let mut wrapped: Vec<String> = api
             .split("invoke<")
             .skip(1)
-            .filter_map(|rest| rest.split_once(">(\"").map(|(_, name)| name.split('"').next().unwrap_or_default().to_owned()))
+            .filter_map(|rest| {
+                rest.split_once(">(\"").map(|(_, name)| name.split('"').next().unwrap_or_default().to_owned())
+            })
             .collect();
         wrapped.sort();
         assert_eq!(registered, wrapped, "generate_handler! vs ui/src/lib/api.ts");

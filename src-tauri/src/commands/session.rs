@@ -6,7 +6,7 @@ use chartroom_station::client::ServerClient;
 use chartroom_station::crypto::Password;
 use chartroom_station::domain::session::SessionEvent;
 use chartroom_station::{LockedVault, Login, StationError};
-use tauri::{AppHandle, State};
+use tauri::{AppHandle, Manager, State};
 
 use crate::dto::{LockReason, SessionMode, SessionView};
 use crate::error::{AppError, AppResult};
@@ -38,7 +38,10 @@ pub async fn login(
     let mut work = state.work.lock().await;
     // Whatever was open (a locked session's vault is already closed) ends before anyone else's opens.
     runtime::close_work(&mut work);
-    let (opened, user) = authenticate(&state, &locked, &username, &password).await?;
+    let (mut opened, user) = authenticate(&state, &locked, &username, &password).await?;
+    if let Work::Clinical { vault, .. } = &mut opened {
+        vault.set_progress(Some(progress(app.clone())));
+    }
     let policy = state.policy_for(locked.device_profile());
     let (_, view) = state.signed_in(user, policy);
     *work = opened;
@@ -50,6 +53,17 @@ pub async fn login(
         let _ = crate::commands::sync::run_sync(&app2).await;
     });
     Ok(view)
+}
+
+/// Shows a running pull's progress in the status bar.
+fn progress(app: AppHandle) -> chartroom_station::sync::Progress {
+    chartroom_station::sync::Progress(std::sync::Arc::new(move |rows| {
+        let state = app.state::<AppState>();
+        let mut view = guard(&state.sync);
+        view.progress =
+            Some(crate::dto::SyncProgress { done: u32::try_from(rows).unwrap_or(u32::MAX), total: None });
+        runtime::emit_sync(&app, &view);
+    }))
 }
 
 async fn authenticate(
