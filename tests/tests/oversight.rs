@@ -361,7 +361,8 @@ async fn break_glass_on_a_shared_ward_station_and_offline() {
     let entries = trail(&mut kim);
     let bg: Vec<_> = entries.iter().filter(|e| e.event.action == "break_glass").collect();
     assert_eq!(bg.len(), 1);
-    assert_ne!(bg[0].event.resource_id.as_deref(), Some("offline"), "the server's grant");
+    let grants = env.storage.break_glass_list(false).unwrap();
+    assert_eq!(bg[0].event.resource_id, Some(grants[0].id.to_string()), "the server's grant");
     assert!(bg[0].event.after.is_some(), "the reason is kept, sealed");
     assert!(entries
         .iter()
@@ -385,7 +386,8 @@ async fn break_glass_on_a_shared_ward_station_and_offline() {
         .iter()
         .find(|e| e.event.action == "break_glass" && e.event.patient_ids == [med[1].id])
         .unwrap();
-    assert_eq!(offline.event.resource_id.as_deref(), Some("offline"));
+    let offline_id: Uuid = offline.event.resource_id.as_deref().unwrap().parse().unwrap();
+    assert!(env.storage.break_glass_list(false).unwrap().iter().all(|g| g.id != offline_id));
     assert!(entries
         .iter()
         .any(|e| e.event.action == "break_glass_view" && e.event.patient_ids == [med[1].id]));
@@ -420,6 +422,28 @@ async fn break_glass_on_a_shared_ward_station_and_offline() {
     let found = sam.audit_search(&env.client, &q, wall_now()).await.unwrap();
     assert!(found.iter().any(|e| e.action == "break_glass" && e.device_id == ward.device_id().to_string()));
     assert!(found.iter().any(|e| e.action == "break_glass_view" && e.break_glass));
+    // It is in the review queue, with its reason, as an offline use that granted nothing here.
+    let uses = sam.break_glass_uses(&env.client, true, wall_now()).await.unwrap();
+    assert_eq!(uses.len(), 2, "{uses:?}");
+    let queued = uses.iter().find(|u| u.id == offline_id.to_string()).unwrap();
+    assert!(queued.offline && queued.expires_at == queued.granted_at);
+    assert_eq!(
+        (queued.username.as_str(), queued.patient_id.as_str()),
+        ("kim.rn", med[1].id.to_string().as_str())
+    );
+    assert_eq!((queued.reason.as_str(), queued.detail.as_str()), ("emergency_care", detail));
+    assert!(uses.iter().any(|u| !u.offline && u.patient_id == med[0].id.to_string()));
+    // Uploading again queues nothing twice; and it opens nothing on the server.
+    let mut kim = env.clinical(&ward, "kim.rn").await;
+    kim.sync(&env.client, wall_now()).await.unwrap();
+    kim.lock();
+    assert_eq!(sam.break_glass_uses(&env.client, false, wall_now()).await.unwrap().len(), 2);
+    let stored: Vec<_> = env.storage.audit_page(0, 1_000_000).unwrap().into_iter().map(|s| s.entry).collect();
+    let again =
+        chartroom_server::oversight::queue_offline_break_glass(&env.storage, &env.keys, &stored, wall_now());
+    assert_eq!(again.unwrap(), 0, "an upload retried queues nothing twice");
+    let user = env.storage.user_for_login("kim.rn").unwrap().unwrap().record.id;
+    assert!(!env.storage.has_break_glass(user, med[1].id, wall_now()).unwrap());
     env.finish().await;
 }
 

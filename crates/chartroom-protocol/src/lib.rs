@@ -309,6 +309,10 @@ pub struct BreakGlassUse {
     pub expires_at: Timestamp,
     pub reviewed_by: Option<String>,
     pub reviewed_at: Option<Timestamp>,
+    /// Recorded by a station that could not reach the server: no grant was given (the station
+    /// opened its own copy), and the use reached the server with the station's audit upload.
+    #[serde(default)]
+    pub offline: bool,
 }
 
 impl std::fmt::Debug for BreakGlassUse {

@@ -138,6 +138,77 @@ pub fn break_glass(
     })
 }
 
+/// The field a station seals the reason of its own break-glass entries under.
+pub const STATION_DETAIL_FIELD: &str = "station.break_glass";
+
+/// Puts the break-glass uses a station recorded offline (entries it uploaded that name a break-glass
+/// id the server never granted) in the auditors' review queue. Such a use grants nothing here: it
+/// starts and ends at the same instant (no later than now), whatever time the station wrote. The
+/// reason the station sealed with the patient's key is resealed as the server's own; a use already
+/// queued (an upload retried) is left as it is.
+pub fn queue_offline_break_glass(
+    storage: &dyn Storage,
+    keys: &crate::phi::RecordKeys,
+    entries: &[chartroom_audit::AuditEntry],
+    now: Timestamp,
+) -> Result<usize, ServerError> {
+    let candidates: Vec<&chartroom_audit::AuditEntry> = entries
+        .iter()
+        .filter(|e| e.event.action == "break_glass" && e.event.resource_type == "patient")
+        .collect();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let known: std::collections::HashSet<Uuid> =
+        storage.break_glass_list(false)?.into_iter().map(|g| g.id).collect();
+    let mut queued = 0;
+    for entry in candidates {
+        let e = &entry.event;
+        let (Some(id), [patient_id], Some(user_id), Some(username)) = (
+            e.resource_id.as_deref().and_then(|r| r.parse::<Uuid>().ok()),
+            e.patient_ids.as_slice(),
+            e.user_id,
+            e.username.clone(),
+        ) else {
+            continue;
+        };
+        let reason = serde_json::from_value::<BreakGlassReason>(serde_json::Value::String(e.outcome.clone()));
+        let (Ok(reason), false) = (reason, known.contains(&id)) else { continue };
+        let Some(patient) = storage.patient(*patient_id)? else { continue };
+        // The station seals values as JSON (here a string). A reason that does not open (a patient
+        // key the station made itself) is queued empty.
+        let text: zeroize::Zeroizing<String> = e
+            .after
+            .as_deref()
+            .and_then(|sealed| keys.open_for(&patient, id, STATION_DETAIL_FIELD, sealed).ok())
+            .and_then(|json| serde_json::from_slice::<String>(&json).ok())
+            .unwrap_or_default()
+            .into();
+        let at = if e.at < now { e.at } else { now };
+        let grant = BreakGlass {
+            id,
+            user_id,
+            username: username.chars().take(64).collect(),
+            patient_id: *patient_id,
+            reason: reason.as_str().into(),
+            detail: keys.seal_for(&patient, id, DETAIL_FIELD, text.as_bytes())?,
+            granted_at: at,
+            expires_at: at,
+            reviewed_by: None,
+            reviewed_at: None,
+        };
+        // Two uploads of the same entry at once: the second finds it queued.
+        if let Err(err) = storage.put_break_glass(&grant) {
+            if storage.break_glass_list(false)?.iter().any(|g| g.id == id) {
+                continue;
+            }
+            return Err(err);
+        }
+        queued += 1;
+    }
+    Ok(queued)
+}
+
 /// Break-glass uses for auditors (with the users' reasons opened), optionally only unreviewed ones.
 pub fn break_glass_uses(r: Reader<'_>, unreviewed_only: bool) -> Result<Vec<BreakGlassUse>, ReadFailure> {
     require_audit_reader(r, "break_glass_list")?;
@@ -160,6 +231,7 @@ pub fn break_glass_uses(r: Reader<'_>, unreviewed_only: bool) -> Result<Vec<Brea
             expires_at: g.expires_at,
             reviewed_by: g.reviewed_by,
             reviewed_at: g.reviewed_at,
+            offline: g.expires_at <= g.granted_at,
         });
     }
     let patients = out.iter().filter_map(|u| u.patient_id.parse().ok()).collect();

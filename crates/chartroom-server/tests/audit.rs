@@ -475,3 +475,90 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
     audit::checkpoint_if_due(&storage, &key, seven_years_later).unwrap();
     assert_eq!(verify(&dir, &storage).unwrap(), 3, "both purges' entries and the login");
 }
+
+/// Auditors search and verify the trail over HTTPS: filters and limits are checked, clinicians are
+/// refused, and an entry an insider edited in the database shows as a failed verification.
+#[tokio::test]
+async fn auditors_search_and_verify_over_https_and_see_tampering() {
+    use chartroom_client::{DeviceIdentity, ServerClient, StatusCode};
+    use chartroom_protocol::{AuditEntrySummary, AuditQuery};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    for (name, role) in
+        [("kim.rn", chartroom_domain::Role::Nurse), ("sam.audit", chartroom_domain::Role::Auditor)]
+    {
+        chartroom_server::users::add_user(
+            &storage,
+            name,
+            role,
+            vec!["*".into()],
+            &chartroom_crypto::Password::new("night-shift-kettle-77".into()),
+            chartroom_server::wall_now(),
+        )
+        .unwrap();
+    }
+    let token = chartroom_server::devices::issue_token(
+        &storage,
+        "desk-1",
+        chartroom_domain::DeviceProfile::Laptop,
+        vec![],
+        Duration::from_secs(600),
+        chartroom_server::wall_now(),
+    )
+    .unwrap();
+    let server = chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client =
+        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
+    let probe = DeviceIdentity::new(String::new(), &[5; 32]);
+    let device = DeviceIdentity::new(
+        client.enroll(&token, &probe.public_key_hex()).await.unwrap().device_id,
+        &[5; 32],
+    );
+    let nurse = client.login(&device, "kim.rn", "night-shift-kettle-77").await.unwrap().access_token;
+    assert!(client.login(&device, "kim.rn", "wrong-password-entirely").await.is_err());
+    let sam = client.login(&device, "sam.audit", "night-shift-kettle-77").await.unwrap().access_token;
+
+    let v = client.audit_verify(&device, &sam).await.unwrap();
+    assert!(v.ok && v.problem.is_none() && v.entries >= 4, "{v:?}");
+    let failed = AuditQuery { action: Some("login_failed".into()), ..AuditQuery::default() };
+    let found: Vec<AuditEntrySummary> = client.audit_entries(&device, &sam, &failed).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].username.as_deref(), found[0].device_id.as_str()),
+        (Some("kim.rn"), device.device_id.as_str())
+    );
+    assert!(found[0].at.ends_with('Z') && found[0].at.len() == 20, "RFC 3339: {}", found[0].at);
+    for bad in ["limit=0", "limit=1001", "since=yesterday", "until=2026-13-01T00:00:00Z", "patient=x"] {
+        let (status, body) = client
+            .send_signed(&device, &sam, chartroom_client::Method::GET, &format!("/v1/audit/entries?{bad}"))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    let err = client.audit_entries(&device, &nurse, &AuditQuery::default()).await.unwrap_err();
+    assert_eq!(err.code(), Some("access.forbidden"));
+    let (status, _) = client
+        .send_signed(&device, "cra1_forged", chartroom_client::Method::GET, "/v1/audit/verify")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // An insider edits a stored entry: the next verification says where.
+    edit_entry(&raw(&dir), 2, |e| e.event.outcome = "forged".into());
+    let v = client.audit_verify(&device, &sam).await.unwrap();
+    assert!(!v.ok, "{v:?}");
+    assert_eq!(v.entries, 1);
+    assert!(v.problem.as_deref().is_some_and(|p| p.contains("stored entry 2")), "{v:?}");
+    let recorded = storage
+        .audit_page(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.entry.event.action == "audit_verify")
+        .map(|s| s.entry.event.outcome)
+        .collect::<Vec<_>>();
+    assert_eq!(recorded, ["ok", "audit.broken"]);
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}

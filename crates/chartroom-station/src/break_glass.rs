@@ -2,7 +2,8 @@
 //! for a reason from the fixed list and their own words. Online, the server grants it (and records
 //! it for auditor review) before anything is shown; offline, only a patient this station already
 //! holds can be opened, flagged and recorded here (the entries reach the server with the next audit
-//! upload). The free text is never recorded in the clear.
+//! upload, which puts the use in the auditors' review queue). The free text is never recorded in
+//! the clear.
 
 use chartroom_client::ServerClient;
 use chartroom_domain::access::{break_glass_grants, readable_sections, Principal};
@@ -18,7 +19,8 @@ type Result<T> = std::result::Result<T, StationError>;
 
 /// Newest observations shown with a chart opened by break-glass (the server's default page).
 pub const BREAK_GLASS_OBSERVATIONS: usize = 200;
-/// The field the reason's free text is sealed under in the station's audit entry.
+/// The field the reason's free text is sealed under in the station's audit entry (the server opens
+/// it under the same name to queue an offline use for review).
 const DETAIL_FIELD: &str = "station.break_glass";
 
 /// Makes a signed call with this session's access token; an expired token is renewed once (as a
@@ -160,11 +162,13 @@ impl UnlockedVault {
             return Err(StationError::Denied(denied));
         }
         let actor = self.actor();
-        let entry = Uuid::now_v7();
-        let sealed = self.store.seal_text(patient_id, entry, DETAIL_FIELD, detail)?;
+        // The server's grant, or an id made here: a break-glass the server has not seen yet, which
+        // it queues for auditor review when this entry is uploaded (and can open the reason, sealed
+        // with the patient's key at this id).
+        let id = grant.and_then(|g| g.parse::<Uuid>().ok()).unwrap_or_else(Uuid::now_v7);
+        let sealed = self.store.seal_text(patient_id, id, DETAIL_FIELD, detail)?;
         let mut e = chartroom_audit::Event::new(now, "break_glass", "patient", reason.as_str());
-        // The server's grant, or "offline": a break-glass the server has not seen yet.
-        e.resource_id = Some(grant.map_or_else(|| "offline".to_owned(), str::to_owned));
+        e.resource_id = Some(id.to_string());
         e.patient_ids = vec![patient_id];
         e.after = Some(sealed);
         self.store.record(&actor, e)?;

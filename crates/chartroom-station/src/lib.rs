@@ -19,7 +19,11 @@ pub mod sync;
 pub mod vault;
 
 pub use break_glass::BREAK_GLASS_OBSERVATIONS;
-pub use chartroom_protocol::{AuditEntrySummary, AuditQuery, AuditVerifySummary, BreakGlassReason};
+// The wire types the oversight and break-glass calls take and return, so the desktop shell needs
+// no dependency of its own on the protocol crate.
+pub use chartroom_protocol::{
+    AuditEntrySummary, AuditQuery, AuditVerifySummary, BreakGlassReason, BreakGlassUse, IncidentInfo,
+};
 pub use edits::NewMedication;
 pub use error::StationError;
 pub use keystore::{DeviceSecretStore, KeystoreError, MemoryKeystore, OsKeyring};

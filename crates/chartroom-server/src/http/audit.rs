@@ -35,6 +35,17 @@ pub async fn upload(State(state): State<AppState>, caller: Caller, body: Body<Au
     }
     match state.storage.ingest_entries(device_id, &upload.entries) {
         Ok(i) => {
+            // Break-glass uses the station recorded offline go to the auditors' review queue. The
+            // entries are stored already: a failure here is retried with the upload (harmlessly).
+            let now = state.clock.now();
+            if let Err(e) = crate::oversight::queue_offline_break_glass(
+                state.storage.as_ref(),
+                &state.keys,
+                &upload.entries,
+                now,
+            ) {
+                return server_failure(&e);
+            }
             Json(AuditUploadResponse { stored: i.stored, already_present: i.already_present }).into_response()
         }
         Err(ServerError::AuditRejected { code, message }) => failure(StatusCode::CONFLICT, code, &message),
