@@ -5,6 +5,19 @@
 #![forbid(unsafe_code)]
 
 fn main() {
+    // A panic's message may quote data it was handling; crash output names only where it happened.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!(
+            "chartroom: internal error at {at}; the app stopped (signed notes and saved drafts are kept)"
+        );
+    }));
+    if cfg!(target_os = "linux")
+        && ["DISPLAY", "WAYLAND_DISPLAY"].iter().all(|v| std::env::var_os(v).is_none())
+    {
+        eprintln!("chartroom: no display to open a window on (neither DISPLAY nor WAYLAND_DISPLAY is set)");
+        std::process::exit(1);
+    }
     // WebKitGTK reports the POSIX locale ("C", the default on servers and in containers) as the
     // page's language "C", which is not a valid language tag: `Intl` then throws and the UI never
     // starts. Such a station gets plain English instead. Done first, before any thread exists.
