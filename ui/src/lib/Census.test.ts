@@ -50,6 +50,7 @@ beforeEach(() => {
   api.myDrafts.mockResolvedValue([]);
   onopen.mockReset();
   onbreakglass.mockReset();
+  ui.reset();
   ui.censusQuery = "";
   ui.censusMineOnly = false;
 });

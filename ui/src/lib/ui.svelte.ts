@@ -1,7 +1,19 @@
 // View state that must survive the idle-warning screen (which unmounts every patient view so no
 // PHI stays in the page): the open chart, its tab, the census search. Memory only — the lock
 // reloads the page, and nothing here is ever written to web storage.
-import type { ChartView } from "./bindings";
+import type { CensusView, ChartView, DraftView } from "./bindings";
+import type { CensusIndex } from "./censusSearch";
+
+/** The census as last loaded, kept while the session is active so that going back to it is instant. */
+export interface CensusCache {
+  view: CensusView;
+  index: CensusIndex;
+  drafts: DraftView[];
+  /** The sync the rows reflect (`SyncView.last_sync_at` when they were loaded). */
+  syncedAt: string | null;
+  /** A write on this station since (the rows' "last vitals" may be behind). */
+  stale: boolean;
+}
 
 export type ChartTab = "vitals" | "notes" | "problems" | "medications";
 
@@ -17,6 +29,7 @@ class UiState {
   tab = $state<ChartTab>("vitals");
   censusQuery = $state("");
   censusMineOnly = $state(false);
+  census = $state.raw<CensusCache | null>(null);
 
   /** Savers of unsaved work (the note editor) to run before a manual lock. */
   readonly beforeLock = new Set<() => Promise<void>>();
@@ -28,6 +41,17 @@ class UiState {
     this.tab = "vitals";
     this.censusQuery = "";
     this.censusMineOnly = false;
+    this.census = null;
+  }
+
+  /** Whether the cached census should be loaded again (a sync or a local write since). */
+  censusOutdated(lastSyncAt: string | null): boolean {
+    return this.census === null || this.census.stale || this.census.syncedAt !== lastSyncAt;
+  }
+
+  /** A write happened on this station: the census reloads the next time it is shown. */
+  censusChanged(): void {
+    if (this.census) this.census = { ...this.census, stale: true };
   }
 
   /** Runs the savers, giving up after `timeoutMs` so that locking is never blocked for long. */

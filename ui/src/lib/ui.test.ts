@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ui } from "./ui.svelte";
+import { buildCensusIndex } from "./censusSearch";
 
 afterEach(() => {
   ui.beforeLock.clear();
@@ -37,5 +38,28 @@ describe("ui state", () => {
     expect(ui.open).toBeNull();
     expect(ui.chart).toBeNull();
     expect(ui.censusQuery).toBe("");
+  });
+});
+
+describe("census cache", () => {
+  const view = { rows: [], partial: false, units: ["ICU"] };
+  const cache = (syncedAt: string | null) => ({
+    view,
+    index: buildCensusIndex([]),
+    drafts: [],
+    syncedAt,
+    stale: false,
+  });
+
+  it("is reused until a sync or a local write, and dropped at lock", () => {
+    ui.reset();
+    expect(ui.censusOutdated(null)).toBe(true);
+    ui.census = cache("2026-11-27T08:00:00Z");
+    expect(ui.censusOutdated("2026-11-27T08:00:00Z")).toBe(false);
+    expect(ui.censusOutdated("2026-11-27T08:01:00Z")).toBe(true);
+    ui.censusChanged();
+    expect(ui.censusOutdated("2026-11-27T08:00:00Z")).toBe(true);
+    ui.reset();
+    expect(ui.census).toBeNull();
   });
 });
