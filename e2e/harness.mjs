@@ -132,6 +132,8 @@ export async function run(cmd, args, { input, env = process.env, cwd } = {}) {
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));
   child.stderr.on("data", (d) => (stderr += d));
+  // A command that exits without reading its input (dbus-send) must not kill the test with EPIPE.
+  child.stdin.on("error", () => {});
   child.stdin.end(input ?? "");
   const [code, signal] = await once(child, "exit");
   if (code !== 0) {
@@ -183,13 +185,22 @@ function requireKeyring() {
 
 /**
  * Starts a real chartroom-server in `<dir>/server`: init, the demo users, `seed --patients N`,
- * serve on 127.0.0.1:0. Returns a Backend:
+ * serve on 127.0.0.1:0 (`seedUnits` overrides the seed's units; `roster: false` skips reading the
+ * roster). Returns a Backend:
  *   { url, fingerprint, dataDir, users, patients: [{ mrn, given, family, name, unit, bed }],
  *     enrollStation({ profileDir, name, units }), stationCli(profileDir), stop() }
  * `patients` is read from a FHIR export before serving: the names and MRNs that must never show up
  * outside a chart (see `assertNoPhi`).
  */
-export async function startBackend({ dir, bin = BIN_DIR, patients = 48, seed = 1, users = USERS } = {}) {
+export async function startBackend({
+  dir,
+  bin = BIN_DIR,
+  patients = 48,
+  seed = 1,
+  users = USERS,
+  seedUnits,
+  roster: readRoster = true,
+} = {}) {
   const server = join(bin, "chartroom-server");
   const dataDir = join(dir, "server");
   const init = await run(server, ["init", "--data-dir", dataDir]);
@@ -201,8 +212,12 @@ export async function startBackend({ dir, bin = BIN_DIR, patients = 48, seed = 1
     for (const unit of u.units) args.push("--unit", unit);
     await run(server, args, { input: `${u.password}\n` });
   }
-  await run(server, ["seed", "--data-dir", dataDir, "--patients", String(patients), "--seed", String(seed)]);
-  const roster = await exportRoster(server, dataDir, join(dir, "fhir-export"));
+  const seedArgs = ["seed", "--data-dir", dataDir, "--patients", String(patients), "--seed", String(seed)];
+  // `seedUnits: ["ICU"]` puts every patient on the ICU (the server's default spreads them over ICU and MED).
+  if (seedUnits) seedArgs.push("--units", seedUnits.join(","));
+  await run(server, seedArgs);
+  // `roster: false` skips the FHIR export (slow at 10k patients); `patients` is then empty.
+  const roster = readRoster ? await exportRoster(server, dataDir, join(dir, "fhir-export")) : [];
 
   const logDir = dir;
   const svc = await spawnService("server", server, ["serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
@@ -390,6 +405,11 @@ export async function startApp({ dir, profileDir, suite, bin = BIN_DIR, env = {}
       throw new Error(`${e.message}\ntauri-driver log:\n${await tail(driver.log)}`);
     });
     const app = new App({ session, suite, display: xvfb.display, systemBus: bus.address, knownPatients, logDir: dir });
+    // For the benchmark: when the new-session request was sent (epoch ms), the driver's process id
+    // (the app and its WebKit processes descend from it) and what a new session on it needs.
+    app.t0 = t0;
+    app.driverPid = driver.child.pid;
+    app.capabilities = { browserName: "wry", "tauri:options": { application } };
     app.sessionMs = Date.now() - t0;
     await waitUntil(
       "the app's page to finish loading",
@@ -398,7 +418,8 @@ export async function startApp({ dir, profileDir, suite, bin = BIN_DIR, env = {}
     );
     app.loadedMs = Date.now() - t0;
     app.stop = async () => {
-      await session.delete();
+      // `app.session` may have been replaced by a new session on the same driver (the benchmark).
+      await app.session.delete();
       await stopAll();
     };
     await app.resetShots();
