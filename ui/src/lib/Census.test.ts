@@ -61,10 +61,10 @@ afterEach(() => {
 });
 
 describe("Census", () => {
-  it("renders at most 200 rows of a large census and says how to narrow it", async () => {
+  it("renders at most 50 rows of a large census and says how to narrow it", async () => {
     await render(nurse, Array.from({ length: 1000 }, (_, i) => row(i)), true);
-    expect($$("census-row")).toHaveLength(200);
-    expect(document.body.textContent).toContain("Showing 200 of 1000 — refine search");
+    expect($$("census-row")).toHaveLength(50);
+    expect(document.body.textContent).toContain("Showing 50 of 1000 — refine search");
     expect($("census-partial")?.textContent).toContain("has not finished its first sync");
     expect($("mine-filter")).toBeNull();
     search("family999");
