@@ -95,6 +95,37 @@ fn rechain_from(conn: &rusqlite::Connection, from: i64) {
     }
 }
 
+/// Starts the server in `dir` and enrolls one device (`name`, `profile`, key seed `seed`) over
+/// HTTPS: the running server, a pinned client and the device's identity.
+async fn serve_and_enroll(
+    dir: &DataDir,
+    storage: &SqliteStorage,
+    fingerprint: &str,
+    name: &str,
+    profile: chartroom_domain::DeviceProfile,
+    seed: u8,
+) -> (chartroom_server::RunningServer, chartroom_client::ServerClient, chartroom_client::DeviceIdentity) {
+    use chartroom_client::{DeviceIdentity, ServerClient};
+    let token = chartroom_server::devices::issue_token(
+        storage,
+        name,
+        profile,
+        vec![],
+        Duration::from_secs(600),
+        chartroom_server::wall_now(),
+    )
+    .unwrap();
+    let server = chartroom_server::start(dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client =
+        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), fingerprint).unwrap();
+    let probe = DeviceIdentity::new(String::new(), &[seed; 32]);
+    let device = DeviceIdentity::new(
+        client.enroll(&token, &probe.public_key_hex()).await.unwrap().device_id,
+        &[seed; 32],
+    );
+    (server, client, device)
+}
+
 #[test]
 fn every_tampering_of_stored_entries_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
@@ -235,7 +266,6 @@ fn cli_audit_verify_and_export() {
 
 #[tokio::test]
 async fn devices_upload_their_chains_over_https() {
-    use chartroom_client::{DeviceIdentity, ServerClient};
     use chartroom_protocol::{AuditUpload, AuditUploadResponse};
 
     let tmp = tempfile::tempdir().unwrap();
@@ -251,23 +281,15 @@ async fn devices_upload_their_chains_over_https() {
         chartroom_server::wall_now(),
     )
     .unwrap();
-    let token = chartroom_server::devices::issue_token(
+    let (server, client, device) = serve_and_enroll(
+        &dir,
         &storage,
+        &report.fingerprint,
         "icu-1",
         chartroom_domain::DeviceProfile::Station,
-        vec![],
-        Duration::from_secs(600),
-        chartroom_server::wall_now(),
+        4,
     )
-    .unwrap();
-    let server = chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let client =
-        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
-    let probe = DeviceIdentity::new(String::new(), &[4; 32]);
-    let device = DeviceIdentity::new(
-        client.enroll(&token, &probe.public_key_hex()).await.unwrap().device_id,
-        &[4; 32],
-    );
+    .await;
     let access = client.login(&device, "kim.rn", "night-shift-kettle-77").await.unwrap().access_token;
 
     let device_id: Uuid = device.device_id.parse().unwrap();
@@ -480,7 +502,7 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
 /// refused, and an entry an insider edited in the database shows as a failed verification.
 #[tokio::test]
 async fn auditors_search_and_verify_over_https_and_see_tampering() {
-    use chartroom_client::{DeviceIdentity, ServerClient, StatusCode};
+    use chartroom_client::StatusCode;
     use chartroom_protocol::{AuditEntrySummary, AuditQuery};
 
     let tmp = tempfile::tempdir().unwrap();
@@ -500,23 +522,15 @@ async fn auditors_search_and_verify_over_https_and_see_tampering() {
         )
         .unwrap();
     }
-    let token = chartroom_server::devices::issue_token(
+    let (server, client, device) = serve_and_enroll(
+        &dir,
         &storage,
+        &report.fingerprint,
         "desk-1",
         chartroom_domain::DeviceProfile::Laptop,
-        vec![],
-        Duration::from_secs(600),
-        chartroom_server::wall_now(),
+        5,
     )
-    .unwrap();
-    let server = chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let client =
-        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
-    let probe = DeviceIdentity::new(String::new(), &[5; 32]);
-    let device = DeviceIdentity::new(
-        client.enroll(&token, &probe.public_key_hex()).await.unwrap().device_id,
-        &[5; 32],
-    );
+    .await;
     let nurse = client.login(&device, "kim.rn", "night-shift-kettle-77").await.unwrap().access_token;
     assert!(client.login(&device, "kim.rn", "wrong-password-entirely").await.is_err());
     let sam = client.login(&device, "sam.audit", "night-shift-kettle-77").await.unwrap().access_token;
