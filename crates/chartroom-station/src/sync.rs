@@ -55,6 +55,18 @@ pub struct PushReport {
     pub released: usize,
 }
 
+/// The steps of a sync, in order (see [`UnlockedVault::sync_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncStep {
+    Push,
+    Pull,
+    Audit,
+}
+
+impl SyncStep {
+    pub const ALL: [SyncStep; 3] = [SyncStep::Push, SyncStep::Pull, SyncStep::Audit];
+}
+
 /// What a whole sync did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncReport {
@@ -154,6 +166,40 @@ impl UnlockedVault {
                 self.sync_once(client, now).await
             }
             other => other,
+        }
+    }
+
+    /// One step of a sync — push, pull, or the audit upload (which then notes the sync time) — so
+    /// that a shell can let other work use the vault between steps. Run them in that order; stop at
+    /// the first error. An expired access token is renewed once, as in [`UnlockedVault::sync`].
+    pub async fn sync_step(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        step: SyncStep,
+        now: Timestamp,
+    ) -> Result<()> {
+        match self.sync_step_once(client, step, now).await {
+            Err(StationError::Server(e)) if e.code() == Some("auth.invalid_token") => {
+                self.refresh_session(client, now).await?;
+                self.sync_step_once(client, step, now).await
+            }
+            other => other,
+        }
+    }
+
+    async fn sync_step_once(
+        &mut self,
+        client: &chartroom_client::ServerClient,
+        step: SyncStep,
+        now: Timestamp,
+    ) -> Result<()> {
+        match step {
+            SyncStep::Push => self.push_outbox(client, now).await.map(|_| ()),
+            SyncStep::Pull => self.pull(client, now).await.map(|_| ()),
+            SyncStep::Audit => {
+                self.upload_audit(client).await?;
+                Ok(self.store.set_last_sync(now)?)
+            }
         }
     }
 

@@ -53,18 +53,32 @@ pub async fn run_sync(app: &AppHandle) -> AppResult<SyncView> {
         view.syncing = true;
         emit_sync(app, &view);
     }
+    // Step by step, taking the vault for each step only: a chart opened meanwhile waits for one
+    // step, not for the whole sync. A lock between steps ends the sync.
+    let mut result = Ok(());
     let mut work = state.work.lock().await;
-    let result = match &mut *work {
-        Work::Clinical { vault, client: Some(client) } => {
-            vault.sync(client, state.now()).await.map(|_| ()).map_err(AppError::from)
+    for step in chartroom_station::sync::SyncStep::ALL {
+        if step != chartroom_station::sync::SyncStep::Push {
+            drop(work);
+            tokio::task::yield_now().await;
+            work = state.work.lock().await;
         }
-        Work::Clinical { client: None, .. } => Err(AppError::new(
-            "server.offline",
-            "This session signed in offline. Sign in again while the server is reachable to sync.",
-        )),
-        Work::Closed => Err(AppError::locked()),
-        Work::Oversight { .. } => Err(AppError::not_for_role()),
-    };
+        let active = state.active_user().map(|u| u.id);
+        result = match &mut *work {
+            Work::Clinical { vault, client: Some(client) } if active == Some(vault.user_id()) => {
+                vault.sync_step(client, step, state.now()).await.map_err(AppError::from)
+            }
+            Work::Clinical { client: None, .. } => Err(AppError::new(
+                "server.offline",
+                "This session signed in offline. Sign in again while the server is reachable to sync.",
+            )),
+            Work::Clinical { .. } | Work::Closed => Err(AppError::locked()),
+            Work::Oversight { .. } => Err(AppError::not_for_role()),
+        };
+        if result.is_err() {
+            break;
+        }
+    }
     let indicator = match &*work {
         Work::Clinical { vault, .. } => vault.sync_indicator().ok(),
         Work::Closed | Work::Oversight { .. } => None,
