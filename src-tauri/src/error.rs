@@ -60,27 +60,14 @@ impl From<chartroom_station::StationError> for AppError {
             _ => None,
         };
         match &e {
-            E::Server(chartroom_station::client::ClientError::Api { error, .. }) => AppError {
+            E::Server(chartroom_station::client::ClientError::Api { error, retry_after_s, .. }) => AppError {
                 code: error.code.clone(),
                 message: error.message.clone(),
-                retry_after_s: server_retry_after(&error.code, &error.message),
+                retry_after_s: retry_after_s.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
             },
             _ => AppError { code: e.code().to_owned(), message: e.to_string(), retry_after_s },
         }
     }
-}
-
-/// The server says how long a throttled login must wait only in its message ("try again in 30 s",
-/// "… in 15 min"); the number is read back for the UI's countdown.
-fn server_retry_after(code: &str, message: &str) -> Option<u32> {
-    if code != "auth.throttled" && code != "auth.locked_out" {
-        return None;
-    }
-    let rest = &message[message.find("try again in ")? + "try again in ".len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let n: u32 = digits.parse().ok()?;
-    let unit = rest[digits.len()..].trim_start();
-    Some(if unit.starts_with("min") { n.saturating_mul(60) } else { n.max(1) })
 }
 
 /// Shorthand for command results.
@@ -116,23 +103,23 @@ mod tests {
     }
 
     #[test]
-    fn server_throttling_wait_is_read_from_its_message() {
-        let api = |code: &str, message: &str| {
+    fn server_throttling_wait_comes_from_its_retry_after() {
+        let api = |code: &str, retry_after_s| {
             AppError::from(chartroom_station::StationError::Server(
                 chartroom_station::client::ClientError::Api {
                     status: 429,
                     error: chartroom_station::protocol::ApiError {
                         code: code.into(),
-                        message: message.into(),
+                        message: "too many failed attempts; try again in 30 s".into(),
                         retryable: false,
                     },
+                    retry_after_s,
                 },
             ))
         };
-        let delay = api("auth.throttled", "too many failed attempts; try again in 30 s");
+        let delay = api("auth.throttled", Some(30));
         assert_eq!((delay.code.as_str(), delay.retry_after_s), ("auth.throttled", Some(30)));
-        let locked = api("auth.locked_out", "account locked; try again in 15 min");
-        assert_eq!(locked.retry_after_s, Some(900));
-        assert_eq!(api("auth.invalid_credentials", "try again in 5 s").retry_after_s, None);
+        assert_eq!(api("auth.locked_out", Some(900)).retry_after_s, Some(900));
+        assert_eq!(api("auth.invalid_credentials", None).retry_after_s, None);
     }
 }

@@ -35,7 +35,12 @@ pub enum ClientError {
     #[error("cannot reach the server (network error or certificate not the pinned one)")]
     Unreachable,
     #[error("the server refused the request: {} ({})", .error.message, .error.code)]
-    Api { status: u16, error: ApiError },
+    Api {
+        status: u16,
+        error: ApiError,
+        /// The server's `Retry-After` (seconds), when it says when to try again (throttling).
+        retry_after_s: Option<u64>,
+    },
     #[error("the server's answer could not be understood")]
     Decode,
 }
@@ -357,6 +362,11 @@ async fn decode<T: DeserializeOwned>(
 ) -> Result<T, ClientError> {
     let response = sent.map_err(|_| ClientError::Unreachable)?;
     let status = response.status();
+    let retry_after_s = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let bytes = response.bytes().await.map_err(|_| ClientError::Unreachable)?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|_| ClientError::Decode);
@@ -366,7 +376,7 @@ async fn decode<T: DeserializeOwned>(
         message: "the server answered with an error".into(),
         retryable: status.is_server_error(),
     });
-    Err(ClientError::Api { status: status.as_u16(), error })
+    Err(ClientError::Api { status: status.as_u16(), error, retry_after_s })
 }
 
 fn hex(bytes: &[u8]) -> String {

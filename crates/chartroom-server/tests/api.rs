@@ -202,6 +202,11 @@ async fn failed_logins_are_throttled_locked_out_audited_and_unlockable() {
     }
     let throttled = wrong(&a).await.unwrap_err();
     assert_eq!(throttled.code(), Some("auth.throttled"), "{throttled}");
+    // The client hands the server's Retry-After on (the app's "try again in N s").
+    assert!(
+        matches!(throttled, chartroom_client::ClientError::Api { retry_after_s: Some(1..=60), .. }),
+        "{throttled:?}"
+    );
     // The throttle follows the username to another device too.
     assert_eq!(wrong(&b).await.unwrap_err().code(), Some("auth.throttled"));
     // Waiting out each delay, the 10th failure within 15 minutes locks the account.
