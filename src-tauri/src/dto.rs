@@ -315,6 +315,7 @@ pub struct DraftView {
 /// The fixed break-glass reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
+#[ts(rename = "BreakGlassReason")]
 pub enum BreakGlassReasonView {
     EmergencyCare,
     CoveringColleague,
@@ -331,18 +332,6 @@ impl From<BreakGlassReasonView> for BreakGlassReason {
             BreakGlassReasonView::PatientTransferred => BreakGlassReason::PatientTransferred,
             BreakGlassReasonView::ConsultRequested => BreakGlassReason::ConsultRequested,
             BreakGlassReasonView::AuditInvestigation => BreakGlassReason::AuditInvestigation,
-        }
-    }
-}
-
-impl From<BreakGlassReason> for BreakGlassReasonView {
-    fn from(r: BreakGlassReason) -> Self {
-        match r {
-            BreakGlassReason::EmergencyCare => BreakGlassReasonView::EmergencyCare,
-            BreakGlassReason::CoveringColleague => BreakGlassReasonView::CoveringColleague,
-            BreakGlassReason::PatientTransferred => BreakGlassReasonView::PatientTransferred,
-            BreakGlassReason::ConsultRequested => BreakGlassReasonView::ConsultRequested,
-            BreakGlassReason::AuditInvestigation => BreakGlassReasonView::AuditInvestigation,
         }
     }
 }
@@ -631,7 +620,7 @@ pub fn typescript() -> String {
         NoteView::decl(&cfg),
         ChartView::decl(&cfg),
         DraftView::decl(&cfg),
-        BreakGlassReasonView::decl(&cfg).replacen("BreakGlassReasonView", "BreakGlassReason", 1),
+        BreakGlassReasonView::decl(&cfg),
         SyncProgress::decl(&cfg),
         SyncView::decl(&cfg),
         ConflictSummary::decl(&cfg),

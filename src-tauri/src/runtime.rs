@@ -120,7 +120,8 @@ pub fn spawn_reachability(app: AppHandle) {
     tauri::async_runtime::spawn(async move {
         loop {
             let state = app.state::<AppState>();
-            let link = state.locked_vault().ok().and_then(|v| v.server().cloned());
+            // The enrolled server, from the profile's device record (no keyring, nothing opened).
+            let link = state.profile().ok().and_then(|p| p.read_device().ok()).and_then(|d| d.server);
             let reachable = match link {
                 None => None,
                 Some(link) => {

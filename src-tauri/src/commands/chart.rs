@@ -138,13 +138,7 @@ pub async fn sign_note(state: State<'_, AppState>, note_id: Uuid, text: String) 
 
 /// Amends a signed note (signed at once: an addendum is written to be final).
 #[tauri::command(rename_all = "snake_case")]
-pub async fn write_addendum(
-    state: State<'_, AppState>,
-    mrn: String,
-    note_id: Uuid,
-    text: String,
-) -> AppResult<NoteView> {
-    let _ = mrn;
+pub async fn write_addendum(state: State<'_, AppState>, note_id: Uuid, text: String) -> AppResult<NoteView> {
     with_vault(&state, |vault, user, now| {
         Ok(NoteView::new(&vault.write_addendum(note_id, &text, true, now)?, user.id))
     })

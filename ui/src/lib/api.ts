@@ -52,8 +52,8 @@ export const recordVitals = (mrn: string, values: VitalInput[]) =>
 export const saveDraft = (mrn: string, note_id: string | null, text: string) =>
   invoke<NoteView>("save_draft", { mrn, note_id, text });
 export const signNote = (note_id: string, text: string) => invoke<NoteView>("sign_note", { note_id, text });
-export const writeAddendum = (mrn: string, note_id: string, text: string) =>
-  invoke<NoteView>("write_addendum", { mrn, note_id, text });
+export const writeAddendum = (note_id: string, text: string) =>
+  invoke<NoteView>("write_addendum", { note_id, text });
 export const enterInError = (note_id: string, reason: string) =>
   invoke<NoteView>("enter_in_error", { note_id, reason });
 export const myDrafts = () => invoke<DraftView[]>("my_drafts");
