@@ -17,6 +17,16 @@ fn cfg() -> SynthConfig {
     }
 }
 
+/// The station user the sync tests act as.
+fn nurse_on_device_9() -> chartroom_store::Actor {
+    chartroom_store::Actor {
+        device_id: uuid::Uuid::from_u128(9),
+        user_id: Some(uuid::Uuid::from_u128(1)),
+        username: Some("kim.rn".into()),
+        host: "test".into(),
+    }
+}
+
 fn small_options() -> StoreOptions {
     StoreOptions { cache_kib: 8 * 1024, ..StoreOptions::default() }
 }
@@ -248,16 +258,11 @@ fn create_refuses_to_overwrite() {
 #[test]
 fn a_patient_who_leaves_and_comes_back_keeps_the_unsynced_change() {
     use chartroom_crypto::{fields, FieldPlace, PatientKey};
-    use chartroom_store::{Actor, PulledPage, PulledPatient, Settlement};
+    use chartroom_store::{PulledPage, PulledPatient, Settlement};
     let dir = tempfile::tempdir().unwrap();
     let (path, dek, bundles) = new_store(dir.path(), 4);
     let mut store = Store::open(&path, dek, small_options()).unwrap();
-    let actor = Actor {
-        device_id: uuid::Uuid::from_u128(9),
-        user_id: Some(uuid::Uuid::from_u128(1)),
-        username: Some("kim.rn".into()),
-        host: "test".into(),
-    };
+    let actor = nurse_on_device_9();
     let (kept, gone) = (&bundles[0].patient, &bundles[1].patient);
     let obs = Observation {
         id: uuid::Uuid::now_v7(),
@@ -320,16 +325,11 @@ fn a_patient_who_leaves_and_comes_back_keeps_the_unsynced_change() {
 #[test]
 fn a_newer_server_version_kept_beside_a_change_becomes_the_record_once_the_change_settles() {
     use chartroom_crypto::{fields, FieldPlace, PatientKey};
-    use chartroom_store::{Actor, PulledPage, PulledRecord, Settlement};
+    use chartroom_store::{PulledPage, PulledRecord, Settlement};
     let dir = tempfile::tempdir().unwrap();
     let (path, dek, bundles) = new_store(dir.path(), 2);
     let mut store = Store::open(&path, dek, small_options()).unwrap();
-    let actor = Actor {
-        device_id: uuid::Uuid::from_u128(9),
-        user_id: Some(uuid::Uuid::from_u128(1)),
-        username: Some("kim.rn".into()),
-        host: "test".into(),
-    };
+    let actor = nurse_on_device_9();
     let chart = bundles.iter().find(|c| !c.allergies.is_empty()).unwrap();
     let mine = Allergy { reaction: "Hives".into(), ..chart.allergies[0].clone() };
     let change = store.record_changes(&actor, std::slice::from_ref(&mine), Timestamp(1)).unwrap()[0];
