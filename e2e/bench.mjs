@@ -160,6 +160,26 @@ async function memKiB(pid) {
   }
 }
 
+/**
+ * Where a process's PSS lies, by mapping (CHARTROOM_BENCH_DEBUG only): anonymous memory, the heap,
+ * shared memory, each library or file; the largest `top` groups, in MiB.
+ */
+async function smapsByMapping(pid, top = 10) {
+  const text = await readFile(`/proc/${pid}/smaps`, "utf8").catch(() => "");
+  const groups = new Map();
+  let name = "?";
+  for (const line of text.split("\n")) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      name = head[1] === "" ? "[anon]" : head[1].replace(/^.*\//, "");
+      continue;
+    }
+    const pss = /^Pss:\s+(\d+) kB/.exec(line);
+    if (pss) groups.set(name, (groups.get(name) ?? 0) + Number(pss[1]));
+  }
+  return [...groups].sort((a, b) => b[1] - a[1]).slice(0, top).map(([n, kib]) => [n, round(kib / 1024)]);
+}
+
 /** WebKit web processes on this machine that are not ours (other test runs share library pages with us). */
 function foreignWebProcesses(table, ours) {
   let n = 0;
@@ -178,7 +198,9 @@ async function appTreePss(driverPid) {
   for (const p of pids) {
     const m = await memKiB(p);
     for (const k of Object.keys(total)) total[k] += m[k];
-    parts.push({ pid: p, comm: table.get(p)?.comm ?? "?", pss_mib: round(m.pss / 1024), uss_mib: round(m.uss / 1024) });
+    const part = { pid: p, comm: table.get(p)?.comm ?? "?", pss_mib: round(m.pss / 1024), uss_mib: round(m.uss / 1024) };
+    if (process.env.CHARTROOM_BENCH_DEBUG) part.by_mapping = await smapsByMapping(p);
+    parts.push(part);
   }
   return {
     pss_mib: round(total.pss / 1024),
@@ -428,6 +450,8 @@ async function main() {
     await waitCensusLoaded(app, CFG.patients);
     out.login_to_census_ms = Date.now() - t;
     log(`logged in; census lists ${CFG.patients} patients after ${out.login_to_census_ms} ms`);
+    await sleep(CFG.settleMs);
+    out.memory_after_login = await appTreePss(app.driverPid);
 
     // --- Census search: realistic queries typed one key at a time, one measure per keystroke.
     const rand = prng(20261127);
@@ -476,13 +500,16 @@ async function main() {
     out.census_search_patients = CFG.patients;
     if (process.env.CHARTROOM_BENCH_DEBUG) out.census_search_log = searchLog;
     out.census_search_queries = queries.length;
-    out.census_search_rows_drawn_max = 200;
+    out.census_search_rows_drawn_max = 50;
     out.census_search_by_new_rows = {
       at_most_10_new_rows: { count: fewNew.length, p50_ms: round(pct(fewNew, 50)), p95_ms: round(pct(fewNew, 95)) },
       more_than_10_new_rows: { count: manyNew.length, p50_ms: round(pct(manyNew, 50)), p95_ms: round(pct(manyNew, 95)) },
     };
     out.census_search_p95_by_kind_ms = Object.fromEntries(Object.entries(byKind).map(([k, v]) => [k, round(pct(v, 95))]));
     log(`census search: ${searchMs.length} keystrokes, p50 ${out.census_search_p50_ms} p99 ${out.census_search_p99_ms} ms`);
+    // Where the memory goes: after login, and after the census searches (no chart opened yet).
+    await sleep(CFG.settleMs);
+    out.memory_after_census = await appTreePss(app.driverPid);
 
     // --- Chart opens: a different patient each time, found by MRN, opened by clicking its row.
     const targets = picks.slice(queries.length, queries.length + CFG.opens);

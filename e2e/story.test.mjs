@@ -411,6 +411,7 @@ test("7. auditor: the nurse's trail, chain verified, break-glass reviewed", asyn
       what: "the nurse's unreviewed break-glass use",
     });
     assert.ok((await use.text()).includes(bgDetail), `break-glass use: ${await use.text()}`);
+    assert.ok((await use.text()).includes(med.mrn), `the use names the patient by MRN: ${await use.text()}`);
     await app.shot("audit-verified");
     const before = (await all("bg-use")).length;
     await (await use.find(testIdCss("bg-review"))).click();

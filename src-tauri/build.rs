@@ -10,6 +10,7 @@ pub const COMMANDS: &[&str] = &[
     "lock",
     "activity",
     "census",
+    "census_search",
     "chart",
     "vital_ranges",
     "record_vitals",

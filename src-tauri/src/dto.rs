@@ -110,12 +110,21 @@ pub struct CensusRow {
     pub mine: bool,
 }
 
+/// The census as loaded (its rows stay in the shell; the UI asks for them with `census_search`).
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
-pub struct CensusView {
-    pub rows: Vec<CensusRow>,
+pub struct CensusInfo {
+    pub patients: u32,
     /// The first sync has not completed: the list may be incomplete.
     pub partial: bool,
     pub units: Vec<String>,
+}
+
+/// The rows of the census that match a search, best first, at most the asked limit.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct CensusPage {
+    pub rows: Vec<CensusRow>,
+    /// Every match, drawn or not.
+    pub total: u32,
 }
 
 /// The vital signs, by the names the records use.
@@ -347,6 +356,9 @@ pub struct SyncView {
     pub online: bool,
     pub syncing: bool,
     pub last_sync_at: Option<String>,
+    /// When a sync of this session last brought changes from the server (what the census shows
+    /// may then be out of date; a sync that brought nothing leaves it alone).
+    pub changed_at: Option<String>,
     pub pending: u32,
     pub conflicts: u32,
     pub rejected: u32,
@@ -422,6 +434,9 @@ pub struct BreakGlassUseView {
     pub at: String,
     pub username: String,
     pub patient_id: String,
+    /// The patient's MRN and name as the server holds them (empty: the patient was removed).
+    pub mrn: String,
+    pub patient_name: String,
     /// A break-glass reason code (`emergency_care`, …).
     pub reason: String,
     pub detail: Option<String>,
@@ -607,7 +622,8 @@ pub fn typescript() -> String {
         UserView::decl(&cfg),
         SessionView::decl(&cfg),
         CensusRow::decl(&cfg),
-        CensusView::decl(&cfg),
+        CensusInfo::decl(&cfg),
+        CensusPage::decl(&cfg),
         VitalCode::decl(&cfg),
         VitalRange::decl(&cfg),
         VitalInput::decl(&cfg),
@@ -641,6 +657,9 @@ pub fn typescript() -> String {
         out.push_str(&d);
         out.push_str("\n\n");
     }
+    // Limits the core enforces, so that the UI can say so before sending anything.
+    let max_note = chartroom_station::domain::validate::MAX_NOTE_CHARS;
+    out.push_str(&format!("/** The longest note (or addendum) text, in characters. */\nexport const MAX_NOTE_CHARS = {max_note};\n"));
     out.truncate(out.trim_end().len());
     out.push('\n');
     out

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod census;
 pub mod commands;
 pub mod dto;
 pub mod error;
@@ -40,6 +41,7 @@ pub fn run() {
             commands::session::lock,
             commands::session::activity,
             commands::chart::census,
+            commands::chart::census_search,
             commands::chart::chart,
             commands::chart::vital_ranges,
             commands::chart::record_vitals,

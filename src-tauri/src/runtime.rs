@@ -74,11 +74,12 @@ pub async fn close(app: &AppHandle) {
     }
     let state = app.state::<AppState>();
     let mut work = state.work.lock().await;
-    close_work(&mut work);
+    close_work(&state, &mut work);
 }
 
 /// Closes what is open (no reload): used before a new sign-in replaces it.
-pub fn close_work(work: &mut Work) {
+pub fn close_work(state: &AppState, work: &mut Work) {
+    *guard(&state.census) = None;
     match std::mem::replace(work, Work::Closed) {
         // Records the lock in the audit trail and wipes the data key and every patient key.
         Work::Clinical { vault, .. } => drop(vault.lock()),

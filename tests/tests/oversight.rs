@@ -302,6 +302,10 @@ async fn auditors_search_verify_and_review_from_a_station_and_clinicians_break_t
         ("kim.rn", med.id.to_string().as_str())
     );
     assert_eq!((uses[0].reason.as_str(), uses[0].detail.as_str()), ("emergency_care", detail));
+    assert_eq!(
+        (uses[0].mrn.as_str(), uses[0].patient_name.clone()),
+        (med.mrn.as_str(), med.name.to_string())
+    );
     sam.review_break_glass(&env.client, &uses[0].id, wall_now()).await.unwrap();
     assert!(sam.break_glass_uses(&env.client, true, wall_now()).await.unwrap().is_empty());
     assert_eq!(sam.break_glass_uses(&env.client, false, wall_now()).await.unwrap().len(), 1);

@@ -82,6 +82,11 @@ struct ProxyState {
     connections: AtomicU64,
     cuts: AtomicU64,
     open: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Whether the server's answers are let through (`false`: held at the proxy, see
+    /// [`FlakyProxy::hold_answers`]).
+    answers: tokio::sync::watch::Sender<bool>,
+    /// Chunks of an answer waiting at the proxy now.
+    held: AtomicU64,
 }
 
 impl ProxyState {
@@ -112,6 +117,8 @@ impl FlakyProxy {
             connections: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
             open: Mutex::new(Vec::new()),
+            answers: tokio::sync::watch::channel(true).0,
+            held: AtomicU64::new(0),
         });
         let shared = state.clone();
         let accept = tokio::spawn(async move {
@@ -164,6 +171,17 @@ impl FlakyProxy {
         }
     }
 
+    /// Holds the server's answers at the proxy (`true`) or lets them through again (`false`): a
+    /// server that takes its time.
+    fn hold_answers(&self, hold: bool) {
+        self.state.answers.send_replace(!hold);
+    }
+
+    /// Whether an answer is waiting at the proxy now.
+    fn holding(&self) -> bool {
+        self.state.held.load(Ordering::SeqCst) > 0
+    }
+
     fn cuts(&self) -> u64 {
         self.state.cuts.load(Ordering::SeqCst)
     }
@@ -194,8 +212,8 @@ async fn relay(client: TcpStream, upstream: SocketAddr, cut: Option<Cut>, state:
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, cut.map(|c| c.to_server));
-    let down = pump(server_read, client_write, cut.map(|c| c.to_client));
+    let up = pump(client_read, server_write, cut.map(|c| c.to_server), None);
+    let down = pump(server_read, client_write, cut.map(|c| c.to_client), Some(&state));
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
@@ -210,7 +228,13 @@ async fn relay(client: TcpStream, upstream: SocketAddr, cut: Option<Cut>, state:
     }
 }
 
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, limit: Option<u64>) -> Flow {
+/// Carries one direction; answers (`gate` set) wait while the proxy holds them.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    limit: Option<u64>,
+    gate: Option<&ProxyState>,
+) -> Flow {
     let mut buf = vec![0u8; 16 * 1024];
     let mut passed = 0u64;
     loop {
@@ -221,6 +245,14 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, limit: Option<u64
             }
             Ok(n) => n,
         };
+        if let Some(state) = gate {
+            let mut open = state.answers.subscribe();
+            if !*open.borrow() {
+                state.held.fetch_add(1, Ordering::SeqCst);
+                let _ = open.wait_for(|open| *open).await;
+                state.held.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         let allowed = match limit {
             Some(l) => n.min(usize::try_from(l.saturating_sub(passed)).unwrap_or(usize::MAX)),
             None => n,
@@ -866,6 +898,66 @@ async fn server_restarted_mid_batch_applies_each_change_once() {
 
     let _ = keystore().delete(device);
     println!("took {:?}", started.elapsed());
+}
+
+/// A station that shares its vault (the desktop app: chart reads during a background sync) through
+/// `VaultAccess` over its own lock.
+struct Shared(Arc<tokio::sync::Mutex<UnlockedVault>>);
+
+impl chartroom_station::sync::VaultAccess for Shared {
+    async fn with<R: Send>(
+        &self,
+        f: impl FnOnce(&mut UnlockedVault) -> Result<R, StationError> + Send,
+    ) -> Result<R, StationError> {
+        f(&mut *self.0.lock().await)
+    }
+}
+
+/// While a sync waits for a slow server, the vault is free: a nurse can read a chart and record
+/// vitals meanwhile, and the vitals reach the server with the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_is_free_while_a_sync_waits_for_the_server() {
+    let world = World::new(8).await;
+    let proxy = FlakyProxy::start(world.addr(), 0).await;
+    let client = ServerClient::new(&proxy.url(), &world.fingerprint).unwrap();
+    let link = Link { client: &client, proxy: None };
+    let locked = world.enroll("icu-shared", &client).await;
+    let device = locked.device_id();
+    let mut vault = login(&locked, link, &mut FaultStats::default()).await;
+    vault.sync(&client, wall_now()).await.unwrap();
+    let vault = Arc::new(tokio::sync::Mutex::new(vault));
+
+    proxy.hold_answers(true);
+    let sync = {
+        let (access, client) = (Shared(vault.clone()), client.clone());
+        tokio::spawn(async move { chartroom_station::sync::sync(&access, &client, wall_now()).await })
+    };
+    let waited = Instant::now();
+    while !proxy.holding() {
+        assert!(waited.elapsed() < Duration::from_secs(20), "the sync asks the server something");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mrn = world.icu[0].patient.mrn.clone();
+    let mut ledger = Ledger::default();
+    {
+        let mut v = vault.try_lock().expect("the vault is free while the sync waits for the server");
+        let chart = v.chart_by_mrn(&mrn, 100, wall_now()).unwrap();
+        assert_eq!(chart.patient.mrn, mrn);
+        ledger.record_vitals(&mut v, &mrn, &[(VitalSign::HeartRate, 72.0)]);
+    }
+    assert!(!sync.is_finished(), "the server's answer is still held");
+    proxy.hold_answers(false);
+    sync.await.unwrap().unwrap();
+
+    let mut vault = Arc::try_unwrap(vault).unwrap().into_inner();
+    vault.sync(&client, wall_now()).await.unwrap();
+    assert!(
+        vault.outbox().unwrap().is_empty(),
+        "the vitals recorded during the sync were pushed by the next"
+    );
+    assert_exactly_once_on_server(&world, &[(&ledger, device)]);
+    assert_station_matches_server(&mut vault, &world);
+    let _ = keystore().delete(device);
 }
 
 // ---------------------------------------------------------------------------------------------

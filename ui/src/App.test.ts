@@ -67,11 +67,13 @@ function backend(sessionView: SessionView, stationView: StationStatus = station)
         case "session":
           return sessionView;
         case "census":
-          return { rows: [row], partial: true, units: ["ICU"] };
+          return { patients: 1, partial: true, units: ["ICU"] };
+        case "census_search":
+          return { rows: [row], total: 1 };
         case "my_drafts":
           return [];
         case "sync_status":
-          return { online: true, syncing: false, last_sync_at: null, pending: 0, conflicts: 0, rejected: 0, first_sync_complete: false, progress: null, last_error: null };
+          return { online: true, syncing: false, last_sync_at: null, changed_at: null, pending: 0, conflicts: 0, rejected: 0, first_sync_complete: false, progress: null, last_error: null };
         case "break_glass_uses":
         case "incidents":
           return [];

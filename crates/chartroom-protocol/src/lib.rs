@@ -303,6 +303,11 @@ pub struct BreakGlassUse {
     pub id: String,
     pub username: String,
     pub patient_id: String,
+    /// The patient's MRN and name (empty when the patient was removed since).
+    #[serde(default)]
+    pub mrn: String,
+    #[serde(default)]
+    pub patient_name: String,
     pub reason: String,
     pub detail: String,
     pub granted_at: Timestamp,

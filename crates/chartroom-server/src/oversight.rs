@@ -214,17 +214,21 @@ pub fn break_glass_uses(r: Reader<'_>, unreviewed_only: bool) -> Result<Vec<Brea
     require_audit_reader(r, "break_glass_list")?;
     let mut out = Vec::new();
     for g in r.storage.break_glass_list(unreviewed_only)? {
-        let detail = match r.storage.patient(g.patient_id)? {
+        let (detail, mrn, patient_name) = match r.storage.patient(g.patient_id)? {
             Some(p) => {
-                String::from_utf8_lossy(&r.keys.open_for(&p, g.id, DETAIL_FIELD, &g.detail)?).into_owned()
+                let detail = r.keys.open_for(&p, g.id, DETAIL_FIELD, &g.detail)?;
+                let (_, patient) = r.keys.open_patient(&p)?;
+                (String::from_utf8_lossy(&detail).into_owned(), patient.mrn, patient.name.to_string())
             }
             // The patient was removed since: the reason went with their key.
-            None => String::new(),
+            None => Default::default(),
         };
         out.push(BreakGlassUse {
             id: g.id.to_string(),
             username: g.username,
             patient_id: g.patient_id.to_string(),
+            mrn,
+            patient_name,
             reason: g.reason,
             detail,
             granted_at: g.granted_at,

@@ -81,6 +81,8 @@ pub enum StationError {
     AddendumTarget,
     #[error("give the reason the note was entered in error (at most 500 characters)")]
     ReasonRequired,
+    #[error("the session was locked or ended; sign in to continue")]
+    SessionEnded,
 }
 
 /// The keyring's errors, said about the one key a station keeps there.
@@ -138,6 +140,7 @@ impl StationError {
             StationError::BreakGlassOffline => "break_glass.offline",
             StationError::BreakGlassDetail => "break_glass.detail",
             StationError::PatientNotFound => "patient.not_found",
+            StationError::SessionEnded => "session.locked",
             StationError::NoteNotSigned => "note.not_signed",
             StationError::AddendumTarget => "note.bad_addendum",
             StationError::ReasonRequired => "note.reason_required",

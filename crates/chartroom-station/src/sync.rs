@@ -55,18 +55,6 @@ pub struct PushReport {
     pub released: usize,
 }
 
-/// The steps of a sync, in order (see [`UnlockedVault::sync_step`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncStep {
-    Push,
-    Pull,
-    Audit,
-}
-
-impl SyncStep {
-    pub const ALL: [SyncStep; 3] = [SyncStep::Push, SyncStep::Pull, SyncStep::Audit];
-}
-
 /// What a whole sync did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncReport {
@@ -149,213 +137,317 @@ wire!(Condition, Condition);
 wire!(MedicationRequest, Medication);
 wire!(Patient, Patient);
 
+/// The vault as a sync reaches it: only to read or write the store, never across a network round
+/// trip. A shell that shares the vault with other work (the desktop app) implements this over its
+/// own lock, so a chart opened during a sync waits for one store step, not for the server; a vault
+/// that syncs on its own goes through [`UnlockedVault::sync`] and friends.
+///
+/// Only one sync may run against a vault at a time (the caller's duty): two pulls interleaving
+/// their pages would move the cursor back.
+pub trait VaultAccess: Sync {
+    /// Calls `f` with the vault, or fails (e.g. [`StationError::SessionEnded`]) when the session
+    /// the sync started in is gone.
+    fn with<R: Send>(
+        &self,
+        f: impl FnOnce(&mut UnlockedVault) -> Result<R> + Send,
+    ) -> impl std::future::Future<Output = Result<R>> + Send;
+}
+
+/// A vault that nothing else uses while it syncs.
+pub(crate) struct Exclusive<'a>(tokio::sync::Mutex<&'a mut UnlockedVault>);
+
+impl<'a> Exclusive<'a> {
+    pub(crate) fn new(vault: &'a mut UnlockedVault) -> Self {
+        Exclusive(tokio::sync::Mutex::new(vault))
+    }
+}
+
+impl VaultAccess for Exclusive<'_> {
+    async fn with<R: Send>(&self, f: impl FnOnce(&mut UnlockedVault) -> Result<R> + Send) -> Result<R> {
+        let mut vault = self.0.lock().await;
+        f(&mut vault)
+    }
+}
+
+/// Runs `call`, and once more after renewing the session's tokens if the access token had expired
+/// (it lasts minutes; a refused renewal ends the online session).
+macro_rules! renewing {
+    ($access:expr, $client:expr, $now:expr, $call:expr) => {
+        match $call.await {
+            Err(StationError::Server(e)) if e.code() == Some("auth.invalid_token") => {
+                refresh($access, $client, $now).await?;
+                $call.await
+            }
+            other => other,
+        }
+    };
+}
+
+/// A whole sync after an online login: push the outbox, pull what changed, upload the audit chain;
+/// then note the time. A retryable failure (server unreachable or busy) leaves everything
+/// consistent for the next attempt.
+pub async fn sync(
+    access: &impl VaultAccess,
+    client: &chartroom_client::ServerClient,
+    now: Timestamp,
+) -> Result<SyncReport> {
+    renewing!(access, client, now, async {
+        let push = push(access, client, now).await?;
+        let pull = pull(access, client, now).await?;
+        let audit_uploaded = upload_audit(access, client).await?;
+        access.with(|v| Ok(v.store.set_last_sync(now)?)).await?;
+        Ok(SyncReport { push, pull, audit_uploaded })
+    })
+}
+
+/// Renews the session's tokens with its refresh token. If the server refuses — the refresh token
+/// expired or was used, the account was disabled, the device revoked — the session goes offline
+/// (recorded); a revoked device also wipes itself.
+pub async fn refresh(
+    access: &impl VaultAccess,
+    client: &chartroom_client::ServerClient,
+    now: Timestamp,
+) -> Result<()> {
+    let (refresh, identity) = access.with(|v| v.refresh_request()).await?;
+    let answer = client.refresh(&identity, &refresh).await;
+    access.with(|v| v.refresh_answer(answer, now)).await
+}
+
+/// One push request: the changes read from the store and what settling the answer needs.
+struct OutgoingPush {
+    token: zeroize::Zeroizing<String>,
+    identity: chartroom_client::DeviceIdentity,
+    batch: PushBatch,
+    change_ids: Vec<Uuid>,
+    /// The outbox's last change when the records were read (see [`chartroom_store::Store::settle_changes`]).
+    sent_upto: i64,
+}
+
+/// Pushes the outbox to the server (after an online login) and settles each change as the server
+/// answers: accepted ones leave the outbox with their server version; conflicts and refusals stay,
+/// marked with the reason. Later changes to a record go in later rounds, each on the version the
+/// server gave the one before.
+pub async fn push(
+    access: &impl VaultAccess,
+    client: &chartroom_client::ServerClient,
+    now: Timestamp,
+) -> Result<PushReport> {
+    let mut report = PushReport::default();
+    while let Some(out) = access.with(UnlockedVault::next_push).await? {
+        let response: PushResponse =
+            client.post_signed(&out.identity, &out.token, "/v1/sync/push", &out.batch).await?;
+        access.with(|v| v.settle_push(&out, response, &mut report)).await?;
+    }
+    access.with(|v| v.finish_push(report, now)).await
+}
+
+/// Pulls what changed on the server since the last pull, page by page; each page is applied with
+/// its cursor in one transaction, so an interrupted pull resumes where it stopped. The next page is
+/// fetched (and decoded) while this one is applied.
+pub async fn pull(
+    access: &impl VaultAccess,
+    client: &chartroom_client::ServerClient,
+    now: Timestamp,
+) -> Result<PullReport> {
+    let (token, identity, cursor, mut limit) = access
+        .with(|v| {
+            let (token, identity) = v.online()?;
+            Ok((token, identity, v.store.sync_state()?.0, v.store.pull_limit()?))
+        })
+        .await?;
+    let identity = std::sync::Arc::new(identity);
+    let fetch = |after: i64, limit: usize| {
+        let (client, identity, token) = (client.clone(), identity.clone(), token.clone());
+        tokio::spawn(async move {
+            client
+                .get::<PullPage>(&identity, &token, &format!("/v1/sync/pull?after={after}&limit={limit}"))
+                .await
+        })
+    };
+    let mut report = PullReport::default();
+    let mut next = Some(fetch(cursor, limit));
+    while let Some(pending) = next.take() {
+        let fetched = pending.await.map_err(|_| StationError::ServerAnswer)?;
+        let page = match fetched {
+            Ok(page) => page,
+            // Cut off: ask for smaller pages next time (a flaky link may never carry a big one).
+            Err(e) if e.is_retryable() => {
+                access.with(|v| Ok(v.store.set_pull_limit(limit / 2)?)).await?;
+                return Err(e.into());
+            }
+            // The server never issued our cursor (it was restored from a backup): start a first
+            // sync again rather than believe we are up to date.
+            Err(e) if e.code() == Some("sync.cursor_ahead") => {
+                let restarted = access
+                    .with(|v| {
+                        let ahead = v.store.sync_state()?.0 > 0;
+                        if ahead {
+                            v.store.restart_first_sync()?;
+                        }
+                        Ok(ahead)
+                    })
+                    .await?;
+                if !restarted {
+                    return Err(e.into());
+                }
+                next = Some(fetch(0, limit));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let grown = (limit < chartroom_store::MAX_PULL_LIMIT)
+            .then(|| (limit * 2).min(chartroom_store::MAX_PULL_LIMIT));
+        limit = grown.unwrap_or(limit);
+        if page.more {
+            next = Some(fetch(page.cursor, limit));
+        }
+        report.charts += page.patients.len();
+        report.changes += page.records.len();
+        report.complete = !page.more;
+        let rows = report.charts + report.changes;
+        let applied = access
+            .with(|v| {
+                if let Some(limit) = grown {
+                    v.store.set_pull_limit(limit)?;
+                }
+                let pulled = v.unwrap_page(page)?;
+                let applied = v.store.apply_pull(&v.actor(), pulled, now)?;
+                if let Some(Progress(tell)) = &v.progress {
+                    tell(rows);
+                }
+                Ok(applied)
+            })
+            .await?;
+        report.conflicts += applied.conflicts;
+        report.shredded += applied.shredded;
+        report.quarantined += applied.quarantined;
+    }
+    Ok(report)
+}
+
+/// Uploads this device's audit entries the server does not hold yet (in order, in batches); the
+/// server verifies that they continue the chain it has. Returns how many it stored.
+pub async fn upload_audit(access: &impl VaultAccess, client: &chartroom_client::ServerClient) -> Result<u64> {
+    use chartroom_protocol::{AuditUpload, AuditUploadResponse, MAX_AUDIT_UPLOAD};
+    let mut stored = 0;
+    loop {
+        let batch = access
+            .with(|v| {
+                let (token, identity) = v.online()?;
+                let mut entries = v.store.audit_entries(v.store.audit_uploaded()?, MAX_AUDIT_UPLOAD)?;
+                entries.truncate(fitting(&entries));
+                Ok(entries.last().map(|e| e.seq).map(|last| (token, identity, entries, last)))
+            })
+            .await?;
+        let Some((token, identity, entries, last)) = batch else { return Ok(stored) };
+        let r: AuditUploadResponse =
+            client.post_signed(&identity, &token, "/v1/audit/entries", &AuditUpload { entries }).await?;
+        stored += r.stored;
+        access.with(|v| Ok(v.store.set_audit_uploaded(last)?)).await?;
+    }
+}
+
 impl UnlockedVault {
-    /// A whole sync after an online login: push the outbox, pull what changed, upload the audit
-    /// chain; then note the time. An expired access token is renewed once (a refused renewal ends
-    /// the online session). A retryable failure (server unreachable or busy) leaves everything
-    /// consistent for the next attempt.
+    /// A whole sync of a vault nothing else uses meanwhile (see [`sync()`]).
     pub async fn sync(
         &mut self,
         client: &chartroom_client::ServerClient,
         now: Timestamp,
     ) -> Result<SyncReport> {
-        match self.sync_once(client, now).await {
-            // The access token expired (it lasts minutes): renew it and go again.
-            Err(StationError::Server(e)) if e.code() == Some("auth.invalid_token") => {
-                self.refresh_session(client, now).await?;
-                self.sync_once(client, now).await
-            }
-            other => other,
-        }
+        sync(&Exclusive::new(self), client, now).await
     }
 
-    /// One step of a sync — push, pull, or the audit upload (which then notes the sync time) — so
-    /// that a shell can let other work use the vault between steps. Run them in that order; stop at
-    /// the first error. An expired access token is renewed once, as in [`UnlockedVault::sync`].
-    pub async fn sync_step(
-        &mut self,
-        client: &chartroom_client::ServerClient,
-        step: SyncStep,
-        now: Timestamp,
-    ) -> Result<()> {
-        match self.sync_step_once(client, step, now).await {
-            Err(StationError::Server(e)) if e.code() == Some("auth.invalid_token") => {
-                self.refresh_session(client, now).await?;
-                self.sync_step_once(client, step, now).await
-            }
-            other => other,
-        }
-    }
-
-    async fn sync_step_once(
-        &mut self,
-        client: &chartroom_client::ServerClient,
-        step: SyncStep,
-        now: Timestamp,
-    ) -> Result<()> {
-        match step {
-            SyncStep::Push => self.push_outbox(client, now).await.map(|_| ()),
-            SyncStep::Pull => self.pull(client, now).await.map(|_| ()),
-            SyncStep::Audit => {
-                self.upload_audit(client).await?;
-                Ok(self.store.set_last_sync(now)?)
-            }
-        }
-    }
-
-    async fn sync_once(
-        &mut self,
-        client: &chartroom_client::ServerClient,
-        now: Timestamp,
-    ) -> Result<SyncReport> {
-        let push = self.push_outbox(client, now).await?;
-        let pull = self.pull(client, now).await?;
-        let audit_uploaded = self.upload_audit(client).await?;
-        self.store.set_last_sync(now)?;
-        Ok(SyncReport { push, pull, audit_uploaded })
-    }
-
-    /// Pushes the outbox to the server (after an online login) and settles each change as the
-    /// server answers: accepted ones leave the outbox with their server version; conflicts and
-    /// refusals stay, marked with the reason. Later changes to a record go in later rounds, each
-    /// on the version the server gave the one before.
+    /// See [`push()`].
     pub async fn push_outbox(
         &mut self,
         client: &chartroom_client::ServerClient,
         now: Timestamp,
     ) -> Result<PushReport> {
-        let (token, identity) = self.online()?;
-        let mut report = PushReport::default();
-        loop {
-            // Every change queued so far is in the records as they are read now (a push sends a
-            // record's current state): an accepted change settles the author's earlier ones too.
-            let sent_upto = self.store.outbox_seq()?;
-            let mut batch: Vec<OutboxEntry> =
-                self.store.sendable(self.user_id())?.into_iter().take(chartroom_protocol::MAX_PUSH).collect();
-            if batch.is_empty() {
-                break;
-            }
-            let mut changes = Vec::with_capacity(batch.len());
-            for e in &batch {
-                let change = by_kind!(&e.kind, T => self.store.get::<T>(e.record_id).map(T::wrap).map_err(StationError::from))?;
-                changes.push(Change {
-                    change_id: e.change_id.to_string(),
-                    base_version: e.base_version,
-                    change,
-                });
-            }
-            let fits = fitting(&changes);
-            changes.truncate(fits);
-            batch.truncate(fits);
-            let response: PushResponse =
-                client.post_signed(&identity, &token, "/v1/sync/push", &PushBatch { changes }).await?;
-            let mut settled = Vec::with_capacity(batch.len());
-            for result in response.results {
-                let Ok(change_id) = result.change_id.parse::<Uuid>() else { continue };
-                if !batch.iter().any(|e| e.change_id == change_id) {
-                    continue;
-                }
-                let settlement = match result.outcome {
-                    ChangeOutcome::Applied { version } | ChangeOutcome::Duplicate { version } => {
-                        report.applied += 1;
-                        Settlement::Accepted { version }
-                    }
-                    ChangeOutcome::Conflict { current_version } => {
-                        report.conflicts += 1;
-                        Settlement::Kept {
-                            state: "conflict",
-                            reason: format!(
-                                "the server has version {current_version}: keep mine, take theirs or merge"
-                            ),
-                        }
-                    }
-                    ChangeOutcome::Rejected { code, message } => {
-                        report.rejected += 1;
-                        Settlement::Kept { state: "rejected", reason: format!("{code}: {message}") }
-                    }
-                };
-                settled.push((change_id, settlement));
-            }
-            self.store.settle_changes(&settled, sent_upto)?;
-            if settled.is_empty() {
-                // The server answered for none of them: try again at the next sync, not in a loop.
-                return Err(StationError::ServerAnswer);
-            }
-        }
-        report.pending = usize::try_from(self.store.sync_status()?.pending).unwrap_or(usize::MAX);
-        let actor = self.actor();
-        report.released = self.store.release_quarantine(&actor, now)?;
-        let mut e = chartroom_audit::Event::new(now, "sync_push", "outbox", "ok");
-        e.resource_id = Some(format!(
-            "{} applied, {} conflicts, {} rejected, {} pending",
-            report.applied, report.conflicts, report.rejected, report.pending
-        ));
-        self.store.record(&actor, e)?;
-        Ok(report)
+        push(&Exclusive::new(self), client, now).await
     }
 
-    /// Pulls what changed on the server since the last pull, page by page; each page is applied
-    /// with its cursor in one transaction, so an interrupted pull resumes where it stopped. The next
-    /// page is fetched (and decoded) while this one is applied.
+    /// See [`pull()`].
     pub async fn pull(
         &mut self,
         client: &chartroom_client::ServerClient,
         now: Timestamp,
     ) -> Result<PullReport> {
+        pull(&Exclusive::new(self), client, now).await
+    }
+
+    /// See [`upload_audit()`].
+    pub async fn upload_audit(&mut self, client: &chartroom_client::ServerClient) -> Result<u64> {
+        upload_audit(&Exclusive::new(self), client).await
+    }
+
+    /// The next push request, read from the outbox (`None`: nothing left to send).
+    fn next_push(&mut self) -> Result<Option<OutgoingPush>> {
         let (token, identity) = self.online()?;
-        let identity = std::sync::Arc::new(identity);
-        let fetch = |after: i64, limit: usize| {
-            let (client, identity, token) = (client.clone(), identity.clone(), token.clone());
-            tokio::spawn(async move {
-                client
-                    .get::<PullPage>(&identity, &token, &format!("/v1/sync/pull?after={after}&limit={limit}"))
-                    .await
-            })
-        };
-        let mut report = PullReport::default();
-        let (cursor, _) = self.store.sync_state()?;
-        let mut limit = self.store.pull_limit()?;
-        let mut next = Some(fetch(cursor, limit));
-        while let Some(pending) = next.take() {
-            let fetched = pending.await.map_err(|_| StationError::ServerAnswer)?;
-            let page = match fetched {
-                Ok(page) => page,
-                // Cut off: ask for smaller pages next time (a flaky link may never carry a big one).
-                Err(e) if e.is_retryable() => {
-                    self.store.set_pull_limit(limit / 2)?;
-                    return Err(e.into());
-                }
-                // The server never issued our cursor (it was restored from a backup): start a first
-                // sync again rather than believe we are up to date.
-                Err(e) if e.code() == Some("sync.cursor_ahead") && self.store.sync_state()?.0 > 0 => {
-                    self.store.restart_first_sync()?;
-                    next = Some(fetch(0, limit));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if limit < chartroom_store::MAX_PULL_LIMIT {
-                limit = (limit * 2).min(chartroom_store::MAX_PULL_LIMIT);
-                self.store.set_pull_limit(limit)?;
-            }
-            if page.more {
-                next = Some(fetch(page.cursor, limit));
-            }
-            report.charts += page.patients.len();
-            report.changes += page.records.len();
-            let pulled = self.unwrap_page(page)?;
-            let actor = self.actor();
-            let complete = pulled.complete;
-            let applied = self.store.apply_pull(&actor, pulled, now)?;
-            report.conflicts += applied.conflicts;
-            report.shredded += applied.shredded;
-            report.quarantined += applied.quarantined;
-            report.complete = complete;
-            if let Some(Progress(tell)) = &self.progress {
-                tell(report.charts + report.changes);
-            }
+        // Every change queued so far is in the records as they are read now (a push sends a
+        // record's current state): an accepted change settles the author's earlier ones too.
+        let sent_upto = self.store.outbox_seq()?;
+        let mut batch: Vec<OutboxEntry> =
+            self.store.sendable(self.user_id())?.into_iter().take(chartroom_protocol::MAX_PUSH).collect();
+        if batch.is_empty() {
+            return Ok(None);
         }
-        Ok(report)
+        let mut changes = Vec::with_capacity(batch.len());
+        for e in &batch {
+            let change = by_kind!(&e.kind, T => self.store.get::<T>(e.record_id).map(T::wrap).map_err(StationError::from))?;
+            changes.push(Change { change_id: e.change_id.to_string(), base_version: e.base_version, change });
+        }
+        let fits = fitting(&changes);
+        changes.truncate(fits);
+        batch.truncate(fits);
+        Ok(Some(OutgoingPush {
+            token,
+            identity,
+            batch: PushBatch { changes },
+            change_ids: batch.iter().map(|e| e.change_id).collect(),
+            sent_upto,
+        }))
+    }
+
+    /// Settles one push request's answer in the outbox.
+    fn settle_push(
+        &mut self,
+        out: &OutgoingPush,
+        response: PushResponse,
+        report: &mut PushReport,
+    ) -> Result<()> {
+        let mut settled = Vec::with_capacity(out.change_ids.len());
+        for result in response.results {
+            let Ok(change_id) = result.change_id.parse::<Uuid>() else { continue };
+            if !out.change_ids.contains(&change_id) {
+                continue;
+            }
+            let settlement = match result.outcome {
+                ChangeOutcome::Applied { version } | ChangeOutcome::Duplicate { version } => {
+                    report.applied += 1;
+                    Settlement::Accepted { version }
+                }
+                ChangeOutcome::Conflict { current_version } => {
+                    report.conflicts += 1;
+                    Settlement::Kept {
+                        state: "conflict",
+                        reason: format!(
+                            "the server has version {current_version}: keep mine, take theirs or merge"
+                        ),
+                    }
+                }
+                ChangeOutcome::Rejected { code, message } => {
+                    report.rejected += 1;
+                    Settlement::Kept { state: "rejected", reason: format!("{code}: {message}") }
+                }
+            };
+            settled.push((change_id, settlement));
+        }
+        self.store.settle_changes(&settled, out.sent_upto)?;
+        if settled.is_empty() {
+            // The server answered for none of them: try again at the next sync, not in a loop.
+            return Err(StationError::ServerAnswer);
+        }
+        Ok(())
     }
 
     /// A pulled page in the store's terms: the patients' keys unwrapped with this session's sync
@@ -400,22 +492,19 @@ impl UnlockedVault {
         })
     }
 
-    /// Uploads this device's audit entries the server does not hold yet (in order, in batches); the
-    /// server verifies that they continue the chain it has. Returns how many it stored.
-    pub async fn upload_audit(&mut self, client: &chartroom_client::ServerClient) -> Result<u64> {
-        use chartroom_protocol::{AuditUpload, AuditUploadResponse, MAX_AUDIT_UPLOAD};
-        let (token, identity) = self.online()?;
-        let mut stored = 0;
-        loop {
-            let after = self.store.audit_uploaded()?;
-            let mut entries = self.store.audit_entries(after, MAX_AUDIT_UPLOAD)?;
-            entries.truncate(fitting(&entries));
-            let Some(last) = entries.last().map(|e| e.seq) else { return Ok(stored) };
-            let r: AuditUploadResponse =
-                client.post_signed(&identity, &token, "/v1/audit/entries", &AuditUpload { entries }).await?;
-            stored += r.stored;
-            self.store.set_audit_uploaded(last)?;
-        }
+    /// After the last push request: what is still pending, quarantined patients released, and the
+    /// push recorded in the audit trail.
+    fn finish_push(&mut self, mut report: PushReport, now: Timestamp) -> Result<PushReport> {
+        report.pending = usize::try_from(self.store.sync_status()?.pending).unwrap_or(usize::MAX);
+        let actor = self.actor();
+        report.released = self.store.release_quarantine(&actor, now)?;
+        let mut e = chartroom_audit::Event::new(now, "sync_push", "outbox", "ok");
+        e.resource_id = Some(format!(
+            "{} applied, {} conflicts, {} rejected, {} pending",
+            report.applied, report.conflicts, report.rejected, report.pending
+        ));
+        self.store.record(&actor, e)?;
+        Ok(report)
     }
 
     /// Reports the progress of the pulls this session runs (`None`: stop reporting).

@@ -857,22 +857,43 @@ impl UnlockedVault {
         self.locked.device.server.is_some()
     }
 
+    /// Bounds the database's page cache at `kib` KiB (the default suits a headless sync of a whole
+    /// station; a long-running desktop session keeps a small working set instead).
+    pub fn set_page_cache_kib(&self, kib: i64) -> Result<()> {
+        Ok(self.store.set_cache_kib(kib)?)
+    }
+
     /// Whether this station has completed a first sync (until then its census is partial).
     pub fn first_sync_complete(&self) -> Result<bool> {
         Ok(self.store.sync_state()?.1)
     }
 
-    /// Renews this session's tokens with its refresh token (the access token lasts minutes). If the
-    /// server refuses — the refresh token expired or was used, the account was disabled, the device
-    /// revoked — the session goes offline (recorded); a revoked device also wipes itself.
+    /// Renews this session's tokens (see [`crate::sync::refresh`]).
     pub async fn refresh_session(
         &mut self,
         client: &chartroom_client::ServerClient,
         now: Timestamp,
     ) -> Result<()> {
+        crate::sync::refresh(&crate::sync::Exclusive::new(self), client, now).await
+    }
+
+    /// What renewing the tokens sends: the refresh token and the device identity that proves it.
+    pub(crate) fn refresh_request(
+        &self,
+    ) -> Result<(zeroize::Zeroizing<String>, chartroom_client::DeviceIdentity)> {
         let refresh = self.refresh_token.clone().ok_or(StationError::Offline)?;
         let (_, identity) = self.locked.identity()?;
-        match client.refresh(&identity, &refresh).await {
+        Ok((refresh, identity))
+    }
+
+    /// Takes the server's answer to a renewal: new tokens, or the session goes offline (a revoked
+    /// device also wipes itself).
+    pub(crate) fn refresh_answer(
+        &mut self,
+        answer: std::result::Result<chartroom_protocol::TokenResponse, chartroom_client::ClientError>,
+        now: Timestamp,
+    ) -> Result<()> {
+        match answer {
             Ok(tokens) => {
                 self.access_token = Some(zeroize::Zeroizing::new(tokens.access_token.clone()));
                 self.refresh_token = Some(zeroize::Zeroizing::new(tokens.refresh_token.clone()));

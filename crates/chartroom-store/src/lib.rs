@@ -17,7 +17,7 @@ mod sync;
 pub use audit::{Actor, AuditBreak};
 pub use error::StoreError;
 pub use records::ChartRecord;
-pub use store::{CensusRow, DatabaseEncryption, Keys, Store, StoreOptions};
+pub use store::{CensusRow, DatabaseEncryption, Keys, Store, StoreOptions, MAX_CACHED_PATIENT_KEYS};
 pub use sync::{
     OutboxEntry, PullApplied, PulledPage, PulledPatient, PulledRecord, Resolution, Settlement, SyncStatus,
     Synced, MAX_PULL_LIMIT,

@@ -72,6 +72,9 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// How many unwrapped patient keys a store keeps at most (see [`Keys::cache`]).
+pub const MAX_CACHED_PATIENT_KEYS: usize = 1024;
+
 /// The data key and the patient keys unwrapped with it so far (wiped when dropped). Opaque outside
 /// this crate: nothing else can make or read one.
 pub struct Keys {
@@ -168,6 +171,12 @@ impl Store {
             tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
             tx.commit()?;
         }
+        Ok(())
+    }
+
+    /// Changes the page cache's bound (see [`StoreOptions::cache_kib`]); pages beyond it are freed.
+    pub fn set_cache_kib(&self, kib: i64) -> Result<()> {
+        self.conn.pragma_update(None, "cache_size", -kib.max(1))?;
         Ok(())
     }
 
@@ -497,29 +506,31 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 impl Keys {
     /// The patient's key: from the cache, or unwrapped from the database with the data key.
     pub(crate) fn patient(&mut self, conn: &Connection, patient_id: Uuid) -> Result<&PatientKey> {
-        use std::collections::hash_map::Entry;
-        match self.patients.entry(patient_id) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(v) => {
-                let wrapped: Option<Vec<u8>> = conn
-                    .prepare_cached("SELECT wrapped FROM patient_keys WHERE patient_id = ?1")?
-                    .query_row([patient_id.as_bytes()], |r| r.get(0))
-                    .optional()?;
-                let Some(wrapped) = wrapped else {
-                    let shredded = row_exists(
-                        conn,
-                        "SELECT 1 FROM shredded_patients WHERE patient_id = ?1",
-                        patient_id,
-                    )?;
-                    return Err(if shredded {
-                        StoreError::PatientShredded
-                    } else {
-                        StoreError::PatientNotFound
-                    });
-                };
-                Ok(v.insert(Box::new(self.dek.unwrap_patient_key(patient_id, &wrapped)?)))
-            }
+        if !self.patients.contains_key(&patient_id) {
+            let wrapped: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT wrapped FROM patient_keys WHERE patient_id = ?1")?
+                .query_row([patient_id.as_bytes()], |r| r.get(0))
+                .optional()?;
+            let Some(wrapped) = wrapped else {
+                let shredded =
+                    row_exists(conn, "SELECT 1 FROM shredded_patients WHERE patient_id = ?1", patient_id)?;
+                return Err(if shredded { StoreError::PatientShredded } else { StoreError::PatientNotFound });
+            };
+            let key = Box::new(self.dek.unwrap_patient_key(patient_id, &wrapped)?);
+            self.cache(patient_id, key);
         }
+        self.patients.get(&patient_id).map(|k| &**k).ok_or(StoreError::PatientNotFound)
+    }
+
+    /// Keeps an unwrapped patient key for reuse. The cache is bounded: reading a 10,000-patient
+    /// census must not leave 10,000 expanded keys in memory for the rest of the session (memory,
+    /// and key material that need not be there); when full it is emptied (each key wiped) and
+    /// keys are unwrapped again as they are used, which costs microseconds.
+    pub(crate) fn cache(&mut self, patient_id: Uuid, key: Box<PatientKey>) {
+        if self.patients.len() >= MAX_CACHED_PATIENT_KEYS && !self.patients.contains_key(&patient_id) {
+            self.patients.clear();
+        }
+        self.patients.insert(patient_id, key);
     }
 
     /// Seals a record as JSON with its patient's key, bound to `(patient, record, field)`.
@@ -586,7 +597,7 @@ pub(crate) fn put_patient_in(tx: &Transaction<'_>, keys: &mut Keys, patient: &Pa
         tx.prepare_cached("INSERT INTO patient_keys (patient_id, wrapped) VALUES (?1, ?2)")?
             .execute(params![id.as_bytes(), keys.dek.wrap_patient_key(id, &key)])?;
         tx.prepare_cached("DELETE FROM shredded_patients WHERE patient_id = ?1")?.execute([id.as_bytes()])?;
-        keys.patients.insert(id, Box::new(key));
+        keys.cache(id, Box::new(key));
     }
     let body = keys.seal(tx, id, id, PATIENT_FIELD, patient)?;
     let mrn_index = keys.dek.blind_index(MRN_INDEX_DOMAIN, patient.mrn.trim());

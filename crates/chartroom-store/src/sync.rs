@@ -456,7 +456,7 @@ impl Store {
             .execute(params![id.as_bytes(), keys.dek.wrap_patient_key(id, &key)])?;
             tx.prepare_cached("DELETE FROM shredded_patients WHERE patient_id = ?1")?
                 .execute([id.as_bytes()])?;
-            keys.patients.insert(id, key);
+            keys.cache(id, key);
         }
         let at = Incoming { tx: &tx, local: &local, now };
         for p in &patients {

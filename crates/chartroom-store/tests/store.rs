@@ -89,6 +89,35 @@ fn round_trip_census_and_chart() {
     store.integrity_check().unwrap();
 }
 
+/// The number of unwrapped patient keys a store holds now (from its redacted `Debug`).
+fn cached_keys(store: &Store) -> usize {
+    let debug = format!("{store:?}");
+    let at = debug.find("cached_patient_keys: ").unwrap() + "cached_patient_keys: ".len();
+    debug[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_large_census_leaves_a_bounded_number_of_patient_keys_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = chartroom_store::MAX_CACHED_PATIENT_KEYS as u64 + 100;
+    let (path, dek) = (dir.path().join("cache.db"), key_pair());
+    let config = SynthConfig { observations_per_patient: 1, ..cfg() };
+    let bundles: Vec<_> = (0..n).map(|i| patient(&config, i)).collect();
+    let mut store = Store::create(&path, dek.0, small_options()).unwrap();
+    store.import(&bundles).unwrap();
+    store.close().unwrap();
+
+    let mut store = Store::open(&path, dek.1, small_options()).unwrap();
+    let census = store.census(None).unwrap();
+    assert_eq!(census.len(), bundles.len(), "every patient is listed");
+    let held = cached_keys(&store);
+    assert!((1..=chartroom_store::MAX_CACHED_PATIENT_KEYS).contains(&held), "{held} keys held");
+    // Keys that left the cache are unwrapped again when needed.
+    for b in [&bundles[0], &bundles[bundles.len() - 1]] {
+        assert_eq!(store.chart(b.patient.id, 5).unwrap().patient, b.patient);
+    }
+}
+
 #[test]
 fn wrong_key_is_refused_and_the_file_is_untouched() {
     let dir = tempfile::tempdir().unwrap();

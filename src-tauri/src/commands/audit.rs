@@ -119,6 +119,8 @@ pub async fn break_glass_uses(
                 at: time(u.granted_at),
                 username: u.username.clone(),
                 patient_id: u.patient_id.clone(),
+                mrn: u.mrn.clone(),
+                patient_name: u.patient_name.clone(),
                 reason: u.reason.clone(),
                 detail: Some(u.detail.clone()).filter(|d| !d.is_empty()),
                 reviewed: u.reviewed_at.is_some(),

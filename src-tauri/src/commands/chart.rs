@@ -9,33 +9,62 @@ use chartroom_station::domain::{Chart, Timestamp};
 use chartroom_station::UnlockedVault;
 
 use super::{with_online_vault, with_vault};
+use crate::census::Census;
 use crate::dto::{
-    time, BreakGlassReasonView, CensusRow, CensusView, ChartAccess, ChartView, DraftView, NoteView,
-    VitalInput, VitalRange,
+    time, BreakGlassReasonView, CensusInfo, CensusPage, CensusRow, ChartAccess, ChartView, DraftView,
+    NoteView, VitalInput, VitalRange,
 };
 use crate::error::{AppError, AppResult};
-use crate::state::{AppState, SignedIn};
+use crate::state::{guard, AppState, SignedIn};
 
 /// Newest observations shown in a chart (the plot's window).
 const MAX_OBSERVATIONS: usize = 200;
 
-/// The signed-in user's units' patients.
+/// Loads the signed-in user's units' patients (again) and keeps them for [`census_search`]: how
+/// many, on which units, and whether the list may be incomplete. Reading them is audited; the
+/// census is kept while the vault is held, so a lock (which drops it, also holding the vault)
+/// cannot come between.
 #[tauri::command(rename_all = "snake_case")]
-pub async fn census(state: State<'_, AppState>) -> AppResult<CensusView> {
+pub async fn census(state: State<'_, AppState>) -> AppResult<CensusInfo> {
     with_vault(&state, |vault, user, now| {
         let rows = vault.census(None, now)?;
+        let mine = vault.mine()?;
         let partial = !vault.first_sync_complete()? && vault.is_enrolled();
-        let mut units: Vec<String> = rows.iter().map(|r| r.unit.clone()).collect();
-        units.sort();
-        units.dedup();
-        let _ = user;
-        Ok(CensusView {
-            rows: rows.into_iter().map(|r| CensusRow::new(r, false, now)).collect(),
-            partial,
-            units,
-        })
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                let is_mine = mine.contains(&r.patient_id);
+                CensusRow::new(r, is_mine, now)
+            })
+            .collect();
+        let census = Census::new(user.id, rows, partial);
+        let info = CensusInfo {
+            patients: u32::try_from(census.len()).unwrap_or(u32::MAX),
+            partial: census.partial,
+            units: census.units.clone(),
+        };
+        *guard(&state.census) = Some(census);
+        Ok(info)
     })
     .await
+}
+
+/// The census rows matching a search (name, MRN or bed), best first, at most `limit` (1–200),
+/// from the census kept since the last [`census`]. Synchronous — it runs on the main thread and
+/// takes microseconds — so a keystroke's answer does not wait for a thread hop.
+#[tauri::command(rename_all = "snake_case")]
+pub fn census_search(
+    state: State<'_, AppState>,
+    query: String,
+    mine_only: bool,
+    limit: u32,
+) -> AppResult<CensusPage> {
+    let limit = usize::try_from(limit.clamp(1, 200)).unwrap_or(200);
+    let user = state.active_user().ok_or_else(AppError::locked)?;
+    match guard(&state.census).as_ref().filter(|c| c.user == user.id) {
+        Some(c) => Ok(c.search(&query, mine_only, limit)),
+        None => Err(AppError::new("census.not_loaded", "The census is not loaded yet; load it first.")),
+    }
 }
 
 /// One patient's chart (the sections the role may read).
@@ -63,7 +92,14 @@ fn view(
 /// Adds a patient to (or removes them from) the physician's own list.
 #[tauri::command(rename_all = "snake_case")]
 pub async fn set_mine(state: State<'_, AppState>, mrn: String, mine: bool) -> AppResult<()> {
-    with_vault(&state, |vault, _, now| Ok(vault.set_mine(mrn.trim(), mine, now)?)).await
+    with_vault(&state, |vault, _, now| {
+        vault.set_mine(mrn.trim(), mine, now)?;
+        if let Some(c) = guard(&state.census).as_mut() {
+            c.set_mine(mrn.trim(), mine);
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// What the role may write on a patient of `unit`.

@@ -37,10 +37,11 @@ pub async fn login(
     let locked = state.locked_vault()?;
     let mut work = state.work.lock().await;
     // Whatever was open (a locked session's vault is already closed) ends before anyone else's opens.
-    runtime::close_work(&mut work);
+    runtime::close_work(&state, &mut work);
     let (mut opened, user) = authenticate(&state, &locked, &username, &password).await?;
     if let Work::Clinical { vault, .. } = &mut opened {
         vault.set_progress(Some(progress(app.clone())));
+        vault.set_page_cache_kib(crate::state::PAGE_CACHE_KIB)?;
     }
     let policy = state.policy_for(locked.device_profile());
     let (_, view) = state.signed_in(user, policy);

@@ -5,6 +5,9 @@ use std::sync::atomic::Ordering;
 use tauri::{AppHandle, Manager, State};
 use uuid::Uuid;
 
+use chartroom_station::sync::VaultAccess;
+use chartroom_station::{StationError, UnlockedVault};
+
 use super::with_vault;
 use crate::dto::{time, ConflictDetail, ConflictSummary, Resolution, SessionMode, SyncView};
 use crate::error::{AppError, AppResult};
@@ -36,55 +39,69 @@ fn apply(view: &mut SyncView, i: &chartroom_station::sync::SyncIndicator) {
     view.last_sync_at = i.status.last_sync_at.map(time);
 }
 
-/// One whole sync of the open online session, reported to the status bar before and after. The
-/// vault is held for its duration; a lock meanwhile still takes effect at once (see `state`).
+/// The open session's vault as a sync reaches it: taken for each store step only (never across a
+/// request to the server, so a chart opened meanwhile waits for one store step at most), and only
+/// while the user the sync started for is still the one signed in (a lock ends the sync).
+struct SessionVault<'a> {
+    state: &'a AppState,
+    user: Uuid,
+}
+
+impl VaultAccess for SessionVault<'_> {
+    async fn with<R: Send>(
+        &self,
+        f: impl FnOnce(&mut UnlockedVault) -> Result<R, StationError> + Send,
+    ) -> Result<R, StationError> {
+        let mut work = self.state.work.lock().await;
+        let active = self.state.active_user().map(|u| u.id);
+        match &mut *work {
+            Work::Clinical { vault, .. } if active == Some(self.user) && vault.user_id() == self.user => {
+                f(vault)
+            }
+            _ => Err(StationError::SessionEnded),
+        }
+    }
+}
+
+/// One whole sync of the open online session (push, pull, audit upload), reported to the status
+/// bar before and after. One runs at a time; a second request waits for it, then syncs again.
 pub async fn run_sync(app: &AppHandle) -> AppResult<SyncView> {
     let state = app.state::<AppState>();
-    match state.active_user() {
-        Some(user) if OPEN.load(Ordering::SeqCst) => {
-            if user.mode == SessionMode::Oversight {
-                return Err(AppError::not_for_role());
-            }
-        }
+    let user = match state.active_user() {
+        Some(user) if OPEN.load(Ordering::SeqCst) => user,
         _ => return Err(AppError::locked()),
+    };
+    if user.mode == SessionMode::Oversight {
+        return Err(AppError::not_for_role());
     }
+    let _one_at_a_time = state.sync_gate.lock().await;
+    let client = match &*state.work.lock().await {
+        Work::Clinical { vault, client: Some(client) } if vault.user_id() == user.id => client.clone(),
+        Work::Clinical { client: None, .. } => {
+            return Err(AppError::new(
+                "server.offline",
+                "This session signed in offline. Sign in again while the server is reachable to sync.",
+            ))
+        }
+        Work::Clinical { .. } | Work::Closed => return Err(AppError::locked()),
+        Work::Oversight { .. } => return Err(AppError::not_for_role()),
+    };
     {
         let mut view = guard(&state.sync);
         view.syncing = true;
         emit_sync(app, &view);
     }
-    // Step by step, taking the vault for each step only: a chart opened meanwhile waits for one
-    // step, not for the whole sync. A lock between steps ends the sync.
-    let mut result = Ok(());
-    let mut work = state.work.lock().await;
-    for step in chartroom_station::sync::SyncStep::ALL {
-        if step != chartroom_station::sync::SyncStep::Push {
-            drop(work);
-            tokio::task::yield_now().await;
-            work = state.work.lock().await;
-        }
-        let active = state.active_user().map(|u| u.id);
-        result = match &mut *work {
-            Work::Clinical { vault, client: Some(client) } if active == Some(vault.user_id()) => {
-                vault.sync_step(client, step, state.now()).await.map_err(AppError::from)
-            }
-            Work::Clinical { client: None, .. } => Err(AppError::new(
-                "server.offline",
-                "This session signed in offline. Sign in again while the server is reachable to sync.",
-            )),
-            Work::Clinical { .. } | Work::Closed => Err(AppError::locked()),
-            Work::Oversight { .. } => Err(AppError::not_for_role()),
-        };
-        if result.is_err() {
-            break;
+    let access = SessionVault { state: &state, user: user.id };
+    let now = state.now();
+    let result = chartroom_station::sync::sync(&access, &client, now).await.map_err(AppError::from);
+    let indicator = access.with(|v| v.sync_indicator()).await.ok();
+    let mut view = guard(&state.sync);
+    if let Ok(r) = &result {
+        if r.pull.charts + r.pull.changes + r.pull.shredded + r.push.released > 0 {
+            view.changed_at = Some(time(now));
         }
     }
-    let indicator = match &*work {
-        Work::Clinical { vault, .. } => vault.sync_indicator().ok(),
-        Work::Closed | Work::Oversight { .. } => None,
-    };
-    drop(work);
-    let mut view = guard(&state.sync);
+    let result = result.map(|_| ());
     view.syncing = false;
     view.progress = None;
     view.last_error = result.as_ref().err().cloned();

@@ -117,7 +117,7 @@ function chartFor(mrn: string, bg = false): ChartView {
 }
 
 let sync: SyncView = {
-  online: true, syncing: false, last_sync_at: iso(NOW - 180_000), pending: 2, conflicts: 1, rejected: 0,
+  online: true, syncing: false, last_sync_at: iso(NOW - 180_000), changed_at: null, pending: 2, conflicts: 1, rejected: 0,
   first_sync_complete: !params.has("partial"), progress: null, last_error: null,
 };
 let conflictList: ConflictSummary[] = [{ change_id: "c1", kind: "note", mrn: rows[0].mrn, patient_name: rows[0].name, reason: "Edited on another station" }];
@@ -242,7 +242,7 @@ async function handle(cmd: string, a: Record<string, any>): Promise<unknown> {
     case "audit_verify":
       return { ok: true, entries: 12873, problem: null };
     case "break_glass_uses":
-      return [{ id: "bg1", at: iso(NOW - 7200_000), username: "doc.b", patient_id: "p42", reason: "emergency_care", detail: "Rapid response", reviewed: false }];
+      return [{ id: "bg1", at: iso(NOW - 7200_000), username: "doc.b", patient_id: "p42", mrn: "M10000042", patient_name: "DOE, Jane", reason: "emergency_care", detail: "Rapid response", reviewed: false }];
     case "review_break_glass":
       return null;
     case "incidents":

@@ -3,7 +3,13 @@ import { flushSync, mount, unmount } from "svelte";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CensusRow, ChartView, UserView } from "./bindings";
 
-const api = vi.hoisted(() => ({ census: vi.fn(), myDrafts: vi.fn(), setMine: vi.fn(), breakGlass: vi.fn() }));
+const api = vi.hoisted(() => ({
+  census: vi.fn(),
+  censusSearch: vi.fn(),
+  myDrafts: vi.fn(),
+  setMine: vi.fn(),
+  breakGlass: vi.fn(),
+}));
 vi.mock("./api", async (importOriginal) => ({ ...(await importOriginal<typeof import("./api")>()), ...api }));
 
 // jsdom has no modal dialogs.
@@ -30,17 +36,36 @@ const onbreakglass = vi.fn();
 const $ = (id: string) => document.querySelector<HTMLElement>(`[data-testid="${id}"]`);
 const $$ = (id: string) => Array.from(document.querySelectorAll<HTMLElement>(`[data-testid="${id}"]`));
 
+/**
+ * The backend's census for these tests: `rows`, searched by a plain substring match (the ranking
+ * is the backend's, tested in census.rs); `setMine` changes it as the backend does.
+ */
 async function render(user: UserView, rows: CensusRow[], partial = false) {
-  api.census.mockResolvedValue({ rows, partial, units: ["ICU"] });
+  api.census.mockResolvedValue({ patients: rows.length, partial, units: ["ICU"] });
+  api.censusSearch.mockImplementation(async (query: string, mineOnly: boolean, limit: number) => {
+    const q = query.trim().toLowerCase();
+    const hits = rows.filter(
+      (r) => (!mineOnly || r.mine) && [r.name, r.mrn, r.bed].some((f) => f.toLowerCase().includes(q)),
+    );
+    return { rows: hits.slice(0, limit).map((r) => ({ ...r })), total: hits.length };
+  });
+  api.setMine.mockImplementation(async (mrn: string, mine: boolean) => {
+    for (const r of rows) if (r.mrn === mrn) r.mine = mine;
+  });
   app = mount(Census, { target: document.body, props: { user, onopen, onbreakglass } });
   await vi.waitFor(() => expect($("census-search")).not.toBeNull());
   await vi.waitFor(() => expect(document.body.textContent).not.toContain("Loading census"));
   flushSync();
 }
-function search(text: string) {
+/** Types `text` into the search field and waits for the backend's answer to be drawn. */
+async function search(text: string) {
   const input = $("census-search") as HTMLInputElement;
+  const asked = api.censusSearch.mock.calls.length;
   input.value = text;
   input.dispatchEvent(new Event("input", { bubbles: true }));
+  await vi.waitFor(() => expect(api.censusSearch.mock.calls.length).toBeGreaterThan(asked));
+  await vi.waitFor(() => expect(api.censusSearch.mock.settledResults.at(-1)?.type).toBe("fulfilled"));
+  await Promise.resolve();
   flushSync();
 }
 const key = (el: Element, k: string) => el.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
@@ -67,8 +92,29 @@ describe("Census", () => {
     expect(document.body.textContent).toContain("Showing 50 of 1000 — refine search");
     expect($("census-partial")?.textContent).toContain("has not finished its first sync");
     expect($("mine-filter")).toBeNull();
-    search("family999");
+    await search("family999");
     expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000999"]);
+  });
+
+  it("draws the answer to the latest keystroke even when an earlier one answers later", async () => {
+    await render(nurse, [row(0), row(1, { name: "Other, Person" })]);
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    const answer = api.censusSearch.getMockImplementation()!;
+    api.censusSearch.mockImplementationOnce(async (q: string, m: boolean, l: number) => {
+      await held;
+      return answer(q, m, l);
+    });
+    const input = $("census-search") as HTMLInputElement;
+    input.value = "other";
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    await search("family0");
+    expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000000"]);
+    release();
+    await vi.waitFor(() => expect(api.censusSearch.mock.settledResults.every((r) => r.type === "fulfilled")).toBe(true));
+    await Promise.resolve();
+    flushSync();
+    expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000000"]);
   });
 
   it("shows allergies as text, not colour only", async () => {
@@ -88,17 +134,15 @@ describe("Census", () => {
     key(document.activeElement!, "ArrowUp");
     key(document.activeElement!, "ArrowUp");
     expect(document.activeElement).toBe(input);
-    search("Family2");
+    await search("Family2");
     key(input, "Enter");
     expect(onopen).toHaveBeenCalledWith("M10000002");
   });
 
   it("filters to my patients for physicians and stars a row", async () => {
-    api.setMine.mockResolvedValue(undefined);
     await render(physician, [row(0), row(1), row(2)]);
     $("mine-filter")!.click();
-    flushSync();
-    expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000000", "M10000002"]);
+    await vi.waitFor(() => expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000000", "M10000002"]));
     $$("census-row")[0].querySelector<HTMLButtonElement>("button.star")!.click();
     await vi.waitFor(() => expect(api.setMine).toHaveBeenCalledWith("M10000000", false));
     await vi.waitFor(() => expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000002"]));
@@ -108,7 +152,7 @@ describe("Census", () => {
     const chart = { patient: { mrn: "M99999999" } } as ChartView;
     api.breakGlass.mockResolvedValue(chart);
     await render(nurse, [row(0)]);
-    search("M99999999");
+    await search("M99999999");
     expect($$("census-row")).toHaveLength(0);
     $("break-glass-open")!.click();
     flushSync();

@@ -88,6 +88,32 @@ describe("Notes", () => {
     expect(saveDraft).toHaveBeenCalledWith("M1", null, "Before I walk away");
   });
 
+  it("cannot sign an empty note and says why", () => {
+    render(chartView([]));
+    type("   ");
+    expect(($("note-sign") as HTMLButtonElement).disabled).toBe(true);
+    expect(document.body.textContent).toContain("Write the note to sign it");
+  });
+
+  it("keeps a 10 MB paste in the editor, says it is too long and sends nothing", async () => {
+    vi.useFakeTimers();
+    render(chartView([]));
+    const paste = "Pasted monitor log line. ".repeat(420_000);
+    expect(paste.length).toBeGreaterThan(10_000_000);
+    type(paste);
+    await vi.advanceTimersByTimeAsync(1500);
+    flushSync();
+    expect(saveDraft).not.toHaveBeenCalled();
+    expect($("note-save-status")?.dataset.status).toBe("error");
+    expect($("note-save-status")?.textContent).toContain("longer than 20,000 characters");
+    expect(($("note-editor") as HTMLTextAreaElement).value).toBe(paste);
+    expect(($("note-sign") as HTMLButtonElement).disabled).toBe(true);
+    // Shortened to fit: it saves.
+    type(paste.slice(0, 19_999));
+    await vi.advanceTimersByTimeAsync(1500);
+    expect(saveDraft).toHaveBeenCalledWith("M1", null, paste.slice(0, 19_999));
+  });
+
   it("continues my own draft and signs it after an inline confirmation", async () => {
     signNote.mockImplementation(async (id: string, text: string) => note({ id, text, mine: true, signed_at: "2026-11-27T12:00:00Z" }));
     render(chartView([note({ id: "d9", text: "my draft", status: "draft", mine: true, signed_at: null })]));

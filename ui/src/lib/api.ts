@@ -11,7 +11,8 @@ import type {
   AuditVerifyView,
   BreakGlassReason,
   BreakGlassUseView,
-  CensusView,
+  CensusInfo,
+  CensusPage,
   ChartView,
   ConflictDetail,
   ConflictSummary,
@@ -28,6 +29,7 @@ import type {
 } from "./bindings";
 
 export type * from "./bindings";
+export { MAX_NOTE_CHARS } from "./bindings";
 
 // Station and session ---------------------------------------------------------------------------
 export const stationStatus = () => invoke<StationStatus>("station_status");
@@ -42,7 +44,11 @@ export const lock = () => invoke<SessionView>("lock");
 export const activity = () => invoke<void>("activity");
 
 // Clinical ---------------------------------------------------------------------------------------
-export const census = () => invoke<CensusView>("census");
+/** Loads the census (again) in the backend; the rows come from `censusSearch`. */
+export const census = () => invoke<CensusInfo>("census");
+/** The census rows matching `query` (name, MRN or bed), best first, at most `limit`. */
+export const censusSearch = (query: string, mine_only: boolean, limit: number) =>
+  invoke<CensusPage>("census_search", { query, mine_only, limit });
 export const setMine = (mrn: string, mine: boolean) => invoke<void>("set_mine", { mrn, mine });
 export const chart = (mrn: string) => invoke<ChartView>("chart", { mrn });
 export const vitalRanges = () => invoke<VitalRange[]>("vital_ranges");

@@ -1,15 +1,16 @@
 // View state that must survive the idle-warning screen (which unmounts every patient view so no
 // PHI stays in the page): the open chart, its tab, the census search. Memory only — the lock
 // reloads the page, and nothing here is ever written to web storage.
-import type { CensusView, ChartView, DraftView } from "./bindings";
-import type { CensusIndex } from "./censusSearch";
+import type { CensusInfo, ChartView, DraftView } from "./bindings";
 
-/** The census as last loaded, kept while the session is active so that going back to it is instant. */
+/**
+ * The census as last loaded (its rows stay in the backend), kept while the session is active so
+ * that going back to it is instant.
+ */
 export interface CensusCache {
-  view: CensusView;
-  index: CensusIndex;
+  info: CensusInfo;
   drafts: DraftView[];
-  /** The sync the rows reflect (`SyncView.last_sync_at` when they were loaded). */
+  /** The changes the rows reflect (`SyncView.changed_at` when they were loaded). */
   syncedAt: string | null;
   /** A write on this station since (the rows' "last vitals" may be behind). */
   stale: boolean;
@@ -44,9 +45,9 @@ class UiState {
     this.census = null;
   }
 
-  /** Whether the cached census should be loaded again (a sync or a local write since). */
-  censusOutdated(lastSyncAt: string | null): boolean {
-    return this.census === null || this.census.stale || this.census.syncedAt !== lastSyncAt;
+  /** Whether the cached census should be loaded again (a sync brought changes, or a local write, since). */
+  censusOutdated(changedAt: string | null): boolean {
+    return this.census === null || this.census.stale || this.census.syncedAt !== changedAt;
   }
 
   /** A write happened on this station: the census reloads the next time it is shown. */

@@ -1,6 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ui } from "./ui.svelte";
-import { buildCensusIndex } from "./censusSearch";
 
 afterEach(() => {
   ui.beforeLock.clear();
@@ -42,10 +41,9 @@ describe("ui state", () => {
 });
 
 describe("census cache", () => {
-  const view = { rows: [], partial: false, units: ["ICU"] };
+  const info = { patients: 0, partial: false, units: ["ICU"] };
   const cache = (syncedAt: string | null) => ({
-    view,
-    index: buildCensusIndex([]),
+    info,
     drafts: [],
     syncedAt,
     stale: false,

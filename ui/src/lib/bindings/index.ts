@@ -39,11 +39,17 @@ warning_seconds_left: number | null, idle_timeout_s: number, warning_s: number, 
 
 export type CensusRow = { patient_id: string, mrn: string, name: string, age: string, sex: string, unit: string, bed: string, allergy_count: number, last_vitals_at: string | null, mine: boolean, };
 
-export type CensusView = { rows: Array<CensusRow>, 
+export type CensusInfo = { patients: number, 
 /**
  * The first sync has not completed: the list may be incomplete.
  */
 partial: boolean, units: Array<string>, };
+
+export type CensusPage = { rows: Array<CensusRow>, 
+/**
+ * Every match, drawn or not.
+ */
+total: number, };
 
 export type VitalCode = "heart_rate" | "systolic_bp" | "diastolic_bp" | "temperature" | "respiratory_rate" | "spo2" | "weight";
 
@@ -89,7 +95,12 @@ export type BreakGlassReason = "emergency_care" | "covering_colleague" | "patien
 
 export type SyncProgress = { done: number, total: number | null, };
 
-export type SyncView = { online: boolean, syncing: boolean, last_sync_at: string | null, pending: number, conflicts: number, rejected: number, first_sync_complete: boolean, progress: SyncProgress | null, last_error: AppError | null, };
+export type SyncView = { online: boolean, syncing: boolean, last_sync_at: string | null, 
+/**
+ * When a sync of this session last brought changes from the server (what the census shows
+ * may then be out of date; a sync that brought nothing leaves it alone).
+ */
+changed_at: string | null, pending: number, conflicts: number, rejected: number, first_sync_complete: boolean, progress: SyncProgress | null, last_error: AppError | null, };
 
 export type ConflictSummary = { change_id: string, kind: string, mrn: string | null, patient_name: string | null, 
 /**
@@ -117,8 +128,15 @@ export type AuditVerifyView = { ok: boolean, entries: number, problem: string | 
 
 export type BreakGlassUseView = { id: string, at: string, username: string, patient_id: string, 
 /**
+ * The patient's MRN and name as the server holds them (empty: the patient was removed).
+ */
+mrn: string, patient_name: string, 
+/**
  * A break-glass reason code (`emergency_care`, …).
  */
 reason: string, detail: string | null, reviewed: boolean, };
 
 export type IncidentView = { id: string, at: string, username: string, kind: string, detail: string, };
+
+/** The longest note (or addendum) text, in characters. */
+export const MAX_NOTE_CHARS = 20000;
