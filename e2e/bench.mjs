@@ -497,6 +497,13 @@ async function main() {
     }
     await search.sendKeys(Key.ESCAPE);
     Object.assign(out, summary("census_search", searchMs));
+    // Split at the backend's answer (the UI marks it): the search command, and drawing the rows.
+    const searchBackend = await takeMeasures(app.session, "census-search:backend");
+    const searchRender = await takeMeasures(app.session, "census-search:render");
+    out.census_search_backend_p50_ms = round(pct(searchBackend, 50));
+    out.census_search_backend_p99_ms = round(pct(searchBackend, 99));
+    out.census_search_render_p50_ms = round(pct(searchRender, 50));
+    out.census_search_render_p99_ms = round(pct(searchRender, 99));
     out.census_search_patients = CFG.patients;
     if (process.env.CHARTROOM_BENCH_DEBUG) out.census_search_log = searchLog;
     out.census_search_queries = queries.length;

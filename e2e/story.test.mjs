@@ -314,6 +314,24 @@ test("3. nurse drafts, locks; physician sees no draft and signs a note", async (
     assert.equal(await (await app.byTestId("note-editor")).property("value"), "");
     assert.ok(!(await app.session.pageSource()).includes(nurseDraft), "the nurse's draft is visible to the physician");
     await app.shot("physician-signed");
+
+    // "My patients": a star survives a lock (the census is read from the station again after it).
+    await app.click("nav-census");
+    const star = `${testIdCss("census-row")}[data-mrn="${icu.mrn}"] button.star`;
+    await (await app.session.waitFor(star, { what: "the patient's star" })).click();
+    await waitUntil("the star on", async () => (await (await app.session.find(star)).attribute("aria-pressed")) === "true");
+    await ctrlL();
+    await lockedFor("manual");
+    await app.unlock(USERS.physician);
+    await app.byTestId("topbar-user", { timeoutMs: 15_000 });
+    await app.click("mine-filter");
+    await waitUntil("only my patient listed", async () => {
+      const rows = await all("census-row");
+      return rows.length === 1 && (await rows[0].attribute("data-mrn")) === icu.mrn;
+    });
+    assert.equal(await (await app.session.find(star)).attribute("aria-pressed"), "true", "the star after the lock");
+    await app.click("mine-filter");
+    await app.shot("physician-my-patients");
   });
 });
 

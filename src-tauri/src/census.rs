@@ -45,7 +45,8 @@ impl Census {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// How many patients it lists.
+    pub fn patients(&self) -> usize {
         self.rows.len()
     }
 

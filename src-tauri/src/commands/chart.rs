@@ -39,7 +39,7 @@ pub async fn census(state: State<'_, AppState>) -> AppResult<CensusInfo> {
             .collect();
         let census = Census::new(user.id, rows, partial);
         let info = CensusInfo {
-            patients: u32::try_from(census.len()).unwrap_or(u32::MAX),
+            patients: u32::try_from(census.patients()).unwrap_or(u32::MAX),
             partial: census.partial,
             units: census.units.clone(),
         };

@@ -22,6 +22,7 @@ HTMLDialogElement.prototype.close ??= function (this: HTMLDialogElement) {
 
 const { default: Census } = await import("./Census.svelte");
 const { ui } = await import("./ui.svelte");
+const { syncState } = await import("./sync.svelte");
 
 const row = (i: number, over: Partial<CensusRow> = {}): CensusRow => ({
   patient_id: `p${i}`, mrn: `M${10_000_000 + i}`, name: `Family${i}, Given`, age: "50 y", sex: "F", unit: "ICU",
@@ -115,6 +116,28 @@ describe("Census", () => {
     await Promise.resolve();
     flushSync();
     expect($$("census-row").map((r) => r.dataset.mrn)).toEqual(["M10000000"]);
+  });
+
+  it("loads again when a sync brings changes while it is shown, not after a sync that brought none", async () => {
+    const rows: CensusRow[] = [];
+    await render(nurse, rows, true);
+    expect($$("census-row")).toHaveLength(0);
+    const view = {
+      online: true, syncing: false, last_sync_at: "2026-11-27T08:00:00Z", changed_at: null, pending: 0,
+      conflicts: 0, rejected: 0, first_sync_complete: false, progress: null, last_error: null,
+    };
+    syncState.view = view;
+    flushSync();
+    await Promise.resolve();
+    expect(api.census).toHaveBeenCalledTimes(1);
+    // The first sync arrives with the unit's patients.
+    rows.push(row(0), row(1));
+    api.census.mockResolvedValue({ patients: 2, partial: false, units: ["ICU"] });
+    syncState.view = { ...view, changed_at: "2026-11-27T08:01:00Z", first_sync_complete: true };
+    await vi.waitFor(() => expect($$("census-row")).toHaveLength(2));
+    expect(api.census).toHaveBeenCalledTimes(2);
+    expect($("census-partial")).toBeNull();
+    syncState.view = null;
   });
 
   it("shows allergies as text, not colour only", async () => {
