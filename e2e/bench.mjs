@@ -22,7 +22,7 @@ import { execFileSync, spawn } from "node:child_process";
 import os from "node:os";
 import { join } from "node:path";
 import { BIN_DIR, REPO_ROOT, USERS, makeRunDir, run, startApp, startBackend, testIdCss } from "./harness.mjs";
-import { Key, Session } from "./webdriver.mjs";
+import { Key, Session, waitUntil } from "./webdriver.mjs";
 
 const args = process.argv.slice(2);
 const argv = new Set(args);
@@ -214,23 +214,8 @@ async function appTreePss(driverPid) {
 // ---------------------------------------------------------------------------------------------
 // The window.
 
-/** Polls `fn` every `intervalMs` until it returns a truthy value (tighter than the harness's 100 ms). */
-async function poll(what, fn, { timeoutMs = 10_000, intervalMs = 5 } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let lastError;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      lastError = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (${lastError.message})` : ""}`);
-    }
-    if (intervalMs) await sleep(intervalMs);
-  }
-}
+/** `waitUntil`, polling every 5 ms unless told otherwise (tighter than the harness's 100 ms). */
+const poll = (what, fn, { timeoutMs = 10_000, intervalMs = 5 } = {}) => waitUntil(what, fn, { timeoutMs, intervalMs });
 
 async function displayed(session, css) {
   for (const el of await session.findAll(css)) if (await el.isDisplayed()) return el;

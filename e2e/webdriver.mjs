@@ -60,7 +60,8 @@ export async function waitUntil(what, condition, { timeoutMs = 10_000, intervalM
       lastError = e;
     }
     if (Date.now() >= deadline) throw new TimeoutError(what, timeoutMs, lastError);
-    await sleep(intervalMs);
+    // 0: back to back (a timing loop measures to the millisecond).
+    if (intervalMs > 0) await sleep(intervalMs);
   }
 }
 
