@@ -1,23 +1,5 @@
 // The census search itself runs in the backend (src-tauri/src/census.rs); what the page decides
-// on its own is whether a query that found nothing deserves the emergency-access offer, and which
-// rows of an answer it has drawn already.
-import type { CensusRow } from "./bindings";
-
-/** Whether two census rows show the same thing (every field equal). */
-export function sameRow(a: CensusRow, b: CensusRow): boolean {
-  return (
-    a.patient_id === b.patient_id &&
-    a.mrn === b.mrn &&
-    a.name === b.name &&
-    a.age === b.age &&
-    a.sex === b.sex &&
-    a.unit === b.unit &&
-    a.bed === b.bed &&
-    a.allergy_count === b.allergy_count &&
-    a.last_vitals_at === b.last_vitals_at &&
-    a.mine === b.mine
-  );
-}
+// on its own is whether a query that found nothing deserves the emergency-access offer.
 
 /**
  * Whether the search text looks like a medical record number, so that a miss can offer
