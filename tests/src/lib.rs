@@ -19,3 +19,33 @@ pub fn keystore() -> Arc<dyn DeviceSecretStore> {
         Err(e) => panic!("CHARTROOM_REQUIRE_KEYRING is set but the OS keyring is unavailable: {e}"),
     }
 }
+
+/// A new, empty PostgreSQL database on the test cluster named by `CHARTROOM_TEST_DATABASE_URL`
+/// (`scripts/test` starts one with `scripts/pg-test-cluster`), as a URL for `--database-url`.
+/// Without that variable: `None`, and the caller skips — unless `CHARTROOM_REQUIRE_POSTGRES` is set
+/// (as in CI), so that the PostgreSQL tests can never silently not run there.
+pub fn fresh_postgres() -> Option<String> {
+    let Ok(admin) = std::env::var("CHARTROOM_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CHARTROOM_REQUIRE_POSTGRES").is_none(),
+            "CHARTROOM_REQUIRE_POSTGRES is set but CHARTROOM_TEST_DATABASE_URL is not"
+        );
+        eprintln!("skipped: no PostgreSQL test cluster (CHARTROOM_TEST_DATABASE_URL)");
+        return None;
+    };
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    psql(&admin, &format!("CREATE DATABASE {name}"));
+    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    let (server, _) = base.rsplit_once('/').expect("the test URL names a database");
+    Some(format!("{server}/{name}?{query}"))
+}
+
+/// Runs SQL through `psql` on the database at `url` (as a DBA would), returning standard output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

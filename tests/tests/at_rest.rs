@@ -207,16 +207,16 @@ async fn no_phi_in_any_file_of_the_station_or_the_server() {
     let config = chartroom_synth::SynthConfig::new(7, wall_now());
     let charts: Vec<Chart> = (0..PATIENTS).map(|i| chartroom_synth::patient(&config, i)).collect();
     let keys = dir.record_keys().unwrap();
-    let loaded = chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+    let loaded = chartroom_server::records::load_charts(&*storage, &keys, &charts).unwrap();
     assert_eq!(loaded.imported, charts.len());
     lap("seed 1,000 patients");
 
     let pw = Password::new(PASSWORD.into());
     let units = vec!["ICU".to_string(), "MED".to_string()];
-    chartroom_server::users::add_user(&storage, "kim.rn", Role::Nurse, units.clone(), &pw, wall_now())
+    chartroom_server::users::add_user(&*storage, "kim.rn", Role::Nurse, units.clone(), &pw, wall_now())
         .unwrap();
     let token = chartroom_server::devices::issue_token(
-        &storage,
+        &*storage,
         "float-station-1",
         DeviceProfile::Station,
         units,
@@ -323,7 +323,7 @@ async fn no_phi_in_any_file_of_the_station_or_the_server() {
     // the station uploaded included).
     let mut export = Vec::new();
     for format in [chartroom_server::audit::ExportFormat::Jsonl, chartroom_server::audit::ExportFormat::Csv] {
-        chartroom_server::audit::export(&storage, &Default::default(), format, &mut export, wall_now())
+        chartroom_server::audit::export(&*storage, &Default::default(), format, &mut export, wall_now())
             .unwrap();
     }
     assert!(export.len() > 10_000, "the export holds the trail: {} bytes", export.len());

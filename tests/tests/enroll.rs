@@ -22,10 +22,11 @@ async fn enroll_then_online_first_login_then_offline() {
     let storage = dir.open_storage().unwrap();
     for (name, role) in [("kim.rn", Role::Nurse), ("lee.md", Role::Physician), ("it.admin", Role::Admin)] {
         let pw = Password::new(format!("{}-long-passphrase", role.as_str()));
-        chartroom_server::users::add_user(&storage, name, role, vec!["ICU".into()], &pw, wall_now()).unwrap();
+        chartroom_server::users::add_user(&*storage, name, role, vec!["ICU".into()], &pw, wall_now())
+            .unwrap();
     }
     let token = chartroom_server::devices::issue_token(
-        &storage,
+        &*storage,
         "icu-station-1",
         DeviceProfile::Station,
         vec!["ICU".into()],
@@ -83,7 +84,7 @@ async fn enroll_then_online_first_login_then_offline() {
     // A first sync pulls the patients this device may hold: ICU only (the station's unit).
     let config = chartroom_synth::SynthConfig::new(5, wall_now());
     let charts: Vec<_> = (0..6).map(|i| chartroom_synth::patient(&config, i)).collect();
-    chartroom_server::records::load_charts(&storage, &dir.record_keys().unwrap(), &charts).unwrap();
+    chartroom_server::records::load_charts(&*storage, &dir.record_keys().unwrap(), &charts).unwrap();
     assert!(!vault.first_sync_complete().unwrap());
     let pulled = vault.pull(&client, wall_now()).await.unwrap();
     assert_eq!((pulled.charts, pulled.complete), (3, true), "{pulled:?}");
@@ -129,8 +130,8 @@ async fn enroll_then_online_first_login_then_offline() {
     assert!(sent >= 8, "enroll, logins, census, views, writes, syncs: {sent}");
     assert_eq!(vault.upload_audit(&client).await.unwrap(), 0, "nothing twice");
     let key = dir.signing_key().unwrap();
-    chartroom_server::audit::checkpoint_if_due(&storage, &key, wall_now()).unwrap();
-    let verified = chartroom_server::audit::verify(&storage, &key.verifying_key()).unwrap().unwrap();
+    chartroom_server::audit::checkpoint_if_due(&*storage, &key, wall_now()).unwrap();
+    let verified = chartroom_server::audit::verify(&*storage, &key.verifying_key()).unwrap().unwrap();
     assert_eq!(verified.devices, 2, "the server's chain and this station's");
     let locked = vault.lock();
     let lee = Password::new("physician-long-passphrase".into());
@@ -172,10 +173,10 @@ async fn disabled_users_lose_their_slot_and_revoked_devices_wipe_themselves() {
     let report = init(&dir, &InitOptions::default()).unwrap();
     let storage = dir.open_storage().unwrap();
     let pw = Password::new("nurse-long-passphrase".into());
-    chartroom_server::users::add_user(&storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
+    chartroom_server::users::add_user(&*storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
         .unwrap();
     let token = chartroom_server::devices::issue_token(
-        &storage,
+        &*storage,
         "icu-9",
         DeviceProfile::Station,
         vec![],
@@ -230,13 +231,13 @@ async fn an_expired_session_is_renewed_and_a_refused_renewal_ends_it() {
     let report = init(&dir, &InitOptions::default()).unwrap();
     let storage = dir.open_storage().unwrap();
     let pw = Password::new("nurse-long-passphrase".into());
-    chartroom_server::users::add_user(&storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
+    chartroom_server::users::add_user(&*storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
         .unwrap();
     let config = chartroom_synth::SynthConfig::new(3, wall_now());
     let charts: Vec<_> = (0..2).map(|i| chartroom_synth::patient(&config, i)).collect();
-    chartroom_server::records::load_charts(&storage, &dir.record_keys().unwrap(), &charts).unwrap();
+    chartroom_server::records::load_charts(&*storage, &dir.record_keys().unwrap(), &charts).unwrap();
     let token = chartroom_server::devices::issue_token(
-        &storage,
+        &*storage,
         "icu-renew",
         DeviceProfile::Station,
         vec!["ICU".into()],

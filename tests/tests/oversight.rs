@@ -66,13 +66,13 @@ impl Env {
         let storage = dir.open_storage().unwrap();
         for (name, role, units) in USERS {
             let units = units.iter().map(|u| u.to_string()).collect();
-            chartroom_server::users::add_user(&storage, name, role, units, &password(name), wall_now())
+            chartroom_server::users::add_user(&*storage, name, role, units, &password(name), wall_now())
                 .unwrap();
         }
         let config = chartroom_synth::SynthConfig::new(17, wall_now());
         let charts: Vec<Chart> = (0..8).map(|i| chartroom_synth::patient(&config, i)).collect();
         let keys = dir.record_keys().unwrap();
-        chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+        chartroom_server::records::load_charts(&*storage, &keys, &charts).unwrap();
         let listen = "127.0.0.1:0".parse().unwrap();
         let server = match clock {
             Some(clock) => chartroom_server::start_with_clock(&dir, listen, clock).await.unwrap(),

@@ -58,12 +58,12 @@ async fn keyring_loss_with_pending_changes_recovers_after_approval() {
     let report = init(&dir, &InitOptions::default()).unwrap();
     let storage = dir.open_storage().unwrap();
     let pw = Password::new("nurse-long-passphrase".into());
-    chartroom_server::users::add_user(&storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
+    chartroom_server::users::add_user(&*storage, "kim.rn", Role::Nurse, vec!["ICU".into()], &pw, wall_now())
         .unwrap();
     let config = chartroom_synth::SynthConfig::new(11, wall_now());
     let charts: Vec<_> = (0..6).map(|i| chartroom_synth::patient(&config, i)).collect();
-    chartroom_server::records::load_charts(&storage, &dir.record_keys().unwrap(), &charts).unwrap();
-    let token = issue(&storage, "icu-station-1");
+    chartroom_server::records::load_charts(&*storage, &dir.record_keys().unwrap(), &charts).unwrap();
+    let token = issue(&*storage, "icu-station-1");
     let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("https://localhost:{}", server.addr.port());
     let client = ServerClient::new(&url, &report.fingerprint).unwrap();
@@ -128,13 +128,13 @@ async fn keyring_loss_with_pending_changes_recovers_after_approval() {
         assert!(matches!(err, StationError::RecoveryTokenInvalid), "{label}: {err}");
         unchanged(label);
     }
-    let expired = approve(&storage, "icu-station-1", Timestamp(wall_now().0 - 3_600_000));
+    let expired = approve(&*storage, "icu-station-1", Timestamp(wall_now().0 - 3_600_000));
     let err = locked.recover(&client, &expired, wall_now()).await.unwrap_err();
     assert_eq!(err.code(), "recovery.invalid_token", "expired: {err}");
     unchanged("expired");
     // Another device's approval does not recover this one.
     let other_dir = tmp.path().join("other");
-    let other_token = issue(&storage, "icu-station-2");
+    let other_token = issue(&*storage, "icu-station-2");
     LockedVault::enroll(
         Profile::new(&other_dir),
         Arc::new(MemoryKeystore::default()),
@@ -145,20 +145,20 @@ async fn keyring_loss_with_pending_changes_recovers_after_approval() {
     )
     .await
     .unwrap();
-    let others = approve(&storage, "icu-station-2", wall_now());
+    let others = approve(&*storage, "icu-station-2", wall_now());
     let err = locked.recover(&client, &others, wall_now()).await.unwrap_err();
     assert_eq!(err.code(), "recovery.invalid_token", "another device's token: {err}");
     unchanged("another device's token");
     // Approving a device that does not exist, or one that was revoked, is refused.
     assert_eq!(
-        chartroom_server::devices::approve_recovery(&storage, "nope", Duration::from_secs(60), wall_now())
+        chartroom_server::devices::approve_recovery(&*storage, "nope", Duration::from_secs(60), wall_now())
             .unwrap_err()
             .code(),
         "device.unknown"
     );
 
     // With the approval, a damaged recovery slot is refused and leaves the token unused.
-    let token = approve(&storage, "icu-station-1", wall_now());
+    let token = approve(&*storage, "icu-station-1", wall_now());
     let mut damaged = slot.as_bytes().to_vec();
     *damaged.last_mut().unwrap() ^= 1;
     let probe = |slot: &[u8], token: &str| chartroom_protocol::RecoverRequest {
@@ -187,7 +187,7 @@ async fn keyring_loss_with_pending_changes_recovers_after_approval() {
     assert!(profile_dir.join("device.json").exists(), "a refused proof is not a revocation: no wipe");
 
     // The real recovery.
-    let token = approve(&storage, "icu-station-1", wall_now());
+    let token = approve(&*storage, "icu-station-1", wall_now());
     let recovered = locked.recover(&client, &token, wall_now()).await.unwrap();
     assert_eq!(recovered.slots_dropped, 1);
     assert!(
@@ -218,8 +218,8 @@ async fn keyring_loss_with_pending_changes_recovers_after_approval() {
     assert!(local.iter().any(|e| e.event.action == "key_access" && e.event.resource_type == "recovery_slot"));
     assert!(local.iter().any(|e| e.event.action == "rekey"));
     let signing = dir.signing_key().unwrap();
-    chartroom_server::audit::checkpoint_if_due(&storage, &signing, wall_now()).unwrap();
-    let verified = chartroom_server::audit::verify(&storage, &signing.verifying_key()).unwrap().unwrap();
+    chartroom_server::audit::checkpoint_if_due(&*storage, &signing, wall_now()).unwrap();
+    let verified = chartroom_server::audit::verify(&*storage, &signing.verifying_key()).unwrap().unwrap();
     assert!(verified.devices >= 2, "{verified:?}");
     let held = storage.audit_page(0, 100_000).unwrap();
     let uploaded = held.iter().filter(|s| s.entry.device_id == device_id).count();
@@ -256,7 +256,7 @@ async fn keyring_loss_with_pending_changes_recovers_after_approval() {
     // A revoked device cannot be approved for recovery.
     storage.revoke_device("icu-station-2", wall_now()).unwrap();
     let err = chartroom_server::devices::approve_recovery(
-        &storage,
+        &*storage,
         "icu-station-2",
         Duration::from_secs(60),
         wall_now(),

@@ -291,7 +291,7 @@ impl World {
         let report = init(&dir, &InitOptions::default()).unwrap();
         let storage = dir.open_storage().unwrap();
         chartroom_server::users::add_user(
-            &storage,
+            &*storage,
             NURSE,
             Role::Nurse,
             vec!["ICU".into()],
@@ -302,7 +302,7 @@ impl World {
         let config = chartroom_synth::SynthConfig::new(7, wall_now());
         let charts: Vec<Chart> = (0..patients).map(|i| chartroom_synth::patient(&config, i)).collect();
         let keys = dir.record_keys().unwrap();
-        chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+        chartroom_server::records::load_charts(&*storage, &keys, &charts).unwrap();
         let icu: Vec<Chart> = charts.into_iter().filter(|c| c.patient.unit == "ICU").collect();
         assert!(icu.len() >= 3, "the synthetic population has ICU patients");
         let baseline = icu

@@ -112,12 +112,12 @@ async fn three_stations_converge_with_every_conflict_surfaced_and_every_chain_ve
         ("lee.md", Role::Physician, vec!["ICU", "MED"]),
     ] {
         let units = units.into_iter().map(String::from).collect();
-        chartroom_server::users::add_user(&storage, name, role, units, &password(name), wall_now()).unwrap();
+        chartroom_server::users::add_user(&*storage, name, role, units, &password(name), wall_now()).unwrap();
     }
     let config = chartroom_synth::SynthConfig::new(11, wall_now());
     let charts: Vec<Chart> = (0..8).map(|i| chartroom_synth::patient(&config, i)).collect();
     let keys = dir.record_keys().unwrap();
-    chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+    chartroom_server::records::load_charts(&*storage, &keys, &charts).unwrap();
     let icu: Vec<&Chart> = charts.iter().filter(|c| c.patient.unit == "ICU").collect();
     assert!(icu.len() >= 3, "the generator places patients on the ICU");
     let (a, b, c) = (&icu[0].patient, &icu[1].patient, &icu[2].patient);
@@ -365,12 +365,12 @@ async fn a_shared_two_unit_station_holds_both_units_and_shows_each_user_their_ow
         [("kim.rn", Role::Nurse, vec!["ICU"]), ("lee.md", Role::Physician, vec!["ICU", "MED"])]
     {
         let units = units.into_iter().map(String::from).collect();
-        chartroom_server::users::add_user(&storage, name, role, units, &password(name), wall_now()).unwrap();
+        chartroom_server::users::add_user(&*storage, name, role, units, &password(name), wall_now()).unwrap();
     }
     let config = chartroom_synth::SynthConfig::new(12, wall_now());
     let charts: Vec<Chart> = (0..8).map(|i| chartroom_synth::patient(&config, i)).collect();
     let keys = dir.record_keys().unwrap();
-    chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+    chartroom_server::records::load_charts(&*storage, &keys, &charts).unwrap();
     let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let env = Env {
         storage,

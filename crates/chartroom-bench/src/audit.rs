@@ -60,10 +60,10 @@ pub fn run(appends: usize, entries: u64) -> anyhow::Result<serde_json::Value> {
     }
     let key = dir.signing_key()?;
     let t = Instant::now();
-    chartroom_server::audit::checkpoint_if_due(&storage, &key, chartroom_server::wall_now())?;
+    chartroom_server::audit::checkpoint_if_due(&*storage, &key, chartroom_server::wall_now())?;
     let checkpoint = t.elapsed();
     let t = Instant::now();
-    let v = chartroom_server::audit::verify(&storage, &key.verifying_key())?
+    let v = chartroom_server::audit::verify(&*storage, &key.verifying_key())?
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     let server_verify = t.elapsed();
     let per_s = |n: u64, d: Duration| (n as f64 / d.as_secs_f64()).round();

@@ -45,14 +45,14 @@ pub fn run(patients: u64, logins: usize, reads: usize) -> anyhow::Result<serde_j
         let end = (next + 1000).min(patients);
         let charts: Vec<Chart> = (next..end).map(|i| chartroom_synth::patient(&config, i)).collect();
         ids.extend(charts.iter().map(|c| c.patient.id));
-        load_charts(&storage, &keys, &charts)?;
+        load_charts(&*storage, &keys, &charts)?;
         next = end;
     }
     let seed_s = started.elapsed().as_secs_f64();
     let db_mib = std::fs::metadata(dir.database_path())?.len() as f64 / (1024.0 * 1024.0);
 
     chartroom_server::users::add_user(
-        &storage,
+        &*storage,
         "bench.nurse",
         Role::Nurse,
         vec!["ICU".into(), "MED".into()],
@@ -60,7 +60,7 @@ pub fn run(patients: u64, logins: usize, reads: usize) -> anyhow::Result<serde_j
         wall_now(),
     )?;
     let token = chartroom_server::devices::issue_token(
-        &storage,
+        &*storage,
         "bench-station",
         DeviceProfile::Station,
         vec![],

@@ -30,12 +30,12 @@ pub fn run(rows: u64, increments: usize, pushes: usize) -> anyhow::Result<serde_
         let charts: Vec<Chart> = (next..next + 500).map(|i| chartroom_synth::patient(&synth, i)).collect();
         seeded += charts.iter().map(|c| c.row_count() as u64).sum::<u64>();
         next += 500;
-        chartroom_server::records::load_charts(&storage, &keys, &charts)?;
+        chartroom_server::records::load_charts(&*storage, &keys, &charts)?;
     }
     let seed_s = started.elapsed().as_secs_f64();
     for (name, role) in [("bench.nurse", Role::Nurse), ("bench.nurse2", Role::Nurse)] {
         chartroom_server::users::add_user(
-            &storage,
+            &*storage,
             name,
             role,
             vec!["ICU".into(), "MED".into()],
@@ -51,7 +51,7 @@ pub fn run(rows: u64, increments: usize, pushes: usize) -> anyhow::Result<serde_
         let url = format!("https://localhost:{}", server.addr.port());
         let storage = dir.open_storage()?;
         let station = |name: &'static str| {
-            let (storage, url, fingerprint, tmp) = (&storage, &url, &report.fingerprint, tmp.path());
+            let (storage, url, fingerprint, tmp) = (&*storage, &url, &report.fingerprint, tmp.path());
             async move {
                 let token = chartroom_server::devices::issue_token(
                     storage,
@@ -117,7 +117,7 @@ pub fn run(rows: u64, increments: usize, pushes: usize) -> anyhow::Result<serde_
         let audit_entries = vault.upload_audit(&client).await?;
         vault.lock();
         writer.lock();
-        let server_side = server_side(&storage, &dir.record_keys()?, &client, pushes).await?;
+        let server_side = server_side(&*storage, &dir.record_keys()?, &client, pushes).await?;
         server.shutdown(Duration::from_secs(2)).await?;
         let profile_mib = std::fs::metadata(tmp.path().join("bench-station").join("cache.db"))?.len() as f64
             / (1024.0 * 1024.0);
@@ -156,7 +156,7 @@ struct ServerSide {
 /// The server's own work, without TLS and HTTP: a whole first-sync pull (with JSON encoding), and
 /// pushes of 500 observations each with their 500 audit entries (verified and chained).
 async fn server_side(
-    storage: &chartroom_server::storage::SqliteStorage,
+    storage: &dyn chartroom_server::storage::Storage,
     keys: &chartroom_server::phi::RecordKeys,
     client: &ServerClient,
     batches: usize,

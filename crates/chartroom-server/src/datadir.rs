@@ -14,8 +14,13 @@
 //!                       administrator approved a recovery. Data directories made before it existed
 //!                       get one at their first `serve` (or `device recover`); stations enrolled
 //!                       before that have no recovery slot.
-//! DIR/server.db         SQLCipher database
+//! DIR/keys/database.url PostgreSQL URL (0600; it may hold a password), when `init --database-url`
+//!                       chose PostgreSQL; absent for the embedded database
+//! DIR/server.db         SQLCipher database (embedded backend only)
 //! ```
+//!
+//! Several server processes share one PostgreSQL database by each having a copy of the same data
+//! directory (same keys); the database records a check value of the master key and refuses others.
 
 use std::fs;
 use std::io::Write;
@@ -26,6 +31,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::storage::{Migrated, PgOptions, PgStorage, SqliteStorage, Storage};
 use crate::ServerError;
 
 /// `config.json`.
@@ -44,6 +50,23 @@ pub struct ServerConfig {
     /// How long audit entries are kept (days; never less than six years).
     #[serde(default = "default_retention")]
     pub audit_retention_days: u64,
+    /// PostgreSQL connection pool of each server process.
+    #[serde(default)]
+    pub database_pool: DatabasePool,
+}
+
+/// Connections each server process keeps to PostgreSQL, and how long a request waits for one before
+/// it is answered 503 `server.busy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabasePool {
+    pub size: usize,
+    pub wait_ms: u64,
+}
+
+impl Default for DatabasePool {
+    fn default() -> Self {
+        DatabasePool { size: 16, wait_ms: 5000 }
+    }
 }
 
 fn default_retention() -> u64 {
@@ -80,6 +103,8 @@ pub struct InitOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Keep the master key in the OS keyring instead of `keys/master.key`.
     pub master_key_in_keyring: bool,
+    /// Use this PostgreSQL database (a `postgres://` URL) instead of the embedded one.
+    pub database_url: Option<String>,
 }
 
 impl Default for InitOptions {
@@ -89,6 +114,7 @@ impl Default for InitOptions {
             names: vec!["localhost".into(), "127.0.0.1".into()],
             tls: None,
             master_key_in_keyring: false,
+            database_url: None,
         }
     }
 }
@@ -101,14 +127,29 @@ pub struct InitReport {
 }
 
 /// A server data directory.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DataDir {
     dir: PathBuf,
+    /// A `--database-url` given on the command line, instead of `keys/database.url`.
+    database_url: Option<std::sync::Arc<Zeroizing<String>>>,
+}
+
+impl std::fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The database URL may hold a password.
+        f.debug_struct("DataDir").field("dir", &self.dir).finish_non_exhaustive()
+    }
 }
 
 impl DataDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DataDir { dir: dir.into() }
+        DataDir { dir: dir.into(), database_url: None }
+    }
+
+    /// Uses this PostgreSQL URL instead of the one `init` recorded (`serve --database-url`).
+    pub fn with_database_url(mut self, url: Option<String>) -> Self {
+        self.database_url = url.map(|u| std::sync::Arc::new(Zeroizing::new(u)));
+        self
     }
     pub fn path(&self) -> &Path {
         &self.dir
@@ -134,6 +175,22 @@ impl DataDir {
     pub fn database_path(&self) -> PathBuf {
         self.dir.join("server.db")
     }
+    fn database_url_path(&self) -> PathBuf {
+        self.dir.join("keys").join("database.url")
+    }
+
+    /// The PostgreSQL URL this server uses (`--database-url`, else `keys/database.url`); `None`
+    /// for the embedded database.
+    pub fn database_url(&self) -> Result<Option<Zeroizing<String>>, ServerError> {
+        if let Some(url) = &self.database_url {
+            return Ok(Some(Zeroizing::new(url.as_str().to_string())));
+        }
+        match fs::read_to_string(self.database_url_path()) {
+            Ok(url) => Ok(Some(Zeroizing::new(url.trim().to_string()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(_) => Err(ServerError::Damaged("keys/database.url")),
+        }
+    }
 
     pub fn read_config(&self) -> Result<ServerConfig, ServerError> {
         let bytes = match fs::read(self.config_path()) {
@@ -157,9 +214,16 @@ impl DataDir {
         Ok(Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.key"))?))
     }
 
-    /// Opens the database with the key derived from the master key.
-    pub fn open_storage(&self) -> Result<crate::storage::SqliteStorage, ServerError> {
-        crate::storage::SqliteStorage::open(&self.database_path(), &*self.master_key()?)
+    /// Opens the server's database (applying pending migrations): the embedded SQLCipher file,
+    /// keyed by a subkey of the master key, or PostgreSQL, bound to this master key.
+    pub fn open_storage(&self) -> Result<std::sync::Arc<dyn Storage>, ServerError> {
+        self.open_storage_migrated().map(|(s, _)| s)
+    }
+
+    /// [`DataDir::open_storage`], also saying which migrations it applied (`migrate`).
+    pub fn open_storage_migrated(&self) -> Result<(std::sync::Arc<dyn Storage>, Migrated), ServerError> {
+        let master = self.master_key()?;
+        open_database(self, &master, &self.read_config()?.database_pool)
     }
 
     /// The key that signs audit checkpoints (`keys/signing.key`, never in the database).
@@ -223,6 +287,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerEr
         dir.signing_key_path(),
         dir.recovery_key_path(),
         dir.database_path(),
+        dir.database_url_path(),
     ];
     if existing.iter().any(|p| p.exists()) {
         return Err(ServerError::AlreadyInitialised);
@@ -275,9 +340,12 @@ fn init_files(
     let recovery = chartroom_crypto::RecoveryKeyPair::generate();
     write_new(&dir.recovery_key_path(), recovery.secret_bytes().as_ref(), 0o600)?;
 
-    drop(crate::storage::SqliteStorage::open(&dir.database_path(), &master)?);
+    if let Some(url) = &options.database_url {
+        write_new(&dir.database_url_path(), url.as_bytes(), 0o600)?;
+    }
+    drop(open_database(dir, &master, &DatabasePool::default())?);
     #[cfg(unix)]
-    {
+    if options.database_url.is_none() {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir.database_path(), fs::Permissions::from_mode(0o600))?;
     }
@@ -288,11 +356,41 @@ fn init_files(
         master_key: store.clone(),
         anomaly: crate::oversight::AnomalyRule::default(),
         audit_retention_days: crate::audit::MIN_RETENTION_DAYS,
+        database_pool: DatabasePool::default(),
     };
     let json = serde_json::to_vec_pretty(&config).map_err(|_| ServerError::Internal("config encoding"))?;
     // config.json last: its presence means "initialised".
     write_new(&dir.config_path(), &json, 0o600)?;
     Ok(InitReport { fingerprint })
+}
+
+/// Opens the embedded database or PostgreSQL, as the data directory says.
+fn open_database(
+    dir: &DataDir,
+    master: &[u8; 32],
+    pool: &DatabasePool,
+) -> Result<(std::sync::Arc<dyn Storage>, Migrated), ServerError> {
+    match dir.database_url()? {
+        None => {
+            let (storage, migrated) = SqliteStorage::open_migrated(&dir.database_path(), master)?;
+            Ok((std::sync::Arc::new(storage), migrated))
+        }
+        Some(url) => {
+            let options =
+                PgOptions { pool_size: pool.size, wait: std::time::Duration::from_millis(pool.wait_ms) };
+            let (storage, migrated) = PgStorage::connect_with(&url, options)?;
+            storage.bind_master_key(&master_key_check(master))?;
+            Ok((std::sync::Arc::new(storage), migrated))
+        }
+    }
+}
+
+/// A value that identifies the master key without revealing it (SHA-256 under a fixed label).
+fn master_key_check(master: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest =
+        Sha256::new().chain_update(b"chartroom/master-key-check/v1\0").chain_update(master).finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn create_private_dir(path: &Path) -> Result<(), ServerError> {

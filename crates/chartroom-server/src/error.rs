@@ -43,6 +43,8 @@ pub enum ServerError {
     Tls(String),
     #[error("database error: {0}")]
     Database(String),
+    #[error("the server is busy (every database connection is in use); try again")]
+    Busy,
     #[error("file error: {0}")]
     Io(String),
     #[error("internal error: {0}")]
@@ -73,6 +75,7 @@ impl ServerError {
             ServerError::Bind(_) => "server.bind",
             ServerError::Tls(_) => "server.tls",
             ServerError::Database(_) => "server.database",
+            ServerError::Busy => "server.busy",
             ServerError::Io(_) => "server.io",
             ServerError::Internal(_) => "server.internal",
         }

@@ -64,9 +64,10 @@ fn spawn_checkpointer(
             tick.tick().await;
             let (storage, key, now) = (storage.clone(), key.clone(), clock.now());
             // A failure here is retried at the next tick; the trail itself is unaffected.
-            let _ =
-                tokio::task::spawn_blocking(move || audit::checkpoint_if_due(storage.as_ref(), &key, now))
-                    .await;
+            let _ = tokio::task::spawn_blocking(move || {
+                storage::may_block(|| audit::checkpoint_if_due(storage.as_ref(), &key, now))
+            })
+            .await;
         }
     });
 }
@@ -129,8 +130,13 @@ pub async fn start_with_clock(
     .handle(handle.clone());
     let master = dir.master_key()?;
     let signing = Arc::new(dir.signing_key()?);
+    // Opening PostgreSQL connects and migrates: blocking work, kept off the async workers.
+    let opening = dir.clone();
+    let storage = tokio::task::spawn_blocking(move || storage::may_block(|| opening.open_storage()))
+        .await
+        .map_err(|_| ServerError::Internal("opening the database"))??;
     let state = AppState {
-        storage: Arc::new(dir.open_storage()?),
+        storage,
         keys: Arc::new(phi::RecordKeys::from_master(&master)),
         // Per-device escrow keys come from this root, itself derived from the master key.
         escrow_root: Arc::new(chartroom_crypto::escrow_key_for(&master, uuid::Uuid::nil())),
@@ -144,7 +150,10 @@ pub async fn start_with_clock(
     let mut started =
         audit::event(state.clock.now(), "key_access", "master_key", "ok", &auth::Origin::default());
     started.resource_id = Some(format!("serve on {addr}"));
-    state.storage.append_events(&[started])?;
+    let log = state.storage.clone();
+    tokio::task::spawn_blocking(move || storage::may_block(|| log.append_events(&[started])))
+        .await
+        .map_err(|_| ServerError::Internal("audit"))??;
     spawn_checkpointer(state.storage.clone(), signing, state.clock.clone());
     let app = router(state);
     let task =

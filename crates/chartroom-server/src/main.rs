@@ -41,6 +41,19 @@ enum Command {
         /// Where to keep the master key: `file` (keys/master.key, 0600) or `keyring` (the OS keyring).
         #[arg(long, default_value = "file", value_parser = ["file", "keyring"])]
         master_key: String,
+        /// Use PostgreSQL instead of the embedded database: a libpq URL with
+        /// `sslmode=verify-full&sslrootcert=CA.pem` (kept in keys/database.url, 0600).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Apply pending database migrations (the server also applies them when it starts); refuses a
+    /// database whose schema is newer than this build.
+    Migrate {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Instead of the database `init` recorded.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Manage user accounts (works while the server is running).
     User {
@@ -101,6 +114,9 @@ enum Command {
         /// Overrides the configured address; port 0 picks a free port.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Instead of the database `init` recorded (e.g. another PostgreSQL host).
+        #[arg(long)]
+        database_url: Option<String>,
     },
 }
 
@@ -255,15 +271,24 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir, listen, tls_cert, tls_key, master_key } => {
+        Command::Init { data_dir, listen, tls_cert, tls_key, master_key, database_url } => {
             let options = InitOptions {
                 listen,
                 tls: tls_cert.zip(tls_key),
                 master_key_in_keyring: master_key == "keyring",
+                database_url,
                 ..InitOptions::default()
             };
             let report = init(&DataDir::new(data_dir), &options)?;
             println!("fingerprint: {}", report.fingerprint);
+        }
+        Command::Migrate { data_dir, database_url } => {
+            let (_, m) = DataDir::new(data_dir).with_database_url(database_url).open_storage_migrated()?;
+            if m.from == m.to {
+                println!("schema {}: up to date", m.to);
+            } else {
+                println!("schema {}: migrated from {}", m.to, m.from);
+            }
         }
         Command::User { command } => user(command)?,
         Command::Seed { data_dir, patients, seed, units } => {
@@ -281,7 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             while next < patients {
                 let end = (next + 1000).min(patients);
                 let charts: Vec<_> = (next..end).map(|i| chartroom_synth::patient(&config, i)).collect();
-                let r = chartroom_server::records::load_charts(&storage, &keys, &charts)?;
+                let r = chartroom_server::records::load_charts(&*storage, &keys, &charts)?;
                 report.imported += r.imported;
                 report.already_present += r.already_present;
                 next = end;
@@ -292,7 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = DataDir::new(data_dir);
             let (storage, keys) = (dir.open_storage()?, dir.record_keys()?);
             let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
-            let s = chartroom_server::fhir::import_files(&storage, &keys, &paths, &unit, wall_now())?;
+            let s = chartroom_server::fhir::import_files(&*storage, &keys, &paths, &unit, wall_now())?;
             for (resource_type, n) in &s.imported {
                 println!("imported {n} {resource_type}");
             }
@@ -304,13 +329,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ExportFhir { data_dir, out } => {
             let dir = DataDir::new(data_dir);
             let (storage, keys) = (dir.open_storage()?, dir.record_keys()?);
-            for (resource_type, n) in chartroom_server::fhir::export_all(&storage, &keys, &out, wall_now())? {
+            for (resource_type, n) in chartroom_server::fhir::export_all(&*storage, &keys, &out, wall_now())?
+            {
                 println!("exported {n} {resource_type}");
             }
         }
         Command::Audit { command } => return audit(command),
         Command::Incidents { command: IncidentsCommand::List { data_dir, json } } => {
-            use chartroom_server::storage::Storage;
             let incidents = DataDir::new(data_dir).open_storage()?.incidents()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&incidents)?);
@@ -325,9 +350,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Openapi => print!("{}", chartroom_server::openapi_json()),
         Command::Device { command } => device(command)?,
-        Command::Serve { data_dir, listen } => {
+        Command::Serve { data_dir, listen, database_url } => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(DataDir::new(data_dir), listen))?;
+            runtime.block_on(serve(DataDir::new(data_dir).with_database_url(database_url), listen))?;
         }
     }
     Ok(())
@@ -340,8 +365,8 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             let storage = dir.open_storage()?;
             let key = dir.signing_key()?;
             // Sign what is there first, so that a verify right after activity covers it all.
-            chartroom_server::audit::checkpoint_if_due(&storage, &key, wall_now())?;
-            match chartroom_server::audit::verify(&storage, &key.verifying_key())? {
+            chartroom_server::audit::checkpoint_if_due(&*storage, &key, wall_now())?;
+            match chartroom_server::audit::verify(&*storage, &key.verifying_key())? {
                 Ok(v) => println!(
                     "audit ok: {} entries ({} device chains, {} checkpoints)",
                     v.entries, v.devices, v.checkpoints
@@ -355,7 +380,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--before must be RFC 3339, e.g. 2019-01-01T00:00:00Z"))?;
             let retention = dir.read_config()?.audit_retention_days;
             let p = chartroom_server::audit::purge(
-                &dir.open_storage()?,
+                &*dir.open_storage()?,
                 &dir.signing_key()?,
                 before,
                 retention,
@@ -369,7 +394,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             let patient_id = match patient {
                 None => None,
                 Some(mrn) => Some(
-                    chartroom_server::records::patient_by_mrn(&storage, &dir.record_keys()?, &mrn)?
+                    chartroom_server::records::patient_by_mrn(&*storage, &dir.record_keys()?, &mrn)?
                         .ok_or_else(|| anyhow::anyhow!("no patient with this MRN"))?,
                 ),
             };
@@ -394,7 +419,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            chartroom_server::audit::export(&storage, &filter, format, &mut out, wall_now())?;
+            chartroom_server::audit::export(&*storage, &filter, format, &mut out, wall_now())?;
             std::io::Write::flush(&mut out)?;
         }
     }
@@ -402,29 +427,28 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
 }
 
 fn user(command: UserCommand) -> anyhow::Result<()> {
-    use chartroom_server::storage::Storage;
     match command {
         UserCommand::Add { data_dir, username, role, units, password_stdin: _ } => {
             let mut line = zeroize::Zeroizing::new(String::new());
             std::io::stdin().read_line(&mut line)?;
             let password = Password::new(line.trim_end_matches(['\n', '\r']).to_owned());
             let storage = DataDir::new(data_dir).open_storage()?;
-            let user = add_user(&storage, &username, role, units, &password, wall_now())?;
-            admin_action(&storage, "user_add", "user", &user.username, wall_now())?;
+            let user = add_user(&*storage, &username, role, units, &password, wall_now())?;
+            admin_action(&*storage, "user_add", "user", &user.username, wall_now())?;
             println!("created {} ({})", user.username, user.role.as_str());
         }
         UserCommand::Disable { data_dir, username } => {
             let storage = DataDir::new(data_dir).open_storage()?;
             storage.set_disabled(&username, true)?;
-            admin_action(&storage, "user_disable", "user", &username, wall_now())?;
+            admin_action(&*storage, "user_disable", "user", &username, wall_now())?;
             println!("disabled {username}");
         }
         UserCommand::Enable { data_dir, username } => {
             // Enabling also lifts a lockout from failed logins (the admin unlock).
             let storage = DataDir::new(data_dir).open_storage()?;
             storage.set_disabled(&username, false)?;
-            chartroom_server::auth::unlock_user(&storage, &username)?;
-            admin_action(&storage, "user_enable", "user", &username, wall_now())?;
+            chartroom_server::auth::unlock_user(&*storage, &username)?;
+            admin_action(&*storage, "user_enable", "user", &username, wall_now())?;
             println!("enabled {username}");
         }
         UserCommand::List { data_dir, json } => {
@@ -443,7 +467,6 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
 }
 
 fn device(command: DeviceCommand) -> anyhow::Result<()> {
-    use chartroom_server::storage::Storage;
     match command {
         DeviceCommand::Token { data_dir, name, profile, units, expires_in_hours } => {
             anyhow::ensure!(
@@ -452,8 +475,8 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             );
             let storage = DataDir::new(data_dir).open_storage()?;
             let lifetime = Duration::from_secs(expires_in_hours * 3600);
-            let token = issue_token(&storage, &name, profile, units, lifetime, wall_now())?;
-            admin_action(&storage, "device_token", "device", &name, wall_now())?;
+            let token = issue_token(&*storage, &name, profile, units, lifetime, wall_now())?;
+            admin_action(&*storage, "device_token", "device", &name, wall_now())?;
             println!("{}", token.as_str());
         }
         DeviceCommand::Recover { data_dir, name, expires_in_minutes } => {
@@ -464,14 +487,14 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             let storage = DataDir::new(data_dir).open_storage()?;
             let lifetime = Duration::from_secs(expires_in_minutes * 60);
             let (device, token) =
-                chartroom_server::devices::approve_recovery(&storage, &name, lifetime, wall_now())?;
-            admin_action(&storage, "device_recover_approve", "device", &device.id.to_string(), wall_now())?;
+                chartroom_server::devices::approve_recovery(&*storage, &name, lifetime, wall_now())?;
+            admin_action(&*storage, "device_recover_approve", "device", &device.id.to_string(), wall_now())?;
             println!("{}", token.as_str());
         }
         DeviceCommand::Revoke { data_dir, name } => {
             let storage = DataDir::new(data_dir).open_storage()?;
             storage.revoke_device(&name, wall_now())?;
-            admin_action(&storage, "device_revoke", "device", &name, wall_now())?;
+            admin_action(&*storage, "device_revoke", "device", &name, wall_now())?;
             println!("revoked {name}");
         }
         DeviceCommand::List { data_dir, json } => {

@@ -31,7 +31,7 @@ fn busy_server(tmp: &std::path::Path) -> (DataDir, SqliteStorage) {
         storage.ingest_entries(devices[d], &[entry]).unwrap();
     }
     let key = dir.signing_key().unwrap();
-    audit::checkpoint_if_due(&storage, &key, Timestamp(1_800_000_200_000)).unwrap().unwrap();
+    audit::checkpoint_if_due(&*storage, &key, Timestamp(1_800_000_200_000)).unwrap().unwrap();
     (dir, storage)
 }
 
@@ -44,7 +44,7 @@ fn raw(dir: &DataDir) -> rusqlite::Connection {
     conn
 }
 
-fn verify(dir: &DataDir, storage: &SqliteStorage) -> Result<u64, audit::AuditProblem> {
+fn verify(dir: &DataDir, storage: &dyn Storage) -> Result<u64, audit::AuditProblem> {
     let key = dir.signing_key().unwrap().verifying_key();
     audit::verify(storage, &key).unwrap().map(|v| v.entries)
 }
@@ -99,7 +99,7 @@ fn rechain_from(conn: &rusqlite::Connection, from: i64) {
 /// HTTPS: the running server, a pinned client and the device's identity.
 async fn serve_and_enroll(
     dir: &DataDir,
-    storage: &SqliteStorage,
+    storage: &dyn Storage,
     fingerprint: &str,
     name: &str,
     profile: chartroom_domain::DeviceProfile,
@@ -273,7 +273,7 @@ async fn devices_upload_their_chains_over_https() {
     let report = init(&dir, &InitOptions::default()).unwrap();
     let storage = dir.open_storage().unwrap();
     chartroom_server::users::add_user(
-        &storage,
+        &*storage,
         "kim.rn",
         chartroom_domain::Role::Nurse,
         vec!["ICU".into()],
@@ -283,7 +283,7 @@ async fn devices_upload_their_chains_over_https() {
     .unwrap();
     let (server, client, device) = serve_and_enroll(
         &dir,
-        &storage,
+        &*storage,
         &report.fingerprint,
         "icu-1",
         chartroom_domain::DeviceProfile::Station,
@@ -325,8 +325,8 @@ async fn devices_upload_their_chains_over_https() {
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 
     let key = dir.signing_key().unwrap();
-    audit::checkpoint_if_due(&storage, &key, chartroom_server::wall_now()).unwrap();
-    let verified = audit::verify(&storage, &key.verifying_key()).unwrap().unwrap();
+    audit::checkpoint_if_due(&*storage, &key, chartroom_server::wall_now()).unwrap();
+    let verified = audit::verify(&*storage, &key.verifying_key()).unwrap().unwrap();
     assert_eq!(verified.devices, 2, "the device's chain and the server's own");
 }
 
@@ -384,7 +384,7 @@ fn anomaly_rule_uses_the_users_own_baseline() {
     // 250 in the last hour: well above the floor, below three times the usual 100.
     views(Timestamp(now.0 - 3_000_000), 250, 1000);
     let rule = AnomalyRule::default();
-    assert!(check_anomaly(&storage, &owner, &rule, now).unwrap().is_none());
+    assert!(check_anomaly(&*storage, &owner, &rule, now).unwrap().is_none());
     // A station uploading entries in this user's name (its word only) changes nothing: neither a
     // forged burst nor a padded baseline.
     let device = Uuid::now_v7();
@@ -397,10 +397,10 @@ fn anomaly_rule_uses_the_users_own_baseline() {
         })
         .collect();
     storage.ingest_entries(device, &forged).unwrap();
-    assert!(check_anomaly(&storage, &owner, &rule, now).unwrap().is_none(), "uploads are not counted");
+    assert!(check_anomaly(&*storage, &owner, &rule, now).unwrap().is_none(), "uploads are not counted");
     // 50 more of its own makes 301 with the next one: more than three times normal.
     views(Timestamp(now.0 - 1_000_000), 50, 1000);
-    let incident = check_anomaly(&storage, &owner, &rule, now).unwrap().expect("an incident");
+    let incident = check_anomaly(&*storage, &owner, &rule, now).unwrap().expect("an incident");
     assert_eq!(incident.last_hour, 301);
     assert!((incident.hourly_average - 100.0).abs() < 1.0, "{}", incident.hourly_average);
     assert!(storage.user_for_login("busy.doc").unwrap().unwrap().record.disabled);
@@ -419,15 +419,15 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
     // Too young: refused, nothing changes.
     let young = Timestamp(seven_years_later.0 - 365 * 86_400_000);
     let refused =
-        audit::purge(&storage, &key, young, audit::MIN_RETENTION_DAYS, seven_years_later).unwrap_err();
+        audit::purge(&*storage, &key, young, audit::MIN_RETENTION_DAYS, seven_years_later).unwrap_err();
     assert_eq!(refused.code(), "audit.retention");
     // A retention below six years in the configuration is raised to six years.
-    assert!(audit::purge(&storage, &key, young, 30, seven_years_later).is_err());
+    assert!(audit::purge(&*storage, &key, young, 30, seven_years_later).is_err());
     assert_eq!(verify(&dir, &storage).unwrap(), 240);
 
     // The first 60 seconds of activity (60 server events and 60 device entries) are old enough.
     let purged =
-        audit::purge(&storage, &key, Timestamp(t0 + 60_000), audit::MIN_RETENTION_DAYS, seven_years_later)
+        audit::purge(&*storage, &key, Timestamp(t0 + 60_000), audit::MIN_RETENTION_DAYS, seven_years_later)
             .unwrap();
     assert_eq!(purged.entries, 120);
     assert_eq!(verify(&dir, &storage).unwrap(), 121, "120 kept and the purge's own entry");
@@ -485,7 +485,7 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
 
     // Everything old goes; new entries continue the same chains.
     let all = audit::purge(
-        &storage,
+        &*storage,
         &key,
         Timestamp(t0 + 86_400_000),
         audit::MIN_RETENTION_DAYS,
@@ -494,7 +494,7 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
     .unwrap();
     assert_eq!(all.entries, 120, "the first purge's own entry is recent: it stays");
     storage.append_events(&[Event::new(seven_years_later, "login", "session", "ok")]).unwrap();
-    audit::checkpoint_if_due(&storage, &key, seven_years_later).unwrap();
+    audit::checkpoint_if_due(&*storage, &key, seven_years_later).unwrap();
     assert_eq!(verify(&dir, &storage).unwrap(), 3, "both purges' entries and the login");
 }
 
@@ -513,7 +513,7 @@ async fn auditors_search_and_verify_over_https_and_see_tampering() {
         [("kim.rn", chartroom_domain::Role::Nurse), ("sam.audit", chartroom_domain::Role::Auditor)]
     {
         chartroom_server::users::add_user(
-            &storage,
+            &*storage,
             name,
             role,
             vec!["*".into()],
@@ -524,7 +524,7 @@ async fn auditors_search_and_verify_over_https_and_see_tampering() {
     }
     let (server, client, device) = serve_and_enroll(
         &dir,
-        &storage,
+        &*storage,
         &report.fingerprint,
         "desk-1",
         chartroom_domain::DeviceProfile::Laptop,

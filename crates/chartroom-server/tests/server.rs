@@ -249,23 +249,23 @@ fn accounts_are_unique_and_policed() {
     let storage = dir.open_storage().unwrap();
     let now = Timestamp(1_795_764_183_000);
     let pw = Password::from("violet trains at dawn");
-    let ana = add_user(&storage, "Ana.Nurse", Role::Nurse, vec!["ICU".into()], &pw, now).unwrap();
+    let ana = add_user(&*storage, "Ana.Nurse", Role::Nurse, vec!["ICU".into()], &pw, now).unwrap();
     assert_eq!(ana.role, Role::Nurse);
 
     // Case-insensitively unique.
     assert!(matches!(
-        add_user(&storage, "ana.nurse", Role::Physician, vec![], &pw, now),
+        add_user(&*storage, "ana.nurse", Role::Physician, vec![], &pw, now),
         Err(ServerError::UserExists)
     ));
     // Password policy: each rule gives a clear error naming the field, never the password.
     for (name, bad) in [("bo.doc", "short"), ("bo.doc", "bo.doc-is-my-password"), ("bo.doc", "password1234")]
     {
-        let err = add_user(&storage, name, Role::Physician, vec![], &Password::from(bad), now).unwrap_err();
+        let err = add_user(&*storage, name, Role::Physician, vec![], &Password::from(bad), now).unwrap_err();
         assert!(matches!(err, ServerError::Invalid(ref v) if v.field == "password"), "{err:?}");
         assert!(!err.to_string().contains(bad));
     }
     assert!(matches!(
-        add_user(&storage, "bad name;", Role::Admin, vec![], &pw, now),
+        add_user(&*storage, "bad name;", Role::Admin, vec![], &pw, now),
         Err(ServerError::Invalid(ref v)) if v.field == "username"
     ));
 
@@ -444,9 +444,10 @@ async fn enrollment_tokens_are_single_use_and_expire() {
         .unwrap(),
     );
     let day = Duration::from_secs(24 * 3600);
-    let token = issue_token(&storage, "icu-1", DeviceProfile::Station, vec!["ICU".into()], day, now).unwrap();
+    let token =
+        issue_token(&*storage, "icu-1", DeviceProfile::Station, vec!["ICU".into()], day, now).unwrap();
     let expired = issue_token(
-        &storage,
+        &*storage,
         "old-1",
         DeviceProfile::Laptop,
         vec![],
@@ -454,7 +455,7 @@ async fn enrollment_tokens_are_single_use_and_expire() {
         Timestamp(now.0 - 2 * 86_400_000),
     )
     .unwrap();
-    let revoked = issue_token(&storage, "gone-1", DeviceProfile::Laptop, vec![], day, now).unwrap();
+    let revoked = issue_token(&*storage, "gone-1", DeviceProfile::Laptop, vec![], day, now).unwrap();
     storage.revoke_device("gone-1", now).unwrap();
 
     let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -65,7 +65,7 @@ impl Fixture {
         let config = chartroom_synth::SynthConfig::new(23, wall_now());
         let charts: Vec<Chart> = (0..6).map(|i| chartroom_synth::patient(&config, i)).collect();
         let keys = dir.record_keys().unwrap();
-        chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+        chartroom_server::records::load_charts(&*storage, &keys, &charts).unwrap();
         Fixture { _tmp: tmp, dir, server, client, storage, charts }
     }
 

@@ -158,7 +158,7 @@ fn cli_enroll_then_online_then_offline() {
     let storage = dir.open_storage().unwrap();
     let password = "night-shift-kettle-77";
     chartroom_server::users::add_user(
-        &storage,
+        &*storage,
         "kim.rn",
         chartroom_domain::Role::Nurse,
         vec!["ICU".into()],
@@ -167,7 +167,7 @@ fn cli_enroll_then_online_then_offline() {
     )
     .unwrap();
     let token = chartroom_server::devices::issue_token(
-        &storage,
+        &*storage,
         "icu-7",
         chartroom_domain::DeviceProfile::Station,
         vec![],
@@ -257,7 +257,7 @@ fn cli_recover_after_keyring_loss() {
     let nurse = chartroom_crypto::Password::new(password.into());
     let icu = vec!["ICU".to_string()];
     chartroom_server::users::add_user(
-        &storage,
+        &*storage,
         "kim.rn",
         chartroom_domain::Role::Nurse,
         icu.clone(),
@@ -269,13 +269,13 @@ fn cli_recover_after_keyring_loss() {
     let chart =
         (0..4).map(|i| chartroom_synth::patient(&config, i)).find(|c| c.patient.unit == "ICU").unwrap();
     chartroom_server::records::load_charts(
-        &storage,
+        &*storage,
         &dir.record_keys().unwrap(),
         std::slice::from_ref(&chart),
     )
     .unwrap();
     let token = chartroom_server::devices::issue_token(
-        &storage,
+        &*storage,
         "icu-8",
         chartroom_domain::DeviceProfile::Station,
         icu,
@@ -336,7 +336,7 @@ fn cli_recover_after_keyring_loss() {
     );
 
     let (_, approved) = chartroom_server::devices::approve_recovery(
-        &storage,
+        &*storage,
         "icu-8",
         std::time::Duration::from_secs(600),
         now,

@@ -117,7 +117,7 @@ enum Reached {
 }
 
 /// The server's trail from `*mark` on, for this device: how far its sync got.
-fn reached_since(storage: &SqliteStorage, device: Uuid, mark: &mut u64) -> Reached {
+fn reached_since(storage: &dyn Storage, device: Uuid, mark: &mut u64) -> Reached {
     let mut reached = Reached::Nothing;
     loop {
         let page = storage.audit_page(*mark, 1000).unwrap();
@@ -187,7 +187,7 @@ impl Timing {
 fn sync_until_killed(
     mut child: Child,
     plan: KillPlan,
-    storage: &SqliteStorage,
+    storage: &dyn Storage,
     device: Uuid,
     mark: &mut u64,
 ) -> Result<Output, Reached> {
@@ -323,7 +323,7 @@ fn kill_syncs(
         match sync_until_killed(
             child,
             timing.kill_plan(&mut rng, unpushed),
-            &storage,
+            &*storage,
             station.device,
             &mut mark,
         ) {
@@ -343,14 +343,14 @@ fn kill_syncs(
 }
 
 /// A patient's chart on the server (every record).
-fn server_chart(storage: &SqliteStorage, keys: &chartroom_server::phi::RecordKeys, patient: Uuid) -> Chart {
+fn server_chart(storage: &dyn Storage, keys: &chartroom_server::phi::RecordKeys, patient: Uuid) -> Chart {
     let sealed = storage.patient(patient).unwrap().unwrap();
     let stored = storage.records(patient, &RecordKind::ALL, usize::MAX).unwrap();
     keys.open_chart(&sealed, &stored).unwrap()
 }
 
 /// The server's own trail: how many `create`/`update` events each record id of `device` has.
-fn writes_by(storage: &SqliteStorage, device: Uuid) -> BTreeMap<Uuid, usize> {
+fn writes_by(storage: &dyn Storage, device: Uuid) -> BTreeMap<Uuid, usize> {
     let mut writes = BTreeMap::new();
     let mut after = 0;
     loop {
@@ -386,7 +386,7 @@ fn sync_killed_at_random_moments_loses_and_duplicates_nothing() {
     let keys = dir.record_keys().unwrap();
     let config = chartroom_synth::SynthConfig::new(11, wall_now());
     let charts: Vec<Chart> = (0..6).map(|i| chartroom_synth::patient(&config, i)).collect();
-    chartroom_server::records::load_charts(&storage, &keys, &charts).unwrap();
+    chartroom_server::records::load_charts(&*storage, &keys, &charts).unwrap();
     let icu: Vec<&Chart> = charts.iter().filter(|c| c.patient.unit == "ICU").collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap())).unwrap();
@@ -398,7 +398,7 @@ fn sync_killed_at_random_moments_loses_and_duplicates_nothing() {
         .enumerate()
         .map(|(n, (username, password))| {
             let user = chartroom_server::users::add_user(
-                &storage,
+                &*storage,
                 username,
                 Role::Nurse,
                 vec!["ICU".into()],
@@ -407,7 +407,7 @@ fn sync_killed_at_random_moments_loses_and_duplicates_nothing() {
             )
             .unwrap();
             let token = chartroom_server::devices::issue_token(
-                &storage,
+                &*storage,
                 &format!("icu-kill-{n}"),
                 DeviceProfile::Station,
                 vec!["ICU".into()],
@@ -443,7 +443,7 @@ fn sync_killed_at_random_moments_loses_and_duplicates_nothing() {
     let mut child = first.spawn(&["sync"], "");
     let (mut logged_in, mut pushed) = (None, None);
     let sync_time = loop {
-        let now = reached_since(&storage, first.device, &mut mark);
+        let now = reached_since(&*storage, first.device, &mut mark);
         if logged_in.is_none() && now >= Reached::LoggedIn {
             logged_in = Some(t.elapsed());
         }
@@ -520,9 +520,9 @@ fn sync_killed_at_random_moments_loses_and_duplicates_nothing() {
     // vitals set arrived whole; what a command acknowledged is there once, what a killed command
     // asked for is there once or not at all.
     let server_charts: HashMap<Uuid, Chart> =
-        icu.iter().map(|c| (c.patient.id, server_chart(&storage, &keys, c.patient.id))).collect();
+        icu.iter().map(|c| (c.patient.id, server_chart(&*storage, &keys, c.patient.id))).collect();
     for (station, run) in stations.iter().zip(&runs) {
-        let writes = writes_by(&storage, station.device);
+        let writes = writes_by(&*storage, station.device);
         assert!(writes.values().all(|n| *n == 1), "a record written twice: {writes:?}");
         let mut on_server: BTreeSet<Uuid> = BTreeSet::new();
         for chart in server_charts.values() {
@@ -602,8 +602,8 @@ fn sync_killed_at_random_moments_loses_and_duplicates_nothing() {
 
     // The stations' uploaded chains continue the server's without a fork or a gap.
     let key = dir.signing_key().unwrap();
-    chartroom_server::audit::checkpoint_if_due(&storage, &key, wall_now()).unwrap();
-    let verified = chartroom_server::audit::verify(&storage, &key.verifying_key()).unwrap();
+    chartroom_server::audit::checkpoint_if_due(&*storage, &key, wall_now()).unwrap();
+    let verified = chartroom_server::audit::verify(&*storage, &key.verifying_key()).unwrap();
     let verified = verified.unwrap_or_else(|p| panic!("server audit trail: {p}"));
     assert_eq!(verified.devices, 3, "the server's chain and both stations': {verified:?}");
 

@@ -10,7 +10,7 @@ use chartroom_protocol::{
 use serde::Deserialize;
 
 use super::records::{bad_query, blocking};
-use super::{failure, server_failure, AppState, Body, Caller};
+use super::{failure, on_blocking_pool, server_failure, AppState, Body, Caller};
 use crate::ServerError;
 
 /// Stores the next entries of the caller's device chain. Gaps and forks are refused (409) with the
@@ -33,7 +33,7 @@ pub async fn upload(State(state): State<AppState>, caller: Caller, body: Body<Au
             "upload at most 1000 entries, all of this device's own chain",
         );
     }
-    match state.storage.ingest_entries(device_id, &upload.entries) {
+    on_blocking_pool(move || match state.storage.ingest_entries(device_id, &upload.entries) {
         Ok(i) => {
             // Break-glass uses the station recorded offline go to the auditors' review queue. The
             // entries are stored already: a failure here is retried with the upload (harmlessly).
@@ -50,7 +50,8 @@ pub async fn upload(State(state): State<AppState>, caller: Caller, body: Body<Au
         }
         Err(ServerError::AuditRejected { code, message }) => failure(StatusCode::CONFLICT, code, &message),
         Err(e) => server_failure(&e),
-    }
+    })
+    .await
 }
 
 /// `?user=&mrn=&action=&since=&until=&limit=`.

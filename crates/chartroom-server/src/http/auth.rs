@@ -9,7 +9,7 @@ use chartroom_protocol::{
     LoginRequest, RecoverRequest, RecoverResponse, RefreshRequest, TokenResponse, UserInfo, API_VERSION,
 };
 
-use super::{failure, server_failure, AppState, Body, Caller, Remote};
+use super::{failure, on_blocking_pool, server_failure, AppState, Body, Caller, Remote};
 use crate::ServerError;
 
 /// Answers without authentication and reveals nothing about users or patients.
@@ -43,15 +43,24 @@ pub async fn enroll(
             "device_public_key must be 64 hex digits (Ed25519)",
         );
     };
+    on_blocking_pool(move || enroll_device(&state, &origin, &public_key, &req.token)).await
+}
+
+fn enroll_device(
+    state: &AppState,
+    origin: &crate::auth::Origin,
+    public_key: &[u8; 32],
+    token: &str,
+) -> Response {
     let now = state.clock.now();
-    let result = state.storage.enroll_device(&crate::auth::sha256(&req.token), &public_key, now);
+    let result = state.storage.enroll_device(&crate::auth::sha256(token), public_key, now);
     let action = if result.is_ok() { "enroll" } else { "enroll_failed" };
     let mut event = crate::audit::event(
         now,
         action,
         "device",
         result.as_ref().map_or_else(|e| e.code(), |_| "ok"),
-        &origin,
+        origin,
     );
     event.origin_device = result.as_ref().ok().map(|d| d.id);
     event.resource_id = result.as_ref().ok().map(|d| d.id.to_string());
@@ -112,14 +121,21 @@ pub async fn recover(
             "device_id must be a UUID, the keys 64 hex digits and the recovery slot hex of a version 1 slot",
         );
     };
-    let result = crate::devices::recover(
-        state.storage.as_ref(),
-        &state.recovery,
-        &state.escrow_root,
-        &claim,
-        state.clock.now(),
-        &origin,
-    );
+    on_blocking_pool(move || {
+        let result = crate::devices::recover(
+            state.storage.as_ref(),
+            &state.recovery,
+            &state.escrow_root,
+            &claim,
+            state.clock.now(),
+            &origin,
+        );
+        recovered(result)
+    })
+    .await
+}
+
+fn recovered(result: Result<RecoverResponse, ServerError>) -> Response {
     match result {
         Ok(r) => Json(r).into_response(),
         Err(e @ ServerError::InvalidRecoveryToken) => {
@@ -139,10 +155,13 @@ pub async fn recover(
 ))]
 pub async fn challenge(State(state): State<AppState>, body: Body<ChallengeRequest>) -> Response {
     let Body(req) = body;
-    match crate::auth::challenge(state.storage.as_ref(), &req.device_id, state.clock.now()) {
-        Ok(c) => Json(c).into_response(),
-        Err(e) => e.into_response(),
-    }
+    on_blocking_pool(move || {
+        match crate::auth::challenge(state.storage.as_ref(), &req.device_id, state.clock.now()) {
+            Ok(c) => Json(c).into_response(),
+            Err(e) => e.into_response(),
+        }
+    })
+    .await
 }
 
 /// Logs a user in on a device (password + device signature over a fresh nonce).
@@ -158,16 +177,15 @@ pub async fn login(
     body: Body<LoginRequest>,
 ) -> Response {
     let Body(req) = body;
-    // Argon2id takes ~100 ms of CPU: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || {
-        crate::auth::login(state.storage.as_ref(), &state.escrow_root, &req, state.clock.now(), &origin)
+    // Argon2id takes ~100 ms of CPU: off the async workers with the storage work.
+    on_blocking_pool(move || {
+        match crate::auth::login(state.storage.as_ref(), &state.escrow_root, &req, state.clock.now(), &origin)
+        {
+            Ok(tokens) => Json(tokens).into_response(),
+            Err(e) => e.into_response(),
+        }
     })
-    .await;
-    match result {
-        Ok(Ok(tokens)) => Json(tokens).into_response(),
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => server_failure(&ServerError::Internal("login task failed")),
-    }
+    .await
 }
 
 /// New tokens for a refresh token, from the device it was issued to (single use).
@@ -181,10 +199,13 @@ pub async fn refresh(
     body: Body<RefreshRequest>,
 ) -> Response {
     let Body(req) = body;
-    match crate::auth::refresh(state.storage.as_ref(), &req, state.clock.now(), &origin) {
-        Ok(tokens) => Json(tokens).into_response(),
-        Err(e) => e.into_response(),
-    }
+    on_blocking_pool(move || {
+        match crate::auth::refresh(state.storage.as_ref(), &req, state.clock.now(), &origin) {
+            Ok(tokens) => Json(tokens).into_response(),
+            Err(e) => e.into_response(),
+        }
+    })
+    .await
 }
 
 /// Ends the caller's session (its access and refresh tokens stop working).
@@ -197,21 +218,24 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Response {
         resource_id: caller.owner.session_id.to_string(),
         patient_ids: vec![],
     };
-    let result = state.storage.end_session(caller.owner.session_id).and_then(|()| {
-        crate::records::record(
-            state.storage.as_ref(),
-            &caller.owner,
-            "logout",
-            "ok",
-            subject,
-            now,
-            &caller.origin,
-        )
-    });
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => server_failure(&e),
-    }
+    on_blocking_pool(move || {
+        let result = state.storage.end_session(caller.owner.session_id).and_then(|()| {
+            crate::records::record(
+                state.storage.as_ref(),
+                &caller.owner,
+                "logout",
+                "ok",
+                subject,
+                now,
+                &caller.origin,
+            )
+        });
+        match result {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => server_failure(&e),
+        }
+    })
+    .await
 }
 
 /// Who the access token belongs to.

@@ -103,6 +103,14 @@ pub fn failure(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(ApiError { code: code.into(), message: message.into(), retryable })).into_response()
 }
 
+/// Runs a handler's storage work on the blocking pool: a database call (PostgreSQL answers over the
+/// network) never holds an async worker, and the request timeout keeps running.
+pub(crate) async fn on_blocking_pool(work: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(|| crate::storage::may_block(work))
+        .await
+        .unwrap_or_else(|_| server_failure(&ServerError::Internal("worker")))
+}
+
 /// Storage and internal failures: retryable, and the message says nothing about internals.
 fn server_failure(e: &ServerError) -> Response {
     failure(StatusCode::SERVICE_UNAVAILABLE, e.code(), "the server could not complete the request; try again")
@@ -189,19 +197,31 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Remote(origin) = Remote::from_request_parts(parts, state).await.unwrap_or_else(|e| match e {});
-        let header_str = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let result = crate::auth::authenticate(
-            state.storage.as_ref(),
-            header_str(header::AUTHORIZATION.as_str()),
-            header_str(PROOF_HEADER),
-            parts.method.as_str(),
-            path,
-            state.clock.now(),
+        let header_str =
+            |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+        let (authorization, proof) = (header_str(header::AUTHORIZATION.as_str()), header_str(PROOF_HEADER));
+        let (method, path) = (
+            parts.method.as_str().to_owned(),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         );
-        match result {
-            Ok(owner) => Ok(Caller { owner, origin }),
-            Err(e) => Err(e.into_response()),
+        let state = state.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::storage::may_block(|| {
+                crate::auth::authenticate(
+                    state.storage.as_ref(),
+                    authorization.as_deref(),
+                    proof.as_deref(),
+                    &method,
+                    &path,
+                    state.clock.now(),
+                )
+            })
+        })
+        .await;
+        match checked {
+            Ok(Ok(owner)) => Ok(Caller { owner, origin }),
+            Ok(Err(e)) => Err(e.into_response()),
+            Err(_) => Err(server_failure(&ServerError::Internal("worker"))),
         }
     }
 }

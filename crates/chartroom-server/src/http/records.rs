@@ -11,7 +11,7 @@ use chartroom_protocol::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{failure, server_failure, AppState, Body, Caller};
+use super::{failure, on_blocking_pool, server_failure, AppState, Body, Caller};
 use crate::records::{ReadFailure, Reader};
 
 /// `?after=<patient id>&limit=<n>`.
@@ -53,7 +53,8 @@ pub async fn census(
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => return bad_query(),
     };
-    respond(crate::records::census(reader(&state, &caller), &unit, after, q.limit.unwrap_or(100)))
+    let limit = q.limit.unwrap_or(100);
+    blocking(state, caller, move |r| crate::records::census(r, &unit, after, limit)).await
 }
 
 /// The sections of one patient's chart the caller may read.
@@ -73,7 +74,8 @@ pub async fn chart(
     query: Result<Query<ChartQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let (Ok(Query(q)), Ok(id)) = (query, id.parse::<Uuid>()) else { return bad_query() };
-    respond(crate::records::chart(reader(&state, &caller), id, q.max_observations.unwrap_or(200)))
+    let max_observations = q.max_observations.unwrap_or(200);
+    blocking(state, caller, move |r| crate::records::chart(r, id, max_observations)).await
 }
 
 /// Opens a patient outside the caller's scope for 60 minutes, for a reason from the fixed list plus
@@ -95,7 +97,7 @@ pub async fn break_glass(
 ) -> Response {
     let Ok(id) = id.parse::<Uuid>() else { return bad_query() };
     let Body(req) = body;
-    respond(crate::oversight::break_glass(reader(&state, &caller), id, req.reason, &req.detail))
+    blocking(state, caller, move |r| crate::oversight::break_glass(r, id, req.reason, &req.detail)).await
 }
 
 /// The id of the patient with this MRN (the MRN goes in the body, never in a URL), for a
@@ -136,7 +138,8 @@ pub async fn break_glass_uses(
     query: Result<Query<UsesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else { return bad_query() };
-    respond(crate::oversight::break_glass_uses(reader(&state, &caller), q.unreviewed.unwrap_or(false)))
+    let unreviewed = q.unreviewed.unwrap_or(false);
+    blocking(state, caller, move |r| crate::oversight::break_glass_uses(r, unreviewed)).await
 }
 
 /// Marks a break-glass use reviewed (auditors only; audited).
@@ -149,17 +152,18 @@ pub async fn review_break_glass(
     Path(id): Path<String>,
 ) -> Response {
     let Ok(id) = id.parse::<Uuid>() else { return bad_query() };
-    match crate::oversight::review_break_glass(reader(&state, &caller), id) {
+    on_blocking_pool(move || match crate::oversight::review_break_glass(reader(&state, &caller), id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => respond::<()>(Err(e)),
-    }
+    })
+    .await
 }
 
 /// Incidents raised by the anomaly rule (auditors only).
 #[utoipa::path(get, path = "/v1/incidents", tag = "oversight", security(("access_token" = [], "device_proof" = [])),
     responses((status = 200, body = Vec<IncidentInfo>), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn incidents(State(state): State<AppState>, caller: Caller) -> Response {
-    respond(crate::oversight::incidents(reader(&state, &caller)))
+    blocking(state, caller, crate::oversight::incidents).await
 }
 
 /// Applies changes from the caller's device: each one applied, a duplicate, a conflict, or rejected.
@@ -205,10 +209,7 @@ pub(super) async fn blocking<T: serde::Serialize + Send + 'static>(
     caller: Caller,
     work: impl FnOnce(Reader<'_>) -> Result<T, ReadFailure> + Send + 'static,
 ) -> Response {
-    match tokio::task::spawn_blocking(move || work(reader(&state, &caller))).await {
-        Ok(result) => respond(result),
-        Err(_) => respond::<T>(Err(ReadFailure::Server(crate::ServerError::Internal("worker")))),
-    }
+    on_blocking_pool(move || respond(work(reader(&state, &caller)))).await
 }
 
 pub(super) fn reader<'a>(state: &'a AppState, caller: &'a Caller) -> Reader<'a> {

@@ -6,8 +6,10 @@
 //! patient, under keys wrapped by the master key — see `crate::phi`) and leave sealed; the only
 //! plaintext patient columns are ids, unit, bed, version and an HMAC blind index of the MRN.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PgOptions, PgStorage};
 pub use sqlite::SqliteStorage;
 
 use chartroom_audit::{AuditEntry, Checkpoint, Digest32, Event};
@@ -16,6 +18,30 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ServerError;
+
+thread_local! {
+    static MAY_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `work` on this thread marked as one that may block on database I/O (the server's blocking
+/// pool): storage calls in it wait in place instead of on a helper thread.
+pub fn may_block<R>(work: impl FnOnce() -> R) -> R {
+    let before = MAY_BLOCK.with(|m| m.replace(true));
+    let result = work();
+    MAY_BLOCK.with(|m| m.set(before));
+    result
+}
+
+fn blocking_allowed() -> bool {
+    MAY_BLOCK.with(std::cell::Cell::get)
+}
+
+/// What opening a database did to its schema: the version it found and the one it left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: u32,
+    pub to: u32,
+}
 
 /// A user account as listed (never with its password hash).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -372,7 +398,7 @@ pub trait Storage: Send + Sync {
     fn update_throttle(
         &self,
         key: &str,
-        change: &mut dyn FnMut(&mut LoginThrottle),
+        change: &mut (dyn FnMut(&mut LoginThrottle) + Send),
     ) -> Result<(), ServerError>;
     fn clear_throttle(&self, key: &str) -> Result<(), ServerError>;
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
-    IncomingRecord, Ingested, NewSession, NewUser, PullRows, RawEntry, RecordKind, Refreshed,
+    IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, Refreshed,
     SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, Stored,
     StoredEntry, UserRecord, SERVER_CHAIN,
 };
@@ -171,6 +171,11 @@ pub struct SqliteStorage {
 impl SqliteStorage {
     /// Opens (and migrates) the database at `path` with the key derived from `master`.
     pub fn open(path: &Path, master: &[u8; 32]) -> Result<Self, ServerError> {
+        Self::open_migrated(path, master).map(|(s, _)| s)
+    }
+
+    /// [`SqliteStorage::open`], also saying which migrations it applied.
+    pub fn open_migrated(path: &Path, master: &[u8; 32]) -> Result<(Self, Migrated), ServerError> {
         let conn = Connection::open(path)?;
         // The database key is an HKDF subkey of the master key, never the master key itself.
         let key = chartroom_crypto::DataKey::derive(b"chartroom/server-db/v1", master, b"database");
@@ -201,7 +206,9 @@ impl SqliteStorage {
             tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
             tx.commit()?;
         }
-        Ok(SqliteStorage { conn: Mutex::new(conn) })
+        let migrated =
+            Migrated { from: u32::try_from(current).unwrap_or(0), to: u32::try_from(known).unwrap_or(0) };
+        Ok((SqliteStorage { conn: Mutex::new(conn) }, migrated))
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ServerError> {
@@ -434,7 +441,7 @@ impl Storage for SqliteStorage {
     fn update_throttle(
         &self,
         key: &str,
-        change: &mut dyn FnMut(&mut LoginThrottle),
+        change: &mut (dyn FnMut(&mut LoginThrottle) + Send),
     ) -> Result<(), ServerError> {
         let conn = self.conn()?;
         let tx = write_tx(&conn)?;
