@@ -157,7 +157,6 @@ async fn enroll_then_online_first_login_then_offline() {
     ));
 
     // The server knows the device as enrolled.
-    use chartroom_server::storage::Storage;
     let devices = storage.list_devices().unwrap();
     assert!(devices[0].enrolled_at.is_some());
     let _ = ks.delete(locked.device_id());
@@ -167,7 +166,6 @@ async fn enroll_then_online_first_login_then_offline() {
 /// wipes its profile and keyring entry.
 #[tokio::test]
 async fn disabled_users_lose_their_slot_and_revoked_devices_wipe_themselves() {
-    use chartroom_server::storage::Storage;
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::new(tmp.path().join("server"));
     let report = init(&dir, &InitOptions::default()).unwrap();
@@ -225,7 +223,6 @@ async fn disabled_users_lose_their_slot_and_revoked_devices_wipe_themselves() {
 /// session goes offline and says so, and the refusal is in the station's audit chain.
 #[tokio::test]
 async fn an_expired_session_is_renewed_and_a_refused_renewal_ends_it() {
-    use chartroom_server::storage::Storage;
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::new(tmp.path().join("server"));
     let report = init(&dir, &InitOptions::default()).unwrap();

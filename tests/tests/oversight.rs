@@ -13,7 +13,7 @@ use chartroom_client::{DeviceIdentity, ServerClient};
 use chartroom_crypto::Password;
 use chartroom_domain::{Chart, DeviceProfile, NoteStatus, Role};
 use chartroom_protocol::{AuditQuery, BreakGlassReason};
-use chartroom_server::storage::{RecordKind, SqliteStorage, Storage};
+use chartroom_server::storage::{RecordKind, Storage};
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions, RunningServer};
 use chartroom_station::{DeviceSecretStore, LockedVault, Login, Profile, UnlockedVault};
 use uuid::Uuid;
@@ -43,7 +43,7 @@ struct Env {
     _tmp: tempfile::TempDir,
     root: std::path::PathBuf,
     fingerprint: String,
-    storage: SqliteStorage,
+    storage: std::sync::Arc<dyn Storage>,
     keys: chartroom_server::phi::RecordKeys,
     client: ServerClient,
     server: Option<RunningServer>,
@@ -100,7 +100,7 @@ impl Env {
 
     async fn station(&mut self, name: &str, units: &[&str]) -> LockedVault {
         let token = chartroom_server::devices::issue_token(
-            &self.storage,
+            &*self.storage,
             name,
             DeviceProfile::Station,
             units.iter().map(|u| u.to_string()).collect(),
@@ -125,7 +125,7 @@ impl Env {
     /// A bare device (no station), for calls a station would never make.
     async fn raw_device(&self, name: &str) -> DeviceIdentity {
         let token = chartroom_server::devices::issue_token(
-            &self.storage,
+            &*self.storage,
             name,
             DeviceProfile::Laptop,
             vec![],
@@ -444,7 +444,7 @@ async fn break_glass_on_a_shared_ward_station_and_offline() {
     assert_eq!(sam.break_glass_uses(&env.client, false, wall_now()).await.unwrap().len(), 2);
     let stored: Vec<_> = env.storage.audit_page(0, 1_000_000).unwrap().into_iter().map(|s| s.entry).collect();
     let again =
-        chartroom_server::oversight::queue_offline_break_glass(&env.storage, &env.keys, &stored, wall_now());
+        chartroom_server::oversight::queue_offline_break_glass(&*env.storage, &env.keys, &stored, wall_now());
     assert_eq!(again.unwrap(), 0, "an upload retried queues nothing twice");
     let user = env.storage.user_for_login("kim.rn").unwrap().unwrap().record.id;
     assert!(!env.storage.has_break_glass(user, med[1].id, wall_now()).unwrap());

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chartroom_client::ServerClient;
 use chartroom_crypto::Password;
 use chartroom_domain::{Chart, DeviceProfile, Role, VitalSign};
-use chartroom_server::storage::{RecordKind, SqliteStorage, Storage, SERVER_CHAIN};
+use chartroom_server::storage::{RecordKind, Storage, SERVER_CHAIN};
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions, RunningServer};
 use chartroom_station::{LockedVault, Profile, StationError, UnlockedVault};
 use rand::rngs::StdRng;
@@ -275,7 +275,7 @@ struct World {
     tmp: tempfile::TempDir,
     dir: DataDir,
     fingerprint: String,
-    storage: SqliteStorage,
+    storage: std::sync::Arc<dyn Storage>,
     keys: chartroom_server::phi::RecordKeys,
     server: Option<RunningServer>,
     /// The ICU charts as loaded (what an ICU station may hold).
@@ -339,7 +339,7 @@ impl World {
     /// Enrolls a new ICU station through `client` (whose URL the station keeps).
     async fn enroll(&self, name: &str, client: &ServerClient) -> LockedVault {
         let token = chartroom_server::devices::issue_token(
-            &self.storage,
+            &*self.storage,
             name,
             DeviceProfile::Station,
             vec!["ICU".into()],
@@ -390,8 +390,8 @@ impl World {
     /// The server's audit trail verifies, this station's uploaded chain included.
     fn assert_server_audit_verifies(&self) {
         let key = self.dir.signing_key().unwrap();
-        chartroom_server::audit::checkpoint_if_due(&self.storage, &key, wall_now()).unwrap();
-        let verified = chartroom_server::audit::verify(&self.storage, &key.verifying_key()).unwrap();
+        chartroom_server::audit::checkpoint_if_due(&*self.storage, &key, wall_now()).unwrap();
+        let verified = chartroom_server::audit::verify(&*self.storage, &key.verifying_key()).unwrap();
         let verified = verified.unwrap_or_else(|p| panic!("server audit trail: {p}"));
         assert!(verified.devices >= 2, "the server's chain and the station's: {verified:?}");
     }
@@ -1022,7 +1022,7 @@ async fn a_retry_racing_its_first_attempt_is_a_duplicate_not_a_rejection() {
     let world = World::new(8).await;
     let client = world.direct_client();
     let token = chartroom_server::devices::issue_token(
-        &world.storage,
+        &*world.storage,
         "icu-race",
         DeviceProfile::Station,
         vec!["ICU".into()],

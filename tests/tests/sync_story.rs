@@ -14,7 +14,7 @@ use std::time::Duration;
 use chartroom_client::ServerClient;
 use chartroom_crypto::Password;
 use chartroom_domain::{Chart, DeviceProfile, Role, VitalSign};
-use chartroom_server::storage::{RecordKind, Storage};
+use chartroom_server::storage::RecordKind;
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
 use chartroom_station::{LockedVault, Profile, UnlockedVault};
 use chartroom_store::Resolution;
@@ -34,7 +34,7 @@ struct Station {
 impl Station {
     async fn enroll(dir: &Path, name: &str, units: &[&str], server: &Env) -> Station {
         let token = chartroom_server::devices::issue_token(
-            &server.storage,
+            &*server.storage,
             name,
             DeviceProfile::Station,
             units.iter().map(|u| u.to_string()).collect(),
@@ -70,7 +70,7 @@ impl Station {
 }
 
 struct Env {
-    storage: chartroom_server::storage::SqliteStorage,
+    storage: std::sync::Arc<dyn chartroom_server::storage::Storage>,
     keys: chartroom_server::phi::RecordKeys,
     url: String,
     fingerprint: String,
@@ -333,8 +333,8 @@ async fn three_stations_converge_with_every_conflict_surfaced_and_every_chain_ve
 
     // Every chain verifies on the server: its own and the three stations'.
     let signing = dir.signing_key().unwrap();
-    chartroom_server::audit::checkpoint_if_due(&env.storage, &signing, wall_now()).unwrap();
-    let verified = chartroom_server::audit::verify(&env.storage, &signing.verifying_key()).unwrap().unwrap();
+    chartroom_server::audit::checkpoint_if_due(&*env.storage, &signing, wall_now()).unwrap();
+    let verified = chartroom_server::audit::verify(&*env.storage, &signing.verifying_key()).unwrap().unwrap();
     assert_eq!(verified.devices, 4);
     // The conflict resolutions are in the stations' trails, attributed.
     let mut trail = s2.offline("ana.rn");

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use chartroom_audit::{ChainHead, Event};
 use chartroom_crypto::DataKey;
 use chartroom_domain::Timestamp;
-use chartroom_server::storage::Storage;
 use chartroom_store::{Actor, Store, StoreOptions};
 use serde_json::json;
 use uuid::Uuid;

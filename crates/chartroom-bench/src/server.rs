@@ -10,7 +10,6 @@ use chartroom_domain::{Chart, DeviceProfile, Role};
 use chartroom_protocol::{CensusPage, ChartResponse};
 use chartroom_server::auth::Origin;
 use chartroom_server::records::{load_charts, Reader};
-use chartroom_server::storage::Storage;
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions};
 use rand::Rng;
 use serde_json::json;
@@ -114,7 +113,7 @@ pub fn run(patients: u64, logins: usize, reads: usize) -> anyhow::Result<serde_j
         // The anomaly rule is lifted: the benchmark reads far faster than any clinician.
         let anomaly = chartroom_server::oversight::AnomalyRule { floor: u64::MAX, ..Default::default() };
         let reader = Reader {
-            storage: &storage,
+            storage: &*storage,
             keys: &keys,
             owner: &owner,
             now: wall_now(),

@@ -161,7 +161,6 @@ async fn server_side(
     client: &ServerClient,
     batches: usize,
 ) -> anyhow::Result<ServerSide> {
-    use chartroom_server::storage::Storage;
     let token = chartroom_server::devices::issue_token(
         storage,
         "bench-raw",

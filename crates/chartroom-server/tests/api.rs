@@ -12,7 +12,7 @@ use chartroom_crypto::Password;
 use chartroom_domain::clock::ManualClock;
 use chartroom_domain::{Chart, DeviceProfile, Role};
 use chartroom_protocol::{CensusPage, ChartResponse, TokenResponse, UserInfo};
-use chartroom_server::storage::{SqliteStorage, Storage};
+use chartroom_server::storage::{Storage};
 use chartroom_server::{init, start_with_clock, wall_now, DataDir, InitOptions, RunningServer};
 
 const PASSWORD: &str = "correct-horse-staple-42";
@@ -23,7 +23,7 @@ struct Fixture {
     server: RunningServer,
     client: ServerClient,
     /// A second connection to the server's database, as the admin CLI would open it.
-    storage: SqliteStorage,
+    storage: std::sync::Arc<dyn Storage>,
     clock: Arc<ManualClock>,
 }
 
@@ -44,7 +44,7 @@ impl Fixture {
     fn add_user(&self, username: &str, role: Role, units: &[&str]) {
         let units = units.iter().map(|u| u.to_string()).collect();
         chartroom_server::users::add_user(
-            &self.storage,
+            &*self.storage,
             username,
             role,
             units,
@@ -57,7 +57,7 @@ impl Fixture {
     async fn device(&self, name: &str, units: &[&str]) -> DeviceIdentity {
         let units = units.iter().map(|u| u.to_string()).collect();
         let token = chartroom_server::devices::issue_token(
-            &self.storage,
+            &*self.storage,
             name,
             DeviceProfile::Station,
             units,
@@ -81,7 +81,7 @@ impl Fixture {
         let config = chartroom_synth::SynthConfig::new(11, wall_now());
         let charts: Vec<Chart> = (0..n).map(|i| chartroom_synth::patient(&config, i)).collect();
         let keys = self.dir.record_keys().unwrap();
-        let report = chartroom_server::records::load_charts(&self.storage, &keys, &charts).unwrap();
+        let report = chartroom_server::records::load_charts(&*self.storage, &keys, &charts).unwrap();
         assert_eq!(report.imported, charts.len());
         charts
     }
@@ -227,7 +227,7 @@ async fn failed_logins_are_throttled_locked_out_audited_and_unlockable() {
     assert!(!dump.contains("not-the-password") && !dump.contains(PASSWORD));
 
     // An admin unlocks (`user enable`), or the lockout times out.
-    chartroom_server::auth::unlock_user(&f.storage, "nurse.c").unwrap();
+    chartroom_server::auth::unlock_user(&*f.storage, "nurse.c").unwrap();
     f.clock.advance(Duration::from_secs(61));
     f.login(&a, "nurse.c").await;
 }
@@ -741,7 +741,7 @@ async fn a_canary_patient_leaves_no_phi_in_exports_or_output() {
         n.text = "canary note text about the patient".into();
     }
     let keys = f.dir.record_keys().unwrap();
-    chartroom_server::records::load_charts(&f.storage, &keys, std::slice::from_ref(&chart)).unwrap();
+    chartroom_server::records::load_charts(&*f.storage, &keys, std::slice::from_ref(&chart)).unwrap();
     f.add_user("nurse.canary", Role::Nurse, &["ICU"]);
     f.add_user("billing.canary", Role::Billing, &["MED"]);
     let dev = f.device("station-canary", &[]).await;
@@ -990,7 +990,7 @@ async fn a_signed_note_is_only_marked_entered_in_error_by_its_author() {
     // The reason is sealed: not in the trail's export.
     let mut out = Vec::new();
     chartroom_server::audit::export(
-        &f.storage,
+        &*f.storage,
         &chartroom_server::audit::ExportFilter::default(),
         chartroom_server::audit::ExportFormat::Jsonl,
         &mut out,

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use chartroom_audit::{server_link, AuditEntry, ChainHead, Digest32, Event};
 use chartroom_domain::Timestamp;
-use chartroom_server::storage::{SqliteStorage, Storage};
+use chartroom_server::storage::{Storage};
 use chartroom_server::{audit, init, DataDir, InitOptions};
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 /// A server with a busy trail: its own events and two devices' chains, interleaved, then a checkpoint.
-fn busy_server(tmp: &std::path::Path) -> (DataDir, SqliteStorage) {
+fn busy_server(tmp: &std::path::Path) -> (DataDir, std::sync::Arc<dyn Storage>) {
     let dir = DataDir::new(tmp.join("server"));
     init(&dir, &InitOptions::default()).unwrap();
     let storage = dir.open_storage().unwrap();
@@ -130,7 +130,7 @@ async fn serve_and_enroll(
 fn every_tampering_of_stored_entries_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, storage) = busy_server(tmp.path());
-    assert_eq!(verify(&dir, &storage).unwrap(), 240);
+    assert_eq!(verify(&dir, &*storage).unwrap(), 240);
     let conn = raw(&dir);
     let original = rows(&conn);
     // The insider's edits are undone between rounds from a copy of the table.
@@ -173,14 +173,14 @@ fn every_tampering_of_stored_entries_is_detected() {
             rechain_from(&conn, *seq);
         }
         edits += 1;
-        if verify(&dir, &storage).is_err() {
+        if verify(&dir, &*storage).is_err() {
             detected += 1;
         }
         restore(&conn);
     }
     eprintln!("audit tamper sweep: {detected} of {edits} single-byte edits detected");
     assert_eq!(detected, edits, "an edit went undetected");
-    assert_eq!(verify(&dir, &storage).unwrap(), 240, "restored cleanly");
+    assert_eq!(verify(&dir, &*storage).unwrap(), 240, "restored cleanly");
 
     // Deletions, reorders and truncations, each also re-chained by the insider.
     for round in 0..60 {
@@ -214,11 +214,11 @@ fn every_tampering_of_stored_entries_is_detected() {
                 conn.execute("DELETE FROM audit_entries WHERE server_seq >= ?1", [a]).unwrap();
             }
         }
-        let problem = verify(&dir, &storage).unwrap_err();
+        let problem = verify(&dir, &*storage).unwrap_err();
         assert!(problem.position <= u64::try_from(original.len()).unwrap() + 1, "{problem}");
         restore(&conn);
     }
-    assert_eq!(verify(&dir, &storage).unwrap(), 240);
+    assert_eq!(verify(&dir, &*storage).unwrap(), 240);
 }
 
 #[test]
@@ -423,29 +423,29 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
     assert_eq!(refused.code(), "audit.retention");
     // A retention below six years in the configuration is raised to six years.
     assert!(audit::purge(&*storage, &key, young, 30, seven_years_later).is_err());
-    assert_eq!(verify(&dir, &storage).unwrap(), 240);
+    assert_eq!(verify(&dir, &*storage).unwrap(), 240);
 
     // The first 60 seconds of activity (60 server events and 60 device entries) are old enough.
     let purged =
         audit::purge(&*storage, &key, Timestamp(t0 + 60_000), audit::MIN_RETENTION_DAYS, seven_years_later)
             .unwrap();
     assert_eq!(purged.entries, 120);
-    assert_eq!(verify(&dir, &storage).unwrap(), 121, "120 kept and the purge's own entry");
+    assert_eq!(verify(&dir, &*storage).unwrap(), 121, "120 kept and the purge's own entry");
     assert_eq!(storage.audit_page(0, 1).unwrap()[0].server_seq, 121, "the prefix is gone");
 
     // Edits after the purge point are still caught; so is an edit of the purge base.
     let conn = raw(&dir);
     conn.execute_batch("CREATE TABLE backup AS SELECT * FROM audit_entries; CREATE TABLE base_backup AS SELECT * FROM audit_base;").unwrap();
     edit_entry(&conn, 150, |e| e.event.action = "VIEW".into());
-    assert_eq!(verify(&dir, &storage).unwrap_err().position, 150);
+    assert_eq!(verify(&dir, &*storage).unwrap_err().position, 150);
     conn.execute_batch("DELETE FROM audit_entries; INSERT INTO audit_entries SELECT * FROM backup;").unwrap();
     let base = storage.audit_base().unwrap().unwrap();
     let mut forged = base.clone();
     forged.server_seq += 1;
     conn.execute("UPDATE audit_base SET base = ?1", [serde_json::to_string(&forged).unwrap()]).unwrap();
-    assert!(verify(&dir, &storage).is_err(), "a moved purge point is not anchored by its checkpoint");
+    assert!(verify(&dir, &*storage).is_err(), "a moved purge point is not anchored by its checkpoint");
     conn.execute_batch("DELETE FROM audit_base; INSERT INTO audit_base SELECT * FROM base_backup;").unwrap();
-    assert_eq!(verify(&dir, &storage).unwrap(), 121);
+    assert_eq!(verify(&dir, &*storage).unwrap(), 121);
 
     // An insider cannot make a purge of their own: deleting a prefix up to an existing checkpoint
     // and writing a matching base (all hashes are public) still fails, for want of a signature.
@@ -474,13 +474,13 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
             [i64::try_from(target.count).unwrap()],
         )
         .unwrap();
-        assert!(verify(&dir, &storage).is_err(), "a purge nobody signed");
+        assert!(verify(&dir, &*storage).is_err(), "a purge nobody signed");
         conn.execute_batch(
             "DELETE FROM audit_base; INSERT INTO audit_base SELECT * FROM base_backup;
              DELETE FROM audit_entries; INSERT INTO audit_entries SELECT * FROM backup;",
         )
         .unwrap();
-        assert_eq!(verify(&dir, &storage).unwrap(), 121);
+        assert_eq!(verify(&dir, &*storage).unwrap(), 121);
     }
 
     // Everything old goes; new entries continue the same chains.
@@ -495,7 +495,7 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
     assert_eq!(all.entries, 120, "the first purge's own entry is recent: it stays");
     storage.append_events(&[Event::new(seven_years_later, "login", "session", "ok")]).unwrap();
     audit::checkpoint_if_due(&*storage, &key, seven_years_later).unwrap();
-    assert_eq!(verify(&dir, &storage).unwrap(), 3, "both purges' entries and the login");
+    assert_eq!(verify(&dir, &*storage).unwrap(), 3, "both purges' entries and the login");
 }
 
 /// Auditors search and verify the trail over HTTPS: filters and limits are checked, clinicians are

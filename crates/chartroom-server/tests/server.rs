@@ -227,7 +227,6 @@ fn cli_init_then_serve_then_sigterm() {
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
 
     // The admin actions, the serve's key access and the station's login are all in the trail.
-    use chartroom_server::storage::Storage;
     let storage = DataDir::new(&data).open_storage().unwrap();
     let actions: Vec<String> =
         storage.audit_page(0, 1000).unwrap().into_iter().map(|s| s.entry.event.action).collect();
@@ -240,7 +239,6 @@ fn cli_init_then_serve_then_sigterm() {
 fn accounts_are_unique_and_policed() {
     use chartroom_crypto::Password;
     use chartroom_domain::{Role, Timestamp};
-    use chartroom_server::storage::Storage;
     use chartroom_server::users::add_user;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -385,7 +383,6 @@ fn device_tokens_are_one_line_hashed_and_revocable() {
     assert!(err.contains("not enrolled") && err.lines().count() == 1, "{err}");
     // Once enrolled, it can be: a one-time token, printed once, only its hash kept, audited.
     {
-        use chartroom_server::storage::Storage;
         let storage = DataDir::new(d).open_storage().unwrap();
         let hash = chartroom_server::auth::sha256(t2.trim());
         storage.enroll_device(&hash, &[9; 32], chartroom_server::wall_now()).unwrap();
@@ -431,7 +428,6 @@ fn device_tokens_are_one_line_hashed_and_revocable() {
 async fn enrollment_tokens_are_single_use_and_expire() {
     use chartroom_domain::{DeviceProfile, Timestamp};
     use chartroom_server::devices::issue_token;
-    use chartroom_server::storage::Storage;
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::new(tmp.path().join("server"));
@@ -526,7 +522,6 @@ fn fhir_import_and_export_round_trip_through_the_cli() {
         "{err}"
     );
     let storage = DataDir::new(&a).open_storage().unwrap();
-    use chartroom_server::storage::Storage;
     assert!(storage.patient_ids(None, 10).unwrap().is_empty(), "a refused bundle imported something");
     drop(storage);
 
@@ -652,7 +647,6 @@ fn master_key_in_the_os_keyring() {
         panic!("config does not name the keyring");
     };
     let storage = dir.open_storage().unwrap();
-    use chartroom_server::storage::Storage;
     assert!(storage.list_users().unwrap().is_empty());
     drop(storage);
     keyring.remove("chartroom-server", &format!("master-key:{server_id}")).unwrap();

@@ -26,7 +26,7 @@ use chartroom_protocol::{
     ApiError, AuditUpload, AuditUploadResponse, Change, ChangeOutcome, ChangeRecord, PullPage, PushBatch,
     PushResponse, TokenResponse, PROOF_HEADER,
 };
-use chartroom_server::storage::{SqliteStorage, Storage};
+use chartroom_server::storage::{Storage};
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions, RunningServer};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -40,7 +40,7 @@ struct Fixture {
     dir: DataDir,
     server: RunningServer,
     client: ServerClient,
-    storage: SqliteStorage,
+    storage: std::sync::Arc<dyn Storage>,
     charts: Vec<Chart>,
 }
 
@@ -80,12 +80,12 @@ impl Fixture {
     fn add_user(&self, username: &str, role: Role, units: &[&str]) {
         let units = units.iter().map(|u| u.to_string()).collect();
         let pw = Password::new(PASSWORD.into());
-        chartroom_server::users::add_user(&self.storage, username, role, units, &pw, wall_now()).unwrap();
+        chartroom_server::users::add_user(&*self.storage, username, role, units, &pw, wall_now()).unwrap();
     }
 
     async fn device(&self, name: &str) -> DeviceIdentity {
         let token = chartroom_server::devices::issue_token(
-            &self.storage,
+            &*self.storage,
             name,
             DeviceProfile::Station,
             vec![],
@@ -196,8 +196,8 @@ impl Fixture {
     /// The server's own verification of its whole trail (what `chartroom-server audit verify` runs).
     fn assert_trail_verifies(&self) {
         let key = self.dir.signing_key().unwrap();
-        chartroom_server::audit::checkpoint_if_due(&self.storage, &key, wall_now()).unwrap();
-        let verified = chartroom_server::audit::verify(&self.storage, &key.verifying_key()).unwrap();
+        chartroom_server::audit::checkpoint_if_due(&*self.storage, &key, wall_now()).unwrap();
+        let verified = chartroom_server::audit::verify(&*self.storage, &key.verifying_key()).unwrap();
         assert!(verified.is_ok(), "the trail no longer verifies: {verified:?}");
     }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chartroom_crypto::Password;
 use chartroom_domain::{Chart, DeviceProfile, Role, VitalSign};
-use chartroom_server::storage::{RecordKind, SqliteStorage, Storage, SERVER_CHAIN};
+use chartroom_server::storage::{RecordKind, Storage, SERVER_CHAIN};
 use chartroom_server::{wall_now, DataDir};
 use chartroom_station::DeviceSecretStore;
 use rand::rngs::StdRng;
