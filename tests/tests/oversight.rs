@@ -54,15 +54,19 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        Env::with_clock(None).await
+        Env::with_clock(None, None).await
     }
 
-    /// A server on an injected clock (tests of token expiry).
-    async fn with_clock(clock: Option<Arc<chartroom_domain::clock::ManualClock>>) -> Env {
+    /// A server on an injected clock (tests of token expiry), on the embedded database or (with a
+    /// URL) PostgreSQL.
+    async fn with_clock(
+        clock: Option<Arc<chartroom_domain::clock::ManualClock>>,
+        database_url: Option<String>,
+    ) -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_owned();
         let dir = DataDir::new(root.join("server"));
-        let report = init(&dir, &InitOptions::default()).unwrap();
+        let report = init(&dir, &InitOptions { database_url, ..InitOptions::default() }).unwrap();
         let storage = dir.open_storage().unwrap();
         for (name, role, units) in USERS {
             let units = units.iter().map(|u| u.to_string()).collect();
@@ -178,7 +182,18 @@ fn no_text_in(entries: &[chartroom_audit::AuditEntry], text: &str) {
 
 #[tokio::test]
 async fn auditors_search_verify_and_review_from_a_station_and_clinicians_break_the_glass() {
-    let mut env = Env::new().await;
+    break_glass_and_audit_story(Env::new().await).await;
+}
+
+/// The same story with the server on PostgreSQL.
+#[tokio::test]
+async fn break_glass_and_audit_story_on_postgres() {
+    if let Some(url) = chartroom_tests::fresh_postgres() {
+        break_glass_and_audit_story(Env::with_clock(None, Some(url)).await).await;
+    }
+}
+
+async fn break_glass_and_audit_story(mut env: Env) {
     let icu = env.station("icu-1", &["ICU"]).await;
     let med = env.on("MED")[0].patient.clone();
     let icu_patient = env.on("ICU")[0].patient.clone();
@@ -573,7 +588,7 @@ async fn my_patients_per_user_local_and_shredded_with_the_patient() {
 #[tokio::test]
 async fn an_oversight_session_renews_its_access_token() {
     let clock = Arc::new(chartroom_domain::clock::ManualClock::at(wall_now()));
-    let mut env = Env::with_clock(Some(clock.clone())).await;
+    let mut env = Env::with_clock(Some(clock.clone()), None).await;
     let icu = env.station("icu-5", &["ICU"]).await;
     let Login::Oversight(mut sam) =
         icu.login(&env.client, "sam.audit", &password("sam.audit"), wall_now()).await.unwrap()

@@ -102,9 +102,23 @@ fn canonical(c: &Chart) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn three_stations_converge_with_every_conflict_surfaced_and_every_chain_verified() {
+    converge(None).await;
+}
+
+/// The same story with the server on PostgreSQL (one conformance story for both backends).
+#[tokio::test]
+async fn three_stations_converge_on_postgres() {
+    if let Some(url) = chartroom_tests::fresh_postgres() {
+        converge(Some(url)).await;
+    }
+}
+
+/// Users, enrollment, sync, conflicts and their resolution, and audit verification, on the
+/// embedded database or (with a URL) PostgreSQL.
+async fn converge(database_url: Option<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::new(tmp.path().join("server"));
-    let report = init(&dir, &InitOptions::default()).unwrap();
+    let report = init(&dir, &InitOptions { database_url, ..InitOptions::default() }).unwrap();
     let storage = dir.open_storage().unwrap();
     for (name, role, units) in [
         ("kim.rn", Role::Nurse, vec!["ICU"]),

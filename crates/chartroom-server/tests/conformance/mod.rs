@@ -1,6 +1,6 @@
 //! The storage conformance suite: what every `Storage` backend must do, checked through the trait
-//! only. The embedded SQLCipher backend runs it here; the PostgreSQL backend will run the same
-//! functions.
+//! only. The embedded SQLCipher backend runs it in `server.rs`; the PostgreSQL backend in the
+//! workspace tests (`tests/tests/postgres.rs`).
 
 use chartroom_audit::{AuditEntry, ChainHead, Event};
 use chartroom_domain::{DeviceProfile, LockPolicy, Role, Timestamp};
@@ -445,6 +445,78 @@ pub fn sync_changes(s: &dyn Storage) {
     assert!(page.newest >= page.upto && page.upto > after);
 }
 
+/// The anomaly rule compares a user with their own normal: a busy clinician's usual pace passes, three
+/// times it does not.
+pub fn anomaly(storage: &dyn Storage) {
+    use chartroom_server::oversight::{check_anomaly, AnomalyRule};
+    use chartroom_server::storage::{DeviceRecord, EnrolledDevice, NewUser, SessionOwner, UserRecord};
+
+    let now = Timestamp(1_800_000_000_000);
+    let user = UserRecord {
+        id: Uuid::now_v7(),
+        username: "busy.doc".into(),
+        role: chartroom_domain::Role::Physician,
+        units: vec!["ICU".into()],
+        disabled: false,
+        created_at: Timestamp(0),
+    };
+    storage.create_user(&NewUser { record: user.clone(), password_hash: "$argon2id$x".into() }).unwrap();
+    let owner = SessionOwner {
+        session_id: Uuid::now_v7(),
+        user,
+        device: EnrolledDevice {
+            record: DeviceRecord {
+                id: Uuid::now_v7(),
+                name: "laptop".into(),
+                profile: chartroom_domain::DeviceProfile::Laptop,
+                units: vec![],
+                token_expires_at: None,
+                enrolled_at: Some(Timestamp(0)),
+                revoked_at: None,
+                created_at: Timestamp(0),
+            },
+            public_key: [0; 32],
+        },
+        access_expires_at: now,
+    };
+    let views = |from: Timestamp, n: i64, spacing_ms: i64| {
+        let events: Vec<Event> = (0..n)
+            .map(|i| {
+                let mut e = Event::new(Timestamp(from.0 + i * spacing_ms), "view", "patient", "ok");
+                e.username = Some("busy.doc".into());
+                e
+            })
+            .collect();
+        storage.append_events(&events).unwrap();
+    };
+    // A week at 100 chart views an hour.
+    views(Timestamp(now.0 - 7 * 86_400_000 - 3_600_000), 7 * 24 * 100, 36_000);
+    // 250 in the last hour: well above the floor, below three times the usual 100.
+    views(Timestamp(now.0 - 3_000_000), 250, 1000);
+    let rule = AnomalyRule::default();
+    assert!(check_anomaly(storage, &owner, &rule, now).unwrap().is_none());
+    // A station uploading entries in this user's name (its word only) changes nothing: neither a
+    // forged burst nor a padded baseline.
+    let device = Uuid::now_v7();
+    let mut head = ChainHead::GENESIS;
+    let forged: Vec<AuditEntry> = (0..400)
+        .map(|i| {
+            let mut e = Event::new(Timestamp(now.0 - 1000 * i), "view", "patient", "ok");
+            e.username = Some("busy.doc".into());
+            head.append(device, Uuid::now_v7(), e)
+        })
+        .collect();
+    storage.ingest_entries(device, &forged).unwrap();
+    assert!(check_anomaly(storage, &owner, &rule, now).unwrap().is_none(), "uploads are not counted");
+    // 50 more of its own makes 301 with the next one: more than three times normal.
+    views(Timestamp(now.0 - 1_000_000), 50, 1000);
+    let incident = check_anomaly(storage, &owner, &rule, now).unwrap().expect("an incident");
+    assert_eq!(incident.last_hour, 301);
+    assert!((incident.hourly_average - 100.0).abs() < 1.0, "{}", incident.hourly_average);
+    assert!(storage.user_for_login("busy.doc").unwrap().unwrap().record.disabled);
+    assert_eq!(storage.incidents().unwrap().len(), 1);
+}
+
 /// Every check, on a fresh, empty storage each.
 pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     accounts(fresh().as_ref());
@@ -455,4 +527,5 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     audit(fresh().as_ref());
     records(fresh().as_ref());
     sync_changes(fresh().as_ref());
+    anomaly(fresh().as_ref());
 }
