@@ -49,3 +49,28 @@ pub fn psql(url: &str, sql: &str) -> String {
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A chart reduced to what must converge: every record's id, version and content, in id order.
+pub fn canonical(c: &chartroom_domain::Chart) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut add = |id: uuid::Uuid, v: Result<serde_json::Value, serde_json::Error>| {
+        out.insert(id.to_string(), v.map(|v| v.to_string()).unwrap_or_default());
+    };
+    add(c.patient.id, serde_json::to_value(&c.patient));
+    c.allergies.iter().for_each(|r| add(r.id, serde_json::to_value(r)));
+    c.conditions.iter().for_each(|r| add(r.id, serde_json::to_value(r)));
+    c.medications.iter().for_each(|r| add(r.id, serde_json::to_value(r)));
+    c.observations.iter().for_each(|r| add(r.id, serde_json::to_value(r)));
+    c.notes.iter().for_each(|r| add(r.id, serde_json::to_value(r)));
+    out
+}
+
+/// A `chartroom-server` binary of this build (built with the workspace's tests), as a command.
+pub fn server_command() -> std::process::Command {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe.parent().and_then(std::path::Path::parent).map(|d| d.join("chartroom-server"));
+    match bin {
+        Some(bin) if bin.exists() => std::process::Command::new(bin),
+        _ => panic!("build chartroom-server first (cargo test --workspace builds it)"),
+    }
+}

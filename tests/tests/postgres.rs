@@ -1,11 +1,23 @@
 //! The PostgreSQL backend (issue 9), on a real cluster over verified TLS: the storage conformance
 //! suite, what a DBA can read, and several server processes sharing one database.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "../../crates/chartroom-server/tests/conformance/mod.rs"]
 mod conformance;
 
-use chartroom_server::storage::PgStorage;
-use chartroom_tests::fresh_postgres;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use chartroom_client::ServerClient;
+use chartroom_crypto::Password;
+use chartroom_domain::VitalSign;
+use chartroom_server::storage::{PgStorage, RecordKind};
+use chartroom_server::{wall_now, DataDir};
+use chartroom_station::{LockedVault, Profile, UnlockedVault};
+use chartroom_tests::{canonical, fresh_postgres, keystore, server_command};
+use rand::{Rng, SeedableRng};
 
 /// The storage conformance suite, exactly as the embedded backend runs it.
 #[test]
@@ -16,4 +28,262 @@ fn postgres_storage_conforms() {
     conformance::run_all(|| {
         Box::new(PgStorage::connect(&fresh_postgres().expect("cluster")).expect("connects and migrates"))
     });
+}
+
+/// Runs a `chartroom-server` command to completion; its standard output.
+fn admin(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = server_command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A `chartroom-server serve` process, stopped when dropped.
+struct Serving {
+    child: Child,
+    url: String,
+}
+
+impl Serving {
+    fn start(dir: &Path) -> Serving {
+        let mut child = server_command()
+            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening on https://").expect("the server announces its address");
+        let port = addr.rsplit_once(':').unwrap().1;
+        Serving { child, url: format!("https://localhost:{port}") }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn secret(user: &str) -> String {
+    format!("{}-long-passphrase-{}", user.len() * 7 + 3, user.len())
+}
+
+fn password(user: &str) -> Password {
+    Password::new(secret(user))
+}
+
+/// Three server processes on one PostgreSQL database behave as one server: a session opened on one
+/// works on the others and ends everywhere when the account is disabled on a third; failed logins
+/// count together; and with stations writing through all three at once while another station pulls
+/// continuously, every station ends up with exactly the server's records (no pull cursor ever
+/// passed a change committed late) and the audit trail verifies.
+#[tokio::test]
+async fn three_server_processes_behave_as_one() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| tmp.path().join(n)).collect();
+    let a = dirs[0].to_str().unwrap().to_string();
+    let fingerprint = admin(&["init", "--data-dir", &a, "--database-url", &url], None);
+    let fingerprint = fingerprint.trim().strip_prefix("fingerprint: ").unwrap().to_string();
+    admin(&["seed", "--data-dir", &a, "--patients", "12", "--units", "ICU"], None);
+    for user in ["kim.rn", "ana.rn", "bo.rn", "lee.rn"] {
+        let pw = format!("{}\n", secret(user));
+        admin(
+            &["user", "add", "--data-dir", &a, "--username", user, "--role", "nurse", "--unit", "ICU", "--password-stdin"],
+            Some(&pw),
+        );
+    }
+    // The other processes run from copies of the same data directory (same keys).
+    copy_dir(&dirs[0], &dirs[1]);
+    copy_dir(&dirs[0], &dirs[2]);
+    let servers: Vec<Serving> = dirs.iter().map(|d| Serving::start(d)).collect();
+    let clients: Vec<ServerClient> =
+        servers.iter().map(|s| ServerClient::new(&s.url, &fingerprint).unwrap()).collect();
+
+    // Four stations, enrolled with tokens issued by one process and used at another.
+    let mut stations = Vec::new();
+    for (i, name) in ["icu-1", "icu-2", "icu-3", "icu-4"].iter().enumerate() {
+        let d = dirs[(i + 1) % 3].to_str().unwrap().to_string();
+        let token = admin(
+            &["device", "token", "--data-dir", &d, "--name", name, "--profile", "station", "--unit", "ICU"],
+            None,
+        );
+        let locked = LockedVault::enroll(
+            Profile::new(tmp.path().join(name)),
+            keystore(),
+            &clients[i % 3],
+            &fingerprint,
+            token.trim(),
+            wall_now(),
+        )
+        .await
+        .unwrap();
+        stations.push(locked);
+    }
+
+    // A session opened on A is honoured by B and C.
+    let mut kim = stations[0].login_online(&clients[0], "kim.rn", &password("kim.rn"), wall_now()).await.unwrap();
+    kim.sync(&clients[1], wall_now()).await.unwrap();
+    kim.sync(&clients[2], wall_now()).await.unwrap();
+
+    // Failed logins count together: six wrong passwords at once, two at each process. One server
+    // checks the first three (two free failures, then delays start) and throttles the rest; three
+    // processes with counters of their own would each have checked both of theirs.
+    let wrong = password("ana.rn-but-wrong");
+    let attempts = (0..6).map(|i| stations[1].login_online(&clients[i % 3], "ana.rn", &wrong, wall_now()));
+    let mut codes: Vec<String> = join_all(attempts).await.into_iter().map(|r| server_code(&r.unwrap_err())).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, ["auth.invalid_credentials"; 3].into_iter().chain(["auth.throttled"; 3]).collect::<Vec<_>>());
+    // The station's own counter was raised too: its one-second delay passes before it is used again.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // Writers on three stations through three processes at once; a reader pulling all along.
+    let writers: Vec<UnlockedVault> = futures_login(&stations[..3], &clients, ["lee.rn", "bo.rn", "lee.rn"]).await;
+    let mut reader = stations[3].login_online(&clients[1], "bo.rn", &password("bo.rn"), wall_now()).await.unwrap();
+    let census = reader.census(None, wall_now()).unwrap();
+    assert!(census.is_empty(), "nothing pulled yet");
+    reader.sync(&clients[1], wall_now()).await.unwrap();
+    let mrns: Vec<String> = reader.census(None, wall_now()).unwrap().into_iter().map(|r| r.mrn).collect();
+    assert_eq!(mrns.len(), 12);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let write_all = async {
+        let rounds = writers.into_iter().enumerate().map(|(i, mut v)| {
+            let (mrns, clients) = (&mrns, &clients);
+            async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
+                for round in 0..12 {
+                    for _ in 0..3 {
+                        let mrn = &mrns[rng.gen_range(0..mrns.len())];
+                        let hr = f64::from(rng.gen_range(50..140u8));
+                        v.record_vitals(mrn, &[(VitalSign::HeartRate, hr)], wall_now()).unwrap();
+                    }
+                    v.sync(&clients[(i + round) % 3], wall_now()).await.unwrap();
+                }
+                v
+            }
+        });
+        let finished = join_all(rounds).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        finished
+    };
+    let read_all = async {
+        let mut pulls = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            reader.sync(&clients[pulls % 3], wall_now()).await.unwrap();
+            pulls += 1;
+        }
+        pulls
+    };
+    let (mut writers, pulls) = tokio::join!(write_all, read_all);
+    assert!(pulls > 3, "the reader pulled while the writers wrote ({pulls} pulls)");
+
+    // One last incremental sync each, then every station's view equals the server's.
+    let storage = DataDir::new(&dirs[2]).open_storage().unwrap();
+    let keys = DataDir::new(&dirs[2]).record_keys().unwrap();
+    writers.push(reader);
+    writers.push(kim);
+    for (i, v) in writers.iter_mut().enumerate() {
+        v.sync(&clients[i % 3], wall_now()).await.unwrap();
+        let rows = v.census(None, wall_now()).unwrap();
+        assert_eq!(rows.len(), 12);
+        for row in rows {
+            let sealed = storage.patient(row.patient_id).unwrap().unwrap();
+            let records = storage.records(row.patient_id, &RecordKind::ALL, usize::MAX).unwrap();
+            let server = keys.open_chart(&sealed, &records).unwrap();
+            let local = v.chart_by_mrn(&row.mrn, usize::MAX, wall_now()).unwrap();
+            assert_eq!(canonical(&local), canonical(&server), "station {i}, patient {}", row.patient_id);
+        }
+    }
+    let written: usize = (0..3).map(|_| 12 * 3).sum();
+    let observations: usize = mrns
+        .iter()
+        .map(|m| writers[0].chart_by_mrn(m, usize::MAX, wall_now()).unwrap().observations.len())
+        .sum();
+    assert!(observations >= written, "every vitals set arrived ({observations} observations)");
+
+    // Disabling the account on C ends kim's session on A and B too.
+    admin(&["user", "disable", "--data-dir", dirs[2].to_str().unwrap(), "--username", "kim.rn"], None);
+    let mut kim = writers.pop().unwrap();
+    let e = kim.sync(&clients[0], wall_now()).await.unwrap_err();
+    assert!(server_code(&e).starts_with("auth."), "{}", server_code(&e));
+    let e = stations[0].login_online(&clients[1], "kim.rn", &password("kim.rn"), wall_now()).await.unwrap_err();
+    assert_eq!(server_code(&e), "auth.user_disabled");
+
+    // One audit trail, one chain, verified.
+    drop(servers);
+    let verified = admin(&["audit", "verify", "--data-dir", &a], None);
+    assert!(verified.starts_with("audit ok:"), "{verified}");
+}
+
+/// The server's own code for a refusal (the station reports it as `server.refused`).
+fn server_code(e: &chartroom_station::StationError) -> String {
+    match e {
+        chartroom_station::StationError::Server(chartroom_client::ClientError::Api { error, .. }) => {
+            error.code.clone()
+        }
+        other => other.code().to_string(),
+    }
+}
+
+async fn futures_login(
+    stations: &[LockedVault],
+    clients: &[ServerClient],
+    users: [&str; 3],
+) -> Vec<UnlockedVault> {
+    let mut out = Vec::new();
+    for (i, (station, user)) in stations.iter().zip(users).enumerate() {
+        let mut v = station.login_online(&clients[i % 3], user, &password(user), wall_now()).await.unwrap();
+        v.sync(&clients[i % 3], wall_now()).await.unwrap();
+        out.push(v);
+    }
+    out
+}
+
+/// Polls every future to completion, concurrently, on this task.
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (f, r) in pending.iter_mut().zip(results.iter_mut()) {
+            if r.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *r = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
 }

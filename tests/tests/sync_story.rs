@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use chartroom_station::{LockedVault, Profile, UnlockedVault};
 use chartroom_store::Resolution;
 use uuid::Uuid;
 
-use chartroom_tests::keystore;
+use chartroom_tests::{canonical, keystore};
 
 fn password(user: &str) -> Password {
     Password::new(format!("{}-long-passphrase", user.len() * 7 + 3))
@@ -83,21 +83,6 @@ impl Env {
         let records = self.storage.records(id, &RecordKind::ALL, usize::MAX).unwrap();
         self.keys.open_chart(&sealed, &records).unwrap()
     }
-}
-
-/// A chart reduced to what must converge: every record's id, version and content, in id order.
-fn canonical(c: &Chart) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut add = |id: Uuid, v: serde_json::Value| {
-        out.insert(id.to_string(), v.to_string());
-    };
-    add(c.patient.id, serde_json::to_value(&c.patient).unwrap());
-    c.allergies.iter().for_each(|r| add(r.id, serde_json::to_value(r).unwrap()));
-    c.conditions.iter().for_each(|r| add(r.id, serde_json::to_value(r).unwrap()));
-    c.medications.iter().for_each(|r| add(r.id, serde_json::to_value(r).unwrap()));
-    c.observations.iter().for_each(|r| add(r.id, serde_json::to_value(r).unwrap()));
-    c.notes.iter().for_each(|r| add(r.id, serde_json::to_value(r).unwrap()));
-    out
 }
 
 #[tokio::test]
