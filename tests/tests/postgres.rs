@@ -9,6 +9,7 @@ mod conformance;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use chartroom_client::ServerClient;
 use chartroom_crypto::Password;
@@ -330,4 +331,58 @@ fn a_dba_reading_every_table_or_a_dump_finds_no_phi() {
             assert!(!seen.contains(&hex(phi)), "a patient's {phi:?} is readable as hex");
         }
     }
+}
+
+/// With every pooled connection busy (a DBA's lock holds the only one), the next request is answered
+/// 503 `server.busy` after the configured wait, not left hanging; the held request completes once
+/// the lock goes, and the server carries on.
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_busy_and_recovers() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let options = chartroom_server::InitOptions { database_url: Some(url.clone()), ..Default::default() };
+    let report = chartroom_server::init(&dir, &options).unwrap();
+    let mut config = dir.read_config().unwrap();
+    config.database_pool = chartroom_server::DatabasePool { size: 1, wait_ms: 300 };
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    let server = chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
+    let probe = chartroom_client::DeviceIdentity::new("probe".into(), &[1; 32]);
+    let me = || client.get::<serde_json::Value>(&probe, "not-a-token", "/v1/me");
+    let code = |r: Result<serde_json::Value, chartroom_client::ClientError>| match r {
+        Err(chartroom_client::ClientError::Api { status, error, .. }) => (status, error.code),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code(me().await), (401, "auth.invalid_token".to_string()));
+
+    let mut dba = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_dba = dba.stdin.take().unwrap();
+    to_dba.write_all(b"BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(dba.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    let held = me();
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let r = me().await;
+        let waited = started.elapsed();
+        to_dba.write_all(b"ROLLBACK;\n").unwrap();
+        drop(to_dba);
+        (r, waited)
+    };
+    let (held, (refused, waited)) = tokio::join!(held, refused);
+    assert_eq!(code(refused), (503, "server.busy".to_string()));
+    assert!(waited < Duration::from_secs(5), "answered after the pool's wait, not hung: {waited:?}");
+    assert_eq!(code(held), (401, "auth.invalid_token".to_string()), "the held request completed");
+    assert_eq!(code(me().await), (401, "auth.invalid_token".to_string()), "and the server carries on");
+    dba.wait().unwrap();
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
 }

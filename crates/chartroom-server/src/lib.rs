@@ -25,7 +25,7 @@ pub mod sync;
 mod tls;
 pub mod users;
 
-pub use datadir::{init, DataDir, InitOptions, InitReport, MasterKeyStore, ServerConfig};
+pub use datadir::{init, DataDir, DatabasePool, InitOptions, InitReport, MasterKeyStore, ServerConfig};
 pub use error::ServerError;
 pub use http::{openapi_json, router, AppState};
 
