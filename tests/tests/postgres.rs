@@ -64,7 +64,8 @@ impl Serving {
             .unwrap();
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on https://").expect("the server announces its address");
+        let addr =
+            line.trim().strip_prefix("listening on https://").expect("the server announces its address");
         let port = addr.rsplit_once(':').unwrap().1;
         Serving { child, url: format!("https://localhost:{port}") }
     }
@@ -115,7 +116,19 @@ async fn three_server_processes_behave_as_one() {
     for user in ["kim.rn", "ana.rn", "bo.rn", "lee.rn"] {
         let pw = format!("{}\n", secret(user));
         admin(
-            &["user", "add", "--data-dir", &a, "--username", user, "--role", "nurse", "--unit", "ICU", "--password-stdin"],
+            &[
+                "user",
+                "add",
+                "--data-dir",
+                &a,
+                "--username",
+                user,
+                "--role",
+                "nurse",
+                "--unit",
+                "ICU",
+                "--password-stdin",
+            ],
             Some(&pw),
         );
     }
@@ -148,7 +161,8 @@ async fn three_server_processes_behave_as_one() {
     }
 
     // A session opened on A is honoured by B and C.
-    let mut kim = stations[0].login_online(&clients[0], "kim.rn", &password("kim.rn"), wall_now()).await.unwrap();
+    let mut kim =
+        stations[0].login_online(&clients[0], "kim.rn", &password("kim.rn"), wall_now()).await.unwrap();
     kim.sync(&clients[1], wall_now()).await.unwrap();
     kim.sync(&clients[2], wall_now()).await.unwrap();
 
@@ -157,15 +171,21 @@ async fn three_server_processes_behave_as_one() {
     // processes with counters of their own would each have checked both of theirs.
     let wrong = password("ana.rn-but-wrong");
     let attempts = (0..6).map(|i| stations[1].login_online(&clients[i % 3], "ana.rn", &wrong, wall_now()));
-    let mut codes: Vec<String> = join_all(attempts).await.into_iter().map(|r| server_code(&r.unwrap_err())).collect();
+    let mut codes: Vec<String> =
+        join_all(attempts).await.into_iter().map(|r| server_code(&r.unwrap_err())).collect();
     codes.sort_unstable();
-    assert_eq!(codes, ["auth.invalid_credentials"; 3].into_iter().chain(["auth.throttled"; 3]).collect::<Vec<_>>());
+    assert_eq!(
+        codes,
+        ["auth.invalid_credentials"; 3].into_iter().chain(["auth.throttled"; 3]).collect::<Vec<_>>()
+    );
     // The station's own counter was raised too: its one-second delay passes before it is used again.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
     // Writers on three stations through three processes at once; a reader pulling all along.
-    let writers: Vec<UnlockedVault> = futures_login(&stations[..3], &clients, ["lee.rn", "bo.rn", "lee.rn"]).await;
-    let mut reader = stations[3].login_online(&clients[1], "bo.rn", &password("bo.rn"), wall_now()).await.unwrap();
+    let writers: Vec<UnlockedVault> =
+        futures_login(&stations[..3], &clients, ["lee.rn", "bo.rn", "lee.rn"]).await;
+    let mut reader =
+        stations[3].login_online(&clients[1], "bo.rn", &password("bo.rn"), wall_now()).await.unwrap();
     let census = reader.census(None, wall_now()).unwrap();
     assert!(census.is_empty(), "nothing pulled yet");
     reader.sync(&clients[1], wall_now()).await.unwrap();
@@ -232,7 +252,8 @@ async fn three_server_processes_behave_as_one() {
     let mut kim = writers.pop().unwrap();
     let e = kim.sync(&clients[0], wall_now()).await.unwrap_err();
     assert!(server_code(&e).starts_with("auth."), "{}", server_code(&e));
-    let e = stations[0].login_online(&clients[1], "kim.rn", &password("kim.rn"), wall_now()).await.unwrap_err();
+    let e =
+        stations[0].login_online(&clients[1], "kim.rn", &password("kim.rn"), wall_now()).await.unwrap_err();
     assert_eq!(server_code(&e), "auth.user_disabled");
 
     // One audit trail, one chain, verified.
@@ -301,7 +322,8 @@ fn a_dba_reading_every_table_or_a_dump_finds_no_phi() {
     chartroom_server::init(&dir, &options).unwrap();
     let storage = dir.open_storage().unwrap();
     let config = chartroom_synth::SynthConfig::new(7, wall_now());
-    let mut charts: Vec<chartroom_domain::Chart> = (0..5).map(|i| chartroom_synth::patient(&config, i)).collect();
+    let mut charts: Vec<chartroom_domain::Chart> =
+        (0..5).map(|i| chartroom_synth::patient(&config, i)).collect();
     charts[0].patient.name =
         chartroom_domain::HumanName { family: "Canaryfieldova".into(), given: "Zephyrine".into() };
     charts[0].patient.mrn = "MRN-CANARY-4242".into();
@@ -317,7 +339,9 @@ fn a_dba_reading_every_table_or_a_dump_finds_no_phi() {
     .unwrap();
 
     let mut seen = String::new();
-    for table in chartroom_tests::psql(&url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").lines() {
+    for table in
+        chartroom_tests::psql(&url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").lines()
+    {
         seen += &chartroom_tests::psql(&url, &format!("SELECT * FROM {table}"));
     }
     let dump = std::process::Command::new("pg_dump").args(["--format=plain", &url]).output().unwrap();
@@ -347,7 +371,8 @@ async fn an_exhausted_pool_answers_503_busy_and_recovers() {
     config.database_pool = chartroom_server::DatabasePool { size: 1, wait_ms: 300 };
     std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
     let server = chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let client = ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
+    let client =
+        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
     let probe = chartroom_client::DeviceIdentity::new("probe".into(), &[1; 32]);
     let me = || client.get::<serde_json::Value>(&probe, "not-a-token", "/v1/me");
     let code = |r: Result<serde_json::Value, chartroom_client::ClientError>| match r {

@@ -12,7 +12,7 @@ use chartroom_crypto::Password;
 use chartroom_domain::clock::ManualClock;
 use chartroom_domain::{Chart, DeviceProfile, Role};
 use chartroom_protocol::{CensusPage, ChartResponse, TokenResponse, UserInfo};
-use chartroom_server::storage::{Storage};
+use chartroom_server::storage::Storage;
 use chartroom_server::{init, start_with_clock, wall_now, DataDir, InitOptions, RunningServer};
 
 const PASSWORD: &str = "correct-horse-staple-42";

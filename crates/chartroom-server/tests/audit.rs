@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chartroom_audit::{server_link, AuditEntry, ChainHead, Digest32, Event};
 use chartroom_domain::Timestamp;
-use chartroom_server::storage::{Storage};
+use chartroom_server::storage::Storage;
 use chartroom_server::{audit, init, DataDir, InitOptions};
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;

@@ -26,7 +26,7 @@ use chartroom_protocol::{
     ApiError, AuditUpload, AuditUploadResponse, Change, ChangeOutcome, ChangeRecord, PullPage, PushBatch,
     PushResponse, TokenResponse, PROOF_HEADER,
 };
-use chartroom_server::storage::{Storage};
+use chartroom_server::storage::Storage;
 use chartroom_server::{init, start, wall_now, DataDir, InitOptions, RunningServer};
 use serde_json::{json, Value};
 use uuid::Uuid;
