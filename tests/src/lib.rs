@@ -34,10 +34,7 @@ pub fn fresh_postgres() -> Option<String> {
         return None;
     };
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    psql(&admin, &format!("CREATE DATABASE {name}"));
-    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-    let (server, _) = base.rsplit_once('/').expect("the test URL names a database");
-    Some(format!("{server}/{name}?{query}"))
+    Some(chartroom_server::storage::PgStorage::create_database(&admin, &name).expect("a test database"))
 }
 
 /// Runs SQL through `psql` on the database at `url` (as a DBA would), returning standard output.

@@ -411,3 +411,198 @@ async fn an_exhausted_pool_answers_503_busy_and_recovers() {
     dba.wait().unwrap();
     server.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// A throwaway cluster of this test's own (it gets restarted), stopped when dropped.
+struct OwnCluster {
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl OwnCluster {
+    fn script() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-test-cluster")
+    }
+
+    fn start(parent: &Path) -> OwnCluster {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // As root the cluster runs as `nobody`, which must reach its directory.
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let dir = parent.join("pg");
+        let out = std::process::Command::new(Self::script()).arg("start").arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8(out.stdout).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("DATABASE_URL='")
+            .and_then(|l| l.strip_suffix('\''))
+            .unwrap()
+            .to_string();
+        OwnCluster { dir, url }
+    }
+
+    fn restart_at(dir: &Path) {
+        let out = std::process::Command::new(Self::script()).arg("restart").arg(dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script()).arg("stop").arg(&self.dir).output();
+    }
+}
+
+/// PostgreSQL restarted while a push batch is inside its transaction: the station gets a retryable
+/// error, and after it retries every change is on the server exactly once, its view equals the
+/// server's, and the audit trail verifies.
+#[tokio::test]
+async fn postgres_restarted_during_a_push_batch_loses_and_duplicates_nothing() {
+    if fresh_postgres().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = OwnCluster::start(tmp.path());
+    let dir = DataDir::new(tmp.path().join("server"));
+    let options =
+        chartroom_server::InitOptions { database_url: Some(cluster.url.clone()), ..Default::default() };
+    let report = chartroom_server::init(&dir, &options).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let mut config = chartroom_synth::SynthConfig::new(5, wall_now());
+    config.units = vec!["ICU".into()];
+    let charts: Vec<chartroom_domain::Chart> =
+        (0..10).map(|i| chartroom_synth::patient(&config, i)).collect();
+    chartroom_server::records::load_charts(&*storage, &dir.record_keys().unwrap(), &charts).unwrap();
+    let role = chartroom_domain::Role::Nurse;
+    chartroom_server::users::add_user(
+        &*storage,
+        "kim.rn",
+        role,
+        vec!["ICU".into()],
+        &password("kim.rn"),
+        wall_now(),
+    )
+    .unwrap();
+    let token = chartroom_server::devices::issue_token(
+        &*storage,
+        "icu-1",
+        chartroom_domain::DeviceProfile::Station,
+        vec!["ICU".into()],
+        Duration::from_secs(600),
+        wall_now(),
+    )
+    .unwrap();
+    let server = chartroom_server::start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client =
+        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
+    let locked = LockedVault::enroll(
+        Profile::new(tmp.path().join("icu-1")),
+        keystore(),
+        &client,
+        &report.fingerprint,
+        &token,
+        wall_now(),
+    )
+    .await
+    .unwrap();
+    let mut v = locked.login_online(&client, "kim.rn", &password("kim.rn"), wall_now()).await.unwrap();
+    v.sync(&client, wall_now()).await.unwrap();
+    for i in 0..60u8 {
+        let mrn = &charts[usize::from(i % 10)].patient.mrn;
+        v.record_vitals(mrn, &[(VitalSign::HeartRate, f64::from(60 + i))], wall_now()).unwrap();
+    }
+
+    // A DBA's lock stops the batch inside its transaction (it waits for the change counter)…
+    let mut dba = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", &cluster.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_dba = dba.stdin.take().unwrap();
+    to_dba
+        .write_all(b"BEGIN; LOCK TABLE change_counter IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(dba.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    // …and PostgreSQL restarts under it (a fast shutdown ends every session).
+    let url = cluster.url.clone();
+    let restart = async {
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chartroom-server' AND wait_event_type = 'Lock'";
+        for _ in 0..100 {
+            let probe = url.clone();
+            if tokio::task::spawn_blocking(move || chartroom_tests::psql(&probe, waiting))
+                .await
+                .unwrap()
+                .trim()
+                != "0"
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dir = cluster.dir.clone();
+        tokio::task::spawn_blocking(move || OwnCluster::restart_at(&dir)).await.unwrap();
+    };
+    let (first, ()) = tokio::join!(v.sync(&client, wall_now()), restart);
+    drop(to_dba);
+    let _ = dba.wait();
+    let e = first.unwrap_err();
+    assert_eq!(server_code(&e), "server.database", "{e:?}");
+    assert!(matches!(&e, chartroom_station::StationError::Server(c) if c.is_retryable()), "{e:?}");
+
+    // The station retries (as its background sync does) until the server answers again.
+    let mut synced = None;
+    for _ in 0..40 {
+        match v.sync(&client, wall_now()).await {
+            Ok(r) => {
+                synced = Some(r);
+                break;
+            }
+            Err(e) if matches!(&e, chartroom_station::StationError::Server(c) if c.is_retryable()) => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(synced.is_some(), "the server came back");
+    assert_eq!(chartroom_tests::psql(&cluster.url, "SELECT count(*) FROM applied_changes").trim(), "60");
+    let keys = dir.record_keys().unwrap();
+    let mut observations = 0;
+    for c in &charts {
+        let sealed = storage.patient(c.patient.id).unwrap().unwrap();
+        let records = storage.records(c.patient.id, &RecordKind::ALL, usize::MAX).unwrap();
+        let on_server = keys.open_chart(&sealed, &records).unwrap();
+        let local = v.chart_by_mrn(&c.patient.mrn, usize::MAX, wall_now()).unwrap();
+        assert_eq!(canonical(&local), canonical(&on_server));
+        observations += on_server.observations.len() - c.observations.len();
+    }
+    assert_eq!(observations, 60, "every vitals set once");
+    let key = dir.signing_key().unwrap();
+    chartroom_server::audit::verify(&*storage, &key.verifying_key()).unwrap().unwrap();
+    server.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+/// On PostgreSQL too, `migrate` says what it did and a newer schema is refused by every command.
+#[test]
+fn migrate_reports_and_refuses_a_newer_schema_on_postgres() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let d = data.to_str().unwrap();
+    // A database the server has never seen: `init` applies every migration.
+    admin(&["init", "--data-dir", d, "--database-url", &url], None);
+    let said = admin(&["migrate", "--data-dir", d], None);
+    assert!(said.trim_end().ends_with("up to date"), "{said}");
+    chartroom_tests::psql(&url, "UPDATE chartroom_schema SET version = 999");
+    for args in [&["migrate", "--data-dir", d][..], &["user", "list", "--data-dir", d]] {
+        let out = server_command().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("newer than this build"), "{err}");
+    }
+}

@@ -3,12 +3,14 @@
 //!
 //! `cargo run --release -p chartroom-bench -- vault --json`
 //! `cargo run --release -p chartroom-bench -- server --json`
+//! `cargo run --release -p chartroom-bench -- server --backend postgres --database-url URL --json`
 //! `cargo run --release -p chartroom-bench -- audit --json`
 //! `cargo run --release -p chartroom-bench -- sync --json`
 
 #![forbid(unsafe_code)]
 
 mod audit;
+mod scale;
 mod server;
 mod sync;
 
@@ -79,6 +81,22 @@ enum Cmd {
         logins: usize,
         #[arg(long, default_value_t = 2_000)]
         reads: usize,
+        /// `sqlite` (embedded) or `postgres` (needs --database-url); the scale part always also runs
+        /// on the embedded database, for comparison.
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+        backend: String,
+        /// A PostgreSQL cluster's URL (each run creates a database of its own there), e.g. from
+        /// `scripts/pg-test-cluster start DIR`.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Patients for the scale part (ingest, pull, 50-station pushes).
+        #[arg(long, default_value_t = 2_000)]
+        scale_patients: u64,
+        #[arg(long, default_value_t = 50)]
+        stations: usize,
+        /// 500-change batches each of the six ingest devices pushes.
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
     },
     /// The audit trail: station append latency, chain verification rate, checkpoint signing.
     Audit {
@@ -107,7 +125,35 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Synth { json, patients, observations } => (synth(patients, observations)?, json),
         Cmd::Audit { json, appends, entries } => (audit::run(appends, entries)?, json),
-        Cmd::Server { json, patients, logins, reads } => (server::run(patients, logins, reads)?, json),
+        Cmd::Server {
+            json,
+            patients,
+            logins,
+            reads,
+            backend,
+            database_url,
+            scale_patients,
+            stations,
+            batches,
+        } => {
+            let url = match backend.as_str() {
+                "postgres" => Some(
+                    database_url.ok_or_else(|| anyhow::anyhow!("--backend postgres needs --database-url"))?,
+                ),
+                _ => None,
+            };
+            let mut report = server::run(patients, logins, reads, url.as_deref())?;
+            let mut scale = serde_json::Map::new();
+            if let Some(url) = &url {
+                scale.insert("postgres".into(), scale::run(Some(url), scale_patients, stations, batches)?);
+            }
+            scale.insert("sqlite".into(), scale::run(None, scale_patients, stations, batches)?);
+            if let Some(map) = report.as_object_mut() {
+                map.insert("backend".into(), backend.into());
+                map.insert("scale".into(), scale.into());
+            }
+            (report, json)
+        }
         Cmd::Sync { json, rows, increments, pushes } => (sync::run(rows, increments, pushes)?, json),
     };
     if json {

@@ -21,18 +21,35 @@ const PASSWORD: &str = "bench-password-long-enough";
 /// A fresh server data directory in a temporary directory, with the anomaly rule lifted: one
 /// benchmark client reads and writes thousands of charts an hour, which would (rightly) disable
 /// such an account.
-pub fn fresh_server() -> anyhow::Result<(tempfile::TempDir, DataDir, chartroom_server::InitReport)> {
+pub fn fresh_server(
+    database_url: Option<String>,
+) -> anyhow::Result<(tempfile::TempDir, DataDir, chartroom_server::InitReport)> {
     let tmp = tempfile::tempdir()?;
     let dir = DataDir::new(tmp.path().join("server"));
-    let report = init(&dir, &InitOptions::default())?;
+    let report = init(&dir, &InitOptions { database_url, ..InitOptions::default() })?;
     let mut config = dir.read_config()?;
     config.anomaly.floor = u64::MAX;
     std::fs::write(dir.path().join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     Ok((tmp, dir, report))
 }
 
-pub fn run(patients: u64, logins: usize, reads: usize) -> anyhow::Result<serde_json::Value> {
-    let (_tmp, dir, report) = fresh_server()?;
+/// `database_url`: the admin URL of a PostgreSQL cluster (the run gets a database of its own), or
+/// `None` for the embedded database.
+pub fn run(
+    patients: u64,
+    logins: usize,
+    reads: usize,
+    database_url: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = database_url
+        .map(|admin| {
+            chartroom_server::storage::PgStorage::create_database(
+                admin,
+                &format!("bench_{}", uuid::Uuid::new_v4().simple()),
+            )
+        })
+        .transpose()?;
+    let (_tmp, dir, report) = fresh_server(url)?;
     let storage = dir.open_storage()?;
     let keys = dir.record_keys()?;
 
@@ -48,7 +65,8 @@ pub fn run(patients: u64, logins: usize, reads: usize) -> anyhow::Result<serde_j
         next = end;
     }
     let seed_s = started.elapsed().as_secs_f64();
-    let db_mib = std::fs::metadata(dir.database_path())?.len() as f64 / (1024.0 * 1024.0);
+    // The embedded database's file (PostgreSQL's size is the cluster's business).
+    let db_mib = std::fs::metadata(dir.database_path()).map_or(0.0, |m| m.len() as f64 / (1024.0 * 1024.0));
 
     chartroom_server::users::add_user(
         &*storage,

@@ -19,7 +19,7 @@ const PASSWORD: &str = "bench-password-long-enough";
 
 /// Seeds about `rows` records (patients included) and measures.
 pub fn run(rows: u64, increments: usize, pushes: usize) -> anyhow::Result<serde_json::Value> {
-    let (tmp, dir, report) = crate::server::fresh_server()?;
+    let (tmp, dir, report) = crate::server::fresh_server(None)?;
     let storage = dir.open_storage()?;
     let keys = dir.record_keys()?;
 

@@ -16,6 +16,7 @@ pub mod kdf;
 pub mod recovery;
 pub mod secret;
 pub mod slot;
+pub mod stream;
 
 pub use envelope::{FieldPlace, KeyId};
 pub use error::CryptoError;

@@ -179,6 +179,17 @@ impl DataDir {
         self.dir.join("keys").join("database.url")
     }
 
+    /// Records `url` as this server's PostgreSQL database (`keys/database.url`, 0600), replacing
+    /// the one recorded before.
+    pub fn set_database_url(&self, url: &str) -> Result<(), ServerError> {
+        self.read_config()?;
+        let path = self.database_url_path();
+        let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        write_new(&tmp, url.as_bytes(), 0o600)?;
+        fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
     /// The PostgreSQL URL this server uses (`--database-url`, else `keys/database.url`); `None`
     /// for the embedded database.
     pub fn database_url(&self) -> Result<Option<Zeroizing<String>>, ServerError> {

@@ -43,6 +43,8 @@ pub enum ServerError {
     Tls(String),
     #[error("database error: {0}")]
     Database(String),
+    #[error("backup: {0}")]
+    Backup(String),
     #[error("the server is busy (every database connection is in use); try again")]
     Busy,
     #[error("file error: {0}")]
@@ -76,6 +78,7 @@ impl ServerError {
             ServerError::Tls(_) => "server.tls",
             ServerError::Database(_) => "server.database",
             ServerError::Busy => "server.busy",
+            ServerError::Backup(_) => "server.backup",
             ServerError::Io(_) => "server.io",
             ServerError::Internal(_) => "server.internal",
         }

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 mod datadir;
 pub mod devices;
 mod error;

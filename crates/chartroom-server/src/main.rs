@@ -46,6 +46,25 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Write an encrypted backup of the database (an online copy of the embedded database, or a
+    /// `pg_dump` of PostgreSQL) under a key derived from the master key, which is not in the file.
+    Backup {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a fresh server: a data directory with the original's keys/, tls/ and
+    /// config.json and no database yet (PostgreSQL: an empty database, --database-url).
+    Restore {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        from: PathBuf,
+        /// The (empty) PostgreSQL database to restore into; recorded as this server's database.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Apply pending database migrations (the server also applies them when it starts); refuses a
     /// database whose schema is newer than this build.
     Migrate {
@@ -289,6 +308,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("schema {}: migrated from {}", m.to, m.from);
             }
+        }
+        Command::Backup { data_dir, out } => {
+            let r = chartroom_server::backup::backup(&DataDir::new(data_dir), &out, wall_now())?;
+            println!("backup written: {} database, {} bytes, encrypted", r.backend, r.bytes);
+        }
+        Command::Restore { data_dir, from, database_url } => {
+            let dir = DataDir::new(data_dir);
+            if let Some(url) = database_url {
+                dir.set_database_url(&url)?;
+            }
+            let r = chartroom_server::backup::restore(&dir, &from, wall_now())?;
+            println!("restored: {} database, {} bytes; run `audit verify` to check it", r.backend, r.bytes);
         }
         Command::User { command } => user(command)?,
         Command::Seed { data_dir, patients, seed, units } => {

@@ -499,3 +499,25 @@ async fn auditors_search_and_verify_over_https_and_see_tampering() {
     assert_eq!(recorded, ["ok", "audit.broken"]);
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
+
+/// `migrate` says what it did, and a database whose schema is newer than this build (a rollback of
+/// the binary after an upgrade) is refused by every command rather than written by old code.
+#[test]
+fn migrate_reports_and_refuses_a_newer_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    init(&dir, &InitOptions::default()).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_chartroom-server");
+    let out = Command::new(bin).args(["migrate", "--data-dir", data]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.starts_with("schema ") && said.trim_end().ends_with("up to date"), "{said}");
+    raw(&dir).pragma_update(None, "user_version", 999).unwrap();
+    for args in [&["migrate", "--data-dir", data][..], &["user", "list", "--data-dir", data]] {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("newer than this build"), "{err}");
+    }
+}

@@ -264,6 +264,40 @@ impl PgStorage {
         })
     }
 
+    /// Creates an empty database `name` (lowercase letters, digits and `_`) on the cluster that
+    /// `admin_url` reaches — for tests and benchmarks, which give each run a database of its own —
+    /// and returns its URL.
+    pub fn create_database(admin_url: &str, name: &str) -> Result<String, ServerError> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(ServerError::Internal("database names are [a-z0-9_]+"));
+        }
+        let (config, tls) = client_config(admin_url)?;
+        let sql = format!("CREATE DATABASE {name}");
+        // A runtime of its own, on a thread of its own: callable from async code too.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|_| ServerError::Internal("database runtime"))?;
+                runtime.block_on(async {
+                    let (client, connection) = config.connect(tls).await.map_err(db)?;
+                    let driver = tokio::spawn(connection);
+                    client.batch_execute(&sql).await.map_err(db)?;
+                    drop(client);
+                    let _ = driver.await;
+                    Ok::<_, ServerError>(())
+                })
+            })
+            .join()
+            .unwrap_or(Err(ServerError::Internal("database worker")))
+        })?;
+        let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        Ok(if query.is_empty() { format!("{server}/{name}") } else { format!("{server}/{name}?{query}") })
+    }
+
     /// Binds the database to one master key: the first server to open it records a check value
     /// derived from its key; a server with another key (a data directory copied wrongly, or another
     /// installation) is refused instead of writing records nobody else can open.

@@ -177,8 +177,7 @@ impl SqliteStorage {
     /// [`SqliteStorage::open`], also saying which migrations it applied.
     pub fn open_migrated(path: &Path, master: &[u8; 32]) -> Result<(Self, Migrated), ServerError> {
         let conn = Connection::open(path)?;
-        // The database key is an HKDF subkey of the master key, never the master key itself.
-        let key = chartroom_crypto::DataKey::derive(b"chartroom/server-db/v1", master, b"database");
+        let key = Self::database_key(master);
         conn.execute_batch(&key.sqlcipher_key_statement())?;
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
             .map_err(|_| ServerError::Damaged("server.db"))?;
@@ -209,6 +208,11 @@ impl SqliteStorage {
         let migrated =
             Migrated { from: u32::try_from(current).unwrap_or(0), to: u32::try_from(known).unwrap_or(0) };
         Ok((SqliteStorage { conn: Mutex::new(conn) }, migrated))
+    }
+
+    /// The database key: an HKDF subkey of the master key, never the master key itself.
+    pub(crate) fn database_key(master: &[u8; 32]) -> chartroom_crypto::DataKey {
+        chartroom_crypto::DataKey::derive(b"chartroom/server-db/v1", master, b"database")
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ServerError> {
