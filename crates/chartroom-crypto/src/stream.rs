@@ -1,11 +1,12 @@
 //! Sealed streams, for backups: AES-256-GCM over 1 MiB chunks. Each chunk's associated data binds
-//! the caller's context, the chunk's index and whether it is the last, so a stream that was
-//! truncated, reordered, spliced from two backups or made for another purpose does not open.
+//! the caller's context, the stream's random id, the chunk's index and whether it is the last, so a
+//! stream that was truncated, reordered, spliced from two streams or made for another purpose does
+//! not open.
 //!
 //! ```text
-//! stream = chunk*            (at least one; the last one says so)
+//! stream = id:16 ‖ chunk*     (at least one chunk; the last one says so)
 //! chunk  = len:u32be ‖ nonce ‖ ciphertext ‖ tag      (len counts what follows it)
-//! aad    = context ‖ index:u64be ‖ last:u8
+//! aad    = context ‖ id ‖ index:u64be ‖ last:u8
 //! ```
 
 use std::io::{self, Read, Write};
@@ -18,9 +19,13 @@ use crate::DataKey;
 /// Plaintext bytes per chunk.
 pub const CHUNK: usize = 1 << 20;
 
-fn aad(context: &[u8], index: u64, last: bool) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(context.len() + 9);
+/// Bytes of a stream's random id.
+const ID_LEN: usize = 16;
+
+fn aad(context: &[u8], id: &[u8; ID_LEN], index: u64, last: bool) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(context.len() + ID_LEN + 9);
     aad.extend_from_slice(context);
+    aad.extend_from_slice(id);
     aad.extend_from_slice(&index.to_be_bytes());
     aad.push(u8::from(last));
     aad
@@ -53,6 +58,9 @@ impl DataKey {
         output: &mut impl Write,
     ) -> io::Result<u64> {
         let key = AeadKey::new(self.key());
+        let mut id = [0u8; ID_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        output.write_all(&id)?;
         let mut current = Zeroizing::new(vec![0u8; CHUNK]);
         let mut next = Zeroizing::new(vec![0u8; CHUNK]);
         let mut len = read_full(input, &mut current)?;
@@ -63,7 +71,7 @@ impl DataKey {
             let last = next_len == 0;
             let mut sealed = Vec::with_capacity(4 + NONCE_LEN + len + TAG_LEN);
             sealed.extend_from_slice(&[0; 4]);
-            key.seal_into(&aad(context, index, last), &current[..len], &mut sealed);
+            key.seal_into(&aad(context, &id, index, last), &current[..len], &mut sealed);
             let body = u32::try_from(sealed.len() - 4).map_err(|_| damaged("has an oversized chunk"))?;
             sealed[..4].copy_from_slice(&body.to_be_bytes());
             output.write_all(&sealed)?;
@@ -87,6 +95,10 @@ impl DataKey {
         output: &mut impl Write,
     ) -> io::Result<u64> {
         let key = AeadKey::new(self.key());
+        let mut id = [0u8; ID_LEN];
+        if read_full(input, &mut id)? < ID_LEN {
+            return Err(damaged("is truncated"));
+        }
         let (mut index, mut total) = (0u64, 0u64);
         loop {
             let mut len = [0u8; 4];
@@ -102,10 +114,10 @@ impl DataKey {
                 return Err(damaged("is truncated"));
             }
             // The last flag is not stored: try "more follows" first, then "last".
-            let (plain, last) = match key.open(&aad(context, index, false), &sealed) {
+            let (plain, last) = match key.open(&aad(context, &id, index, false), &sealed) {
                 Ok(p) => (p, false),
                 Err(_) => (
-                    key.open(&aad(context, index, true), &sealed)
+                    key.open(&aad(context, &id, index, true), &sealed)
                         .map_err(|_| damaged("does not open with this key (damaged, or another server's)"))?,
                     true,
                 ),
@@ -162,14 +174,22 @@ mod tests {
         let k = key(1);
         let data: Vec<u8> = (0..2 * CHUNK + 10).map(|i| (i % 7) as u8).collect();
         let sealed = seal(&k, &data);
-        let first = 4 + NONCE_LEN + CHUNK + TAG_LEN;
+        let first = ID_LEN + 4 + NONCE_LEN + CHUNK + TAG_LEN;
+        let chunk = first - ID_LEN;
         // Cut after a whole chunk: no chunk says it is the last.
         assert!(open(&k, b"ctx", &sealed[..first]).is_err());
+        // The first chunk of one stream and the rest of another (same key, same context).
+        let other = seal(&k, &data);
+        let mut spliced = sealed[..first].to_vec();
+        spliced.extend_from_slice(&other[first..]);
+        assert!(open(&k, b"ctx", &spliced).is_err());
+        assert_eq!(open(&k, b"ctx", &other).unwrap(), data);
         assert!(open(&k, b"ctx", &sealed[..sealed.len() - 1]).is_err());
         // Two chunks swapped.
-        let mut swapped = sealed[first..2 * first].to_vec();
-        swapped.extend_from_slice(&sealed[..first]);
-        swapped.extend_from_slice(&sealed[2 * first..]);
+        let mut swapped = sealed[..ID_LEN].to_vec();
+        swapped.extend_from_slice(&sealed[first..first + chunk]);
+        swapped.extend_from_slice(&sealed[ID_LEN..first]);
+        swapped.extend_from_slice(&sealed[first + chunk..]);
         assert!(open(&k, b"ctx", &swapped).is_err());
         // Appended data, another key, another context, one flipped bit.
         let mut longer = sealed.clone();

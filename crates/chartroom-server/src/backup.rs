@@ -87,6 +87,11 @@ pub fn backup(
                     })?;
                 let mut dump = child.stdout.take().ok_or(ServerError::Internal("pg_dump output"))?;
                 let sealed = key.seal_stream(header.as_bytes(), &mut dump, &mut file);
+                // Unread output would block pg_dump (and this wait) for ever.
+                drop(dump);
+                if sealed.is_err() {
+                    let _ = child.kill();
+                }
                 let status = child.wait_with_output().map_err(io("pg_dump"))?;
                 if !status.status.success() {
                     return Err(ServerError::Backup(tool_failure("pg_dump", &status.stderr)));
@@ -98,17 +103,9 @@ pub fn backup(
         file.sync_all().map_err(io("writing the backup"))?;
         Ok(BackupReport { backend, bytes })
     })();
-    match result {
-        Ok(report) => {
-            fs::hard_link(&tmp, out).map_err(io("placing the backup"))?;
-            let _ = fs::remove_file(&tmp);
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let placed = result.and_then(|report| place(&tmp, out).map(|()| report));
+    let _ = fs::remove_file(&tmp);
+    placed
 }
 
 /// Restores a backup made by [`backup`] into `dir`, a server with the original's keys and no
@@ -133,7 +130,9 @@ pub fn restore(
         match (backend, url) {
             ("sqlite", None) => {
                 let target = dir.database_path();
-                if target.exists() {
+                // A stale write-ahead log beside the target would be replayed into the restored file.
+                let wal = |suffix: &str| target.with_file_name(format!("server.db{suffix}"));
+                if target.exists() || wal("-wal").exists() || wal("-shm").exists() {
                     return Err(ServerError::Backup(
                         "this server already has a database; restore into a fresh one".into(),
                     ));
@@ -150,16 +149,9 @@ pub fn restore(
                         .map_err(io("restoring"))?;
                     Ok(n)
                 })();
-                match opened {
-                    Ok(n) => {
-                        fs::rename(&tmp, &target).map_err(io("restoring"))?;
-                        n
-                    }
-                    Err(e) => {
-                        let _ = fs::remove_file(&tmp);
-                        return Err(e);
-                    }
-                }
+                let placed = opened.and_then(|n| place(&tmp, &target).map(|()| n));
+                let _ = fs::remove_file(&tmp);
+                placed?
             }
             ("postgres", Some(url)) => {
                 let mut child = pg_command("pg_restore", &url)?
@@ -188,11 +180,17 @@ pub fn restore(
                 }
                 drop(stdin);
                 let status = child.wait_with_output().map_err(io("pg_restore"))?;
-                let n = opened.map_err(|e| ServerError::Backup(e.to_string()))?;
-                if !status.status.success() {
-                    return Err(ServerError::Backup(tool_failure("pg_restore", &status.stderr)));
+                match opened {
+                    // Damage is the cause (pg_restore was stopped because of it).
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        return Err(ServerError::Backup(e.to_string()))
+                    }
+                    // pg_restore stopped first (e.g. a database that is not empty): its reason.
+                    _ if !status.status.success() => {
+                        return Err(ServerError::Backup(tool_failure("pg_restore", &status.stderr)))
+                    }
+                    opened => opened.map_err(|e| ServerError::Backup(e.to_string()))?,
                 }
-                n
             }
             ("sqlite", Some(_)) => {
                 return Err(ServerError::Backup(
@@ -270,6 +268,19 @@ fn tool_failure(tool: &str, stderr: &[u8]) -> String {
         return format!("{tool}: the target database is not empty; restore into a fresh one");
     }
     format!("{tool} failed")
+}
+
+/// Puts the finished `tmp` at `to`, never replacing a file there: a hard link where the file system
+/// has them, else a rename after checking (backup shares are often FAT or SMB).
+fn place(tmp: &Path, to: &Path) -> Result<(), ServerError> {
+    match fs::hard_link(tmp, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(ServerError::Backup(format!("{} exists; refusing to replace it", to.display())))
+        }
+        Err(_) if !to.exists() => fs::rename(tmp, to).map_err(io("placing the file")),
+        Err(e) => Err(io("placing the file")(e)),
+    }
 }
 
 fn sibling(path: &Path, what: &str) -> PathBuf {

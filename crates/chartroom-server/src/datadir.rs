@@ -93,7 +93,7 @@ impl MasterKeyStore {
 }
 
 /// Options for `init`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct InitOptions {
     pub listen: SocketAddr,
     /// Names the self-signed certificate is valid for.
@@ -105,6 +105,19 @@ pub struct InitOptions {
     pub master_key_in_keyring: bool,
     /// Use this PostgreSQL database (a `postgres://` URL) instead of the embedded one.
     pub database_url: Option<String>,
+}
+
+impl std::fmt::Debug for InitOptions {
+    // The database URL may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("listen", &self.listen)
+            .field("names", &self.names)
+            .field("tls", &self.tls)
+            .field("master_key_in_keyring", &self.master_key_in_keyring)
+            .field("database_url", &self.database_url.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Default for InitOptions {

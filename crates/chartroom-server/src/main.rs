@@ -42,7 +42,8 @@ enum Command {
         #[arg(long, default_value = "file", value_parser = ["file", "keyring"])]
         master_key: String,
         /// Use PostgreSQL instead of the embedded database: a libpq URL with
-        /// `sslmode=verify-full&sslrootcert=CA.pem` (kept in keys/database.url, 0600).
+        /// `sslmode=verify-full&sslrootcert=CA.pem` (kept in keys/database.url, 0600). Or
+        /// CHARTROOM_DATABASE_URL, which keeps a password off the command line.
         #[arg(long)]
         database_url: Option<String>,
     },
@@ -291,6 +292,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { data_dir, listen, tls_cert, tls_key, master_key, database_url } => {
+            let database_url = database_url.or_else(database_url_from_env);
             let options = InitOptions {
                 listen,
                 tls: tls_cert.zip(tls_key),
@@ -302,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("fingerprint: {}", report.fingerprint);
         }
         Command::Migrate { data_dir, database_url } => {
+            let database_url = database_url.or_else(database_url_from_env);
             let (_, m) = DataDir::new(data_dir).with_database_url(database_url).open_storage_migrated()?;
             if m.from == m.to {
                 println!("schema {}: up to date", m.to);
@@ -314,11 +317,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("backup written: {} database, {} bytes, encrypted", r.backend, r.bytes);
         }
         Command::Restore { data_dir, from, database_url } => {
-            let dir = DataDir::new(data_dir);
+            let database_url = database_url.or_else(database_url_from_env);
+            let dir = DataDir::new(data_dir).with_database_url(database_url.clone());
+            let r = chartroom_server::backup::restore(&dir, &from, wall_now())?;
+            // Recorded as this server's database only once the restore succeeded.
             if let Some(url) = database_url {
                 dir.set_database_url(&url)?;
             }
-            let r = chartroom_server::backup::restore(&dir, &from, wall_now())?;
             println!("restored: {} database, {} bytes; run `audit verify` to check it", r.backend, r.bytes);
         }
         Command::User { command } => user(command)?,
@@ -382,11 +387,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Openapi => print!("{}", chartroom_server::openapi_json()),
         Command::Device { command } => device(command)?,
         Command::Serve { data_dir, listen, database_url } => {
+            let database_url = database_url.or_else(database_url_from_env);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(DataDir::new(data_dir).with_database_url(database_url), listen))?;
         }
     }
     Ok(())
+}
+
+/// `CHARTROOM_DATABASE_URL`, for a URL with a password that should not sit on a command line (other
+/// local users can read those).
+fn database_url_from_env() -> Option<String> {
+    std::env::var("CHARTROOM_DATABASE_URL").ok().filter(|u| !u.trim().is_empty())
 }
 
 fn audit(command: AuditCommand) -> anyhow::Result<()> {

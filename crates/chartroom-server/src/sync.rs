@@ -4,6 +4,8 @@
 //! response applies nothing twice. Append-only kinds (observations, and notes once signed) never
 //! get overwritten: a second write of the same id is refused, an edit of a signed note is refused.
 
+use std::collections::HashMap;
+
 use chartroom_audit::Event;
 use chartroom_crypto::DataKey;
 use chartroom_domain::access::Denied;
@@ -31,9 +33,9 @@ pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailur
     let device_id = r.owner.device.record.id;
     let mut outcomes: Vec<Option<ChangeOutcome>> = Vec::with_capacity(batch.changes.len());
     let (mut at, mut writes) = (Vec::new(), Vec::new());
-    let mut patients = PatientCache::default();
+    let view = BatchView::read(r, batch)?;
     for (i, change) in batch.changes.iter().enumerate() {
-        match decide_change(r, change, &mut patients)? {
+        match decide_change(r, change, &view)? {
             Decision::Done(outcome) => outcomes.push(Some(outcome)),
             Decision::Write(write) => {
                 outcomes.push(None);
@@ -65,22 +67,34 @@ pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailur
     Ok(PushResponse { results })
 }
 
-/// The patients a batch touches (most batches touch a few patients many times), with whether the
-/// user invoked break-glass for them: read once per batch.
-#[derive(Default)]
-struct PatientCache(std::collections::HashMap<Uuid, Option<(SealedPatient, bool)>>);
+/// What deciding a batch reads, read for the whole batch at once: record versions first, then
+/// which change ids were applied — so a retry whose first attempt committed in between is seen as
+/// applied, not as a conflict — then the patients touched, with whether the user broke the glass
+/// for them. Writing re-checks every version (compare-and-set) and change id.
+struct BatchView {
+    applied: HashMap<Uuid, AppliedChange>,
+    versions: HashMap<Uuid, (Uuid, RecordKind, i64)>,
+    patients: HashMap<Uuid, (SealedPatient, bool)>,
+}
 
-impl PatientCache {
-    fn get(&mut self, r: Reader<'_>, id: Uuid) -> Result<Option<(SealedPatient, bool)>, ServerError> {
-        if let Some(found) = self.0.get(&id) {
-            return Ok(found.clone());
-        }
-        let found = match r.storage.patient(id)? {
-            Some(p) => Some((p, r.storage.has_break_glass(r.owner.user.id, id, r.now)?)),
-            None => None,
-        };
-        self.0.insert(id, found.clone());
-        Ok(found)
+impl BatchView {
+    fn read(r: Reader<'_>, batch: &PushBatch) -> Result<BatchView, ServerError> {
+        let records: Vec<Uuid> = batch.changes.iter().map(|c| c.change.record_id()).collect();
+        let versions = r.storage.record_versions(&records)?.into_iter().collect();
+        let change_ids: Vec<Uuid> = batch.changes.iter().filter_map(|c| c.change_id.parse().ok()).collect();
+        let applied = r.storage.applied_changes(&change_ids)?.into_iter().collect();
+        let mut ids: Vec<Uuid> = batch.changes.iter().map(|c| c.change.patient_id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let broken: std::collections::HashSet<Uuid> =
+            r.storage.break_glass_patients(r.owner.user.id, &ids, r.now)?.into_iter().collect();
+        let patients = r
+            .storage
+            .patients(&ids)?
+            .into_iter()
+            .map(|p| (p.id, (p.clone(), broken.contains(&p.id))))
+            .collect();
+        Ok(BatchView { applied, versions, patients })
     }
 }
 
@@ -136,25 +150,21 @@ fn validate(change: &ChangeRecord) -> Result<(), chartroom_domain::ValidationErr
     }
 }
 
-fn decide_change(
-    r: Reader<'_>,
-    change: &Change,
-    patients: &mut PatientCache,
-) -> Result<Decision, ServerError> {
+fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Decision, ServerError> {
     let Ok(change_id) = change.change_id.parse::<Uuid>() else {
         return Ok(Decision::Done(rejected("request.invalid", "change_id must be a UUID")));
     };
     let device_id = r.owner.device.record.id;
     let record = &change.change;
-    if let Some(seen) = r.storage.applied_change(change_id)? {
-        return Ok(Decision::Done(already_applied(seen, device_id, record.record_id())));
+    if let Some(seen) = view.applied.get(&change_id) {
+        return Ok(Decision::Done(already_applied(*seen, device_id, record.record_id())));
     }
     let (record_id, patient_id, m) = (record.record_id(), record.patient_id(), meta(record));
     let kind_name = m.kind.map_or("patient", RecordKind::as_str);
     if let Err(e) = validate(record) {
         return Ok(Decision::Done(rejected("request.invalid", &e.to_string())));
     }
-    let Some((patient, break_glass)) = patients.get(r, patient_id)? else {
+    let Some((patient, break_glass)) = view.patients.get(&patient_id).cloned() else {
         return Ok(Decision::Done(rejected("patient.not_found", "no such patient on the server")));
     };
     let who = principal(r.owner);
@@ -175,7 +185,7 @@ fn decide_change(
         )));
     }
     let current = match m.kind {
-        Some(kind) => match r.storage.record_version(record_id)? {
+        Some(kind) => match view.versions.get(&record_id).copied() {
             Some((owner_patient, owner_kind, _)) if owner_patient != patient_id || owner_kind != kind => {
                 return Ok(Decision::Done(rejected(
                     "sync.record_mismatch",
@@ -186,13 +196,6 @@ fn decide_change(
         },
         None => Some(patient.version),
     };
-    // The record exists: if this very change created it (a retry racing its first attempt, which
-    // committed since the check above), it is a duplicate, not a conflict or a refusal.
-    if current.is_some() {
-        if let Some(seen) = r.storage.applied_change(change_id)? {
-            return Ok(Decision::Done(already_applied(seen, device_id, record_id)));
-        }
-    }
     let replaces = match current {
         None if change.base_version == 0 => None,
         None => return Ok(Decision::Done(ChangeOutcome::Conflict { current_version: 0 })),
@@ -403,13 +406,14 @@ pub fn pull(r: Reader<'_>, device_key: &DataKey, after: i64, limit: usize) -> Re
             body: p.body.clone(),
         });
     }
+    for p in &rows.key_holders {
+        keys.insert(p.id, r.keys.wrap_for(p, device_key)?);
+    }
     let mut records = Vec::with_capacity(rows.records.len());
     for (patient_id, rec) in rows.records {
-        if let std::collections::btree_map::Entry::Vacant(slot) = keys.entry(patient_id) {
-            let Some(patient) = r.storage.patient(patient_id)? else { continue };
-            slot.insert(r.keys.wrap_for(&patient, device_key)?);
+        if keys.contains_key(&patient_id) {
+            records.push(wire_record(patient_id, rec));
         }
-        records.push(wire_record(patient_id, rec));
     }
     let patient_ids: Vec<Uuid> = keys.keys().copied().collect();
     r.record(

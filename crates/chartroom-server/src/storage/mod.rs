@@ -256,10 +256,43 @@ pub struct PullRows {
     /// Patients that changed in `(after, upto]` and are now outside the units asked for (only when
     /// `after > 0`: a first sync has nothing to forget).
     pub left: Vec<Uuid>,
+    /// The patients of `records` that are not in `patients` (their rows carry the keys the records
+    /// travel with), read in the page's snapshot.
+    pub key_holders: Vec<SealedPatient>,
     /// The newest change number the server has issued (a cursor beyond it was never issued).
     pub newest: i64,
     pub upto: i64,
     pub more: bool,
+}
+
+/// An upload repeats entry `seq` with other content than the stored one: a forked chain.
+pub(crate) fn forked_at(seq: u64) -> ServerError {
+    ServerError::AuditRejected {
+        code: "audit.fork",
+        message: format!("entry seq {seq} differs from the one already stored (a forked chain)"),
+    }
+}
+
+/// An upload's entries do not continue the stored chain.
+pub(crate) fn chain_refused(b: chartroom_audit::ChainBreak) -> ServerError {
+    use chartroom_audit::ChainBreak;
+    ServerError::AuditRejected {
+        code: match b {
+            ChainBreak::Gap { .. } => "audit.gap",
+            ChainBreak::Unlinked { .. } => "audit.fork",
+            ChainBreak::Edited { .. } | ChainBreak::WrongDevice { .. } => "audit.invalid",
+        },
+        message: b.to_string(),
+    }
+}
+
+/// Entry ids are unique across all chains: one already stored (or repeated in the upload) is a
+/// forgery or a bug on the device, never something a retry can fix.
+pub(crate) fn reused_entry_id(seq: u64) -> ServerError {
+    ServerError::AuditRejected {
+        code: "audit.invalid",
+        message: format!("entry seq {seq} reuses an entry id that is already taken"),
+    }
 }
 
 /// The chain id of the server's own events (devices have v7 ids; this one is nil).
@@ -500,6 +533,49 @@ pub trait Storage: Send + Sync {
     fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError>;
     /// Whether this change id was applied already: by which device, at which version.
     fn applied_change(&self, change_id: Uuid) -> Result<Option<AppliedChange>, ServerError>;
+
+    // The same reads for a whole push batch at once (a backend across a network answers each in one
+    // round trip; the defaults ask one at a time). Only what exists is returned.
+    fn applied_changes(&self, change_ids: &[Uuid]) -> Result<Vec<(Uuid, AppliedChange)>, ServerError> {
+        let mut out = Vec::new();
+        for id in change_ids {
+            if let Some(a) = self.applied_change(*id)? {
+                out.push((*id, a));
+            }
+        }
+        Ok(out)
+    }
+    fn record_versions(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, (Uuid, RecordKind, i64))>, ServerError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(v) = self.record_version(*id)? {
+                out.push((*id, v));
+            }
+        }
+        Ok(out)
+    }
+    fn patients(&self, ids: &[Uuid]) -> Result<Vec<SealedPatient>, ServerError> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.patient(*id)?);
+        }
+        Ok(out)
+    }
+    /// Which of these patients `user_id` holds an unexpired break-glass grant for.
+    fn break_glass_patients(
+        &self,
+        user_id: Uuid,
+        ids: &[Uuid],
+        now: Timestamp,
+    ) -> Result<Vec<Uuid>, ServerError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if self.has_break_glass(user_id, *id, now)? {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
     /// Stores a batch of changes in one transaction, each decided on its own: compare-and-set on the
     /// record's version, the change id remembered so that a retry applies nothing twice, and — only
     /// for a change that applied — its event appended to the server's audit chain. One outcome per

@@ -17,9 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chartroom_audit::{
-    server_link, verify_chain, AuditEntry, ChainBreak, ChainHead, Checkpoint, Digest32, Event,
-};
+use chartroom_audit::{server_link, verify_chain, AuditEntry, ChainHead, Checkpoint, Digest32, Event};
 use chartroom_domain::{LoginThrottle, Timestamp};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use tokio_postgres::error::SqlState;
@@ -155,6 +153,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TABLE change_counter (id integer PRIMARY KEY CHECK (id = 1), value bigint NOT NULL);
     INSERT INTO change_counter (id, value) VALUES (1, 0);"#,
 ];
+
+/// How long a statement waits for a lock before the request is answered `server.busy` (ms).
+const LOCK_TIMEOUT_MS: u32 = 15_000;
 
 /// The advisory lock that orders the audit chain and the change numbers across processes.
 const CHAIN_LOCK: i64 = 0x4348_4152_5452_4d31; // "CHARTRM1"
@@ -355,6 +356,7 @@ impl PgStorage {
 /// A database error as a message with its SQLSTATE only: PostgreSQL's own text can quote values.
 fn db(e: tokio_postgres::Error) -> ServerError {
     match e.code() {
+        Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => ServerError::Busy,
         Some(code) => ServerError::Database(format!("statement failed (SQLSTATE {})", code.code())),
         None if e.is_closed() => ServerError::Database("the database connection was lost".into()),
         None => ServerError::Database("the database is unreachable".into()),
@@ -383,7 +385,11 @@ fn client_config(
     let stripped = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
     let mut config =
         tokio_postgres::Config::from_str(&stripped).map_err(|_| bad("not a valid postgres:// URL"))?;
-    let local_socket = config.get_hosts().iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    // Only a Unix socket, and no `hostaddr` (which the driver would reach over TCP instead).
+    let hosts = config.get_hosts();
+    let local_socket = !hosts.is_empty()
+        && hosts.iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))
+        && config.get_hostaddrs().is_empty();
     let mut roots = rustls::RootCertStore::empty();
     match mode.as_deref() {
         Some("verify-full") => {
@@ -409,6 +415,14 @@ fn client_config(
         }
     }
     config.application_name("chartroom-server");
+    // A stalled session must not hold the audit chain's lock (or a row) for ever: waits for a lock
+    // give up well inside the request timeout (answered `server.busy`), and a transaction left idle
+    // is ended by the server.
+    let options = config.get_options().map(str::to_owned).unwrap_or_default();
+    config.options(
+        format!("{options} -c lock_timeout={LOCK_TIMEOUT_MS} -c idle_in_transaction_session_timeout=60000")
+            .trim(),
+    );
     config.connect_timeout(Duration::from_secs(10));
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -470,17 +484,27 @@ fn units_json(units: &[String]) -> Result<String, ServerError> {
 const USER_COLUMNS: &str = "id, username, role, units, disabled, created_at, password_hash";
 
 fn user_row(r: &Row) -> Result<NewUser, ServerError> {
+    user_row_at(r, 0)
+}
+
+/// A user from `USER_COLUMNS` starting at column `at`.
+fn user_row_at(r: &Row, at: usize) -> Result<NewUser, ServerError> {
     Ok(NewUser {
         record: UserRecord {
-            id: r.get(0),
-            username: r.get(1),
-            role: r.get::<_, String>(2).parse().map_err(|_| damaged())?,
-            units: serde_json::from_str(&r.get::<_, String>(3)).map_err(|_| damaged())?,
-            disabled: r.get(4),
-            created_at: Timestamp(r.get(5)),
+            id: r.get(at),
+            username: r.get(at + 1),
+            role: r.get::<_, String>(at + 2).parse().map_err(|_| damaged())?,
+            units: serde_json::from_str(&r.get::<_, String>(at + 3)).map_err(|_| damaged())?,
+            disabled: r.get(at + 4),
+            created_at: Timestamp(r.get(at + 5)),
         },
-        password_hash: r.get(6),
+        password_hash: r.get(at + 6),
     })
+}
+
+/// `columns` (comma-separated) qualified with `table`.
+fn prefixed(table: &str, columns: &str) -> String {
+    columns.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
 
 const DEVICE_COLUMNS: &str =
@@ -499,18 +523,23 @@ impl DeviceRow {
 }
 
 fn device_row(r: &Row) -> Result<DeviceRow, ServerError> {
+    device_row_at(r, 0)
+}
+
+/// A device from `DEVICE_COLUMNS` starting at column `at`.
+fn device_row_at(r: &Row, at: usize) -> Result<DeviceRow, ServerError> {
     Ok(DeviceRow {
         record: DeviceRecord {
-            id: r.get(0),
-            name: r.get(1),
-            profile: r.get::<_, String>(2).parse().map_err(|_| damaged())?,
-            units: serde_json::from_str(&r.get::<_, String>(3)).map_err(|_| damaged())?,
-            token_expires_at: r.get::<_, Option<i64>>(4).map(Timestamp),
-            enrolled_at: r.get::<_, Option<i64>>(5).map(Timestamp),
-            revoked_at: r.get::<_, Option<i64>>(6).map(Timestamp),
-            created_at: Timestamp(r.get(7)),
+            id: r.get(at),
+            name: r.get(at + 1),
+            profile: r.get::<_, String>(at + 2).parse().map_err(|_| damaged())?,
+            units: serde_json::from_str(&r.get::<_, String>(at + 3)).map_err(|_| damaged())?,
+            token_expires_at: r.get::<_, Option<i64>>(at + 4).map(Timestamp),
+            enrolled_at: r.get::<_, Option<i64>>(at + 5).map(Timestamp),
+            revoked_at: r.get::<_, Option<i64>>(at + 6).map(Timestamp),
+            created_at: Timestamp(r.get(at + 7)),
         },
-        public_key: r.get::<_, Option<Vec<u8>>>(8).map(|k| bytes32(&k)).transpose()?,
+        public_key: r.get::<_, Option<Vec<u8>>>(at + 8).map(|k| bytes32(&k)).transpose()?,
     })
 }
 
@@ -686,13 +715,6 @@ impl EntryRows {
 async fn chain_lock(c: &impl GenericClient) -> Result<(), ServerError> {
     c.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK]).await.map_err(db)?;
     Ok(())
-}
-
-async fn next_change_seq(c: &impl GenericClient) -> Result<i64, ServerError> {
-    Ok(c.query_one("UPDATE change_counter SET value = value + 1 WHERE id = 1 RETURNING value", &[])
-        .await
-        .map_err(db)?
-        .get(0))
 }
 
 const PATIENT_COLUMNS: &str = "p.id, p.unit, p.bed, p.version, p.mrn_index, p.wrapped_key, p.body";
@@ -981,11 +1003,12 @@ impl Storage for PgStorage {
             )
             .await
             .map_err(db)?;
+            // (Cleared by an administrator in between: a fresh throttle.)
             let state: String = tx
-                .query_one("SELECT state FROM login_throttle WHERE key = $1 FOR UPDATE", &[&key])
+                .query_opt("SELECT state FROM login_throttle WHERE key = $1 FOR UPDATE", &[&key])
                 .await
                 .map_err(db)?
-                .get(0);
+                .map_or_else(|| "null".to_string(), |r| r.get(0));
             let mut throttle: LoginThrottle = match serde_json::from_str::<Option<LoginThrottle>>(&state) {
                 Ok(t) => t.unwrap_or_default(),
                 Err(_) => return Err(damaged()),
@@ -993,9 +1016,12 @@ impl Storage for PgStorage {
             change(&mut throttle);
             let json =
                 serde_json::to_string(&throttle).map_err(|_| ServerError::Internal("throttle encoding"))?;
-            tx.execute("UPDATE login_throttle SET state = $2 WHERE key = $1", &[&key, &json])
-                .await
-                .map_err(db)?;
+            tx.execute(
+                "INSERT INTO login_throttle (key, state) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET state = $2",
+                &[&key, &json],
+            )
+            .await
+            .map_err(db)?;
             tx.commit().await.map_err(db)
         })
     }
@@ -1083,17 +1109,31 @@ impl Storage for PgStorage {
     ) -> Result<Option<SessionOwner>, ServerError> {
         self.block(async {
             let c = self.client().await?;
+            // Every request asks this: one round trip for session, user and device.
             let stmt = c
-                .prepare_cached(
-                    "SELECT id, user_id, device_id, access_expires_at FROM sessions
-                     WHERE access_hash = $1 AND access_expires_at > $2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT s.id, s.access_expires_at, {}, {} FROM sessions s
+                     JOIN users u ON u.id = s.user_id AND NOT u.disabled
+                     JOIN devices d ON d.id = s.device_id AND d.enrolled_at IS NOT NULL AND d.revoked_at IS NULL
+                     WHERE s.access_hash = $1 AND s.access_expires_at > $2",
+                    prefixed("u", USER_COLUMNS),
+                    prefixed("d", DEVICE_COLUMNS)
+                ))
                 .await
                 .map_err(db)?;
             let Some(r) = c.query_opt(&stmt, &[&&access_hash[..], &now.0]).await.map_err(db)? else {
                 return Ok(None);
             };
-            session_owner(&c, r.get(0), r.get(1), r.get(2), Timestamp(r.get(3))).await
+            let user = user_row_at(&r, 2)?;
+            let Some(device) = device_row_at(&r, 2 + USER_COLUMNS.split(',').count())?.enrolled() else {
+                return Ok(None);
+            };
+            Ok(Some(SessionOwner {
+                session_id: r.get(0),
+                user: user.record,
+                device,
+                access_expires_at: Timestamp(r.get(1)),
+            }))
         })
     }
 
@@ -1189,40 +1229,35 @@ impl Storage for PgStorage {
             chain_lock(&tx).await?;
             let head = device_head(&tx, device_id).await?;
             let mut outcome = Ingested::default();
-            // A retried upload may repeat entries already stored: skip them if they are identical.
+            // A retried upload may repeat entries already stored: skip them if they are identical
+            // (their stored hashes read at once: this runs under the chain's lock).
+            let repeated: Vec<i64> = entries
+                .iter()
+                .take_while(|e| e.device_id == device_id && e.seq <= head.seq)
+                .map(|e| to_i64_u(e.seq))
+                .collect();
+            let stored: HashMap<i64, Vec<u8>> = tx
+                .query(
+                    "SELECT seq, hash FROM audit_entries WHERE device_id = $1 AND seq = ANY($2)",
+                    &[&device_id, &repeated],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
             let mut fresh = entries;
             while let Some((first, rest)) = fresh.split_first() {
                 if first.device_id != device_id || first.seq > head.seq {
                     break;
                 }
-                let stored = tx
-                    .query_opt(
-                        "SELECT hash FROM audit_entries WHERE device_id = $1 AND seq = $2",
-                        &[&device_id, &to_i64_u(first.seq)],
-                    )
-                    .await
-                    .map_err(db)?
-                    .map(|r| r.get::<_, Vec<u8>>(0));
-                if stored.as_deref() != Some(&first.hash.0[..]) {
-                    return Err(ServerError::AuditRejected {
-                        code: "audit.fork",
-                        message: format!(
-                            "entry seq {} differs from the one already stored (a forked chain)",
-                            first.seq
-                        ),
-                    });
+                if stored.get(&to_i64_u(first.seq)).map(Vec::as_slice) != Some(&first.hash.0[..]) {
+                    return Err(super::forked_at(first.seq));
                 }
                 outcome.already_present += 1;
                 fresh = rest;
             }
-            verify_chain(device_id, head, fresh).map_err(|b| ServerError::AuditRejected {
-                code: match b {
-                    ChainBreak::Gap { .. } => "audit.gap",
-                    ChainBreak::Unlinked { .. } => "audit.fork",
-                    ChainBreak::Edited { .. } | ChainBreak::WrongDevice { .. } => "audit.invalid",
-                },
-                message: b.to_string(),
-            })?;
+            verify_chain(device_id, head, fresh).map_err(super::chain_refused)?;
             // Entry ids are unique across all chains: one already stored (or repeated here) is a
             // forgery or a bug on the device, never something a retry can fix.
             let ids: Vec<Uuid> = fresh.iter().map(|e| e.id).collect();
@@ -1236,10 +1271,7 @@ impl Storage for PgStorage {
             let mut seen = std::collections::HashSet::new();
             for entry in fresh {
                 if taken.contains(&entry.id) || !seen.insert(entry.id) {
-                    return Err(ServerError::AuditRejected {
-                        code: "audit.invalid",
-                        message: format!("entry seq {} reuses an entry id that is already taken", entry.seq),
-                    });
+                    return Err(super::reused_entry_id(entry.seq));
                 }
             }
             let mut server = server_head(&tx).await?;
@@ -1511,8 +1543,17 @@ impl Storage for PgStorage {
             chain_lock(&tx).await?;
             let mut patients = PatientRows::default();
             let mut records = RecordRows::default();
-            for chart in charts {
-                let seq = next_change_seq(&tx).await?;
+            // One number per chart, taken at once.
+            let count = i64::try_from(charts.len()).unwrap_or(i64::MAX);
+            let last: i64 = tx
+                .query_one(
+                    "UPDATE change_counter SET value = value + $1 WHERE id = 1 RETURNING value",
+                    &[&count],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            for (chart, seq) in charts.iter().zip(last - count + 1..) {
                 patients.push(&chart.patient, seq);
                 for r in &chart.records {
                     records.push(chart.patient.id, r, seq);
@@ -1663,6 +1704,62 @@ impl Storage for PgStorage {
         })
     }
 
+    fn applied_changes(&self, change_ids: &[Uuid]) -> Result<Vec<(Uuid, AppliedChange)>, ServerError> {
+        self.block(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT change_id, device_id, record_id, version FROM applied_changes WHERE change_id = ANY($1)",
+                    &[&change_ids],
+                )
+                .await
+                .map_err(db)?;
+            Ok(rows.iter().map(applied_row).collect())
+        })
+    }
+
+    fn record_versions(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, (Uuid, RecordKind, i64))>, ServerError> {
+        self.block(async {
+            let c = self.client().await?;
+            let rows = c
+                .query("SELECT id, patient_id, kind, version FROM records WHERE id = ANY($1)", &[&ids])
+                .await
+                .map_err(db)?;
+            rows.iter().map(|r| Ok((r.get(0), (r.get(1), kind(r.get(2))?, r.get(3))))).collect()
+        })
+    }
+
+    fn patients(&self, ids: &[Uuid]) -> Result<Vec<SealedPatient>, ServerError> {
+        self.block(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(&format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ANY($1)"), &[&ids])
+                .await
+                .map_err(db)?;
+            rows.iter().map(sealed_patient).collect()
+        })
+    }
+
+    fn break_glass_patients(
+        &self,
+        user_id: Uuid,
+        ids: &[Uuid],
+        now: Timestamp,
+    ) -> Result<Vec<Uuid>, ServerError> {
+        self.block(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT DISTINCT patient_id FROM break_glass
+                     WHERE user_id = $1 AND patient_id = ANY($2) AND granted_at <= $3 AND expires_at > $3",
+                    &[&user_id, &ids, &now.0],
+                )
+                .await
+                .map_err(db)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn apply_changes(&self, changes: &[(IncomingChange, Event)]) -> Result<Vec<Stored>, ServerError> {
         self.block(async {
             let mut c = self.client().await?;
@@ -1760,9 +1857,11 @@ impl Storage for PgStorage {
             let upto: Option<i64> = tx
                 .query_one(
                     "SELECT max(s) FROM (
-                         (SELECT change_seq AS s FROM patients WHERE change_seq > $1 ORDER BY change_seq LIMIT $2)
+                         (SELECT DISTINCT change_seq AS s FROM patients WHERE change_seq > $1
+                          ORDER BY change_seq LIMIT $2)
                          UNION
-                         (SELECT change_seq FROM records WHERE change_seq > $1 ORDER BY change_seq LIMIT $2)
+                         (SELECT DISTINCT change_seq FROM records WHERE change_seq > $1
+                          ORDER BY change_seq LIMIT $2)
                          ORDER BY s LIMIT $2) page",
                     &[&after, &to_i64(max_changes)],
                 )
@@ -1772,7 +1871,15 @@ impl Storage for PgStorage {
             let newest: i64 =
                 tx.query_one("SELECT value FROM change_counter WHERE id = 1", &[]).await.map_err(db)?.get(0);
             let Some(upto) = upto else {
-                return Ok(PullRows { patients: vec![], records: vec![], left: vec![], upto: after, more: false, newest });
+                return Ok(PullRows {
+                    patients: vec![],
+                    records: vec![],
+                    left: vec![],
+                    key_holders: vec![],
+                    upto: after,
+                    more: false,
+                    newest,
+                });
             };
             let (mut patients, mut left) = (Vec::new(), Vec::new());
             let rows = tx
@@ -1812,7 +1919,13 @@ impl Storage for PgStorage {
                     }
                     records.push((
                         r.get(0),
-                        SealedRecord { id: r.get(1), kind: kind(r.get(2))?, sort_key: r.get(3), version: r.get(4), body: r.get(5) },
+                        SealedRecord {
+                            id: r.get(1),
+                            kind: kind(r.get(2))?,
+                            sort_key: r.get(3),
+                            version: r.get(4),
+                            body: r.get(5),
+                        },
                     ));
                 }
             }
@@ -1825,8 +1938,29 @@ impl Storage for PgStorage {
                 .await
                 .map_err(db)?
                 .get(0);
+            let whole: std::collections::HashSet<Uuid> = patients.iter().map(|p| p.id).collect();
+            let others: Vec<Uuid> = records
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| !whole.contains(p))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let key_holders = if others.is_empty() {
+                Vec::new()
+            } else {
+                tx.query(
+                    &format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ANY($1)"),
+                    &[&others],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(sealed_patient)
+                .collect::<Result<_, _>>()?
+            };
             tx.commit().await.map_err(db)?;
-            Ok(PullRows { patients, records, left, upto, more, newest })
+            Ok(PullRows { patients, records, left, key_holders, upto, more, newest })
         })
     }
 

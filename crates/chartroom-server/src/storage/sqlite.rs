@@ -3,9 +3,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use chartroom_audit::{
-    server_link, verify_chain, AuditEntry, ChainBreak, ChainHead, Checkpoint, Digest32, Event,
-};
+use chartroom_audit::{server_link, verify_chain, AuditEntry, ChainHead, Checkpoint, Digest32, Event};
 use chartroom_domain::{LoginThrottle, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use uuid::Uuid;
@@ -628,25 +626,12 @@ impl Storage for SqliteStorage {
                 .query_row(params![device_id.as_bytes(), to_i64_u(first.seq)], |r| r.get(0))
                 .optional()?;
             if stored.as_deref() != Some(&first.hash.0[..]) {
-                return Err(ServerError::AuditRejected {
-                    code: "audit.fork",
-                    message: format!(
-                        "entry seq {} differs from the one already stored (a forked chain)",
-                        first.seq
-                    ),
-                });
+                return Err(super::forked_at(first.seq));
             }
             outcome.already_present += 1;
             fresh = rest;
         }
-        verify_chain(device_id, head, fresh).map_err(|b| ServerError::AuditRejected {
-            code: match b {
-                ChainBreak::Gap { .. } => "audit.gap",
-                ChainBreak::Unlinked { .. } => "audit.fork",
-                ChainBreak::Edited { .. } | ChainBreak::WrongDevice { .. } => "audit.invalid",
-            },
-            message: b.to_string(),
-        })?;
+        verify_chain(device_id, head, fresh).map_err(super::chain_refused)?;
         // Entry ids are unique across all chains: one already stored (or repeated here) is a forgery
         // or a bug on the device, never something a retry can fix.
         let mut ids = std::collections::HashSet::new();
@@ -657,10 +642,7 @@ impl Storage for SqliteStorage {
                 .optional()?
                 .is_some();
             if taken || !ids.insert(entry.id) {
-                return Err(ServerError::AuditRejected {
-                    code: "audit.invalid",
-                    message: format!("entry seq {} reuses an entry id that is already taken", entry.seq),
-                });
+                return Err(super::reused_entry_id(entry.seq));
             }
         }
         let mut server = server_head(&tx)?;
@@ -1035,6 +1017,7 @@ impl Storage for SqliteStorage {
                 patients: vec![],
                 records: vec![],
                 left: vec![],
+                key_holders: vec![],
                 upto: after,
                 more: false,
                 newest,
@@ -1096,7 +1079,20 @@ impl Storage for SqliteStorage {
             [upto],
             |r| r.get(0),
         )?;
-        Ok(PullRows { patients, records, left, upto, more, newest })
+        let mut key_holders = Vec::new();
+        {
+            let whole: std::collections::HashSet<Uuid> = patients.iter().map(|p| p.id).collect();
+            let others: std::collections::BTreeSet<Uuid> =
+                records.iter().map(|(p, _)| *p).filter(|p| !whole.contains(p)).collect();
+            let mut stmt =
+                tx.prepare_cached(&format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ?1"))?;
+            for id in others {
+                if let Some(p) = stmt.query_row([id.as_bytes()], sealed_patient).optional()? {
+                    key_holders.push(p);
+                }
+            }
+        }
+        Ok(PullRows { patients, records, left, key_holders, upto, more, newest })
     }
 
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError> {

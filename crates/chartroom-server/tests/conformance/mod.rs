@@ -434,6 +434,8 @@ pub fn sync_changes(s: &dyn Storage) {
     assert!(page.patients.is_empty());
     let ids: Vec<Uuid> = page.records.iter().map(|(_, r)| r.id).collect();
     assert_eq!(ids, [fresh.id, allergy.id]);
+    // Their patient's row travels with them (it carries the key), read in the same snapshot.
+    assert_eq!(page.key_holders.iter().map(|p| p.id).collect::<Vec<_>>(), [charts[0].patient.id]);
     assert_eq!(page.records[1].1.version, 2);
     assert_eq!(page.left, [charts[2].patient.id]);
     assert!(!page.more);
@@ -517,6 +519,37 @@ pub fn anomaly(storage: &dyn Storage) {
     assert_eq!(storage.incidents().unwrap().len(), 1);
 }
 
+/// A page spans `max_changes` change numbers, however many rows share a number: four charts of
+/// three records each (numbers 1–4), then every patient moved (5–8); a page of two numbers from the
+/// start ends at 2, not at a moved patient's number.
+pub fn pull_pages_count_change_numbers(s: &dyn Storage) {
+    use chartroom_server::storage::{IncomingChange, IncomingRecord, Stored};
+    let charts: Vec<SealedChart> = (0..4u8).map(|i| chart("ICU", &i.to_string(), i, 2)).collect();
+    s.put_charts(&charts).unwrap();
+    let first = s.pull_page(None, 0, 1).unwrap().upto;
+    let moves: Vec<_> = charts
+        .iter()
+        .map(|c| {
+            let moved = SealedPatient { bed: format!("{}b", c.patient.bed), version: 2, ..c.patient.clone() };
+            let change = IncomingChange {
+                change_id: Uuid::now_v7(),
+                device_id: Uuid::now_v7(),
+                patient_id: c.patient.id,
+                replaces: Some(1),
+                record: IncomingRecord::Patient(moved),
+            };
+            (change, Event::new(at(9), "update", "patient", "ok"))
+        })
+        .collect();
+    assert!(s.apply_changes(&moves).unwrap().iter().all(|o| *o == Stored::Applied));
+    let page = s.pull_page(None, first - 1, 2).unwrap();
+    assert_eq!(page.upto, first + 1, "two change numbers");
+    assert!(page.patients.is_empty(), "the patients moved on to later numbers");
+    assert_eq!(page.records.len(), 6, "the records of the first two charts");
+    assert_eq!(page.key_holders.len(), 2);
+    assert!(page.more);
+}
+
 /// Every check, on a fresh, empty storage each.
 pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     accounts(fresh().as_ref());
@@ -528,4 +561,5 @@ pub fn run_all(fresh: impl Fn() -> Box<dyn Storage>) {
     records(fresh().as_ref());
     sync_changes(fresh().as_ref());
     anomaly(fresh().as_ref());
+    pull_pages_count_change_numbers(fresh().as_ref());
 }
