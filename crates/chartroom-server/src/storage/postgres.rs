@@ -21,6 +21,7 @@ use chartroom_audit::{server_link, verify_chain, AuditEntry, ChainHead, Checkpoi
 use chartroom_domain::{LoginThrottle, Timestamp};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -235,7 +236,7 @@ impl PgStorage {
         self.block(async {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK]).await.map_err(db)?;
+            tx.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK]).await.map_err(db)?;
             tx.batch_execute(
                 "CREATE TABLE IF NOT EXISTS chartroom_schema (
                      id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL);
@@ -244,7 +245,7 @@ impl PgStorage {
             .await
             .map_err(db)?;
             let current: i32 = tx
-                .query_one("SELECT version FROM chartroom_schema WHERE id = 1", &[])
+                .query_one_cached("SELECT version FROM chartroom_schema WHERE id = 1", &[])
                 .await
                 .map_err(db)?
                 .get(0);
@@ -257,7 +258,7 @@ impl PgStorage {
             for sql in MIGRATIONS.iter().skip(usize::try_from(current).unwrap_or(0)) {
                 tx.batch_execute(sql).await.map_err(db)?;
             }
-            tx.execute("UPDATE chartroom_schema SET version = $1 WHERE id = 1", &[&known])
+            tx.execute_cached("UPDATE chartroom_schema SET version = $1 WHERE id = 1", &[&known])
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
@@ -305,14 +306,14 @@ impl PgStorage {
     pub fn bind_master_key(&self, check: &str) -> Result<(), ServerError> {
         self.block(async {
             let c = self.client().await?;
-            c.execute(
+            c.execute_cached(
                 "INSERT INTO meta (key, value) VALUES ('master_key_check', $1) ON CONFLICT (key) DO NOTHING",
                 &[&check],
             )
             .await
             .map_err(db)?;
             let stored: String = c
-                .query_one("SELECT value FROM meta WHERE key = 'master_key_check'", &[])
+                .query_one_cached("SELECT value FROM meta WHERE key = 'master_key_check'", &[])
                 .await
                 .map_err(db)?
                 .get(0);
@@ -543,13 +544,51 @@ fn device_row_at(r: &Row, at: usize) -> Result<DeviceRow, ServerError> {
     })
 }
 
+/// The driver's reads and writes through each connection's statement cache: a statement is parsed
+/// once per connection, and each use is one round trip instead of two.
+trait Cached: GenericClient {
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a {
+        async move { self.query(&self.prepare_cached(sql).await?, params).await }
+    }
+
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a {
+        async move { self.query_opt(&self.prepare_cached(sql).await?, params).await }
+    }
+
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<Row, tokio_postgres::Error>> + Send + 'a {
+        async move { self.query_one(&self.prepare_cached(sql).await?, params).await }
+    }
+
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a {
+        async move { self.execute(&self.prepare_cached(sql).await?, params).await }
+    }
+}
+
+impl<T: GenericClient> Cached for T {}
+
 async fn devices_where(
     c: &impl GenericClient,
     filter: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<DeviceRow>, ServerError> {
     let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices {filter} ORDER BY name_key");
-    c.query(&sql, params).await.map_err(db)?.iter().map(device_row).collect()
+    c.query_cached(&sql, params).await.map_err(db)?.iter().map(device_row).collect()
 }
 
 async fn users_where(
@@ -558,7 +597,7 @@ async fn users_where(
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<NewUser>, ServerError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users {filter} ORDER BY username_key");
-    c.query(&sql, params).await.map_err(db)?.iter().map(user_row).collect()
+    c.query_cached(&sql, params).await.map_err(db)?.iter().map(user_row).collect()
 }
 
 /// The session's user and device, if both are still in good standing.
@@ -598,7 +637,7 @@ async fn live_recovery_token(
          WHERE id = $1 AND enrolled_at IS NOT NULL AND revoked_at IS NULL{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    let Some(row) = c.query_opt(&sql, &[&device_id]).await.map_err(db)? else { return Ok(false) };
+    let Some(row) = c.query_opt_cached(&sql, &[&device_id]).await.map_err(db)? else { return Ok(false) };
     let (Some(stored), Some(expires)) = (row.get::<_, Option<Vec<u8>>>(0), row.get::<_, Option<i64>>(1))
     else {
         return Ok(false);
@@ -608,7 +647,7 @@ async fn live_recovery_token(
 }
 
 async fn stored_base(c: &impl GenericClient) -> Result<Option<AuditBase>, ServerError> {
-    let row = c.query_opt("SELECT base FROM audit_base WHERE id = 1", &[]).await.map_err(db)?;
+    let row = c.query_opt_cached("SELECT base FROM audit_base WHERE id = 1", &[]).await.map_err(db)?;
     row.map(|r| serde_json::from_str(&r.get::<_, String>(0)).map_err(|_| ServerError::Damaged("audit base")))
         .transpose()
 }
@@ -616,7 +655,7 @@ async fn stored_base(c: &impl GenericClient) -> Result<Option<AuditBase>, Server
 /// The stored head of `device_id`'s chain (genesis if it has none).
 async fn device_head(c: &impl GenericClient, device_id: Uuid) -> Result<ChainHead, ServerError> {
     let row = c
-        .query_opt(
+        .query_opt_cached(
             "SELECT seq, hash FROM audit_entries WHERE device_id = $1 ORDER BY seq DESC LIMIT 1",
             &[&device_id],
         )
@@ -637,7 +676,10 @@ async fn device_head(c: &impl GenericClient, device_id: Uuid) -> Result<ChainHea
 /// The server chain's head: the last stored entry's server sequence and link.
 async fn server_head(c: &impl GenericClient) -> Result<ChainHead, ServerError> {
     let row = c
-        .query_opt("SELECT server_seq, server_hash FROM audit_entries ORDER BY server_seq DESC LIMIT 1", &[])
+        .query_opt_cached(
+            "SELECT server_seq, server_hash FROM audit_entries ORDER BY server_seq DESC LIMIT 1",
+            &[],
+        )
         .await
         .map_err(db)?;
     Ok(match row {
@@ -689,7 +731,7 @@ impl EntryRows {
         if self.id.is_empty() {
             return Ok(());
         }
-        c.execute(
+        c.execute_cached(
             "INSERT INTO audit_entries (server_seq, server_hash, device_id, seq, id, hash, at, username, action, entry)
              SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::uuid[], $4::bigint[], $5::uuid[], $6::bytea[],
                                   $7::bigint[], $8::text[], $9::text[], $10::bytea[])",
@@ -713,7 +755,7 @@ impl EntryRows {
 }
 
 async fn chain_lock(c: &impl GenericClient) -> Result<(), ServerError> {
-    c.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK]).await.map_err(db)?;
+    c.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK]).await.map_err(db)?;
     Ok(())
 }
 
@@ -746,7 +788,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let result = c
-                .execute(
+                .execute_cached(
                     "INSERT INTO users (id, username, username_key, role, units, password_hash, disabled, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     &[
@@ -775,14 +817,14 @@ impl Storage for PgStorage {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
             let changed = tx
-                .execute("UPDATE users SET disabled = $1 WHERE username_key = $2", &[&disabled, &key])
+                .execute_cached("UPDATE users SET disabled = $1 WHERE username_key = $2", &[&disabled, &key])
                 .await
                 .map_err(db)?;
             if changed == 0 {
                 return Err(ServerError::UnknownUser);
             }
             if disabled {
-                tx.execute(
+                tx.execute_cached(
                     "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username_key = $1)",
                     &[&key],
                 )
@@ -816,14 +858,14 @@ impl Storage for PgStorage {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
             let existing = tx
-                .query_opt("SELECT enrolled_at, revoked_at FROM devices WHERE name_key = $1 FOR UPDATE", &[&key])
+                .query_opt_cached("SELECT enrolled_at, revoked_at FROM devices WHERE name_key = $1 FOR UPDATE", &[&key])
                 .await
                 .map_err(db)?
                 .map(|r| (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)));
             match existing {
                 Some((Some(_), _)) | Some((_, Some(_))) => return Err(ServerError::DeviceEnrolled),
                 Some((None, None)) => {
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE devices SET token_hash = $1, token_expires_at = $2, profile = $3, units = $4
                          WHERE name_key = $5",
                         &[&&token_hash[..], &expires, &profile, &units, &key],
@@ -832,7 +874,7 @@ impl Storage for PgStorage {
                     .map_err(db)?;
                 }
                 None => {
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO devices (id, name, name_key, profile, units, token_hash, token_expires_at, created_at)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                         &[&d.id, &d.name, &key, &profile, &units, &&token_hash[..], &expires, &d.created_at.0],
@@ -851,7 +893,7 @@ impl Storage for PgStorage {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
             let changed = tx
-                .execute(
+                .execute_cached(
                     "UPDATE devices SET revoked_at = coalesce(revoked_at, $1), token_hash = NULL,
                             recovery_token_hash = NULL, recovery_token_expires_at = NULL
                      WHERE name_key = $2",
@@ -862,7 +904,7 @@ impl Storage for PgStorage {
             if changed == 0 {
                 return Err(ServerError::UnknownDevice);
             }
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM sessions WHERE device_id = (SELECT id FROM devices WHERE name_key = $1)",
                 &[&key],
             )
@@ -890,7 +932,7 @@ impl Storage for PgStorage {
             let tx = c.transaction().await.map_err(db)?;
             // One statement decides: two processes presenting the same token cannot both enroll.
             let name_key: Option<String> = tx
-                .query_opt(
+                .query_opt_cached(
                     "UPDATE devices SET public_key = $1, enrolled_at = $2, token_hash = NULL
                      WHERE token_hash = $3 AND enrolled_at IS NULL AND revoked_at IS NULL AND token_expires_at > $2
                      RETURNING name_key",
@@ -927,14 +969,14 @@ impl Storage for PgStorage {
         self.block(async {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
-            tx.execute("SELECT 1 FROM devices WHERE name_key = $1 FOR UPDATE", &[&key]).await.map_err(db)?;
+            tx.execute_cached("SELECT 1 FROM devices WHERE name_key = $1 FOR UPDATE", &[&key]).await.map_err(db)?;
             let Some(device) = devices_where(&tx, "WHERE name_key = $1", &[&key]).await?.pop() else {
                 return Err(ServerError::UnknownDevice);
             };
             if device.record.enrolled_at.is_none() || device.record.revoked_at.is_some() {
                 return Err(ServerError::NotRecoverable);
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE devices SET recovery_token_hash = $1, recovery_token_expires_at = $2 WHERE name_key = $3",
                 &[&&token_hash[..], &expires_at.0, &key],
             )
@@ -972,7 +1014,7 @@ impl Storage for PgStorage {
             if !live_recovery_token(&tx, device_id, token_hash, now, true).await? {
                 return Err(ServerError::InvalidRecoveryToken);
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE devices SET public_key = $1, recovery_token_hash = NULL, recovery_token_expires_at = NULL
                  WHERE id = $2",
                 &[&&public_key[..], &device_id],
@@ -980,8 +1022,8 @@ impl Storage for PgStorage {
             .await
             .map_err(db)?;
             // The old key is dead: so is everything issued to it.
-            tx.execute("DELETE FROM sessions WHERE device_id = $1", &[&device_id]).await.map_err(db)?;
-            tx.execute("DELETE FROM auth_nonces WHERE device_id = $1", &[&device_id]).await.map_err(db)?;
+            tx.execute_cached("DELETE FROM sessions WHERE device_id = $1", &[&device_id]).await.map_err(db)?;
+            tx.execute_cached("DELETE FROM auth_nonces WHERE device_id = $1", &[&device_id]).await.map_err(db)?;
             let mut device = devices_where(&tx, "WHERE id = $1", &[&device_id]).await?;
             tx.commit().await.map_err(db)?;
             device.pop().map(|d| d.record).ok_or(ServerError::Internal("recovered device vanished"))
@@ -997,7 +1039,7 @@ impl Storage for PgStorage {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
             // The row exists before it is locked, so concurrent first attempts queue on it too.
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO login_throttle (key, state) VALUES ($1, 'null') ON CONFLICT (key) DO NOTHING",
                 &[&key],
             )
@@ -1005,7 +1047,7 @@ impl Storage for PgStorage {
             .map_err(db)?;
             // (Cleared by an administrator in between: a fresh throttle.)
             let state: String = tx
-                .query_opt("SELECT state FROM login_throttle WHERE key = $1 FOR UPDATE", &[&key])
+                .query_opt_cached("SELECT state FROM login_throttle WHERE key = $1 FOR UPDATE", &[&key])
                 .await
                 .map_err(db)?
                 .map_or_else(|| "null".to_string(), |r| r.get(0));
@@ -1016,7 +1058,7 @@ impl Storage for PgStorage {
             change(&mut throttle);
             let json =
                 serde_json::to_string(&throttle).map_err(|_| ServerError::Internal("throttle encoding"))?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO login_throttle (key, state) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET state = $2",
                 &[&key, &json],
             )
@@ -1029,7 +1071,7 @@ impl Storage for PgStorage {
     fn clear_throttle(&self, key: &str) -> Result<(), ServerError> {
         self.block(async {
             let c = self.client().await?;
-            c.execute("DELETE FROM login_throttle WHERE key = $1", &[&key]).await.map_err(db)?;
+            c.execute_cached("DELETE FROM login_throttle WHERE key = $1", &[&key]).await.map_err(db)?;
             Ok(())
         })
     }
@@ -1043,10 +1085,10 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             // Unanswered challenges expire: sweep them here too, so they cannot pile up.
-            c.execute("DELETE FROM auth_nonces WHERE expires_at < $1", &[&(expires_at.0 - 120_000)])
+            c.execute_cached("DELETE FROM auth_nonces WHERE expires_at < $1", &[&(expires_at.0 - 120_000)])
                 .await
                 .map_err(db)?;
-            c.execute(
+            c.execute_cached(
                 "INSERT INTO auth_nonces (nonce_hash, device_id, expires_at) VALUES ($1, $2, $3)",
                 &[&&nonce_hash[..], &device_id, &expires_at.0],
             )
@@ -1064,10 +1106,12 @@ impl Storage for PgStorage {
     ) -> Result<bool, ServerError> {
         self.block(async {
             let c = self.client().await?;
-            c.execute("DELETE FROM auth_nonces WHERE expires_at <= $1", &[&now.0]).await.map_err(db)?;
+            c.execute_cached("DELETE FROM auth_nonces WHERE expires_at <= $1", &[&now.0])
+                .await
+                .map_err(db)?;
             // One DELETE decides: of two processes presenting the same nonce, one takes it.
             let taken = c
-                .execute(
+                .execute_cached(
                     "DELETE FROM auth_nonces WHERE nonce_hash = $1 AND device_id = $2 AND expires_at > $3",
                     &[&&nonce_hash[..], &device_id, &now.0],
                 )
@@ -1081,7 +1125,7 @@ impl Storage for PgStorage {
         let t = &s.tokens;
         self.block(async {
             let c = self.client().await?;
-            c.execute(
+            c.execute_cached(
                 "INSERT INTO sessions (id, user_id, device_id, access_hash, access_expires_at, refresh_hash,
                                        refresh_expires_at, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1149,11 +1193,11 @@ impl Storage for PgStorage {
             let tx = c.transaction().await.map_err(db)?;
             // The device's sessions are locked first: of two processes presenting one refresh token,
             // the second waits and then sees it as already exchanged.
-            tx.execute("SELECT 1 FROM sessions WHERE device_id = $1 FOR UPDATE", &[&device_id])
+            tx.execute_cached("SELECT 1 FROM sessions WHERE device_id = $1 FOR UPDATE", &[&device_id])
                 .await
                 .map_err(db)?;
             let reused = tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT id FROM sessions WHERE prev_refresh_hash = $1 AND device_id = $2",
                     &[&&refresh_hash[..], &device_id],
                 )
@@ -1161,14 +1205,14 @@ impl Storage for PgStorage {
                 .map_err(db)?;
             if let Some(r) = reused {
                 // A refresh token that was already exchanged is being replayed: the session ends.
-                tx.execute("DELETE FROM sessions WHERE id = $1", &[&r.get::<_, Uuid>(0)])
+                tx.execute_cached("DELETE FROM sessions WHERE id = $1", &[&r.get::<_, Uuid>(0)])
                     .await
                     .map_err(db)?;
                 tx.commit().await.map_err(db)?;
                 return Ok(Refreshed::Reused);
             }
             let found = tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT id, user_id FROM sessions
                      WHERE refresh_hash = $1 AND device_id = $2 AND refresh_expires_at > $3",
                     &[&&refresh_hash[..], &device_id, &now.0],
@@ -1177,7 +1221,7 @@ impl Storage for PgStorage {
                 .map_err(db)?;
             let Some(r) = found else { return Ok(Refreshed::Invalid) };
             let (id, user_id): (Uuid, Uuid) = (r.get(0), r.get(1));
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE sessions SET access_hash = $1, access_expires_at = $2, refresh_hash = $3,
                                      refresh_expires_at = $4, prev_refresh_hash = refresh_hash
                  WHERE id = $5",
@@ -1200,7 +1244,7 @@ impl Storage for PgStorage {
     fn end_session(&self, session_id: Uuid) -> Result<(), ServerError> {
         self.block(async {
             let c = self.client().await?;
-            c.execute("DELETE FROM sessions WHERE id = $1", &[&session_id]).await.map_err(db)?;
+            c.execute_cached("DELETE FROM sessions WHERE id = $1", &[&session_id]).await.map_err(db)?;
             Ok(())
         })
     }
@@ -1210,8 +1254,7 @@ impl Storage for PgStorage {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
             chain_lock(&tx).await?;
-            let mut head = device_head(&tx, SERVER_CHAIN).await?;
-            let mut server = server_head(&tx).await?;
+            let (mut head, mut server) = tokio::try_join!(device_head(&tx, SERVER_CHAIN), server_head(&tx))?;
             let mut rows = EntryRows::default();
             for event in events {
                 let entry = head.append(SERVER_CHAIN, Uuid::now_v7(), event.clone());
@@ -1237,7 +1280,7 @@ impl Storage for PgStorage {
                 .map(|e| to_i64_u(e.seq))
                 .collect();
             let stored: HashMap<i64, Vec<u8>> = tx
-                .query(
+                .query_cached(
                     "SELECT seq, hash FROM audit_entries WHERE device_id = $1 AND seq = ANY($2)",
                     &[&device_id, &repeated],
                 )
@@ -1262,7 +1305,7 @@ impl Storage for PgStorage {
             // forgery or a bug on the device, never something a retry can fix.
             let ids: Vec<Uuid> = fresh.iter().map(|e| e.id).collect();
             let taken: std::collections::HashSet<Uuid> = tx
-                .query("SELECT id FROM audit_entries WHERE id = ANY($1)", &[&ids])
+                .query_cached("SELECT id FROM audit_entries WHERE id = ANY($1)", &[&ids])
                 .await
                 .map_err(db)?
                 .iter()
@@ -1304,7 +1347,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT server_seq, server_hash, hash, entry FROM audit_entries WHERE server_seq > $1
                      ORDER BY server_seq LIMIT $2",
                     &[&to_i64_u(after), &to_i64(limit)],
@@ -1335,8 +1378,10 @@ impl Storage for PgStorage {
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, ServerError> {
         self.block(async {
             let c = self.client().await?;
-            let rows =
-                c.query("SELECT checkpoint FROM audit_checkpoints ORDER BY number", &[]).await.map_err(db)?;
+            let rows = c
+                .query_cached("SELECT checkpoint FROM audit_checkpoints ORDER BY number", &[])
+                .await
+                .map_err(db)?;
             rows.iter()
                 .map(|r| {
                     serde_json::from_str(&r.get::<_, String>(0))
@@ -1351,7 +1396,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let added = c
-                .execute(
+                .execute_cached(
                     "INSERT INTO audit_checkpoints (number, checkpoint) VALUES ($1, $2) ON CONFLICT (number) DO NOTHING",
                     &[&to_i64_u(cp.number), &json],
                 )
@@ -1374,14 +1419,14 @@ impl Storage for PgStorage {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
             chain_lock(&tx).await?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO audit_base (id, base) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET base = EXCLUDED.base",
                 &[&json],
             )
             .await
             .map_err(db)?;
             let purged = tx
-                .execute("DELETE FROM audit_entries WHERE server_seq <= $1", &[&to_i64_u(base.server_seq)])
+                .execute_cached("DELETE FROM audit_entries WHERE server_seq <= $1", &[&to_i64_u(base.server_seq)])
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
@@ -1402,7 +1447,7 @@ impl Storage for PgStorage {
             // Only the server's own chain: its entries carry the server's clock and the
             // authenticated user. Uploaded device entries name whatever the device wrote.
             let n: i64 = c
-                .query_one(
+                .query_one_cached(
                     "SELECT count(*) FROM audit_entries
                      WHERE username = $1 AND action = ANY($2) AND at >= $3 AND at < $4 AND device_id = $5",
                     &[&username, &actions, &since.0, &until.0, &SERVER_CHAIN],
@@ -1417,7 +1462,7 @@ impl Storage for PgStorage {
     fn put_break_glass(&self, g: &BreakGlass) -> Result<(), ServerError> {
         self.block(async {
             let c = self.client().await?;
-            c.execute(
+            c.execute_cached(
                 "INSERT INTO break_glass (id, user_id, username, patient_id, reason, detail, granted_at, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[&g.id, &g.user_id, &g.username, &g.patient_id, &g.reason, &g.detail, &g.granted_at.0, &g.expires_at.0],
@@ -1432,7 +1477,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let found = c
-                .query_opt(
+                .query_opt_cached(
                     "SELECT 1 FROM break_glass
                      WHERE user_id = $1 AND patient_id = $2 AND granted_at <= $3 AND expires_at > $3 LIMIT 1",
                     &[&user_id, &patient_id, &now.0],
@@ -1447,7 +1492,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT id, user_id, username, patient_id, reason, detail, granted_at, expires_at, reviewed_by, reviewed_at
                      FROM break_glass WHERE NOT $1 OR reviewed_at IS NULL ORDER BY granted_at DESC",
                     &[&unreviewed_only],
@@ -1476,7 +1521,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let changed = c
-                .execute(
+                .execute_cached(
                     "UPDATE break_glass SET reviewed_by = $1, reviewed_at = $2 WHERE id = $3 AND reviewed_at IS NULL",
                     &[&reviewer, &now.0, &id],
                 )
@@ -1490,7 +1535,7 @@ impl Storage for PgStorage {
         self.block(async {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO incidents (id, at, user_id, username, kind, last_hour, hourly_average)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
@@ -1505,8 +1550,10 @@ impl Storage for PgStorage {
             )
             .await
             .map_err(db)?;
-            tx.execute("UPDATE users SET disabled = true WHERE id = $1", &[&i.user_id]).await.map_err(db)?;
-            tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&i.user_id]).await.map_err(db)?;
+            tx.execute_cached("UPDATE users SET disabled = true WHERE id = $1", &[&i.user_id])
+                .await
+                .map_err(db)?;
+            tx.execute_cached("DELETE FROM sessions WHERE user_id = $1", &[&i.user_id]).await.map_err(db)?;
             tx.commit().await.map_err(db)
         })
     }
@@ -1515,7 +1562,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT id, at, user_id, username, kind, last_hour, hourly_average FROM incidents ORDER BY at DESC",
                     &[],
                 )
@@ -1546,7 +1593,7 @@ impl Storage for PgStorage {
             // One number per chart, taken at once.
             let count = i64::try_from(charts.len()).unwrap_or(i64::MAX);
             let last: i64 = tx
-                .query_one(
+                .query_one_cached(
                     "UPDATE change_counter SET value = value + $1 WHERE id = 1 RETURNING value",
                     &[&count],
                 )
@@ -1578,7 +1625,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT q.id FROM unnest($1::uuid[], $2::bytea[]) WITH ORDINALITY AS q(id, mrn_index, n)
                      WHERE EXISTS (SELECT 1 FROM patients p WHERE p.id = q.id OR p.mrn_index = q.mrn_index)
                      ORDER BY q.n",
@@ -1594,7 +1641,10 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let row = c
-                .query_opt(&format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = $1"), &[&id])
+                .query_opt_cached(
+                    &format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = $1"),
+                    &[&id],
+                )
                 .await
                 .map_err(db)?;
             row.as_ref().map(sealed_patient).transpose()
@@ -1605,7 +1655,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let row = c
-                .query_opt("SELECT id FROM patients WHERE mrn_index = $1", &[&&mrn_index[..]])
+                .query_opt_cached("SELECT id FROM patients WHERE mrn_index = $1", &[&&mrn_index[..]])
                 .await
                 .map_err(db)?;
             Ok(row.map(|r| r.get(0)))
@@ -1621,7 +1671,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     &format!(
                         "SELECT {PATIENT_COLUMNS},
                             (SELECT count(*) FROM records r WHERE r.patient_id = p.id AND r.kind = 'allergy'),
@@ -1683,7 +1733,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let row = c
-                .query_opt("SELECT patient_id, kind, version FROM records WHERE id = $1", &[&id])
+                .query_opt_cached("SELECT patient_id, kind, version FROM records WHERE id = $1", &[&id])
                 .await
                 .map_err(db)?;
             row.map(|r| Ok((r.get(0), kind(r.get(1))?, r.get(2)))).transpose()
@@ -1694,7 +1744,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let row = c
-                .query_opt(
+                .query_opt_cached(
                     "SELECT change_id, device_id, record_id, version FROM applied_changes WHERE change_id = $1",
                     &[&change_id],
                 )
@@ -1708,7 +1758,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT change_id, device_id, record_id, version FROM applied_changes WHERE change_id = ANY($1)",
                     &[&change_ids],
                 )
@@ -1722,7 +1772,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query("SELECT id, patient_id, kind, version FROM records WHERE id = ANY($1)", &[&ids])
+                .query_cached("SELECT id, patient_id, kind, version FROM records WHERE id = ANY($1)", &[&ids])
                 .await
                 .map_err(db)?;
             rows.iter().map(|r| Ok((r.get(0), (r.get(1), kind(r.get(2))?, r.get(3))))).collect()
@@ -1733,7 +1783,10 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(&format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ANY($1)"), &[&ids])
+                .query_cached(
+                    &format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ANY($1)"),
+                    &[&ids],
+                )
                 .await
                 .map_err(db)?;
             rows.iter().map(sealed_patient).collect()
@@ -1749,7 +1802,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT DISTINCT patient_id FROM break_glass
                      WHERE user_id = $1 AND patient_id = ANY($2) AND granted_at <= $3 AND expires_at > $3",
                     &[&user_id, &ids, &now.0],
@@ -1774,30 +1827,37 @@ impl Storage for PgStorage {
                     IncomingRecord::Patient(p) => patient_ids.push(p.id),
                 }
             }
-            let mut applied: HashMap<Uuid, AppliedChange> = tx
-                .query(
-                    "SELECT change_id, device_id, record_id, version FROM applied_changes WHERE change_id = ANY($1)",
-                    &[&change_ids],
-                )
-                .await
-                .map_err(db)?
-                .iter()
-                .map(applied_row)
-                .collect();
+            // Sent together once the lock is held (one round trip; under the lock nothing moves).
+            let (applied_rows, record_rows, patient_rows, counter, mut head, mut server) = tokio::try_join!(
+                async {
+                    tx.query_cached(
+                        "SELECT change_id, device_id, record_id, version FROM applied_changes WHERE change_id = ANY($1)",
+                        &[&change_ids],
+                    )
+                    .await
+                    .map_err(db)
+                },
+                async {
+                    tx.query_cached("SELECT id, version FROM records WHERE id = ANY($1)", &[&record_ids]).await.map_err(db)
+                },
+                async {
+                    tx.query_cached("SELECT id, version FROM patients WHERE id = ANY($1)", &[&patient_ids])
+                        .await
+                        .map_err(db)
+                },
+                async { tx.query_one_cached("SELECT value FROM change_counter WHERE id = 1", &[]).await.map_err(db) },
+                device_head(&tx, SERVER_CHAIN),
+                server_head(&tx),
+            )?;
+            let mut applied: HashMap<Uuid, AppliedChange> = applied_rows.iter().map(applied_row).collect();
             // Keyed by (is a patient, id).
             let mut versions: HashMap<(bool, Uuid), i64> = HashMap::new();
-            for (patient, sql, ids) in [
-                (false, "SELECT id, version FROM records WHERE id = ANY($1)", &record_ids),
-                (true, "SELECT id, version FROM patients WHERE id = ANY($1)", &patient_ids),
-            ] {
-                for r in tx.query(sql, &[ids]).await.map_err(db)? {
+            for (patient, rows) in [(false, record_rows), (true, patient_rows)] {
+                for r in rows {
                     versions.insert((patient, r.get(0)), r.get(1));
                 }
             }
-            let mut seq: i64 =
-                tx.query_one("SELECT value FROM change_counter WHERE id = 1", &[]).await.map_err(db)?.get(0);
-            let mut head = device_head(&tx, SERVER_CHAIN).await?;
-            let mut server = server_head(&tx).await?;
+            let mut seq: i64 = counter.get(0);
             // Decided in order, exactly as one at a time would be.
             let (mut records, mut patients, mut entries) = (RecordRows::default(), PatientRows::default(), EntryRows::default());
             let mut newly = AppliedRows::default();
@@ -1827,11 +1887,16 @@ impl Storage for PgStorage {
                 server = entries.push(server, &entry);
                 outcomes.push(Stored::Applied);
             }
-            records.upsert(&tx).await.map_err(db)?;
-            patients.update(&tx).await.map_err(db)?;
-            newly.insert(&tx).await.map_err(db)?;
-            entries.insert(&tx).await?;
-            tx.execute("UPDATE change_counter SET value = $1 WHERE id = 1", &[&seq]).await.map_err(db)?;
+            // The writes touch different tables: sent together (one round trip).
+            tokio::try_join!(
+                async { records.upsert(&tx).await.map_err(db) },
+                async { patients.update(&tx).await.map_err(db) },
+                async { newly.insert(&tx).await.map_err(db) },
+                entries.insert(&tx),
+                async {
+                    tx.execute_cached("UPDATE change_counter SET value = $1 WHERE id = 1", &[&seq]).await.map_err(db)
+                },
+            )?;
             tx.commit().await.map_err(db)?;
             Ok(outcomes)
         })
@@ -1855,7 +1920,7 @@ impl Storage for PgStorage {
                 .map_err(db)?;
             let in_scope = |unit: &str| units.is_none_or(|u| u.iter().any(|x| x == unit));
             let upto: Option<i64> = tx
-                .query_one(
+                .query_one_cached(
                     "SELECT max(s) FROM (
                          (SELECT DISTINCT change_seq AS s FROM patients WHERE change_seq > $1
                           ORDER BY change_seq LIMIT $2)
@@ -1868,8 +1933,11 @@ impl Storage for PgStorage {
                 .await
                 .map_err(db)?
                 .get(0);
-            let newest: i64 =
-                tx.query_one("SELECT value FROM change_counter WHERE id = 1", &[]).await.map_err(db)?.get(0);
+            let newest: i64 = tx
+                .query_one_cached("SELECT value FROM change_counter WHERE id = 1", &[])
+                .await
+                .map_err(db)?
+                .get(0);
             let Some(upto) = upto else {
                 return Ok(PullRows {
                     patients: vec![],
@@ -1883,7 +1951,7 @@ impl Storage for PgStorage {
             };
             let (mut patients, mut left) = (Vec::new(), Vec::new());
             let rows = tx
-                .query(
+                .query_cached(
                     &format!(
                         "SELECT {PATIENT_COLUMNS} FROM patients p
                          WHERE p.change_seq > $1 AND p.change_seq <= $2 ORDER BY p.change_seq"
@@ -1913,7 +1981,7 @@ impl Storage for PgStorage {
                    AND NOT (p.change_seq > $1 AND p.change_seq <= $2)
                  ORDER BY r.change_seq",
             ] {
-                for r in tx.query(sql, &[&after, &upto]).await.map_err(db)? {
+                for r in tx.query_cached(sql, &[&after, &upto]).await.map_err(db)? {
                     if !in_scope(r.get(6)) {
                         continue;
                     }
@@ -1930,7 +1998,7 @@ impl Storage for PgStorage {
                 }
             }
             let more: bool = tx
-                .query_one(
+                .query_one_cached(
                     "SELECT EXISTS(SELECT 1 FROM patients WHERE change_seq > $1)
                          OR EXISTS(SELECT 1 FROM records WHERE change_seq > $1)",
                     &[&upto],
@@ -1949,7 +2017,7 @@ impl Storage for PgStorage {
             let key_holders = if others.is_empty() {
                 Vec::new()
             } else {
-                tx.query(
+                tx.query_cached(
                     &format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ANY($1)"),
                     &[&others],
                 )
@@ -1968,7 +2036,7 @@ impl Storage for PgStorage {
         self.block(async {
             let c = self.client().await?;
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT id FROM patients WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2",
                     &[&after, &to_i64(limit)],
                 )
@@ -2014,7 +2082,7 @@ impl PatientRows {
         if self.id.is_empty() {
             return Ok(0);
         }
-        c.execute(
+        c.execute_cached(
             "INSERT INTO patients (id, mrn_index, unit, bed, version, wrapped_key, body, change_seq)
              SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[], $5::bigint[], $6::bytea[],
                                   $7::bytea[], $8::bigint[])",
@@ -2037,7 +2105,7 @@ impl PatientRows {
         if self.id.is_empty() {
             return Ok(0);
         }
-        c.execute(
+        c.execute_cached(
             "UPDATE patients p SET unit = u.unit, bed = u.bed, version = u.version, body = u.body, change_seq = u.seq
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])
                   AS u(id, unit, bed, version, body, seq)
@@ -2096,7 +2164,7 @@ impl RecordRows {
         if self.id.is_empty() {
             return Ok(0);
         }
-        c.execute(
+        c.execute_cached(
             &format!(
                 "INSERT INTO records (id, patient_id, kind, sort_key, version, body, change_seq)
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[], $6::bytea[],
@@ -2129,7 +2197,7 @@ impl AppliedRows {
         if self.change_id.is_empty() {
             return Ok(0);
         }
-        c.execute(
+        c.execute_cached(
             "INSERT INTO applied_changes (change_id, device_id, record_id, version)
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[])",
             &[&self.change_id, &self.device_id, &self.record_id, &self.version],
