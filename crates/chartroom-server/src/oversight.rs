@@ -73,7 +73,11 @@ pub fn check_anomaly(
         last_hour,
         hourly_average,
     };
-    storage.raise_incident(&incident)?;
+    if !storage.raise_incident(&incident)? {
+        // Another server process acted on the same burst first: its incident is the stored one
+        // (and in the trail); this access is refused all the same.
+        return Ok(Some(incident));
+    }
     let mut e = crate::audit::event(now, "incident", "user", "account_disabled", &Default::default());
     e.user_id = Some(user.id);
     e.username = Some(user.username.clone());

@@ -502,8 +502,10 @@ pub trait Storage: Send + Sync {
     fn break_glass_list(&self, unreviewed_only: bool) -> Result<Vec<BreakGlass>, ServerError>;
     /// Marks a grant reviewed; false if there is no such grant or it was reviewed already.
     fn review_break_glass(&self, id: Uuid, reviewer: &str, now: Timestamp) -> Result<bool, ServerError>;
-    /// Records an incident and disables the account (ending its sessions) in one transaction.
-    fn raise_incident(&self, incident: &Incident) -> Result<(), ServerError>;
+    /// Records an incident and disables the account (ending its sessions) in one transaction — unless
+    /// the account is disabled already (another server process acted on the same burst first), then
+    /// nothing changes: one burst, one incident. Says whether it raised one.
+    fn raise_incident(&self, incident: &Incident) -> Result<bool, ServerError>;
     fn incidents(&self) -> Result<Vec<Incident>, ServerError>;
 
     // Records.

@@ -1531,10 +1531,21 @@ impl Storage for PgStorage {
         })
     }
 
-    fn raise_incident(&self, i: &Incident) -> Result<(), ServerError> {
+    fn raise_incident(&self, i: &Incident) -> Result<bool, ServerError> {
         self.block(async {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
+            // The row lock decides between processes acting on the same burst.
+            let disabled = tx
+                .execute_cached(
+                    "UPDATE users SET disabled = true WHERE id = $1 AND NOT disabled",
+                    &[&i.user_id],
+                )
+                .await
+                .map_err(db)?;
+            if disabled == 0 {
+                return Ok(false);
+            }
             tx.execute_cached(
                 "INSERT INTO incidents (id, at, user_id, username, kind, last_hour, hourly_average)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1550,11 +1561,9 @@ impl Storage for PgStorage {
             )
             .await
             .map_err(db)?;
-            tx.execute_cached("UPDATE users SET disabled = true WHERE id = $1", &[&i.user_id])
-                .await
-                .map_err(db)?;
             tx.execute_cached("DELETE FROM sessions WHERE user_id = $1", &[&i.user_id]).await.map_err(db)?;
-            tx.commit().await.map_err(db)
+            tx.commit().await.map_err(db)?;
+            Ok(true)
         })
     }
 

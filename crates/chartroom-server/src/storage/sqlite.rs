@@ -824,9 +824,15 @@ impl Storage for SqliteStorage {
         Ok(changed == 1)
     }
 
-    fn raise_incident(&self, i: &Incident) -> Result<(), ServerError> {
+    fn raise_incident(&self, i: &Incident) -> Result<bool, ServerError> {
         let conn = self.conn()?;
         let tx = write_tx(&conn)?;
+        if tx
+            .execute("UPDATE users SET disabled = 1 WHERE id = ?1 AND disabled = 0", [i.user_id.as_bytes()])?
+            == 0
+        {
+            return Ok(false);
+        }
         tx.execute(
             "INSERT INTO incidents (id, at, user_id, username, kind, last_hour, hourly_average)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -840,10 +846,9 @@ impl Storage for SqliteStorage {
                 i.hourly_average
             ],
         )?;
-        tx.execute("UPDATE users SET disabled = 1 WHERE id = ?1", [i.user_id.as_bytes()])?;
         tx.execute("DELETE FROM sessions WHERE user_id = ?1", [i.user_id.as_bytes()])?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     fn incidents(&self) -> Result<Vec<Incident>, ServerError> {

@@ -517,6 +517,10 @@ pub fn anomaly(storage: &dyn Storage) {
     assert!((incident.hourly_average - 100.0).abs() < 1.0, "{}", incident.hourly_average);
     assert!(storage.user_for_login("busy.doc").unwrap().unwrap().record.disabled);
     assert_eq!(storage.incidents().unwrap().len(), 1);
+    // Another server process that saw the same burst: one burst, one incident.
+    let again = chartroom_server::storage::Incident { id: Uuid::now_v7(), ..incident };
+    assert!(!storage.raise_incident(&again).unwrap(), "not raised twice");
+    assert_eq!(storage.incidents().unwrap().len(), 1);
 }
 
 /// A page spans `max_changes` change numbers, however many rows share a number: four charts of
