@@ -106,7 +106,7 @@ impl DataKey {
                 return Err(damaged("is truncated"));
             }
             let len = usize::try_from(u32::from_be_bytes(len)).map_err(|_| damaged("is malformed"))?;
-            if len > CHUNK + NONCE_LEN + TAG_LEN || len < NONCE_LEN + TAG_LEN {
+            if !(NONCE_LEN + TAG_LEN..=CHUNK + NONCE_LEN + TAG_LEN).contains(&len) {
                 return Err(damaged("is malformed"));
             }
             let mut sealed = vec![0u8; len];

@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use crate::records::{principal, ReadFailure, Reader, Subject};
 use crate::storage::{
-    AppliedChange, IncomingChange, IncomingRecord, RecordKind, SealedPatient, SealedRecord, Stored,
+    AppliedChange, IncomingChange, IncomingRecord, RecordKind, RecordVersion, SealedPatient, SealedRecord,
+    Stored,
 };
 use crate::ServerError;
 
@@ -73,7 +74,7 @@ pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailur
 /// for them. Writing re-checks every version (compare-and-set) and change id.
 struct BatchView {
     applied: HashMap<Uuid, AppliedChange>,
-    versions: HashMap<Uuid, (Uuid, RecordKind, i64)>,
+    versions: HashMap<Uuid, RecordVersion>,
     patients: HashMap<Uuid, (SealedPatient, bool)>,
 }
 

@@ -36,6 +36,9 @@ fn blocking_allowed() -> bool {
     MAY_BLOCK.with(std::cell::Cell::get)
 }
 
+/// A stored record's patient, kind and version.
+pub type RecordVersion = (Uuid, RecordKind, i64);
+
 /// What opening a database did to its schema: the version it found and the one it left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Migrated {
@@ -532,7 +535,7 @@ pub trait Storage: Send + Sync {
         max_observations: usize,
     ) -> Result<Vec<SealedRecord>, ServerError>;
     /// The stored version (and patient and kind) of a record, if it exists.
-    fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError>;
+    fn record_version(&self, id: Uuid) -> Result<Option<RecordVersion>, ServerError>;
     /// Whether this change id was applied already: by which device, at which version.
     fn applied_change(&self, change_id: Uuid) -> Result<Option<AppliedChange>, ServerError>;
 
@@ -547,7 +550,7 @@ pub trait Storage: Send + Sync {
         }
         Ok(out)
     }
-    fn record_versions(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, (Uuid, RecordKind, i64))>, ServerError> {
+    fn record_versions(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, RecordVersion)>, ServerError> {
         let mut out = Vec::new();
         for id in ids {
             if let Some(v) = self.record_version(*id)? {

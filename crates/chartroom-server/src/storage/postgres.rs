@@ -27,9 +27,9 @@ use uuid::Uuid;
 
 use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
-    IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, Refreshed,
-    SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, Stored,
-    StoredEntry, UserRecord, SERVER_CHAIN,
+    IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, RecordVersion,
+    Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens,
+    Storage, Stored, StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -1738,7 +1738,7 @@ impl Storage for PgStorage {
         })
     }
 
-    fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError> {
+    fn record_version(&self, id: Uuid) -> Result<Option<RecordVersion>, ServerError> {
         self.block(async {
             let c = self.client().await?;
             let row = c
@@ -1777,7 +1777,7 @@ impl Storage for PgStorage {
         })
     }
 
-    fn record_versions(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, (Uuid, RecordKind, i64))>, ServerError> {
+    fn record_versions(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, RecordVersion)>, ServerError> {
         self.block(async {
             let c = self.client().await?;
             let rows = c

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
-    IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, Refreshed,
-    SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens, Storage, Stored,
-    StoredEntry, UserRecord, SERVER_CHAIN,
+    IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, RecordVersion,
+    Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens,
+    Storage, Stored, StoredEntry, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -965,7 +965,7 @@ impl Storage for SqliteStorage {
         Ok(out)
     }
 
-    fn record_version(&self, id: Uuid) -> Result<Option<(Uuid, RecordKind, i64)>, ServerError> {
+    fn record_version(&self, id: Uuid) -> Result<Option<RecordVersion>, ServerError> {
         let conn = self.conn()?;
         let row: Option<([u8; 16], String, i64)> = conn
             .prepare_cached("SELECT patient_id, kind, version FROM records WHERE id = ?1")?
