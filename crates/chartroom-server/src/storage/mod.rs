@@ -475,7 +475,20 @@ pub trait Storage: Send + Sync {
     /// skipped, so a retried upload is harmless.
     fn ingest_entries(&self, device_id: Uuid, entries: &[AuditEntry]) -> Result<Ingested, ServerError>;
     /// Stored entries in server order after server sequence `after`, `limit` at a time.
-    fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, ServerError>;
+    fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, ServerError> {
+        self.audit_raw_page(after, limit)?
+            .into_iter()
+            .map(|raw| {
+                Ok(StoredEntry {
+                    server_seq: raw.server_seq,
+                    server_hash: raw.server_hash,
+                    // An entry that does not even decode is reported by `audit verify` as damage.
+                    entry: AuditEntry::decode(&raw.canonical, raw.hash)
+                        .map_err(|_| ServerError::Damaged("audit entry"))?,
+                })
+            })
+            .collect()
+    }
     /// The same, undecoded: canonical bytes and claimed hashes.
     fn audit_raw_page(&self, after: u64, limit: usize) -> Result<Vec<RawEntry>, ServerError>;
     /// The number of stored entries and the server chain's head.

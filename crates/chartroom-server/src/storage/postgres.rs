@@ -29,7 +29,7 @@ use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
     IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, RecordVersion,
     Refreshed, SealedCensusRow, SealedChart, SealedPatient, SealedRecord, SessionOwner, SessionTokens,
-    Storage, Stored, StoredEntry, UserRecord, SERVER_CHAIN,
+    Storage, Stored, UserRecord, SERVER_CHAIN,
 };
 use crate::ServerError;
 
@@ -1327,20 +1327,6 @@ impl Storage for PgStorage {
             tx.commit().await.map_err(db)?;
             Ok(outcome)
         })
-    }
-
-    fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, ServerError> {
-        self.audit_raw_page(after, limit)?
-            .into_iter()
-            .map(|raw| {
-                Ok(StoredEntry {
-                    server_seq: raw.server_seq,
-                    server_hash: raw.server_hash,
-                    entry: AuditEntry::decode(&raw.canonical, raw.hash)
-                        .map_err(|_| ServerError::Damaged("audit entry"))?,
-                })
-            })
-            .collect()
     }
 
     fn audit_raw_page(&self, after: u64, limit: usize) -> Result<Vec<RawEntry>, ServerError> {
