@@ -611,3 +611,45 @@ fn migrate_reports_and_refuses_a_newer_schema_on_postgres() {
         assert!(err.contains("newer than this build"), "{err}");
     }
 }
+
+/// Two server processes issuing an enrollment token for the same new device name at the same moment
+/// both succeed (the later token stands), as on the embedded database; an enrolled name is refused.
+#[test]
+fn concurrent_tokens_for_one_new_device_both_succeed() {
+    use chartroom_server::storage::{DeviceRecord, Storage};
+    let Some(url) = fresh_postgres() else { return };
+    let (a, b) = (PgStorage::connect(&url).unwrap(), PgStorage::connect(&url).unwrap());
+    let record = |name: &str| DeviceRecord {
+        id: uuid::Uuid::now_v7(),
+        name: name.into(),
+        profile: chartroom_domain::DeviceProfile::Station,
+        units: vec!["ICU".into()],
+        token_expires_at: Some(chartroom_domain::Timestamp(wall_now().0 + 3_600_000)),
+        enrolled_at: None,
+        revoked_at: None,
+        created_at: wall_now(),
+    };
+    for round in 0..20u8 {
+        let name = format!("icu-{round}");
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for (i, storage) in [&a, &b].into_iter().enumerate() {
+                let (barrier, name, record) = (&barrier, &name, &record);
+                s.spawn(move || {
+                    barrier.wait();
+                    storage
+                        .put_device_token(&record(name), &[round * 2 + u8::try_from(i).unwrap(); 32])
+                        .unwrap();
+                });
+            }
+        });
+    }
+    assert_eq!(a.list_devices().unwrap().len(), 20, "one device per name");
+    a.enroll_device(&[0; 32], &[7; 32], wall_now())
+        .or_else(|_| a.enroll_device(&[1; 32], &[7; 32], wall_now()))
+        .unwrap();
+    assert!(matches!(
+        b.put_device_token(&record("icu-0"), &[99; 32]),
+        Err(chartroom_server::ServerError::DeviceEnrolled)
+    ));
+}

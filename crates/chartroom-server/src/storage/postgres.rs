@@ -857,31 +857,23 @@ impl Storage for PgStorage {
         self.block(async {
             let mut c = self.client().await?;
             let tx = c.transaction().await.map_err(db)?;
-            let existing = tx
-                .query_opt_cached("SELECT enrolled_at, revoked_at FROM devices WHERE name_key = $1 FOR UPDATE", &[&key])
+            // One statement decides, so two administrators issuing a token for the same new name at
+            // once end with the later token, as on the embedded database.
+            let placed = tx
+                .query_opt_cached(
+                    "INSERT INTO devices (id, name, name_key, profile, units, token_hash, token_expires_at, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (name_key) DO UPDATE
+                         SET token_hash = EXCLUDED.token_hash, token_expires_at = EXCLUDED.token_expires_at,
+                             profile = EXCLUDED.profile, units = EXCLUDED.units
+                         WHERE devices.enrolled_at IS NULL AND devices.revoked_at IS NULL
+                     RETURNING id",
+                    &[&d.id, &d.name, &key, &profile, &units, &&token_hash[..], &expires, &d.created_at.0],
+                )
                 .await
-                .map_err(db)?
-                .map(|r| (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)));
-            match existing {
-                Some((Some(_), _)) | Some((_, Some(_))) => return Err(ServerError::DeviceEnrolled),
-                Some((None, None)) => {
-                    tx.execute_cached(
-                        "UPDATE devices SET token_hash = $1, token_expires_at = $2, profile = $3, units = $4
-                         WHERE name_key = $5",
-                        &[&&token_hash[..], &expires, &profile, &units, &key],
-                    )
-                    .await
-                    .map_err(db)?;
-                }
-                None => {
-                    tx.execute_cached(
-                        "INSERT INTO devices (id, name, name_key, profile, units, token_hash, token_expires_at, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                        &[&d.id, &d.name, &key, &profile, &units, &&token_hash[..], &expires, &d.created_at.0],
-                    )
-                    .await
-                    .map_err(db)?;
-                }
+                .map_err(db)?;
+            if placed.is_none() {
+                return Err(ServerError::DeviceEnrolled);
             }
             tx.commit().await.map_err(db)
         })
