@@ -289,14 +289,7 @@ fn sibling(path: &Path, what: &str) -> PathBuf {
 }
 
 fn private_file(path: &Path) -> Result<fs::File, ServerError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path).map_err(io("creating a file"))
+    crate::datadir::create_new(path, 0o600).map_err(io("creating a file"))
 }
 
 #[cfg(test)]

@@ -427,8 +427,8 @@ fn create_private_dir(path: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Creates `path` (refusing if it exists) with `mode`, writes and syncs it.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServerError> {
+/// Creates `path` for writing with `mode`, refusing if it exists.
+pub(crate) fn create_new(path: &Path, mode: u32) -> std::io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -438,7 +438,12 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServerError> {
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let mut f = options.open(path)?;
+    options.open(path)
+}
+
+/// Creates `path` (refusing if it exists) with `mode`, writes and syncs it.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServerError> {
+    let mut f = create_new(path, mode)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())

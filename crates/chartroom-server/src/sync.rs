@@ -165,11 +165,13 @@ fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Dec
     if let Err(e) = validate(record) {
         return Ok(Decision::Done(rejected("request.invalid", &e.to_string())));
     }
-    let Some((patient, break_glass)) = view.patients.get(&patient_id).cloned() else {
+    let Some((patient, break_glass)) = view.patients.get(&patient_id) else {
         return Ok(Decision::Done(rejected("patient.not_found", "no such patient on the server")));
     };
     let who = principal(r.owner);
-    if let Err(denied) = decide(&who, record.action(), Target::Patient { unit: &patient.unit, break_glass }) {
+    if let Err(denied) =
+        decide(&who, record.action(), Target::Patient { unit: &patient.unit, break_glass: *break_glass })
+    {
         let subject = Subject {
             resource_type: kind_name,
             resource_id: record_id.to_string(),
@@ -211,7 +213,7 @@ fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Dec
         }
         Some(version) => {
             if let ChangeRecord::Note(note) = record {
-                if let Some(refused) = check_note_edit(r, &patient, note, version)? {
+                if let Some(refused) = check_note_edit(r, patient, note, version)? {
                     return Ok(Decision::Done(refused));
                 }
             }
@@ -219,7 +221,7 @@ fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Dec
         }
     };
     if let ChangeRecord::Note(Note { addendum_to: Some(target), .. }) = record {
-        if !amends_signed_note(r, &patient, *target)? {
+        if !amends_signed_note(r, patient, *target)? {
             return Ok(Decision::Done(rejected(
                 "note.bad_addendum",
                 "an addendum amends a signed note of the same patient",
@@ -245,13 +247,13 @@ fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Dec
                     "the MRN is an identifier and never changes",
                 )));
             }
-            IncomingRecord::Patient(r.keys.reseal_patient(&patient, p, version)?)
+            IncomingRecord::Patient(r.keys.reseal_patient(patient, p, version)?)
         }
         other => {
             let kind = m.kind.ok_or(ServerError::Internal("record kind"))?;
             macro_rules! seal {
                 ($v:expr) => {
-                    r.keys.seal_record(&patient, kind, record_id, m.sort_key, version, $v)?
+                    r.keys.seal_record(patient, kind, record_id, m.sort_key, version, $v)?
                 };
             }
             IncomingRecord::Record(match other {

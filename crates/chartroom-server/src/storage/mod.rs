@@ -36,6 +36,45 @@ fn blocking_allowed() -> bool {
     MAY_BLOCK.with(std::cell::Cell::get)
 }
 
+/// Usernames (and device names) are unique regardless of case.
+fn username_key(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+fn units_json(units: &[String]) -> Result<String, ServerError> {
+    serde_json::to_string(units).map_err(|_| ServerError::Internal("units encoding"))
+}
+
+/// A count or limit as SQL's 64-bit integer (saturating: no database holds more).
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_i64_u(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A device row with its public key (if enrolled).
+struct DeviceRow {
+    record: DeviceRecord,
+    public_key: Option<[u8; 32]>,
+}
+
+impl DeviceRow {
+    fn enrolled(self) -> Option<EnrolledDevice> {
+        Some(EnrolledDevice { public_key: self.public_key?, record: self.record })
+    }
+}
+
+/// The patients of a page's single records that are not whole in it: their rows travel with the
+/// page as key holders.
+fn key_holder_ids(patients: &[SealedPatient], records: &[(Uuid, SealedRecord)]) -> Vec<Uuid> {
+    let whole: std::collections::HashSet<Uuid> = patients.iter().map(|p| p.id).collect();
+    let others: std::collections::BTreeSet<Uuid> =
+        records.iter().map(|(p, _)| *p).filter(|p| !whole.contains(p)).collect();
+    others.into_iter().collect()
+}
+
 /// A stored record's patient, kind and version.
 pub type RecordVersion = (Uuid, RecordKind, i64);
 

@@ -25,6 +25,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::{to_i64, to_i64_u, units_json, username_key, DeviceRow};
 use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
     IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, RecordVersion,
@@ -457,29 +458,12 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn to_i64_u(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 fn damaged() -> ServerError {
     ServerError::Damaged("database")
 }
 
 fn bytes32(v: &[u8]) -> Result<[u8; 32], ServerError> {
     v.try_into().map_err(|_| damaged())
-}
-
-/// Usernames (and device names) are unique regardless of case.
-fn username_key(username: &str) -> String {
-    username.trim().to_lowercase()
-}
-
-fn units_json(units: &[String]) -> Result<String, ServerError> {
-    serde_json::to_string(units).map_err(|_| ServerError::Internal("units encoding"))
 }
 
 const USER_COLUMNS: &str = "id, username, role, units, disabled, created_at, password_hash";
@@ -510,18 +494,6 @@ fn prefixed(table: &str, columns: &str) -> String {
 
 const DEVICE_COLUMNS: &str =
     "id, name, profile, units, token_expires_at, enrolled_at, revoked_at, created_at, public_key";
-
-/// A device row with its public key (if enrolled).
-struct DeviceRow {
-    record: DeviceRecord,
-    public_key: Option<[u8; 32]>,
-}
-
-impl DeviceRow {
-    fn enrolled(self) -> Option<EnrolledDevice> {
-        Some(EnrolledDevice { public_key: self.public_key?, record: self.record })
-    }
-}
 
 fn device_row(r: &Row) -> Result<DeviceRow, ServerError> {
     device_row_at(r, 0)
@@ -1993,14 +1965,7 @@ impl Storage for PgStorage {
                 .await
                 .map_err(db)?
                 .get(0);
-            let whole: std::collections::HashSet<Uuid> = patients.iter().map(|p| p.id).collect();
-            let others: Vec<Uuid> = records
-                .iter()
-                .map(|(p, _)| *p)
-                .filter(|p| !whole.contains(p))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let others = super::key_holder_ids(&patients, &records);
             let key_holders = if others.is_empty() {
                 Vec::new()
             } else {

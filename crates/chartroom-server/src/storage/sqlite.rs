@@ -8,6 +8,7 @@ use chartroom_domain::{LoginThrottle, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
+use super::{to_i64, to_i64_u, units_json, username_key, DeviceRow};
 use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
     IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, RecordVersion,
@@ -221,7 +222,7 @@ impl SqliteStorage {
 impl Storage for SqliteStorage {
     fn create_user(&self, user: &NewUser) -> Result<(), ServerError> {
         let r = &user.record;
-        let units = serde_json::to_string(&r.units).map_err(|_| ServerError::Internal("units encoding"))?;
+        let units = units_json(&r.units)?;
         let result = self.conn()?.execute(
             "INSERT INTO users (id, username, username_key, role, units, password_hash, disabled, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -282,7 +283,7 @@ impl Storage for SqliteStorage {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let units = serde_json::to_string(&d.units).map_err(|_| ServerError::Internal("units encoding"))?;
+        let units = units_json(&d.units)?;
         let profile = d.profile.as_str();
         match existing {
             Some((Some(_), _)) | Some((_, Some(_))) => return Err(ServerError::DeviceEnrolled),
@@ -434,10 +435,7 @@ impl Storage for SqliteStorage {
             "WHERE id = ?1 AND enrolled_at IS NOT NULL AND revoked_at IS NULL",
             [id.as_bytes()],
         )?;
-        Ok(found
-            .into_iter()
-            .next()
-            .and_then(|d| Some(EnrolledDevice { public_key: d.public_key?, record: d.record })))
+        Ok(found.into_iter().next().and_then(DeviceRow::enrolled))
     }
 
     fn update_throttle(
@@ -1071,9 +1069,7 @@ impl Storage for SqliteStorage {
         )?;
         let mut key_holders = Vec::new();
         {
-            let whole: std::collections::HashSet<Uuid> = patients.iter().map(|p| p.id).collect();
-            let others: std::collections::BTreeSet<Uuid> =
-                records.iter().map(|(p, _)| *p).filter(|p| !whole.contains(p)).collect();
+            let others = super::key_holder_ids(&patients, &records);
             let mut stmt =
                 tx.prepare_cached(&format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.id = ?1"))?;
             for id in others {
@@ -1172,10 +1168,6 @@ fn insert_entry(
         canonical
     ])?;
     Ok(ChainHead { seq: server_seq, hash: link })
-}
-
-fn to_i64_u(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 const PATIENT_COLUMNS: &str = "p.id, p.unit, p.bed, p.version, p.mrn_index, p.wrapped_key, p.body";
@@ -1315,17 +1307,13 @@ fn session_owner(
         [&device_id[..]],
     )?
     .pop()
-    .and_then(|d| Some(EnrolledDevice { public_key: d.public_key?, record: d.record }));
+    .and_then(DeviceRow::enrolled);
     Ok(match (user, device) {
         (Some(user), Some(device)) => {
             Some(SessionOwner { session_id, user: user.record, device, access_expires_at })
         }
         _ => None,
     })
-}
-
-fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The users matching `filter` (a constant `WHERE …` clause, or empty), ordered by username.
@@ -1389,12 +1377,6 @@ fn live_recovery_token(
     Ok(same && now.0 < expires)
 }
 
-/// A device row with its public key (if enrolled).
-struct DeviceRow {
-    record: DeviceRecord,
-    public_key: Option<[u8; 32]>,
-}
-
 /// The devices matching `filter` (a constant `WHERE …` clause, or empty), ordered by name.
 fn devices_where<P: rusqlite::Params>(
     conn: &Connection,
@@ -1435,9 +1417,4 @@ fn devices_where<P: rusqlite::Params>(
         });
     }
     Ok(out)
-}
-
-/// Usernames are unique regardless of case.
-fn username_key(username: &str) -> String {
-    username.trim().to_lowercase()
 }
