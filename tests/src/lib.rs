@@ -71,3 +71,33 @@ pub fn server_command() -> std::process::Command {
         _ => panic!("build chartroom-server first (cargo test --workspace builds it)"),
     }
 }
+
+/// `n` synthetic charts from generator seed `seed`; the first is a canary whose name and MRN occur
+/// nowhere else.
+pub fn charts_with_canary(seed: u64, n: u64) -> Vec<chartroom_domain::Chart> {
+    let config = chartroom_synth::SynthConfig::new(seed, chartroom_server::wall_now());
+    let mut charts: Vec<chartroom_domain::Chart> =
+        (0..n).map(|i| chartroom_synth::patient(&config, i)).collect();
+    if let Some(canary) = charts.first_mut() {
+        canary.patient.name =
+            chartroom_domain::HumanName { family: "Canaryfieldova".into(), given: "Zephyrine".into() };
+        canary.patient.mrn = "MRN-CANARY-4242".into();
+    }
+    charts
+}
+
+/// Asserts that `text` (what a reader of `place` sees) shows no name or MRN of `charts`, neither as
+/// text nor as hex. Only strings of six bytes or more: a shorter one (a given name like "Mia"), or
+/// its hex, turns up by chance in megabytes of ciphertext and proves nothing.
+pub fn assert_no_phi(text: &str, charts: &[chartroom_domain::Chart], place: &str) {
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    for c in charts {
+        for phi in [&c.patient.name.family, &c.patient.name.given, &c.patient.mrn]
+            .into_iter()
+            .filter(|p| p.len() >= 6)
+        {
+            assert!(!text.contains(phi.as_str()), "a patient's {phi:?} is readable in {place}");
+            assert!(!text.contains(&hex(phi)), "a patient's {phi:?} is readable as hex in {place}");
+        }
+    }
+}

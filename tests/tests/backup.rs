@@ -43,12 +43,7 @@ fn story(databases: Option<[String; 3]>) {
     let dir = DataDir::new(&original);
     let database_url = databases.as_ref().map(|[a, _, _]| a.clone());
     chartroom_server::init(&dir, &InitOptions { database_url, ..InitOptions::default() }).unwrap();
-    let config = chartroom_synth::SynthConfig::new(3, wall_now());
-    let mut charts: Vec<chartroom_domain::Chart> =
-        (0..20).map(|i| chartroom_synth::patient(&config, i)).collect();
-    charts[0].patient.name =
-        chartroom_domain::HumanName { family: "Canaryfieldova".into(), given: "Zephyrine".into() };
-    charts[0].patient.mrn = "MRN-CANARY-4242".into();
+    let charts = chartroom_tests::charts_with_canary(3, 20);
     let storage = dir.open_storage().unwrap();
     chartroom_server::records::load_charts(&*storage, &dir.record_keys().unwrap(), &charts).unwrap();
     let pw = chartroom_crypto::Password::new("a-long-passphrase-for-kim".into());
@@ -75,21 +70,7 @@ fn story(databases: Option<[String; 3]>) {
 
     // The raw bytes: no name or MRN as text or hex, and no recognisable database inside.
     let bytes = std::fs::read(&backup).unwrap();
-    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
-    let text = String::from_utf8_lossy(&bytes);
-    // Strings of six bytes or more: a shorter one (a given name like "Mia") turns up by chance in
-    // a megabyte of ciphertext (about once in 16 MB for three bytes), and proves nothing.
-    for c in &charts {
-        for phi in [&c.patient.name.family, &c.patient.name.given, &c.patient.mrn]
-            .into_iter()
-            .filter(|p| p.len() >= 6)
-        {
-            assert!(
-                !text.contains(phi.as_str()) && !text.contains(&hex(phi)),
-                "{phi:?} is readable in the backup"
-            );
-        }
-    }
+    chartroom_tests::assert_no_phi(&String::from_utf8_lossy(&bytes), &charts, "the backup");
     for magic in [&b"SQLite format 3"[..], b"PGDMP", b"kim.rn", b"CREATE TABLE"] {
         assert!(
             !bytes.windows(magic.len()).any(|w| w == magic),
