@@ -23,6 +23,8 @@ pub enum LockReason {
     ScreenLocked,
     Suspend,
     SignedOut,
+    /// The server said this device was revoked; its profile has been wiped.
+    Revoked,
 }
 
 /// Suggested enrollment values from the machine policy file, if IT installed one.
@@ -46,6 +48,8 @@ pub struct StationStatus {
     /// Whether the server answered the last check (`None`: not enrolled or not checked yet).
     pub online: Option<bool>,
     pub enrollment_defaults: Option<EnrollmentDefaults>,
+    /// This run of the app wiped the station because IT revoked it (the enrollment screen says so).
+    pub revoked: bool,
 }
 
 /// The enrollment screen's form. The station's name, profile and units come with the token (IT

@@ -121,20 +121,19 @@ pub fn spawn_reachability(app: AppHandle) {
     tauri::async_runtime::spawn(async move {
         loop {
             let state = app.state::<AppState>();
-            // The enrolled server, from the profile's device record (no keyring, nothing opened).
+            // The enrolled server, from the profile's device record (no keyring, nothing opened),
+            // at the address and with the pins the machine policy gives.
             let link = state.profile().ok().and_then(|p| p.read_device().ok()).and_then(|d| d.server);
-            let reachable = match link {
-                None => None,
-                Some(link) => {
-                    match chartroom_station::client::ServerClient::new(&link.url, &link.fingerprint) {
-                        Ok(client) => Some(
-                            tokio::time::timeout(Duration::from_secs(5), client.health())
-                                .await
-                                .is_ok_and(|r| r.is_ok()),
-                        ),
-                        Err(_) => Some(false),
-                    }
-                }
+            let reachable = match (link, state.machine_policy()) {
+                (None, _) | (_, Err(_)) => None,
+                (Some(link), Ok(policy)) => match policy.server_client(&link) {
+                    Ok(client) => Some(
+                        tokio::time::timeout(Duration::from_secs(5), client.health())
+                            .await
+                            .is_ok_and(|r| r.is_ok()),
+                    ),
+                    Err(_) => Some(false),
+                },
             };
             *guard(&state.reachable) = reachable;
             tokio::time::sleep(REACHABILITY).await;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chartroom_station::client::ServerClient;
 use chartroom_station::domain::session::{Session, SessionEvent, SessionState, Transition};
 use chartroom_station::domain::{Clock, LockPolicy, Role, Timestamp};
-use chartroom_station::{LockedVault, OsKeyring, UnlockedVault};
+use chartroom_station::{LockedVault, MachinePolicy, OsKeyring, UnlockedVault};
 use uuid::Uuid;
 
 use crate::dto::{LockReason, SessionMode, SessionView, SyncView, UserView};
@@ -92,7 +92,12 @@ pub struct AppState {
     pub census: Mutex<Option<crate::census::Census>>,
     /// Whether the server answered the last health check (`None`: not enrolled or not checked yet).
     pub reachable: Mutex<Option<bool>>,
+    /// Set when the server said this device was revoked and the profile was wiped.
+    pub revoked: std::sync::atomic::AtomicBool,
     keystore: Mutex<Option<Arc<OsKeyring>>>,
+    /// The machine policy IT installed, read once at start. An invalid one keeps the app at an
+    /// error screen naming the bad key: nothing opens under a policy that could not be applied.
+    machine: Result<MachinePolicy, chartroom_station::policy::InvalidPolicy>,
     test_idle: Option<Duration>,
 }
 
@@ -144,7 +149,9 @@ impl AppState {
             sync_gate: tokio::sync::Mutex::new(()),
             census: Mutex::new(None),
             reachable: Mutex::new(None),
+            revoked: std::sync::atomic::AtomicBool::new(false),
             keystore: Mutex::new(None),
+            machine: MachinePolicy::load_system(),
             test_idle,
         }
     }
@@ -172,15 +179,21 @@ impl AppState {
         Ok(connected)
     }
 
-    /// Opens the enrolled profile (no secret is read yet).
-    pub fn locked_vault(&self) -> AppResult<LockedVault> {
-        let keystore: Arc<dyn chartroom_station::DeviceSecretStore> = self.keystore()?;
-        Ok(LockedVault::open(self.profile()?, keystore, self.now())?)
+    /// The machine policy, or the error that keeps the app from starting.
+    pub fn machine_policy(&self) -> AppResult<&MachinePolicy> {
+        self.machine.as_ref().map_err(|e| AppError::from(chartroom_station::StationError::Policy(e.clone())))
     }
 
-    /// The lock policy for this device (its profile's defaults; shortened only in debug test runs).
-    pub fn policy_for(&self, profile: chartroom_station::domain::DeviceProfile) -> LockPolicy {
-        let policy = LockPolicy::defaults(profile);
+    /// Opens the enrolled profile under the machine policy (no secret is read yet).
+    pub fn locked_vault(&self) -> AppResult<LockedVault> {
+        let keystore: Arc<dyn chartroom_station::DeviceSecretStore> = self.keystore()?;
+        let policy = self.machine_policy()?.clone();
+        Ok(LockedVault::open(self.profile()?, keystore, self.now())?.with_machine_policy(policy)?)
+    }
+
+    /// The lock policy for this device (the machine policy's; shortened only in debug test runs).
+    pub fn policy_for(&self, locked: &LockedVault) -> LockPolicy {
+        let policy = locked.lock_policy();
         match self.test_idle {
             Some(idle) => policy.shortened(idle, idle / 2),
             None => policy,

@@ -62,13 +62,76 @@ pub fn canonical(c: &chartroom_domain::Chart) -> std::collections::BTreeMap<Stri
     out
 }
 
-/// A `chartroom-server` binary of this build (built with the workspace's tests), as a command.
-pub fn server_command() -> std::process::Command {
+/// A binary of this workspace's build (built with the workspace's tests), as a command.
+fn workspace_binary(name: &str) -> std::process::Command {
     let exe = std::env::current_exe().expect("the test's own path");
-    let bin = exe.parent().and_then(std::path::Path::parent).map(|d| d.join("chartroom-server"));
+    let bin = exe.parent().and_then(std::path::Path::parent).map(|d| d.join(name));
     match bin {
         Some(bin) if bin.exists() => std::process::Command::new(bin),
-        _ => panic!("build chartroom-server first (cargo test --workspace builds it)"),
+        _ => panic!("build {name} first (cargo test --workspace builds it)"),
+    }
+}
+
+/// A `chartroom-server` binary of this build, as a command.
+pub fn server_command() -> std::process::Command {
+    workspace_binary("chartroom-server")
+}
+
+/// A `chartroom-station` binary of this build, as a command.
+pub fn station_command() -> std::process::Command {
+    workspace_binary("chartroom-station")
+}
+
+/// Runs `command` with `stdin` written to it; its whole output.
+pub fn run_with_stdin(mut command: std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawns");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("writes stdin");
+    child.wait_with_output().expect("runs")
+}
+
+/// Runs a `chartroom-server` command that must succeed; its standard output.
+pub fn admin(args: &[&str], stdin: Option<&str>) -> String {
+    let mut command = server_command();
+    command.args(args);
+    let out = run_with_stdin(command, stdin.unwrap_or(""));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A `chartroom-server serve` process, stopped when dropped.
+#[derive(Debug)]
+pub struct Serving {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Serving {
+    pub fn start(dir: &std::path::Path) -> Serving {
+        use std::io::BufRead;
+        let mut child = server_command()
+            .args(["serve", "--data-dir", &dir.display().to_string(), "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("reads the first line");
+        let addr =
+            line.trim().strip_prefix("listening on https://").expect("the server announces its address");
+        let port = addr.rsplit_once(':').expect("host:port").1;
+        Serving { child, url: format!("https://localhost:{port}") }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

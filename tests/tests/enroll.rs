@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -294,4 +295,139 @@ async fn an_expired_session_is_renewed_and_a_refused_renewal_ends_it() {
     vault.lock();
     let _ = ks.delete(device);
     server.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+/// IT's rollout with the real binaries: a machine policy decides which server and certificates a
+/// station trusts and who may log in there (an invalid one stops every command, naming the key),
+/// and `chartroom-server device revoke` makes the station wipe itself at its next contact.
+#[test]
+fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
+    if chartroom_station::OsKeyring::connect().is_err() {
+        assert!(std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none(), "the OS keyring is required");
+        eprintln!("skipped: no OS keyring");
+        return;
+    }
+    use chartroom_tests::{admin, run_with_stdin, station_command, Serving};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("server");
+    let d = d.to_str().unwrap();
+    let init = admin(&["init", "--data-dir", d], None);
+    let fingerprint = init.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().trim().to_owned();
+    for (name, role) in [("kim.rn", "nurse"), ("bo.billing", "billing")] {
+        admin(
+            &[
+                "user",
+                "add",
+                "--data-dir",
+                d,
+                "--username",
+                name,
+                "--role",
+                role,
+                "--unit",
+                "ICU",
+                "--password-stdin",
+            ],
+            Some(&format!("{role}-long-passphrase\n")),
+        );
+    }
+    admin(&["seed", "--data-dir", d, "--patients", "6", "--units", "ICU"], None);
+    let token = admin(
+        &["device", "token", "--data-dir", d, "--name", "icu-7", "--profile", "station", "--unit", "ICU"],
+        None,
+    );
+    let server = Serving::start(Path::new(d));
+    let profile = tmp.path().join("station");
+    let p = profile.to_str().unwrap();
+    let policy = tmp.path().join("policy.toml");
+    let other_pin = format!("sha256:{}", "ab".repeat(32));
+    let station = |args: &[&str], stdin: &str| {
+        let mut c = station_command();
+        c.env("CHARTROOM_POLICY_FILE", &policy).arg("--profile-dir").arg(p).args(args);
+        let out = run_with_stdin(c, stdin);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    let enroll = || {
+        station(
+            &["enroll", "--server", &server.url, "--fingerprint", &fingerprint, "--token", token.trim()],
+            "",
+        )
+    };
+    let as_user = |name: &str, args: &[&str]| {
+        let mut all = vec!["--username", name, "--password-stdin"];
+        all.extend_from_slice(args);
+        let role = if name == "kim.rn" { "nurse" } else { "billing" };
+        station(&all, &format!("{role}-long-passphrase\n"))
+    };
+
+    // A policy pinning another server: enrollment is refused and leaves nothing behind.
+    std::fs::write(
+        &policy,
+        format!(
+            "server_url = \"https://chartroom.elsewhere.example:8443\"\nfingerprints = [\"{fingerprint}\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = enroll();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("`server_url`") && err.lines().count() == 1, "{err}");
+    assert!(!profile.exists(), "nothing was created");
+    // An invalid policy stops every command, naming the key.
+    std::fs::write(&policy, "device_profile = \"station\"\nidle_timeout = \"2h\"\n").unwrap();
+    let (code, _, err) = enroll();
+    assert_eq!(code, Some(1));
+    assert!(err.contains("`idle_timeout`") && err.contains("policy.toml"), "{err}");
+    let (code, out, err) = station(&["policy", "check", "--file", policy.to_str().unwrap()], "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(err.contains("`idle_timeout`"), "{err}");
+
+    // The right server, two pins (the certificate being replaced), nurses only.
+    std::fs::write(
+        &policy,
+        format!("server_url = \"{}\"\nfingerprints = [\"{other_pin}\", \"{fingerprint}\"]\nallowed_roles = [\"nurse\"]\nidle_timeout = \"3m\"\n", server.url),
+    )
+    .unwrap();
+    let (code, out, err) = station(&["policy", "check"], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("idle_timeout: 180 s") && out.contains("allowed_roles: nurse"), "{out}");
+    let (code, out, err) = enroll();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("enrolled as icu-7"), "{out}");
+    let (code, out, err) = as_user("kim.rn", &["sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("pulled"), "{out}");
+    let (code, _, err) = as_user("bo.billing", &["census"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("your role may not log in on this device"), "{err}");
+    // The refusal is in the station's audit trail (moved in at the next unlock).
+    let (code, _, err) = as_user("kim.rn", &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{err}");
+    let events = std::fs::read_to_string(profile.join("security-events.jsonl")).unwrap_or_default();
+    assert!(events.is_empty(), "folded into the chain: {events}");
+
+    // Only the other certificate pinned: the real server is not trusted any more.
+    std::fs::write(&policy, format!("server_url = \"{}\"\nfingerprints = [\"{other_pin}\"]\n", server.url))
+        .unwrap();
+    let (code, _, err) = as_user("kim.rn", &["sync", "--retries", "0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("wiped"), "{err}");
+
+    // Revoked by IT: at its next contact the station wipes its profile and keyring entry.
+    std::fs::remove_file(&policy).unwrap();
+    let device_id = Profile::new(&profile).read_device().unwrap().device_id;
+    assert!(keystore().load(device_id).is_ok());
+    admin(&["device", "revoke", "--data-dir", d, "--name", "icu-7"], None);
+    let (code, _, err) = as_user("kim.rn", &["sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("revoked") && err.contains("wiped") && err.lines().count() == 1, "{err}");
+    let left: Vec<_> = std::fs::read_dir(&profile).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the profile directory is empty: {left:?}");
+    assert!(keystore().load(device_id).is_err(), "the keyring entry is gone");
+    // Nothing works offline either, and the server's trail names the revocation.
+    let (code, _, err) = as_user("kim.rn", &["census"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("enroll"), "{err}");
+    let trail = admin(&["audit", "export", "--data-dir", d, "--format", "jsonl"], None);
+    assert!(trail.contains("device_revoke"), "revocation audited");
 }

@@ -8,7 +8,7 @@ mod conformance;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use chartroom_client::ServerClient;
@@ -17,7 +17,7 @@ use chartroom_domain::VitalSign;
 use chartroom_server::storage::{PgStorage, RecordKind};
 use chartroom_server::{wall_now, DataDir};
 use chartroom_station::{LockedVault, Profile, UnlockedVault};
-use chartroom_tests::{canonical, fresh_postgres, keystore, server_command};
+use chartroom_tests::{admin, canonical, fresh_postgres, keystore, server_command, Serving};
 use rand::{Rng, SeedableRng};
 
 /// The storage conformance suite, exactly as the embedded backend runs it.
@@ -29,53 +29,6 @@ fn postgres_storage_conforms() {
     conformance::run_all(|| {
         Box::new(PgStorage::connect(&fresh_postgres().expect("cluster")).expect("connects and migrates"))
     });
-}
-
-/// Runs a `chartroom-server` command to completion; its standard output.
-fn admin(args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = server_command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A `chartroom-server serve` process, stopped when dropped.
-struct Serving {
-    child: Child,
-    url: String,
-}
-
-impl Serving {
-    fn start(dir: &Path) -> Serving {
-        let mut child = server_command()
-            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr =
-            line.trim().strip_prefix("listening on https://").expect("the server announces its address");
-        let port = addr.rsplit_once(':').unwrap().1;
-        Serving { child, url: format!("https://localhost:{port}") }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -30,6 +30,7 @@ const station: StationStatus = {
   server_url: "https://server.example",
   online: true,
   enrollment_defaults: null,
+  revoked: false,
 };
 const row: CensusRow = {
   patient_id: "p1",

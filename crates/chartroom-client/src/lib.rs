@@ -106,11 +106,17 @@ impl ServerClient {
     /// A client for `base_url` (`https://host:port`) that accepts only the certificate with
     /// `fingerprint` (`sha256:<hex>`), over TLS 1.3.
     pub fn new(base_url: &str, fingerprint: &str) -> Result<Self, ClientError> {
+        Self::pinned(base_url, &[fingerprint])
+    }
+
+    /// A client for `base_url` that accepts a certificate with any of `fingerprints` (the machine
+    /// policy may pin two while the server's certificate is being replaced).
+    pub fn pinned(base_url: &str, fingerprints: &[&str]) -> Result<Self, ClientError> {
         let base = base_url.trim_end_matches('/').to_owned();
         if !base.starts_with("https://") || reqwest::Url::parse(&base).is_err() {
             return Err(ClientError::BadUrl);
         }
-        let tls = pinned::tls_config(fingerprint)?;
+        let tls = pinned::tls_config(fingerprints)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)

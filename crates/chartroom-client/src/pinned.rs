@@ -17,27 +17,42 @@ pub fn fingerprint_of(cert: &[u8]) -> String {
     format!("sha256:{}", crate::hex(&Sha256::digest(cert)))
 }
 
-/// Accepts exactly the certificate with the pinned SHA-256.
+/// Accepts exactly the certificate(s) with the pinned SHA-256 (two while a certificate is being
+/// replaced).
 #[derive(Debug)]
 pub struct PinnedCertificate {
-    sha256: [u8; 32],
+    sha256: Vec<[u8; 32]>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl PinnedCertificate {
     /// Parses `sha256:<64 hex digits>`.
     pub fn new(fingerprint: &str) -> Result<Self, ClientError> {
-        let hex = fingerprint.trim().strip_prefix("sha256:").ok_or(ClientError::BadFingerprint)?;
-        if hex.len() != 64 {
+        Self::any_of(&[fingerprint])
+    }
+
+    /// Accepts any of `fingerprints` (at least one).
+    pub fn any_of(fingerprints: &[&str]) -> Result<Self, ClientError> {
+        if fingerprints.is_empty() {
             return Err(ClientError::BadFingerprint);
         }
-        let mut sha256 = [0u8; 32];
-        for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
-            let s = std::str::from_utf8(pair).map_err(|_| ClientError::BadFingerprint)?;
-            sha256[i] = u8::from_str_radix(s, 16).map_err(|_| ClientError::BadFingerprint)?;
-        }
+        let sha256 = fingerprints.iter().map(|f| parse_fingerprint(f)).collect::<Result<_, _>>()?;
         Ok(PinnedCertificate { sha256, provider: Arc::new(rustls::crypto::ring::default_provider()) })
     }
+}
+
+/// Parses `sha256:<64 hex digits>`.
+fn parse_fingerprint(fingerprint: &str) -> Result<[u8; 32], ClientError> {
+    let hex = fingerprint.trim().strip_prefix("sha256:").ok_or(ClientError::BadFingerprint)?;
+    if hex.len() != 64 {
+        return Err(ClientError::BadFingerprint);
+    }
+    let mut sha256 = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| ClientError::BadFingerprint)?;
+        sha256[i] = u8::from_str_radix(s, 16).map_err(|_| ClientError::BadFingerprint)?;
+    }
+    Ok(sha256)
 }
 
 impl ServerCertVerifier for PinnedCertificate {
@@ -50,7 +65,9 @@ impl ServerCertVerifier for PinnedCertificate {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if bool::from(seen.ct_eq(&self.sha256)) {
+        // Every pin is compared, so the time taken does not tell which one matched.
+        let matched = self.sha256.iter().fold(subtle::Choice::from(0), |m, pin| m | seen.ct_eq(pin));
+        if bool::from(matched) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General("certificate does not match the pinned fingerprint".into()))
@@ -91,8 +108,8 @@ impl ServerCertVerifier for PinnedCertificate {
 }
 
 /// A TLS 1.3-only client configuration trusting only the pinned certificate.
-pub(crate) fn tls_config(fingerprint: &str) -> Result<rustls::ClientConfig, ClientError> {
-    let verifier = Arc::new(PinnedCertificate::new(fingerprint)?);
+pub(crate) fn tls_config(fingerprints: &[&str]) -> Result<rustls::ClientConfig, ClientError> {
+    let verifier = Arc::new(PinnedCertificate::any_of(fingerprints)?);
     let provider = verifier.provider.clone();
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

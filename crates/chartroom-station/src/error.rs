@@ -57,6 +57,12 @@ pub enum StationError {
     NothingToRecord,
     #[error("this needs the server: log in while it is reachable")]
     Offline,
+    #[error("{0}")]
+    Policy(#[from] crate::policy::InvalidPolicy),
+    #[error("your role may not log in on this device (machine policy); use another workstation or ask IT")]
+    RoleNotAllowed,
+    #[error("the machine policy pins `{key}` to another value; enroll with what the policy names")]
+    EnrollmentAgainstPolicy { key: &'static str },
     #[error("this device's enrollment was revoked by the server; its local data has been wiped")]
     DeviceRevoked,
     #[error("you have been offline longer than this device allows; log in while the server is reachable")]
@@ -132,6 +138,9 @@ impl StationError {
             StationError::NothingToRecord => "request.invalid",
             StationError::Offline => "server.offline",
             StationError::DeviceRevoked => "device.revoked",
+            StationError::Policy(_) => "policy.invalid",
+            StationError::RoleNotAllowed => "policy.role_not_allowed",
+            StationError::EnrollmentAgainstPolicy { .. } => "policy.enrollment_mismatch",
             StationError::OfflineTooLong => "auth.offline_too_long",
             StationError::NoteFinal => "note.signed",
             StationError::NotAuthor => "note.not_author",

@@ -14,6 +14,7 @@ mod edits;
 mod error;
 pub mod keystore;
 pub mod oversight;
+pub mod policy;
 pub mod profile;
 pub mod sync;
 pub mod vault;
@@ -28,6 +29,7 @@ pub use edits::NewMedication;
 pub use error::StationError;
 pub use keystore::{DeviceSecretStore, KeystoreError, MemoryKeystore, OsKeyring};
 pub use oversight::{Login, OversightSession};
+pub use policy::MachinePolicy;
 pub use profile::Profile;
 pub use vault::{DraftSummary, LockedVault, NewVault, Recovered, UnlockedVault};
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chartroom_crypto::Password;
-use chartroom_station::{clock, demo, LockedVault, OsKeyring, Profile};
+use chartroom_station::{clock, demo, LockedVault, MachinePolicy, OsKeyring, Profile};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -211,6 +211,24 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The machine policy (`/etc/chartroom/policy.toml`).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Check a policy file before rolling it out and print what it sets (exit 1 naming the bad key).
+    Check {
+        /// The file to check (default: the installed policy).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Check the timeouts against this device profile when the file names none.
+        #[arg(long, default_value = "station")]
+        profile: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,6 +260,16 @@ fn read_password() -> anyhow::Result<Password> {
     Ok(Password::new(pw.to_owned()))
 }
 
+/// Opens the enrolled profile under the machine policy (an invalid policy stops everything).
+fn open_locked(
+    cli: &Cli,
+    keystore: Arc<dyn chartroom_station::DeviceSecretStore>,
+) -> anyhow::Result<LockedVault> {
+    let policy = MachinePolicy::load_system()?;
+    Ok(LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?
+        .with_machine_policy(policy)?)
+}
+
 fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
     let username = cli.username.as_deref().context("--username is required")?;
     anyhow::ensure!(
@@ -249,8 +277,7 @@ fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
         "--password-stdin is required (passwords are never taken as arguments)"
     );
     let password = read_password()?;
-    let keystore = Arc::new(OsKeyring::connect()?);
-    let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
+    let locked = open_locked(cli, Arc::new(OsKeyring::connect()?))?;
     // A user without a slot on this device logs in online once (enrolled stations only); after
     // that, offline.
     match (locked.unlock(username, &password, clock::wall_now()), locked.server().cloned()) {
@@ -259,9 +286,9 @@ fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
                 chartroom_station::StationError::UnknownUser
                 | chartroom_station::StationError::OfflineTooLong,
             ),
-            Some(server),
+            Some(_),
         ) => {
-            let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
+            let client = locked.server_client()?;
             let runtime = tokio::runtime::Runtime::new()?;
             Ok(runtime.block_on(locked.login_online(&client, username, &password, clock::wall_now()))?)
         }
@@ -318,9 +345,8 @@ fn sync_with_retries(cli: &Cli, retries: u32) -> anyhow::Result<chartroom_statio
     );
     let mut attempt = 0;
     loop {
-        let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore.clone(), clock::wall_now())?;
-        let server = locked.server().cloned().context("this profile is not enrolled with a server")?;
-        let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
+        let locked = open_locked(cli, keystore.clone())?;
+        let client = locked.server_client()?;
         let result = runtime.block_on(async {
             let mut vault = locked.login_online(&client, username, &password, clock::wall_now()).await?;
             let result = vault.sync(&client, clock::wall_now()).await;
@@ -344,6 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     match &cli.command {
         Command::Enroll { server, fingerprint, token } => {
+            MachinePolicy::load_system()?.check_enrollment(server, fingerprint)?;
             let keystore = Arc::new(OsKeyring::connect()?);
             let client = chartroom_client::ServerClient::new(server, fingerprint)?;
             let runtime = tokio::runtime::Runtime::new()?;
@@ -365,10 +392,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "--password-stdin is required (passwords are never taken as arguments)"
             );
             let password = read_password()?;
-            let keystore = Arc::new(OsKeyring::connect()?);
-            let locked = LockedVault::open(Profile::new(&cli.profile_dir), keystore, clock::wall_now())?;
+            let locked = open_locked(&cli, Arc::new(OsKeyring::connect()?))?;
             let server = locked.server().cloned().context("this profile is not enrolled with a server")?;
-            let client = chartroom_client::ServerClient::new(&server.url, &server.fingerprint)?;
+            let client = locked.server_client()?;
             let runtime = tokio::runtime::Runtime::new()?;
             let recovered = runtime.block_on(locked.recover(&client, token, clock::wall_now()))?;
             writeln!(
@@ -616,6 +642,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(n) => writeln!(out, "audit ok: {n} entries")?,
                 Err(b) => anyhow::bail!("{b}"),
             }
+        }
+        Command::Policy { command: PolicyCommand::Check { file, profile } } => {
+            let path = file.clone().unwrap_or_else(MachinePolicy::system_path);
+            let policy = MachinePolicy::load(&path)?;
+            let enrolled: chartroom_station::domain::DeviceProfile = profile
+                .parse()
+                .map_err(|e: chartroom_station::domain::PolicyError| anyhow::anyhow!("--profile: {e}"))?;
+            let lock = policy.lock_policy(enrolled)?;
+            if policy.source.is_none() {
+                writeln!(out, "no policy file at {}: the defaults apply", path.display())?;
+            } else {
+                writeln!(out, "policy ok: {}", path.display())?;
+            }
+            let or = |v: Option<&str>, d: &str| v.map_or_else(|| d.to_owned(), str::to_owned);
+            writeln!(out, "server_url: {}", or(policy.server_url.as_deref(), "(the enrollment's)"))?;
+            let pins = if policy.fingerprints.is_empty() {
+                "(the enrollment's)".to_owned()
+            } else {
+                policy.fingerprints.join(", ")
+            };
+            writeln!(out, "fingerprints: {pins}")?;
+            writeln!(out, "device_profile: {}", lock.profile().as_str())?;
+            writeln!(out, "idle_timeout: {} s", lock.idle().as_secs())?;
+            writeln!(out, "warning: {} s", lock.warning().as_secs())?;
+            writeln!(out, "max_offline_age: {} h", lock.max_offline_age().as_secs() / 3600)?;
+            let roles = policy.allowed_roles.as_ref().map_or_else(
+                || "every role".to_owned(),
+                |r| r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            );
+            writeln!(out, "allowed_roles: {roles}")?;
+            writeln!(out, "updates: {}", if policy.updates_enabled() { "on" } else { "off" })?;
         }
     }
     Ok(())

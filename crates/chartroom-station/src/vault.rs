@@ -15,7 +15,7 @@ use chartroom_store::{Actor, DatabaseEncryption, Store, StoreError, StoreOptions
 use uuid::Uuid;
 
 use crate::profile::{from_hex, to_hex, DeviceRecord, Profile, ServerLink};
-use crate::{DeviceSecretStore, StationError};
+use crate::{DeviceSecretStore, MachinePolicy, StationError};
 
 type Result<T> = std::result::Result<T, StationError>;
 
@@ -43,6 +43,9 @@ pub struct LockedVault {
     store_options: StoreOptions,
     /// Who held the session this lock ended, so that another user's unlock is recorded as a switch.
     locked_user: Option<String>,
+    /// The machine policy IT installed (none: the defaults) and the lock policy it gives this device.
+    machine: Arc<MachinePolicy>,
+    lock_policy: LockPolicy,
 }
 
 /// A 32-byte key from 64 hex digits (from the server).
@@ -170,7 +173,8 @@ impl LockedVault {
         let result = Self::create_files(&profile, &device, &secret, &new, store_options);
         match result {
             Ok(store) => {
-                let locked = LockedVault { profile, device, keystore, store_options, locked_user: None };
+                let locked =
+                    LockedVault { store_options, ..LockedVault::assemble(profile, device, keystore) };
                 Ok(UnlockedVault {
                     locked,
                     user_id: new.user_id,
@@ -270,13 +274,62 @@ impl LockedVault {
             let _ = keystore.delete(device_id);
             return Err(e);
         }
-        Ok(LockedVault {
+        Ok(LockedVault::assemble(profile, device, keystore))
+    }
+
+    /// A locked vault over `profile` with the default store options and no machine policy (the
+    /// shells add it with [`LockedVault::with_machine_policy`]).
+    fn assemble(profile: Profile, device: DeviceRecord, keystore: Arc<dyn DeviceSecretStore>) -> LockedVault {
+        let lock_policy = LockPolicy::defaults(device.profile);
+        LockedVault {
             profile,
             device,
             keystore,
             store_options: StoreOptions::default(),
             locked_user: None,
-        })
+            machine: Arc::new(MachinePolicy::default()),
+            lock_policy,
+        }
+    }
+
+    /// Applies the machine policy IT installed: its lock timeouts (checked against this device's
+    /// profile: an out-of-bounds value is an error naming the key), its allowed roles and its
+    /// server pins.
+    pub fn with_machine_policy(mut self, policy: MachinePolicy) -> Result<Self> {
+        self.lock_policy = policy.lock_policy(self.device.profile)?;
+        self.machine = Arc::new(policy);
+        Ok(self)
+    }
+
+    /// The machine policy in force.
+    pub fn machine_policy(&self) -> &MachinePolicy {
+        &self.machine
+    }
+
+    /// When this device warns and locks, and how long offline logins last.
+    pub fn lock_policy(&self) -> LockPolicy {
+        self.lock_policy
+    }
+
+    /// A client for this station's server: the machine policy's URL and pins beat the enrollment's.
+    pub fn server_client(&self) -> Result<chartroom_client::ServerClient> {
+        let link = self.device.server.as_ref().ok_or(StationError::NoServer)?;
+        Ok(self.machine.server_client(link)?)
+    }
+
+    /// Refuses a user whose role the machine policy does not allow here, and records the refusal
+    /// (it enters the audit chain at the next unlock).
+    fn check_role(&self, username: &str, role: Role, now: Timestamp) -> Result<()> {
+        if self.machine.allows(role) {
+            return Ok(());
+        }
+        let who: String = username.trim().chars().take(64).collect();
+        self.profile.record_event(
+            now,
+            "login_refused",
+            serde_json::json!({ "username": who, "role": role.as_str(), "outcome": "policy.role_not_allowed" }),
+        )?;
+        Err(StationError::RoleNotAllowed)
     }
 
     /// This device's secret and its identity towards the server (the signing key derives from the
@@ -352,7 +405,10 @@ impl LockedVault {
     ) -> Result<(DeviceSecret, chartroom_protocol::TokenResponse)> {
         let (secret, identity) = self.identity()?;
         let tokens = match client.login(&identity, username, password.expose_for_hashing()).await {
-            Ok(t) => t,
+            Ok(t) => {
+                self.check_role(&t.user.username, t.user.role, now)?;
+                t
+            }
             // The server no longer knows this device: it was revoked (lost, stolen, retired). Its
             // local data must not outlive that.
             Err(e) if e.code() == Some("device.unknown") => {
@@ -466,13 +522,7 @@ impl LockedVault {
                 current: keystore.backend().to_owned(),
             });
         }
-        Ok(LockedVault {
-            profile,
-            device,
-            keystore,
-            store_options: StoreOptions::default(),
-            locked_user: None,
-        })
+        Ok(LockedVault::assemble(profile, device, keystore))
     }
 
     /// Uses these store options (page cache size) for the next unlock. The database stays SQLCipher.
@@ -500,14 +550,20 @@ impl LockedVault {
     /// lockout), and the counters live in the profile, so a new process does not grant new guesses.
     /// A throttled attempt is refused before any password work is done, even if it would be right.
     pub fn unlock(&self, username: &str, password: &Password, now: Timestamp) -> Result<UnlockedVault> {
-        let policy = LockPolicy::defaults(self.device.profile);
+        let policy = self.lock_policy;
         let mut throttle = self.profile.read_throttle(now)?;
         throttle.check(username, now, &policy)?;
         // An enrolled station lets a user work offline only so long after the server last confirmed
         // them (a disabled account must not keep working offline forever).
-        if let (Some(_), Some(user)) = (&self.device.server, self.profile.slot_for(username)?) {
-            if user.last_online.is_none_or(|t| now.since(t) > policy.max_offline_age()) {
+        if let Some(user) = self.profile.slot_for(username)? {
+            if self.device.server.is_some()
+                && user.last_online.is_none_or(|t| now.since(t) > policy.max_offline_age())
+            {
                 return Err(StationError::OfflineTooLong);
+            }
+            // The role the server last gave this user must be allowed on this device.
+            if let Some(role) = user.role {
+                self.check_role(&user.username, role, now)?;
             }
         }
         let attempt = self.try_unlock(username, password);

@@ -43,7 +43,7 @@ pub async fn login(
         vault.set_progress(Some(progress(app.clone())));
         vault.set_page_cache_kib(crate::state::PAGE_CACHE_KIB)?;
     }
-    let policy = state.policy_for(locked.device_profile());
+    let policy = state.policy_for(&locked);
     let (_, view) = state.signed_in(user, policy);
     *work = opened;
     runtime::OPEN.store(true, Ordering::SeqCst);
@@ -74,8 +74,8 @@ async fn authenticate(
     password: &Password,
 ) -> AppResult<(Work, SignedIn)> {
     let reachable = *guard(&state.reachable);
-    if let Some(link) = locked.server().cloned().filter(|_| reachable != Some(false)) {
-        let client = ServerClient::new(&link.url, &link.fingerprint).map_err(StationError::from)?;
+    if locked.server().is_some() && reachable != Some(false) {
+        let client = locked.server_client().map_err(AppError::from)?;
         match locked.login(&client, username, password, state.now()).await {
             Ok(Login::Clinical(vault)) => {
                 *guard(&state.reachable) = Some(true);
@@ -94,6 +94,11 @@ async fn authenticate(
                 return Ok((Work::Oversight { session: Box::new(session), client }, user));
             }
             Err(e) if e.is_retryable() => *guard(&state.reachable) = Some(false),
+            Err(StationError::DeviceRevoked) => {
+                // The profile is wiped; the lock screen reloads into the enrollment screen.
+                state.revoked.store(true, Ordering::SeqCst);
+                return Err(AppError::from(StationError::DeviceRevoked));
+            }
             Err(e) => return Err(login_error(e, true)),
         }
     }

@@ -11,6 +11,8 @@ use crate::state::{guard, AppState};
 /// What the lock screen shows. Contains no PHI and no user names.
 #[tauri::command(rename_all = "snake_case")]
 pub fn station_status(app: tauri::AppHandle, state: State<'_, AppState>) -> AppResult<StationStatus> {
+    // An invalid machine policy stops here: the app shows the error naming the bad key.
+    let policy = state.machine_policy()?;
     let profile = state.profile()?;
     let app_version = app.package_info().version.to_string();
     if !profile.is_enrolled() {
@@ -21,10 +23,18 @@ pub fn station_status(app: tauri::AppHandle, state: State<'_, AppState>) -> AppR
             device_profile: None,
             server_url: None,
             online: None,
-            enrollment_defaults: Some(enrollment_defaults()?),
+            revoked: state.revoked.load(std::sync::atomic::Ordering::SeqCst),
+            enrollment_defaults: Some(EnrollmentDefaults {
+                server_url: policy.server_url.clone(),
+                fingerprint: policy.fingerprints.first().cloned(),
+                station_name: policy.station_name.clone(),
+                device_profile: policy.device_profile.map(|p| p.as_str().to_owned()),
+            }),
         });
     }
     let device = profile.read_device()?;
+    // The timeouts are checked against the enrolled profile before anyone can log in.
+    policy.lock_policy(device.profile).map_err(chartroom_station::StationError::from)?;
     let server = device.server.as_ref();
     Ok(StationStatus {
         app_version,
@@ -34,6 +44,7 @@ pub fn station_status(app: tauri::AppHandle, state: State<'_, AppState>) -> AppR
         server_url: server.map(|s| s.url.clone()),
         online: *guard(&state.reachable),
         enrollment_defaults: None,
+        revoked: false,
     })
 }
 
@@ -44,6 +55,7 @@ pub async fn enroll(
     state: State<'_, AppState>,
     request: EnrollRequest,
 ) -> AppResult<StationStatus> {
+    state.machine_policy()?.check_enrollment(&request.server_url, &request.fingerprint)?;
     let client =
         chartroom_station::client::ServerClient::new(request.server_url.trim(), request.fingerprint.trim())
             .map_err(chartroom_station::StationError::from)?;
@@ -59,68 +71,12 @@ pub async fn enroll(
     .await
     .map_err(AppError::from)?;
     *guard(&state.reachable) = Some(true);
+    state.revoked.store(false, std::sync::atomic::Ordering::SeqCst);
     station_status(app, state)
-}
-
-/// Environment variable naming the machine policy file (tests; IT uses the default path).
-pub const POLICY_FILE_ENV: &str = "CHARTROOM_POLICY_FILE";
-const POLICY_FILE: &str = "/etc/chartroom/policy.toml";
-
-/// The enrollment screen's suggestions from the machine policy file, if IT installed one. A file
-/// that exists but cannot be read or parsed is an error naming the problem, never silently ignored.
-fn enrollment_defaults() -> AppResult<EnrollmentDefaults> {
-    let path = std::env::var_os(POLICY_FILE_ENV).map_or_else(|| POLICY_FILE.into(), std::path::PathBuf::from);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(EnrollmentDefaults::default()),
-        Err(e) => {
-            return Err(AppError::new(
-                "policy.unreadable",
-                format!("The machine policy file cannot be read ({e})."),
-            ))
-        }
-    };
-    parse_policy(&text)
-}
-
-fn parse_policy(text: &str) -> AppResult<EnrollmentDefaults> {
-    #[derive(serde::Deserialize)]
-    struct Policy {
-        server_url: Option<String>,
-        fingerprint: Option<String>,
-        station_name: Option<String>,
-        device_profile: Option<String>,
-    }
-    let p: Policy = toml::from_str(text).map_err(|e| {
-        AppError::new("policy.invalid", format!("The machine policy file is not valid: {}", e.message()))
-    })?;
-    Ok(EnrollmentDefaults {
-        server_url: p.server_url,
-        fingerprint: p.fingerprint,
-        station_name: p.station_name,
-        device_profile: p.device_profile,
-    })
 }
 
 fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "this station".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_prefills_enrollment_and_bad_policy_names_the_problem() {
-        let d =
-            parse_policy("server_url = \"https://chartroom.example:8443\"\nfingerprint = \"sha256:ab\"\n")
-                .unwrap();
-        assert_eq!(d.server_url.as_deref(), Some("https://chartroom.example:8443"));
-        assert_eq!(d.station_name, None);
-        let e = parse_policy("server_url = 42").unwrap_err();
-        assert_eq!(e.code, "policy.invalid");
-        assert!(e.message.contains("string"), "{}", e.message);
-    }
 }

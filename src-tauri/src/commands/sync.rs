@@ -93,24 +93,30 @@ pub async fn run_sync(app: &AppHandle) -> AppResult<SyncView> {
     }
     let access = SessionVault { state: &state, user: user.id };
     let now = state.now();
-    let result = chartroom_station::sync::sync(&access, &client, now).await.map_err(AppError::from);
+    let report = chartroom_station::sync::sync(&access, &client, now).await.map_err(AppError::from);
     let indicator = access.with(|v| v.sync_indicator()).await.ok();
-    let mut view = guard(&state.sync);
-    if let Ok(r) = &result {
-        if r.pull.charts + r.pull.changes + r.pull.shredded + r.push.released > 0 {
-            view.changed_at = Some(time(now));
+    let result = report.as_ref().map(|_| ()).map_err(Clone::clone);
+    let out = {
+        let mut view = guard(&state.sync);
+        if let Ok(r) = &report {
+            if r.pull.charts + r.pull.changes + r.pull.shredded + r.push.released > 0 {
+                view.changed_at = Some(time(now));
+            }
         }
-    }
-    let result = result.map(|_| ());
-    view.syncing = false;
-    view.progress = None;
-    view.last_error = result.as_ref().err().cloned();
-    if let Some(i) = &indicator {
-        apply(&mut view, i);
-    }
-    let out = view.clone();
-    drop(view);
+        view.syncing = false;
+        view.progress = None;
+        view.last_error = result.as_ref().err().cloned();
+        if let Some(i) = &indicator {
+            apply(&mut view, i);
+        }
+        view.clone()
+    };
     emit_sync(app, &out);
+    if result.as_ref().is_err_and(|e| e.code == "device.revoked") {
+        // The profile is already wiped: end the session; the window shows the enrollment screen.
+        state.revoked.store(true, Ordering::SeqCst);
+        crate::runtime::lock_now(app, crate::dto::LockReason::Revoked).await;
+    }
     result.map(|()| out)
 }
 

@@ -32,6 +32,7 @@ const station: StationStatus = {
   server_url: "https://chartroom.example",
   online: true,
   enrollment_defaults: { server_url: "https://chartroom.example", fingerprint: "AB:CD:EF", station_name: "MED-4 nurses' station", device_profile: "ward" },
+  revoked: params.has("revoked"),
 };
 
 let session: SessionView = { state: "locked", reason: "startup", signed_in: params.get("signed_in"), idle_minutes: null };

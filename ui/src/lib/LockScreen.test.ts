@@ -16,6 +16,7 @@ const station: StationStatus = {
   server_url: null,
   online: null,
   enrollment_defaults: null,
+  revoked: false,
 };
 type Locked = Extract<SessionView, { state: "locked" }>;
 

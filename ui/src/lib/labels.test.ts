@@ -8,7 +8,7 @@ describe("lockReasonText", () => {
     expect(lockReasonText("idle", null)).toBe("idle");
   });
   it("has a distinct text for every reason", () => {
-    const reasons: LockReason[] = ["startup", "idle", "absolute_limit", "manual", "screen_locked", "suspend", "signed_out"];
+    const reasons: LockReason[] = ["startup", "idle", "absolute_limit", "manual", "screen_locked", "suspend", "signed_out", "revoked"];
     const texts = reasons.map((r) => lockReasonText(r, 3));
     expect(new Set(texts).size).toBe(reasons.length);
     expect(lockReasonText("suspend", null)).toBe("computer went to sleep");

@@ -19,6 +19,8 @@ export function lockReasonText(reason: LockReason, idleMinutes: number | null): 
       return "session time limit reached";
     case "signed_out":
       return "signed out";
+    case "revoked":
+      return "IT revoked this station";
     case "startup":
       return "Chartroom started";
   }

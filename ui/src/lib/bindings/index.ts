@@ -3,7 +3,7 @@
 
 export type AppError = { code: string, message: string, retry_after_s: number | null, };
 
-export type LockReason = "startup" | "idle" | "absolute_limit" | "manual" | "screen_locked" | "suspend" | "signed_out";
+export type LockReason = "startup" | "idle" | "absolute_limit" | "manual" | "screen_locked" | "suspend" | "signed_out" | "revoked";
 
 export type EnrollmentDefaults = { server_url: string | null, fingerprint: string | null, station_name: string | null, device_profile: string | null, };
 
@@ -15,7 +15,11 @@ station_name: string, device_profile: string | null, server_url: string | null,
 /**
  * Whether the server answered the last check (`None`: not enrolled or not checked yet).
  */
-online: boolean | null, enrollment_defaults: EnrollmentDefaults | null, };
+online: boolean | null, enrollment_defaults: EnrollmentDefaults | null, 
+/**
+ * This run of the app wiped the station because IT revoked it (the enrollment screen says so).
+ */
+revoked: boolean, };
 
 export type EnrollRequest = { server_url: string, fingerprint: string, token: string, };
 
