@@ -43,6 +43,8 @@ pub enum ClientError {
     },
     #[error("the server's answer could not be understood")]
     Decode,
+    #[error("the server's answer is larger than allowed")]
+    TooLarge,
 }
 
 impl ClientError {
@@ -352,6 +354,35 @@ impl ServerClient {
             .request(method, self.url(path_and_query))
             .bearer_auth(access_token)
             .header(PROOF_HEADER, format!("t={at},sig={sig}"))
+    }
+
+    /// Downloads a public file the server hosts (signed updates): `None` when the server has no such
+    /// file. Stops with [`ClientError::TooLarge`] past `max_bytes`, whatever the server claims.
+    pub async fn fetch_file(&self, path: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, ClientError> {
+        let mut response = self.http.get(self.url(path)).send().await.map_err(|_| ClientError::Unreachable)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let error = ApiError {
+                code: format!("http.{}", status.as_u16()),
+                message: "the server answered with an error".into(),
+                retryable: status.is_server_error(),
+            };
+            return Err(ClientError::Api { status: status.as_u16(), error, retry_after_s: None });
+        }
+        if response.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(ClientError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|_| ClientError::Unreachable)? {
+            if body.len() as u64 + chunk.len() as u64 > max_bytes {
+                return Err(ClientError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {

@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod update;
+
 use chartroom_domain::{Chart, ChartSection, Date, HumanName, Role, Sex, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

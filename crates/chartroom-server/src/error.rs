@@ -45,6 +45,8 @@ pub enum ServerError {
     Database(String),
     #[error("backup: {0}")]
     Backup(String),
+    #[error("update refused: {0}")]
+    Release(String),
     #[error("the server is busy (every database connection is in use); try again")]
     Busy,
     #[error("file error: {0}")]
@@ -78,6 +80,7 @@ impl ServerError {
             ServerError::Tls(_) => "server.tls",
             ServerError::Database(_) => "server.database",
             ServerError::Busy => "server.busy",
+            ServerError::Release(_) => "update.invalid",
             ServerError::Backup(_) => "server.backup",
             ServerError::Io(_) => "server.io",
             ServerError::Internal(_) => "server.internal",

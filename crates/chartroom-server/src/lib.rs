@@ -23,6 +23,7 @@ pub mod phi;
 pub mod records;
 pub mod storage;
 pub mod sync;
+pub mod updates;
 mod tls;
 pub mod users;
 
@@ -145,6 +146,7 @@ pub async fn start_with_clock(
         clock,
         anomaly: config.anomaly,
         signing: signing.clone(),
+        updates: Arc::new(updates::dir(dir)),
     };
     drop(master);
     // Loading the master key to serve is a key access: it goes in the trail.

@@ -125,6 +125,12 @@ enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Publish a signed release for the stations' in-app updater (the directory `scripts/release`
+    /// wrote: manifest.json, manifest.json.minisig and the packages). Works while serving.
+    Updates {
+        #[command(subcommand)]
+        command: UpdatesCommand,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
     /// Serve the HTTPS API until SIGTERM or Ctrl-C.
@@ -148,6 +154,17 @@ enum IncidentsCommand {
         data_dir: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UpdatesCommand {
+    /// Check the release in --from (signed manifest, every package matching its entry) and serve it.
+    Publish {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -385,6 +402,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Openapi => print!("{}", chartroom_server::openapi_json()),
+        Command::Updates { command: UpdatesCommand::Publish { data_dir, from } } => {
+            let p = chartroom_server::updates::publish(&DataDir::new(data_dir), &from, wall_now())?;
+            println!("published {} ({} packages)", p.version, p.packages);
+        }
         Command::Device { command } => device(command)?,
         Command::Serve { data_dir, listen, database_url } => {
             let database_url = database_url.or_else(database_url_from_env);

@@ -17,6 +17,7 @@ pub mod oversight;
 pub mod policy;
 pub mod profile;
 pub mod sync;
+pub mod update;
 pub mod vault;
 
 pub use break_glass::BREAK_GLASS_OBSERVATIONS;

@@ -211,10 +211,31 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Signed updates from the enrolled server (unless the machine policy switched them off).
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
+        /// The package format to look for (default: this system's).
+        #[arg(long, global = true)]
+        format: Option<String>,
+    },
     /// The machine policy (`/etc/chartroom/policy.toml`).
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UpdateCommand {
+    /// Verify the server's release (signature against the built-in release key, newer version) and
+    /// say whether an update is available.
+    Check,
+    /// Download the offered package into DIR, only after its checksum and signature verified;
+    /// prints its path (install it with the system's package manager).
+    Download {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -641,6 +662,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match result {
                 Ok(n) => writeln!(out, "audit ok: {n} entries")?,
                 Err(b) => anyhow::bail!("{b}"),
+            }
+        }
+        Command::Update { command, format } => {
+            use chartroom_station::update::{self, Offer, TrustedKey, UpdateError};
+            let policy = MachinePolicy::load_system()?;
+            if !policy.updates_enabled() {
+                return Err(UpdateError::Disabled.into());
+            }
+            let format = match format {
+                Some(f) => f.parse().map_err(|e: String| anyhow::anyhow!("--format: {e}"))?,
+                None => update::format_of_this_system(),
+            };
+            let device = Profile::new(&cli.profile_dir).read_device()?;
+            let link = device.server.context("this profile is not enrolled with a server")?;
+            let client = policy.server_client(&link)?;
+            let key = TrustedKey::built_in()?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let installed = env!("CARGO_PKG_VERSION");
+            let offer = runtime.block_on(update::check(&client, &key, installed, format))?;
+            match (command, offer) {
+                (_, Offer::UpToDate { installed }) => writeln!(out, "up to date: {installed}")?,
+                (UpdateCommand::Check, Offer::Available { version, notes, package }) => {
+                    writeln!(out, "update available: {version} ({}, signature verified)", package.file)?;
+                    if !notes.is_empty() {
+                        writeln!(out, "{notes}")?;
+                    }
+                }
+                (UpdateCommand::Download { out: dir }, Offer::Available { version, package, .. }) => {
+                    let bytes = runtime.block_on(update::download(&client, &key, &package))?;
+                    std::fs::create_dir_all(dir)?;
+                    let path = dir.join(&package.file);
+                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+                    f.write_all(&bytes)?;
+                    f.sync_all()?;
+                    writeln!(out, "downloaded {version}: {} (checksum and signature verified)", path.display())?;
+                }
             }
         }
         Command::Policy { command: PolicyCommand::Check { file, profile } } => {

@@ -22,6 +22,29 @@ pub async fn health() -> Json<Health> {
     })
 }
 
+/// A file of the signed release stations may update to (`manifest.json`, its `.minisig`, the
+/// packages it lists). Public: releases hold no PHI, and stations verify every signature against
+/// the release key built into them.
+#[utoipa::path(get, path = "/v1/updates/{file}", tag = "server",
+    params(("file" = String, Path, description = "a release file name (letters, digits, `._-+~`)")),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, body = ApiError, description = "`update.not_found`: no such file in the published release"),
+    ))]
+pub async fn update_file(
+    State(state): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    on_blocking_pool(move || match crate::updates::read(&state.updates, &file) {
+        Ok(Some(bytes)) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(None) => failure(StatusCode::NOT_FOUND, "update.not_found", "no such file in the published release"),
+        Err(e) => server_failure(&e),
+    })
+    .await
+}
+
 /// Registers a device's Ed25519 key with a one-time enrollment token.
 #[utoipa::path(post, path = "/v1/devices/enroll", tag = "devices", request_body = EnrollRequest, responses(
     (status = 200, body = EnrollResponse),

@@ -48,6 +48,8 @@ pub struct AppState {
     pub anomaly: crate::oversight::AnomalyRule,
     /// Signs audit checkpoints (`keys/signing.key`); an auditor's verification signs one first.
     pub signing: Arc<ed25519_dalek::SigningKey>,
+    /// Where the signed release the stations may update to lives (`DATA/updates/`).
+    pub updates: Arc<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(auth::health))
+        .route("/v1/updates/{file}", get(auth::update_file))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/devices/enroll", post(auth::enroll))
         .route("/v1/devices/recover", post(auth::recover))

@@ -10,6 +10,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Chartroom server API", description = "Stations enroll, log in, and read patient records over TLS 1.3."),
     paths(
         super::auth::health,
+        super::auth::update_file,
         super::auth::enroll,
         super::auth::recover,
         super::auth::challenge,
