@@ -5,6 +5,8 @@
 pub const COMMANDS: &[&str] = &[
     "station_status",
     "enroll",
+    "update_check",
+    "update_install",
     "session",
     "login",
     "lock",

@@ -52,6 +52,25 @@ pub struct StationStatus {
     pub revoked: bool,
 }
 
+/// The in-app updater's answer (the lock screen shows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum UpdateView {
+    /// The machine policy switched the updater off (updates come through the package manager).
+    Off,
+    /// Not enrolled, or the server publishes no release.
+    None,
+    UpToDate {
+        installed: String,
+    },
+    /// A newer release whose signature verified against the built-in release key.
+    Available {
+        version: String,
+        notes: String,
+        file: String,
+    },
+}
+
 /// The enrollment screen's form. The station's name, profile and units come with the token (IT
 /// set them when it issued it).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, TS)]
@@ -621,6 +640,7 @@ pub fn typescript() -> String {
         LockReason::decl(&cfg),
         EnrollmentDefaults::decl(&cfg),
         StationStatus::decl(&cfg),
+        UpdateView::decl(&cfg),
         EnrollRequest::decl(&cfg),
         SessionMode::decl(&cfg),
         UserView::decl(&cfg),

@@ -36,6 +36,8 @@ pub fn run() {
         .invoke_handler(tauri::generate_handler![
             commands::station::station_status,
             commands::station::enroll,
+            commands::station::update_check,
+            commands::station::update_install,
             commands::session::session,
             commands::session::login,
             commands::session::lock,

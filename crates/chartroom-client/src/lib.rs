@@ -359,7 +359,8 @@ impl ServerClient {
     /// Downloads a public file the server hosts (signed updates): `None` when the server has no such
     /// file. Stops with [`ClientError::TooLarge`] past `max_bytes`, whatever the server claims.
     pub async fn fetch_file(&self, path: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, ClientError> {
-        let mut response = self.http.get(self.url(path)).send().await.map_err(|_| ClientError::Unreachable)?;
+        let mut response =
+            self.http.get(self.url(path)).send().await.map_err(|_| ClientError::Unreachable)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);

@@ -23,8 +23,8 @@ pub mod phi;
 pub mod records;
 pub mod storage;
 pub mod sync;
-pub mod updates;
 mod tls;
+pub mod updates;
 pub mod users;
 
 pub use datadir::{init, DataDir, DatabasePool, InitOptions, InitReport, MasterKeyStore, ServerConfig};

@@ -43,15 +43,20 @@ pub struct Published {
 /// Makes the release in `from` (what `scripts/release` wrote) the one the server offers: checks
 /// it, copies it beside the current one and swaps the two, so stations see the old release or
 /// the new one, never half of one. Audited.
-pub fn publish(data: &DataDir, from: &Path, now: chartroom_domain::Timestamp) -> Result<Published, ServerError> {
+pub fn publish(
+    data: &DataDir,
+    from: &Path,
+    now: chartroom_domain::Timestamp,
+) -> Result<Published, ServerError> {
     let invalid = |what: String| ServerError::Release(format!("the release in {}: {what}", from.display()));
-    let manifest_bytes = fs::read(from.join(MANIFEST)).map_err(|_| invalid(format!("no readable {MANIFEST}")))?;
+    let manifest_bytes =
+        fs::read(from.join(MANIFEST)).map_err(|_| invalid(format!("no readable {MANIFEST}")))?;
     let signature = fs::read_to_string(from.join(SIGNATURE)).unwrap_or_default();
     if signature.trim().is_empty() {
         return Err(invalid(format!("{MANIFEST} is not signed (no {SIGNATURE}); stations would refuse it")));
     }
-    let manifest: Manifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| invalid(format!("{MANIFEST} is not valid ({e})")))?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| invalid(format!("{MANIFEST} is not valid ({e})")))?;
     let mut files = vec![MANIFEST.to_owned(), SIGNATURE.to_owned()];
     for p in &manifest.packages {
         if !is_release_file_name(&p.file) {

@@ -696,7 +696,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
                     f.write_all(&bytes)?;
                     f.sync_all()?;
-                    writeln!(out, "downloaded {version}: {} (checksum and signature verified)", path.display())?;
+                    writeln!(
+                        out,
+                        "downloaded {version}: {} (checksum and signature verified)",
+                        path.display()
+                    )?;
                 }
             }
         }

@@ -149,14 +149,21 @@ pub fn offer(manifest: &Manifest, installed: &str, format: PackageFormat) -> Res
         return Ok(Offer::UpToDate { installed: installed.to_owned() });
     }
     if new < old {
-        return Err(UpdateError::Downgrade { offered: manifest.version.clone(), installed: installed.to_owned() });
+        return Err(UpdateError::Downgrade {
+            offered: manifest.version.clone(),
+            installed: installed.to_owned(),
+        });
     }
     let package = manifest
         .packages
         .iter()
         .find(|p| p.format == format && p.arch == std::env::consts::ARCH)
         .ok_or(UpdateError::NoPackage(format.as_str()))?;
-    Ok(Offer::Available { version: manifest.version.clone(), notes: manifest.notes.clone(), package: package.clone() })
+    Ok(Offer::Available {
+        version: manifest.version.clone(),
+        notes: manifest.notes.clone(),
+        package: package.clone(),
+    })
 }
 
 /// Checks a downloaded package against its verified manifest entry: size, SHA-256 and its own
@@ -174,7 +181,8 @@ pub fn verify_package(bytes: &[u8], package: &Package, key: &TrustedKey) -> Resu
 fn version(v: &str) -> Result<(u64, u64, u64), UpdateError> {
     let bad = || UpdateError::Malformed(format!("version `{}` is not MAJOR.MINOR.PATCH", v.escape_default()));
     let mut parts = v.trim().split('.').map(|p| p.parse::<u64>().map_err(|_| bad()));
-    let out = (parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??);
+    let out =
+        (parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??);
     if parts.next().is_some() {
         return Err(bad());
     }
@@ -189,7 +197,11 @@ pub async fn check(
     format: PackageFormat,
 ) -> Result<Offer, UpdateError> {
     let server = |e: chartroom_client::ClientError| UpdateError::Server(e.to_string());
-    let manifest = client.fetch_file(MANIFEST_PATH, MAX_MANIFEST).await.map_err(server)?.ok_or(UpdateError::NoRelease)?;
+    let manifest = client
+        .fetch_file(MANIFEST_PATH, MAX_MANIFEST)
+        .await
+        .map_err(server)?
+        .ok_or(UpdateError::NoRelease)?;
     let signature = client.fetch_file(SIGNATURE_PATH, MAX_MANIFEST).await.map_err(server)?;
     let signature = signature.map(|s| String::from_utf8_lossy(&s).into_owned());
     let manifest = verify_manifest(&manifest, signature.as_deref(), key)?;
@@ -207,7 +219,9 @@ pub async fn download(
         .fetch_file(&path, MAX_PACKAGE.min(package.size))
         .await
         .map_err(|e| UpdateError::Server(e.to_string()))?
-        .ok_or_else(|| UpdateError::Server("the server does not have the package the manifest lists".into()))?;
+        .ok_or_else(|| {
+            UpdateError::Server("the server does not have the package the manifest lists".into())
+        })?;
     verify_package(&bytes, package, key)?;
     Ok(bytes)
 }

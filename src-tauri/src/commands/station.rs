@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tauri::State;
 
-use crate::dto::{EnrollRequest, EnrollmentDefaults, StationStatus};
+use chartroom_station::update::{Offer, TrustedKey, UpdateError};
+
+use crate::dto::{EnrollRequest, EnrollmentDefaults, StationStatus, UpdateView};
 use crate::error::{AppError, AppResult};
 use crate::state::{guard, AppState};
 
@@ -73,6 +75,84 @@ pub async fn enroll(
     *guard(&state.reachable) = Some(true);
     state.revoked.store(false, std::sync::atomic::Ordering::SeqCst);
     station_status(app, state)
+}
+
+/// Checks the enrolled server for a signed update (unless the machine policy switched the updater
+/// off). A release that fails any check is an error saying which (`update.*`), never an offer.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn update_check(app: tauri::AppHandle, state: State<'_, AppState>) -> AppResult<UpdateView> {
+    match verified_offer(&app, &state).await? {
+        None => Ok(UpdateView::Off),
+        Some(Err(UpdateError::NoRelease)) => Ok(UpdateView::None),
+        Some(Err(e)) => Err(update_error(&e)),
+        Some(Ok((_, Offer::UpToDate { installed }))) => Ok(UpdateView::UpToDate { installed }),
+        Some(Ok((_, Offer::Available { version, notes, package }))) => {
+            Ok(UpdateView::Available { version, notes, file: package.file })
+        }
+    }
+}
+
+/// Downloads the offered package, verifies its checksum and signature, and hands it to the system's
+/// package manager through `pkexec` (an administrator authenticates). Nothing that failed a check
+/// is ever written to disk or installed.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn update_install(app: tauri::AppHandle, state: State<'_, AppState>) -> AppResult<String> {
+    let (client, offer) = match verified_offer(&app, &state).await? {
+        None => return Err(update_error(&UpdateError::Disabled)),
+        Some(result) => result.map_err(|e| update_error(&e))?,
+    };
+    let Offer::Available { version, package, .. } = offer else {
+        return Err(AppError::new("update.none", "This station is up to date."));
+    };
+    let key = TrustedKey::built_in().map_err(|e| update_error(&e))?;
+    let bytes =
+        chartroom_station::update::download(&client, &key, &package).await.map_err(|e| update_error(&e))?;
+    let dir = std::env::temp_dir().join(format!("chartroom-update-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir)
+        .map_err(|e| AppError::new("update.io", format!("Cannot save the update ({}).", e.kind())))?;
+    let path = dir.join(&package.file);
+    std::fs::write(&path, bytes)
+        .map_err(|e| AppError::new("update.io", format!("Cannot save the update ({}).", e.kind())))?;
+    let installer: &[&str] = match package.format {
+        chartroom_station::update::PackageFormat::Deb => &["apt-get", "install", "-y"],
+        chartroom_station::update::PackageFormat::Rpm => &["dnf", "install", "-y"],
+    };
+    std::process::Command::new("pkexec").args(installer).arg(&path).spawn().map_err(|_| {
+        AppError::new(
+            "update.install",
+            "The system installer (pkexec) could not be started; ask IT to install the update.",
+        )
+    })?;
+    Ok(format!("Installing Chartroom {version}; an administrator confirms it. Restart Chartroom afterwards."))
+}
+
+type CheckedOffer = Result<(chartroom_station::client::ServerClient, Offer), UpdateError>;
+
+/// `None` when the policy switched updates off; otherwise the verified offer (or why not).
+async fn verified_offer(app: &tauri::AppHandle, state: &AppState) -> AppResult<Option<CheckedOffer>> {
+    let policy = state.machine_policy()?;
+    if !policy.updates_enabled() {
+        return Ok(None);
+    }
+    let profile = state.profile()?;
+    let Some(link) = profile.is_enrolled().then(|| profile.read_device()).transpose()?.and_then(|d| d.server)
+    else {
+        return Ok(Some(Err(UpdateError::NoRelease)));
+    };
+    let client = policy.server_client(&link).map_err(chartroom_station::StationError::from)?;
+    let installed = app.package_info().version.to_string();
+    let result = async {
+        let key = TrustedKey::built_in()?;
+        let format = chartroom_station::update::format_of_this_system();
+        let offer = chartroom_station::update::check(&client, &key, &installed, format).await?;
+        Ok((client.clone(), offer))
+    }
+    .await;
+    Ok(Some(result))
+}
+
+fn update_error(e: &UpdateError) -> AppError {
+    AppError::new(e.code(), e.to_string())
 }
 
 fn host_name() -> String {

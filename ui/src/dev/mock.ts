@@ -135,6 +135,10 @@ async function handle(cmd: string, a: Record<string, any>): Promise<unknown> {
   switch (cmd) {
     case "station_status":
       return station;
+    case "update_check":
+      return params.has("update")
+        ? { state: "available", version: "0.2.0", notes: "Faster census search.", file: "chartroom_0.2.0_amd64.deb" }
+        : { state: "up_to_date", installed: station.app_version };
     case "enroll":
       station.enrolled = true;
       return station;

@@ -24,6 +24,7 @@ import type {
   SessionView,
   StationStatus,
   SyncView,
+  UpdateView,
   VitalInput,
   VitalRange,
 } from "./bindings";
@@ -34,6 +35,8 @@ export { MAX_NOTE_CHARS } from "./bindings";
 // Station and session ---------------------------------------------------------------------------
 export const stationStatus = () => invoke<StationStatus>("station_status");
 export const enroll = (request: EnrollRequest) => invoke<StationStatus>("enroll", { request });
+export const updateCheck = () => invoke<UpdateView>("update_check");
+export const updateInstall = () => invoke<string>("update_install");
 export const session = () => invoke<SessionView>("session");
 /** Unlock (same user), first login, or switch user (another user): the backend decides. */
 export const login = (username: string, password: string) =>

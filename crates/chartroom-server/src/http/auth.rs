@@ -39,7 +39,9 @@ pub async fn update_file(
         Ok(Some(bytes)) => {
             ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
         }
-        Ok(None) => failure(StatusCode::NOT_FOUND, "update.not_found", "no such file in the published release"),
+        Ok(None) => {
+            failure(StatusCode::NOT_FOUND, "update.not_found", "no such file in the published release")
+        }
         Err(e) => server_failure(&e),
     })
     .await

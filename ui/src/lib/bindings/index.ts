@@ -21,6 +21,8 @@ online: boolean | null, enrollment_defaults: EnrollmentDefaults | null,
  */
 revoked: boolean, };
 
+export type UpdateView = { "state": "off" } | { "state": "none" } | { "state": "up_to_date", installed: string, } | { "state": "available", version: string, notes: string, file: string, };
+
 export type EnrollRequest = { server_url: string, fingerprint: string, token: string, };
 
 export type SessionMode = "clinical" | "oversight";
