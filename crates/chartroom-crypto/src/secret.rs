@@ -91,6 +91,19 @@ impl DataKey {
         s
     }
 
+    /// Seals a 32-byte secret under this key's wrapping subkey, bound to `label` (it opens only
+    /// with the same key and label).
+    pub fn seal_secret(&self, label: &[u8], secret: &[u8; 32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + 32 + 16);
+        aead::seal_into(self.wrap.bytes(), label, secret, &mut out);
+        out
+    }
+
+    /// Opens a secret sealed by [`DataKey::seal_secret`] with the same label.
+    pub fn open_secret(&self, label: &[u8], sealed: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        aead::open_key(self.wrap.bytes(), label, sealed)
+    }
+
     /// Wraps a patient key so that it can only be unwrapped for the same patient.
     pub fn wrap_patient_key(&self, patient_id: uuid::Uuid, key: &PatientKey) -> Vec<u8> {
         let aad = patient_key_aad(patient_id, &key.id);
@@ -263,6 +276,19 @@ mod tests {
         wipes_on_drop::<PatientKey>();
         wipes_on_drop::<Key32>();
         wipes_on_drop::<Zeroizing<String>>();
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_same_key_and_label() {
+        let (key, other) = (DataKey::generate(), DataKey::generate());
+        let secret = [7u8; 32];
+        let sealed = key.seal_secret(b"escrow-root", &secret);
+        assert_eq!(*key.open_secret(b"escrow-root", &sealed).unwrap(), secret);
+        assert!(other.open_secret(b"escrow-root", &sealed).is_err());
+        assert!(key.open_secret(b"other-label", &sealed).is_err());
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        assert!(key.open_secret(b"escrow-root", &flipped).is_err());
     }
 
     #[test]

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use chartroom_crypto::DataKey;
-use zeroize::Zeroizing;
 
 use crate::{DataDir, ServerError};
 
@@ -210,22 +209,8 @@ pub fn restore(
 
 /// A consistent copy of the embedded database at `to`, under the same database key.
 fn sqlite_export(dir: &DataDir, to: &Path) -> Result<(), ServerError> {
-    let master = dir.master_key()?;
-    let key = crate::storage::SqliteStorage::database_key(&master);
-    let conn = rusqlite::Connection::open(dir.database_path())?;
-    conn.execute_batch(&key.sqlcipher_key_statement())?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    drop(private_file(to)?);
-    let attach = Zeroizing::new(format!(
-        "ATTACH DATABASE '{}' AS backup KEY {};",
-        to.display().to_string().replace('\'', "''"),
-        key.sqlcipher_key_statement().trim_start_matches("PRAGMA key = ").trim_end_matches(';')
-    ));
-    conn.execute_batch(&attach)?;
-    conn.query_row("SELECT sqlcipher_export('backup')", [], |_| Ok(()))?;
-    conn.execute_batch(&format!("PRAGMA backup.user_version = {version}; DETACH DATABASE backup;"))?;
-    Ok(())
+    let key = crate::storage::SqliteStorage::database_key(&*dir.master_key()?);
+    crate::storage::SqliteStorage::export_copy(&dir.database_path(), &key, to, &key)
 }
 
 /// `pg_dump`/`pg_restore` for `url`: the password goes in the environment, never on a command line

@@ -14,6 +14,12 @@
 //!                       administrator approved a recovery. Data directories made before it existed
 //!                       get one at their first `serve` (or `device recover`); stations enrolled
 //!                       before that have no recovery slot.
+//! DIR/keys/escrow-root.sealed  the root of the stations' escrow keys, sealed under the master
+//!                       key (written by the first master key rotation; before that the root is
+//!                       derived from the master key), so that a rotation never breaks a station
+//! DIR/keys/rotating     present while a master key rotation is unfinished (the new key is in
+//!                       keys/master.next, or in the keyring as `master-key-next:<server id>`):
+//!                       nothing but `keys rotate` runs until it is finished
 //! DIR/keys/database.url PostgreSQL URL (0600; it may hold a password), when `init --database-url`
 //!                       chose PostgreSQL; absent for the embedded database
 //! DIR/server.db         SQLCipher database (embedded backend only)
@@ -90,6 +96,24 @@ impl MasterKeyStore {
     fn keyring_user(server_id: &uuid::Uuid) -> String {
         format!("master-key:{server_id}")
     }
+    fn next_keyring_user(server_id: &uuid::Uuid) -> String {
+        format!("master-key-next:{server_id}")
+    }
+}
+
+fn keyring() -> Result<chartroom_keyring::OsKeyring, ServerError> {
+    chartroom_keyring::OsKeyring::connect().map_err(|e| ServerError::Keyring(e.to_string()))
+}
+
+const ESCROW_ROOT_LABEL: &[u8] = b"chartroom/escrow-root/v1";
+
+fn escrow_seal_key(master: &[u8; 32]) -> chartroom_crypto::DataKey {
+    chartroom_crypto::DataKey::derive(b"chartroom/server-escrow-seal/v1", master, b"escrow-root")
+}
+
+fn sync_dir(path: &Path) -> Result<(), ServerError> {
+    fs::File::open(path)?.sync_all()?;
+    Ok(())
 }
 
 /// Options for `init`.
@@ -225,17 +249,163 @@ impl DataDir {
         serde_json::from_slice(&bytes).map_err(|_| ServerError::Damaged("config.json"))
     }
 
-    /// The master key (from `keys/master.key` or the OS keyring, as configured).
+    /// The master key (from `keys/master.key` or the OS keyring, as configured). Refused while a
+    /// master key rotation is unfinished: half the patients are under each key then.
     pub fn master_key(&self) -> Result<Zeroizing<[u8; 32]>, ServerError> {
+        if self.rotation_marker_path().exists() {
+            return Err(ServerError::RotationUnfinished);
+        }
+        self.current_master_key()
+    }
+
+    /// The master key in its store, whether or not a rotation is under way.
+    pub(crate) fn current_master_key(&self) -> Result<Zeroizing<[u8; 32]>, ServerError> {
         let bytes = match self.read_config()?.master_key {
             MasterKeyStore::File => Zeroizing::new(
                 fs::read(self.master_key_path()).map_err(|_| ServerError::Damaged("keys/master.key"))?,
             ),
-            MasterKeyStore::Keyring { server_id } => chartroom_keyring::OsKeyring::connect()
-                .and_then(|k| k.read(KEYRING_SERVICE, &MasterKeyStore::keyring_user(&server_id)))
+            MasterKeyStore::Keyring { server_id } => keyring()?
+                .read(KEYRING_SERVICE, &MasterKeyStore::keyring_user(&server_id))
                 .map_err(|e| ServerError::Keyring(e.to_string()))?,
         };
         Ok(Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.key"))?))
+    }
+
+    fn rotation_marker_path(&self) -> PathBuf {
+        self.dir.join("keys").join("rotating")
+    }
+    fn next_master_key_path(&self) -> PathBuf {
+        self.dir.join("keys").join("master.next")
+    }
+    fn escrow_root_path(&self) -> PathBuf {
+        self.dir.join("keys").join("escrow-root.sealed")
+    }
+    fn escrow_root_next_path(&self) -> PathBuf {
+        self.dir.join("keys").join("escrow-root.next")
+    }
+
+    fn serve_lock_path(&self) -> PathBuf {
+        self.dir.join("serve.lock")
+    }
+
+    /// A shared lock on the data directory, held by every serving process.
+    pub(crate) fn lock_serving(&self) -> Result<fs::File, ServerError> {
+        let file =
+            fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.serve_lock_path())?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(ServerError::RotationUnfinished),
+            Err(fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
+    /// The exclusive lock a key rotation holds: refused while a server on this data directory runs.
+    pub(crate) fn lock_exclusive(&self) -> Result<fs::File, ServerError> {
+        let file =
+            fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.serve_lock_path())?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(ServerError::ServerRunning),
+            Err(fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
+    /// Whether a master key rotation is unfinished.
+    pub fn rotation_unfinished(&self) -> bool {
+        self.rotation_marker_path().exists()
+    }
+
+    /// The new master key of an unfinished rotation (`None`: no rotation, or its new key already
+    /// replaced the old one and only the marker is left).
+    pub(crate) fn next_master_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>, ServerError> {
+        if !self.rotation_unfinished() {
+            return Ok(None);
+        }
+        let bytes = match self.read_config()?.master_key {
+            MasterKeyStore::File => match fs::read(self.next_master_key_path()) {
+                Ok(b) => Zeroizing::new(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
+            MasterKeyStore::Keyring { server_id } => {
+                match keyring()?.read(KEYRING_SERVICE, &MasterKeyStore::next_keyring_user(&server_id)) {
+                    Ok(b) => b,
+                    Err(chartroom_keyring::KeystoreError::Missing) => return Ok(None),
+                    Err(e) => return Err(ServerError::Keyring(e.to_string())),
+                }
+            }
+        };
+        let key: [u8; 32] =
+            bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.next"))?;
+        Ok(Some(Zeroizing::new(key)))
+    }
+
+    /// Stores the new master key of a rotation beside the current one, then marks the rotation
+    /// as under way (from here on only `keys rotate` runs).
+    pub(crate) fn begin_rotation(&self, new: &[u8; 32]) -> Result<(), ServerError> {
+        match self.read_config()?.master_key {
+            MasterKeyStore::File => {
+                let path = self.next_master_key_path();
+                let _ = fs::remove_file(&path);
+                write_new(&path, new, 0o600)?;
+            }
+            MasterKeyStore::Keyring { server_id } => keyring()?
+                .write(KEYRING_SERVICE, &MasterKeyStore::next_keyring_user(&server_id), new)
+                .map_err(|e| ServerError::Keyring(e.to_string()))?,
+        }
+        if !self.rotation_marker_path().exists() {
+            write_new(&self.rotation_marker_path(), b"", 0o600)?;
+        }
+        sync_dir(&self.dir.join("keys"))
+    }
+
+    /// Makes the new master key the master key: the escrow root sealed under it first, then the
+    /// key itself (the old one is gone), then the marker. Each step is atomic, and a crash between
+    /// two is finished by the next `keys rotate`.
+    pub(crate) fn finish_rotation(&self, new: &[u8; 32]) -> Result<(), ServerError> {
+        if self.escrow_root_next_path().exists() {
+            fs::rename(self.escrow_root_next_path(), self.escrow_root_path())?;
+        }
+        match self.read_config()?.master_key {
+            MasterKeyStore::File => {
+                if self.next_master_key_path().exists() {
+                    fs::rename(self.next_master_key_path(), self.master_key_path())?;
+                }
+            }
+            MasterKeyStore::Keyring { server_id } => {
+                let k = keyring()?;
+                let err = |e: chartroom_keyring::KeystoreError| ServerError::Keyring(e.to_string());
+                k.write(KEYRING_SERVICE, &MasterKeyStore::keyring_user(&server_id), new).map_err(err)?;
+                k.remove(KEYRING_SERVICE, &MasterKeyStore::next_keyring_user(&server_id)).map_err(err)?;
+            }
+        }
+        sync_dir(&self.dir.join("keys"))?;
+        fs::remove_file(self.rotation_marker_path())?;
+        sync_dir(&self.dir.join("keys"))
+    }
+
+    /// The root of the stations' escrow keys: sealed under the master key once a rotation wrote it,
+    /// derived from the master key before that.
+    pub fn escrow_root(&self, master: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ServerError> {
+        match fs::read(self.escrow_root_path()) {
+            Ok(sealed) => escrow_seal_key(master)
+                .open_secret(ESCROW_ROOT_LABEL, &sealed)
+                .map_err(|_| ServerError::Damaged("keys/escrow-root.sealed")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(chartroom_crypto::escrow_key_for(master, uuid::Uuid::nil()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Seals the escrow root under the rotation's new master key (`keys/escrow-root.next`).
+    pub(crate) fn stage_escrow_root(&self, root: &[u8; 32], new: &[u8; 32]) -> Result<(), ServerError> {
+        let path = self.escrow_root_next_path();
+        let _ = fs::remove_file(&path);
+        let mut f = create_new(&path, 0o600)?;
+        f.write_all(&escrow_seal_key(new).seal_secret(ESCROW_ROOT_LABEL, root))?;
+        f.sync_all()?;
+        Ok(())
     }
 
     /// Opens the server's database (applying pending migrations): the embedded SQLCipher file,
@@ -409,8 +579,16 @@ fn open_database(
     }
 }
 
+/// Opens the database under `master` (a rotation tries the old and the new key).
+pub(crate) fn open_database_with(
+    dir: &DataDir,
+    master: &[u8; 32],
+) -> Result<std::sync::Arc<dyn Storage>, ServerError> {
+    open_database(dir, master, &dir.read_config()?.database_pool).map(|(s, _)| s)
+}
+
 /// A value that identifies the master key without revealing it (SHA-256 under a fixed label).
-fn master_key_check(master: &[u8; 32]) -> String {
+pub(crate) fn master_key_check(master: &[u8; 32]) -> String {
     use sha2::{Digest, Sha256};
     let digest =
         Sha256::new().chain_update(b"chartroom/master-key-check/v1\0").chain_update(master).finalize();

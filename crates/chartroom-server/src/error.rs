@@ -47,6 +47,10 @@ pub enum ServerError {
     Backup(String),
     #[error("update refused: {0}")]
     Release(String),
+    #[error("a master key rotation is unfinished; run `chartroom-server keys rotate` to finish it (nothing else runs until then)")]
+    RotationUnfinished,
+    #[error("the server is running on this data directory; stop it first")]
+    ServerRunning,
     #[error("the server is busy (every database connection is in use); try again")]
     Busy,
     #[error("file error: {0}")]
@@ -81,6 +85,8 @@ impl ServerError {
             ServerError::Database(_) => "server.database",
             ServerError::Busy => "server.busy",
             ServerError::Release(_) => "update.invalid",
+            ServerError::RotationUnfinished => "server.rotation_unfinished",
+            ServerError::ServerRunning => "server.running",
             ServerError::Backup(_) => "server.backup",
             ServerError::Io(_) => "server.io",
             ServerError::Internal(_) => "server.internal",

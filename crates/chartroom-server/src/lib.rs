@@ -21,6 +21,7 @@ mod http;
 pub mod oversight;
 pub mod phi;
 pub mod records;
+pub mod rotation;
 pub mod storage;
 pub mod sync;
 mod tls;
@@ -77,6 +78,7 @@ fn spawn_checkpointer(
 /// A server that is accepting connections.
 #[derive(Debug)]
 pub struct RunningServer {
+    _serving_lock: std::fs::File,
     pub addr: SocketAddr,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -116,6 +118,8 @@ pub async fn start_with_clock(
     clock: Arc<dyn chartroom_domain::Clock>,
 ) -> Result<RunningServer, ServerError> {
     let config = dir.read_config()?;
+    // Held while serving: a key rotation (which needs the server stopped) cannot start meanwhile.
+    let serving_lock = dir.lock_serving()?;
     let tls = tls::server_config(dir, config.allow_tls12)?;
     let listener =
         std::net::TcpListener::bind(listen).map_err(|e| ServerError::Bind(e.kind().to_string()))?;
@@ -141,7 +145,7 @@ pub async fn start_with_clock(
         storage,
         keys: Arc::new(phi::RecordKeys::from_master(&master)),
         // Per-device escrow keys come from this root, itself derived from the master key.
-        escrow_root: Arc::new(chartroom_crypto::escrow_key_for(&master, uuid::Uuid::nil())),
+        escrow_root: Arc::new(dir.escrow_root(&master)?),
         recovery: Arc::new(dir.recovery_keys()?),
         clock,
         anomaly: config.anomaly,
@@ -163,5 +167,5 @@ pub async fn start_with_clock(
         tokio::spawn(
             async move { server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await },
         );
-    Ok(RunningServer { addr, handle, task })
+    Ok(RunningServer { addr, handle, task, _serving_lock: serving_lock })
 }

@@ -125,6 +125,12 @@ enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Rotate the master key (with the server stopped): every patient key is re-wrapped and the
+    /// database re-keyed under a new key; resumable after a crash; audited.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Publish a signed release for the stations' in-app updater (the directory `scripts/release`
     /// wrote: manifest.json, manifest.json.minisig and the packages). Works while serving.
     Updates {
@@ -154,6 +160,16 @@ enum IncidentsCommand {
         data_dir: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Replace the master key (or finish a rotation that was interrupted). Stop the server first;
+    /// take a new backup afterwards (older backups need the old key, which is destroyed).
+    Rotate {
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 
@@ -402,6 +418,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Openapi => print!("{}", chartroom_server::openapi_json()),
+        Command::Keys { command: KeysCommand::Rotate { data_dir } } => {
+            let r = chartroom_server::rotation::rotate_master_key(&DataDir::new(data_dir), wall_now())?;
+            let how = if r.resumed { "interrupted rotation finished" } else { "master key rotated" };
+            println!(
+                "{how}: {} of {} patient keys re-wrapped; the old key is destroyed — take a new backup now",
+                r.rewrapped, r.patients
+            );
+        }
         Command::Updates { command: UpdatesCommand::Publish { data_dir, from } } => {
             let p = chartroom_server::updates::publish(&DataDir::new(data_dir), &from, wall_now())?;
             println!("published {} ({} packages)", p.version, p.packages);

@@ -96,6 +96,16 @@ impl RecordKeys {
         self.key.unwrap_patient_key(p.id, &p.wrapped_key).map_err(|_| ServerError::Damaged("server.db"))
     }
 
+    /// Whether a stored patient's key opens under these keys (a rotation skips those already done).
+    pub fn opens(&self, p: &SealedPatient) -> bool {
+        self.key.unwrap_patient_key(p.id, &p.wrapped_key).is_ok()
+    }
+
+    /// Wraps a patient's key under these keys.
+    pub fn wrap_patient_key(&self, patient_id: Uuid, key: &PatientKey) -> Vec<u8> {
+        self.key.wrap_patient_key(patient_id, key)
+    }
+
     /// A stored patient's key wrapped for an online device (under its sync wrap key).
     pub fn wrap_for(&self, p: &SealedPatient, device: &DataKey) -> Result<Vec<u8>, ServerError> {
         Ok(device.wrap_patient_key(p.id, &self.patient_key(p)?))

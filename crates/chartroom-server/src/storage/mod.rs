@@ -648,4 +648,18 @@ pub trait Storage: Send + Sync {
     ) -> Result<PullRows, ServerError>;
     /// Patient ids in id order after `after`, `limit` at a time (for export).
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError>;
+    /// Replaces patients' wrapped keys and MRN indexes (master key rotation), all in one transaction.
+    fn rewrap_patients(&self, rows: &[Rewrapped]) -> Result<(), ServerError>;
+    /// The PostgreSQL backend, for what only it has (its master key binding).
+    fn as_pg(&self) -> Option<&PgStorage> {
+        None
+    }
+}
+
+/// A patient's key and MRN index under a new master key.
+#[derive(Clone, Debug)]
+pub struct Rewrapped {
+    pub id: Uuid,
+    pub wrapped_key: Vec<u8>,
+    pub mrn_index: [u8; 32],
 }

@@ -25,7 +25,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{to_i64, to_i64_u, units_json, username_key, DeviceRow};
+use super::{to_i64, to_i64_u, units_json, username_key, DeviceRow, Rewrapped};
 use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
     IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, RecordVersion,
@@ -328,6 +328,22 @@ impl PgStorage {
                 ))
             }
         })
+    }
+
+    /// Moves the database's master key binding from `old` to `new` (master key rotation); a database
+    /// already bound to `new` stays so.
+    pub fn rebind_master_key(&self, old: &str, new: &str) -> Result<(), ServerError> {
+        self.block(async {
+            let c = self.client().await?;
+            c.execute_cached(
+                "UPDATE meta SET value = $2 WHERE key = 'master_key_check' AND value = $1",
+                &[&old, &new],
+            )
+            .await
+            .map_err(db)?;
+            Ok(())
+        })?;
+        self.bind_master_key(new)
     }
 
     /// Runs `work` to completion on the backend's runtime. Called where blocking is fine (a
@@ -1981,6 +1997,28 @@ impl Storage for PgStorage {
             };
             tx.commit().await.map_err(db)?;
             Ok(PullRows { patients, records, left, key_holders, upto, more, newest })
+        })
+    }
+
+    fn as_pg(&self) -> Option<&PgStorage> {
+        Some(self)
+    }
+
+    fn rewrap_patients(&self, rows: &[Rewrapped]) -> Result<(), ServerError> {
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.wrapped_key.as_slice()).collect();
+        let indexes: Vec<&[u8]> = rows.iter().map(|r| r.mrn_index.as_slice()).collect();
+        self.block(async {
+            let c = self.client().await?;
+            c.execute_cached(
+                "UPDATE patients SET wrapped_key = u.k, mrn_index = u.i
+                   FROM unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS u(id, k, i)
+                  WHERE patients.id = u.id",
+                &[&ids, &keys, &indexes],
+            )
+            .await
+            .map_err(db)?;
+            Ok(())
         })
     }
 

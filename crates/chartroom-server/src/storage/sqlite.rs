@@ -8,7 +8,7 @@ use chartroom_domain::{LoginThrottle, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
-use super::{to_i64, to_i64_u, units_json, username_key, DeviceRow};
+use super::{to_i64, to_i64_u, units_json, username_key, DeviceRow, Rewrapped};
 use super::{
     AppliedChange, AuditBase, BreakGlass, DeviceRecord, EnrolledDevice, Incident, IncomingChange,
     IncomingRecord, Ingested, Migrated, NewSession, NewUser, PullRows, RawEntry, RecordKind, RecordVersion,
@@ -207,6 +207,61 @@ impl SqliteStorage {
         let migrated =
             Migrated { from: u32::try_from(current).unwrap_or(0), to: u32::try_from(known).unwrap_or(0) };
         Ok((SqliteStorage { conn: Mutex::new(conn) }, migrated))
+    }
+
+    /// A consistent copy of the database file `from` (under `from_key`) as the new file `to` (0600)
+    /// under `to_key`: backups (same key) and master key rotation (the new key). Safe while the
+    /// server writes (SQLite's read snapshot).
+    pub(crate) fn export_copy(
+        from: &Path,
+        from_key: &chartroom_crypto::DataKey,
+        to: &Path,
+        to_key: &chartroom_crypto::DataKey,
+    ) -> Result<(), ServerError> {
+        let conn = Connection::open(from)?;
+        conn.execute_batch(&from_key.sqlcipher_key_statement())?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        drop(crate::datadir::create_new(to, 0o600)?);
+        let attach = zeroize::Zeroizing::new(format!(
+            "ATTACH DATABASE '{}' AS copy KEY {};",
+            to.display().to_string().replace('\'', "''"),
+            to_key.sqlcipher_key_statement().trim_start_matches("PRAGMA key = ").trim_end_matches(';')
+        ));
+        conn.execute_batch(&attach)?;
+        conn.query_row("SELECT sqlcipher_export('copy')", [], |_| Ok(()))?;
+        conn.execute_batch(&format!("PRAGMA copy.user_version = {version}; DETACH DATABASE copy;"))?;
+        Ok(())
+    }
+
+    /// Re-keys the database file at `path` from `old` to `new` (no other connection may be open):
+    /// a full copy under the new key is written and synced beside it, then renamed over it, so a
+    /// crash leaves the file entirely under one key or the other.
+    pub(crate) fn rekey_file(path: &Path, old: &[u8; 32], new: &[u8; 32]) -> Result<(), ServerError> {
+        let (old_key, new_key) = (Self::database_key(old), Self::database_key(new));
+        let tmp = path.with_extension("db.rekey");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            // Everything in the write-ahead log goes into the file first: the copy is made from it,
+            // and the old log must not outlive the file it belongs to.
+            let conn = Connection::open(path)?;
+            conn.execute_batch(&old_key.sqlcipher_key_statement())?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Self::export_copy(path, &old_key, &tmp, &new_key)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        for suffix in ["-wal", "-shm"] {
+            match std::fs::remove_file(format!("{}{suffix}", path.display())) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// The database key: an HKDF subkey of the master key, never the master key itself.
@@ -1079,6 +1134,20 @@ impl Storage for SqliteStorage {
             }
         }
         Ok(PullRows { patients, records, left, key_holders, upto, more, newest })
+    }
+
+    fn rewrap_patients(&self, rows: &[Rewrapped]) -> Result<(), ServerError> {
+        let conn = self.conn()?;
+        let tx = write_tx(&conn)?;
+        {
+            let mut stmt =
+                tx.prepare_cached("UPDATE patients SET wrapped_key = ?2, mrn_index = ?3 WHERE id = ?1")?;
+            for r in rows {
+                stmt.execute(params![r.id.into_bytes(), r.wrapped_key, r.mrn_index])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn patient_ids(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, ServerError> {
