@@ -256,7 +256,12 @@ fn rotation_story(database_url: Option<String>) {
             .env("CHARTROOM_TEST_CRASH_AT", step)
             .output()
             .unwrap();
-        assert!(!crashed.status.success(), "{step}: the rotation was killed");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&crashed.status),
+            Some(6),
+            "{step}: killed at the step, not failed before it: {}",
+            String::from_utf8_lossy(&crashed.stderr)
+        );
         // Nothing else runs on a half-rotated data directory, and it says what to do.
         let out = run(&["audit", "verify", "--data-dir", d]);
         assert!(!out.status.success());

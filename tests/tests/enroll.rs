@@ -431,3 +431,192 @@ fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
     let trail = admin(&["audit", "export", "--data-dir", d, "--format", "jsonl"], None);
     assert!(trail.contains("device_revoke"), "revocation audited");
 }
+
+/// The station's data key rotation with the real binaries, killed at each step: after staging the
+/// new key's slots (the database has not moved: the rotation is dropped at the next unlock, every
+/// slot still works) and after the database moved (the next unlock of the rotating user finishes
+/// it; other users log in online once). A change recorded offline before any of it still reaches
+/// the server, the chain verifies, and every step is in the trail.
+#[test]
+fn station_data_key_rotation_survives_a_crash_at_every_step() {
+    if chartroom_station::OsKeyring::connect().is_err() {
+        assert!(std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none(), "the OS keyring is required");
+        eprintln!("skipped: no OS keyring");
+        return;
+    }
+    use chartroom_tests::{admin, run_with_stdin, station_command, Serving};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("server");
+    let d = d.to_str().unwrap();
+    let init = admin(&["init", "--data-dir", d], None);
+    let fingerprint = init.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().trim().to_owned();
+    for name in ["kim.rn", "lee.rn"] {
+        admin(
+            &[
+                "user",
+                "add",
+                "--data-dir",
+                d,
+                "--username",
+                name,
+                "--role",
+                "nurse",
+                "--unit",
+                "ICU",
+                "--password-stdin",
+            ],
+            Some(&format!("ward-{}-passphrase\n", &name[..3])),
+        );
+    }
+    admin(&["seed", "--data-dir", d, "--patients", "12", "--units", "ICU"], None);
+    let token = admin(
+        &["device", "token", "--data-dir", d, "--name", "icu-9", "--profile", "station", "--unit", "ICU"],
+        None,
+    );
+    let server = Serving::start(Path::new(d));
+    let profile = tmp.path().join("station");
+    let p = profile.to_str().unwrap().to_owned();
+    let run = |name: &str, args: &[&str], crash: Option<&str>| {
+        let mut c = station_command();
+        c.args(["--profile-dir", &p, "--username", name, "--password-stdin"]).args(args);
+        if let Some(step) = crash {
+            c.env("CHARTROOM_TEST_CRASH_AT", step);
+        }
+        let out = run_with_stdin(c, &format!("ward-{}-passphrase\n", &name[..3]));
+        if crash.is_some() {
+            // Killed at the step, not failed before reaching it.
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&out.status),
+                Some(6),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ok = |name: &str, args: &[&str]| {
+        let (success, out, err) = run(name, args, None);
+        assert!(success, "{name} {args:?}: {err}");
+        out
+    };
+    let mut c = station_command();
+    c.args([
+        "--profile-dir",
+        &p,
+        "enroll",
+        "--server",
+        &server.url,
+        "--fingerprint",
+        &fingerprint,
+        "--token",
+        token.trim(),
+    ]);
+    assert!(run_with_stdin(c, "").status.success());
+    ok("kim.rn", &["sync"]);
+    ok("lee.rn", &["sync"]);
+    let census: serde_json::Value = serde_json::from_str(&ok("kim.rn", &["census", "--json"])).unwrap();
+    let mrn = census[0]["mrn"].as_str().unwrap().to_owned();
+    ok("kim.rn", &["vitals", "--mrn", &mrn, "--hr", "123"]);
+    let slots = || std::fs::read_to_string(profile.join("keyslots.json")).unwrap();
+
+    // Killed after the new key's slots were staged: the database never moved.
+    let (success, _, _) = run("kim.rn", &["keys", "rotate"], Some("dek:staged"));
+    assert!(!success);
+    assert!(slots().contains("\"pending\": {"), "the new key's slots were staged");
+    ok("lee.rn", &["census"]);
+    assert!(slots().contains("\"pending\": null"), "dropped at the next unlock");
+    assert!(!profile.join("cache.db.rekey").exists());
+
+    // Killed after the database moved to the new key: the rotating user's unlock finishes it.
+    let (success, _, _) = run("kim.rn", &["keys", "rotate"], Some("dek:moved"));
+    assert!(!success);
+    // Lee's slot was over the old key: the CLI logs her in online instead, whose escrow slot of
+    // the new key opens the database and finishes the rotation; kim's new slot works too.
+    ok("lee.rn", &["census"]);
+    assert!(slots().contains("\"pending\": null"));
+    ok("kim.rn", &["census"]);
+    ok("lee.rn", &["census"]);
+
+    // A rotation that runs to the end; then the offline change reaches the server.
+    assert!(ok("kim.rn", &["keys", "rotate"]).contains("data key rotated"));
+    let synced = ok("kim.rn", &["sync"]);
+    assert!(synced.contains("1 applied"), "{synced}");
+    let chart: serde_json::Value =
+        serde_json::from_str(&ok("kim.rn", &["chart", "--mrn", &mrn, "--json"])).unwrap();
+    assert!(
+        chart["observations"].as_array().unwrap().iter().any(|o| o["value"] == 123.0),
+        "the vitals survived"
+    );
+    assert!(ok("kim.rn", &["audit", "verify"]).starts_with("audit ok"));
+    ok("kim.rn", &["sync"]);
+    let trail = admin(&["audit", "export", "--data-dir", d, "--format", "jsonl"], None);
+    assert_eq!(trail.matches("\"key_rotate\"").count(), 2, "the finished and the whole rotation");
+    assert_eq!(trail.matches("\"key_rotate_abandoned\"").count(), 1);
+}
+
+/// The policy's `key_rotation`: an online login once the data key is older than that rotates it
+/// (not before); the other users' slots go with the old key and the rotating user's new slot works
+/// offline.
+#[tokio::test]
+async fn the_data_key_rotates_on_the_policy_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    let report = init(&dir, &InitOptions::default()).unwrap();
+    let storage = dir.open_storage().unwrap();
+    let pw = |name: &str| Password::new(format!("{}-long-passphrase", &name[..3]));
+    for name in ["kim.rn", "lee.rn"] {
+        chartroom_server::users::add_user(
+            &*storage,
+            name,
+            Role::Nurse,
+            vec!["ICU".into()],
+            &pw(name),
+            wall_now(),
+        )
+        .unwrap();
+    }
+    let token = chartroom_server::devices::issue_token(
+        &*storage,
+        "icu-rotating",
+        DeviceProfile::Station,
+        vec!["ICU".into()],
+        Duration::from_secs(600),
+        wall_now(),
+    )
+    .unwrap();
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client =
+        ServerClient::new(&format!("https://localhost:{}", server.addr.port()), &report.fingerprint).unwrap();
+    let ks = keystore();
+    let profile = Profile::new(tmp.path().join("station"));
+    let enrolled =
+        LockedVault::enroll(profile.clone(), ks.clone(), &client, &report.fingerprint, &token, wall_now())
+            .await
+            .unwrap();
+    let policy =
+        chartroom_station::MachinePolicy::parse("key_rotation = \"1d\"\n", Path::new("policy.toml")).unwrap();
+    let locked = LockedVault::open(profile.clone(), ks.clone(), wall_now())
+        .unwrap()
+        .with_machine_policy(policy)
+        .unwrap();
+    for name in ["kim.rn", "lee.rn"] {
+        locked.login_online(&client, name, &pw(name), wall_now()).await.unwrap().lock();
+    }
+    assert_eq!(profile.dek_since().unwrap(), None, "not due yet: no rotation");
+    assert_eq!(profile.usernames().unwrap().len(), 2);
+
+    let later = wall_now().plus(Duration::from_secs(2 * 86_400));
+    locked.login_online(&client, "kim.rn", &pw("kim.rn"), later).await.unwrap().lock();
+    assert_eq!(profile.dek_since().unwrap(), Some(later), "rotated at the first online login after a day");
+    assert_eq!(profile.usernames().unwrap(), ["kim.rn"], "the other slot went with the old key");
+    assert!(matches!(locked.unlock("lee.rn", &pw("lee.rn"), later), Err(StationError::UnknownUser)));
+    let vault = locked.unlock("kim.rn", &pw("kim.rn"), later).unwrap();
+    assert!(vault.verify_audit().unwrap().is_ok());
+    vault.lock();
+    let _ = ks.delete(enrolled.device_id());
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}

@@ -208,6 +208,10 @@ pub struct TokenResponse {
     pub user: UserInfo,
     /// This device's escrow key again (64 hex digits), so a first login can open the station's data.
     pub escrow_key: String,
+    /// The server's recovery public key (64 hex digits; with the escrow key only), which a station
+    /// rotating its data key seals the new key's recovery slot to. Empty from older servers.
+    #[serde(default)]
+    pub recovery_public_key: String,
 }
 
 impl std::fmt::Debug for TokenResponse {

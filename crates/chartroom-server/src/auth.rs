@@ -332,6 +332,7 @@ fn token_response(access: Zeroizing<String>, refresh: Zeroizing<String>, user: U
         refresh_expires_in_s: REFRESH_TOKEN_LIFETIME.as_secs(),
         user,
         escrow_key: String::new(),
+        recovery_public_key: String::new(),
     }
 }
 

@@ -211,6 +211,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// This station's data key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Signed updates from the enrolled server (unless the machine policy switched them off).
     Update {
         #[command(subcommand)]
@@ -224,6 +229,13 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Log in online and rotate the data key now (the policy's `key_rotation` does it on a
+    /// schedule): the database is re-encrypted under a new key; other users log in online once.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -664,6 +676,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(b) => anyhow::bail!("{b}"),
             }
         }
+        Command::Keys { command: KeysCommand::Rotate } => {
+            let username = cli.username.as_deref().context("--username is required")?;
+            anyhow::ensure!(cli.password_stdin, "--password-stdin is required");
+            let password = read_password()?;
+            let locked = open_locked(&cli, Arc::new(OsKeyring::connect()?))?;
+            let client = locked.server_client()?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let vault =
+                runtime.block_on(locked.rotate_data_key(&client, username, &password, clock::wall_now()))?;
+            vault.lock();
+            writeln!(out, "data key rotated: the database is re-encrypted under a new key; other users log in online once")?;
+        }
         Command::Update { command, format } => {
             use chartroom_station::update::{self, Offer, TrustedKey, UpdateError};
             let policy = MachinePolicy::load_system()?;
@@ -733,6 +757,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 |r| r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
             );
             writeln!(out, "allowed_roles: {roles}")?;
+            writeln!(out, "key_rotation: {} d", policy.key_rotation().as_secs() / 86_400)?;
             writeln!(out, "updates: {}", if policy.updates_enabled() { "on" } else { "off" })?;
         }
     }

@@ -17,6 +17,11 @@ pub const SYSTEM_POLICY_FILE: &str = "/etc/chartroom/policy.toml";
 /// [`SYSTEM_POLICY_FILE`] and nothing else, so a user cannot hand the app a policy of their own.
 pub const POLICY_FILE_ENV: &str = "CHARTROOM_POLICY_FILE";
 
+const DAY: u64 = 86_400;
+const KEY_ROTATION_MIN: Duration = Duration::from_secs(DAY);
+const KEY_ROTATION_MAX: Duration = Duration::from_secs(365 * DAY);
+const KEY_ROTATION_DEFAULT: Duration = Duration::from_secs(90 * DAY);
+
 /// One key of the policy file, as the IT guide documents it.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyKey {
@@ -96,6 +101,15 @@ pub const KEYS: &[PolicyKey] = &[
         example: "[\"nurse\", \"physician\", \"auditor\"]",
     },
     PolicyKey {
+        name: "key_rotation",
+        kind: "duration string, 1 d–365 d",
+        default: "90 d",
+        meaning: "How old the station's data key may get. At the first online login after that, the \
+                  database is re-encrypted under a new key; the other users' key slots go with the old \
+                  key, so each of them logs in online once more. Audited.",
+        example: "\"30d\"",
+    },
+    PolicyKey {
         name: "updates",
         kind: "`\"on\"` or `\"off\"`",
         default: "`\"on\"`",
@@ -122,6 +136,7 @@ pub struct MachinePolicy {
     pub allowed_roles: Option<Vec<Role>>,
     /// `Some(false)` when IT switched the in-app updater off.
     updates: Option<bool>,
+    key_rotation: Option<Duration>,
 }
 
 /// A policy file that cannot be used. The message names the file and the key.
@@ -233,6 +248,13 @@ impl MachinePolicy {
                     }
                     p.allowed_roles = Some(roles);
                 }
+                "key_rotation" => {
+                    let d = duration(value).map_err(|m| bad(&m))?;
+                    if !(KEY_ROTATION_MIN..=KEY_ROTATION_MAX).contains(&d) {
+                        return Err(bad("between 1d and 365d"));
+                    }
+                    p.key_rotation = Some(d);
+                }
                 "updates" => {
                     p.updates = Some(match value.as_str() {
                         Some("on") => true,
@@ -281,6 +303,11 @@ impl MachinePolicy {
     /// Whether a user with `role` may log in on this device.
     pub fn allows(&self, role: Role) -> bool {
         self.allowed_roles.as_ref().is_none_or(|r| r.contains(&role))
+    }
+
+    /// How old the station's data key may get before an online login rotates it.
+    pub fn key_rotation(&self) -> Duration {
+        self.key_rotation.unwrap_or(KEY_ROTATION_DEFAULT)
     }
 
     /// Whether the in-app updater may run.
@@ -435,6 +462,7 @@ mod tests {
             ("allowed_roles = []", "allowed_roles"),
             ("allowed_roles = [\"surgeon\"]", "allowed_roles"),
             ("updates = true", "updates"),
+            ("key_rotation = \"12h\"", "key_rotation"),
             ("station_name = \"\"", "station_name"),
         ];
         for (text, key) in cases {

@@ -79,6 +79,22 @@ struct SlotFile {
     /// Hex of the escrow slot (the data key for first online logins).
     #[serde(default)]
     escrow: Option<String>,
+    /// When the current data key was made (`None`: at enrollment, `device.json`'s `created_at`).
+    #[serde(default)]
+    dek_since: Option<Timestamp>,
+    /// A data key rotation under way: the new key's slots, written before the database moves to
+    /// the new key. The next unlock finds out which key the database is under, and either adopts
+    /// these (the database moved) or drops them (it had not).
+    #[serde(default)]
+    pending: Option<PendingSlots>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PendingSlots {
+    user: SlotRecord,
+    escrow: String,
+    recovery: Option<String>,
+    since: Timestamp,
 }
 
 /// A user known to this device (has a key slot).
@@ -261,6 +277,91 @@ impl Profile {
         Ok(removed)
     }
 
+    /// When the current data key was made (`None`: at enrollment).
+    pub fn dek_since(&self) -> Result<Option<Timestamp>, StationError> {
+        Ok(self.read_slot_file()?.dek_since)
+    }
+
+    /// Whether a data key rotation was interrupted before its last step.
+    pub fn has_pending_rotation(&self) -> Result<bool, StationError> {
+        Ok(self.read_slot_file()?.pending.is_some())
+    }
+
+    /// Records the slots of a new data key (the rotating user's, the escrow and the recovery
+    /// slot) beside the current ones, before the database moves to the new key.
+    pub fn stage_key_rotation(
+        &self,
+        user: &SlotUser,
+        escrow: &chartroom_crypto::EscrowSlot,
+        recovery: Option<&RecoverySlot>,
+        since: Timestamp,
+    ) -> Result<(), StationError> {
+        let mut file = self.read_slot_file()?;
+        file.pending = Some(PendingSlots {
+            user: SlotRecord {
+                user_id: user.user_id,
+                username: user.username.clone(),
+                slot: to_hex(user.slot.as_bytes()),
+                sha256: to_hex(&Sha256::digest(user.slot.as_bytes())),
+                role: user.role,
+                last_online: user.last_online,
+                units: user.units.clone(),
+            },
+            escrow: to_hex(escrow.as_bytes()),
+            recovery: recovery.map(|r| to_hex(r.as_bytes())),
+            since,
+        });
+        self.write_slot_file(&file)
+    }
+
+    /// The new data key's slot for `username`, while a rotation is pending.
+    pub fn pending_slot_for(&self, username: &str) -> Result<Option<KeySlot>, StationError> {
+        let file = self.read_slot_file()?;
+        let Some(p) = file.pending.filter(|p| p.user.username.eq_ignore_ascii_case(username)) else {
+            return Ok(None);
+        };
+        let bytes = from_hex(&p.user.slot).ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        KeySlot::from_bytes(&bytes).map(Some).map_err(|_| StationError::ProfileDamaged("keyslots.json"))
+    }
+
+    /// The new data key's escrow slot, while a rotation is pending.
+    pub fn pending_escrow_slot(&self) -> Result<Option<chartroom_crypto::EscrowSlot>, StationError> {
+        let Some(p) = self.read_slot_file()?.pending else { return Ok(None) };
+        let bytes = from_hex(&p.escrow).ok_or(StationError::ProfileDamaged("keyslots.json"))?;
+        chartroom_crypto::EscrowSlot::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|_| StationError::ProfileDamaged("keyslots.json"))
+    }
+
+    /// The database moved to the new data key: its slots become the slots, in one atomic write.
+    /// Every other user's slot goes (sealed over the old key); they log in online once again.
+    /// Returns how many were dropped.
+    pub fn commit_key_rotation(&self) -> Result<usize, StationError> {
+        let mut file = self.read_slot_file()?;
+        let Some(p) = file.pending.take() else { return Ok(0) };
+        let dropped = file.users.iter().filter(|u| u.user_id != p.user.user_id).count();
+        file.users = vec![p.user];
+        file.escrow = Some(p.escrow);
+        file.recovery = p.recovery;
+        file.dek_since = Some(p.since);
+        self.write_slot_file(&file)?;
+        Ok(dropped)
+    }
+
+    /// The database never moved to the new data key: its slots are dropped (and a half-written
+    /// copy of the database with them).
+    pub fn abandon_key_rotation(&self) -> Result<(), StationError> {
+        let mut file = self.read_slot_file()?;
+        if file.pending.take().is_some() {
+            self.write_slot_file(&file)?;
+        }
+        match fs::remove_file(PathBuf::from(format!("{}.rekey", self.database_path().display()))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn put_recovery_slot(&self, slot: &RecoverySlot) -> Result<(), StationError> {
         let mut file = self.read_slot_file()?;
         file.recovery = Some(to_hex(slot.as_bytes()));
@@ -370,6 +471,7 @@ impl Profile {
             self.events_path(),
             PathBuf::from(format!("{}-wal", db.display())),
             PathBuf::from(format!("{}-shm", db.display())),
+            PathBuf::from(format!("{}.rekey", db.display())),
             db,
         ]
     }

@@ -48,6 +48,14 @@ pub struct LockedVault {
     lock_policy: LockPolicy,
 }
 
+/// Debug builds only: aborts the process at the named step when `CHARTROOM_TEST_CRASH_AT` names
+/// it, so that tests can prove an interrupted key rotation loses nothing.
+fn crash_point(name: &str) {
+    if cfg!(debug_assertions) && std::env::var("CHARTROOM_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+}
+
 /// A 32-byte key from 64 hex digits (from the server).
 fn decode_key(hex: &str) -> Result<zeroize::Zeroizing<[u8; 32]>> {
     if hex.len() != 64 {
@@ -376,7 +384,7 @@ impl LockedVault {
             let session = crate::oversight::OversightSession::new(self.clone(), &tokens)?;
             return Ok(crate::oversight::Login::Oversight(session));
         }
-        self.open_online(&secret, &tokens, password, now).map(crate::oversight::Login::Clinical)
+        self.open_online(&secret, &tokens, password, now, false).map(crate::oversight::Login::Clinical)
     }
 
     /// Logs `username` in online: the server checks the password (and throttles); on success the
@@ -391,7 +399,21 @@ impl LockedVault {
         now: Timestamp,
     ) -> Result<UnlockedVault> {
         let (secret, tokens) = self.server_login(client, username, password, now).await?;
-        self.open_online(&secret, &tokens, password, now)
+        self.open_online(&secret, &tokens, password, now, false)
+    }
+
+    /// Logs `username` in online and rotates this station's data key now, whatever the policy's
+    /// schedule says (after a suspected exposure): see [`LockedVault::login_online`] and the
+    /// rotation steps in `open_online`.
+    pub async fn rotate_data_key(
+        &self,
+        client: &chartroom_client::ServerClient,
+        username: &str,
+        password: &Password,
+        now: Timestamp,
+    ) -> Result<UnlockedVault> {
+        let (secret, tokens) = self.server_login(client, username, password, now).await?;
+        self.open_online(&secret, &tokens, password, now, true)
     }
 
     /// The server's side of a login: a revoked device wipes itself, a disabled account loses its
@@ -433,12 +455,17 @@ impl LockedVault {
     }
 
     /// Opens the store with the escrow key of an online login and (re)writes the user's slot.
+    ///
+    /// The data key is rotated here when the policy's interval has passed since it was made (or
+    /// when `rotate` asks): only an online login has what every slot of the new key needs — this
+    /// user's password, the escrow key and the server's recovery public key.
     fn open_online(
         &self,
         secret: &DeviceSecret,
         tokens: &chartroom_protocol::TokenResponse,
         password: &Password,
         now: Timestamp,
+        rotate: bool,
     ) -> Result<UnlockedVault> {
         if tokens.escrow_key.is_empty() {
             // The server confirmed the password but this user may read no patient on this device.
@@ -448,6 +475,10 @@ impl LockedVault {
         let user_id: Uuid = tokens.user.id.parse().map_err(|_| StationError::ServerAnswer)?;
         let escrow = self.profile.escrow_slot()?.ok_or(StationError::ProfileDamaged("keyslots.json"))?;
         let dek = escrow.open(&escrow_key, secret, self.device.device_id)?;
+        let dek = self.settle_rotation(dek, || match self.profile.pending_escrow_slot()? {
+            Some(slot) => Ok(Some(slot.open(&escrow_key, secret, self.device.device_id)?)),
+            None => Ok(None),
+        })?;
         let slot_version = match self.profile.slot_for(&tokens.user.username)? {
             Some(existing) => existing.slot.slot_version().saturating_add(1),
             None => 1,
@@ -470,6 +501,16 @@ impl LockedVault {
             &slot,
         )?;
         let store = self.open_store(dek)?;
+        let since = self.profile.dek_since()?.unwrap_or(self.device.created_at);
+        let due = now.since(since) >= self.machine.key_rotation() && !tokens.recovery_public_key.is_empty();
+        let (store, rotated) = if rotate || due {
+            let holder = (user_id, slot_version.saturating_add(1));
+            let (store, dropped) =
+                self.rotate_key(store, secret, password, holder, tokens, &escrow_key, now)?;
+            (store, Some(dropped))
+        } else {
+            (store, None)
+        };
         let mut vault = UnlockedVault {
             locked: self.clone(),
             user_id,
@@ -487,7 +528,101 @@ impl LockedVault {
         let mut e = chartroom_audit::Event::new(now, "login", "session", "ok");
         e.resource_id = Some("online".into());
         vault.store.record(&actor, e)?;
+        if let Some(dropped) = rotated {
+            let mut e = chartroom_audit::Event::new(now, "key_rotate", "data_key", "ok");
+            e.resource_id =
+                Some(format!("{dropped} other users' key slots removed; they log in online once"));
+            vault.store.record(&actor, e)?;
+        }
         Ok(vault)
+    }
+
+    /// Which of the current and the pending data key (of an interrupted rotation) the database is
+    /// under: the rotation is finished (the database had moved) or dropped (it had not), and the
+    /// key that opens the database is returned. A user with no slot for that key is told to log in
+    /// online once.
+    fn settle_rotation(
+        &self,
+        current: DataKey,
+        pending: impl FnOnce() -> Result<Option<DataKey>>,
+    ) -> Result<DataKey> {
+        if !self.profile.has_pending_rotation()? {
+            return Ok(current);
+        }
+        let path = self.profile.database_path();
+        let now = crate::clock::wall_now();
+        if Store::key_opens(&path, &current)? {
+            self.profile.abandon_key_rotation()?;
+            self.profile.record_event(
+                now,
+                "key_rotate_abandoned",
+                serde_json::json!({ "key": "data_key" }),
+            )?;
+            return Ok(current);
+        }
+        match pending()? {
+            Some(new) if Store::key_opens(&path, &new)? => {
+                let dropped = self.profile.commit_key_rotation()?;
+                self.profile.record_event(
+                    now,
+                    "key_rotate",
+                    serde_json::json!({ "key": "data_key", "finished_after_interruption": true, "slots_removed": dropped }),
+                )?;
+                Ok(new)
+            }
+            _ => Err(StationError::UnknownUser),
+        }
+    }
+
+    /// Rotates the data key of an open store: the new key's slots (this user's, the escrow and the
+    /// recovery slot) are recorded as pending, the database moves to the new key (an atomic
+    /// rename), then the pending slots become the slots and every other user's slot goes. A crash
+    /// between any two steps is settled at the next unlock. Returns the store under the new key
+    /// and how many other users' slots were dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn rotate_key(
+        &self,
+        store: Store,
+        secret: &DeviceSecret,
+        password: &Password,
+        (user_id, slot_version): (Uuid, u32),
+        tokens: &chartroom_protocol::TokenResponse,
+        escrow_key: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<(Store, usize)> {
+        if tokens.recovery_public_key.is_empty() {
+            return Err(StationError::ServerAnswer);
+        }
+        let recovery = RecoveryPublicKey::from_bytes(*decode_key(&tokens.recovery_public_key)?);
+        let new = DataKey::generate();
+        let device_id = self.device.device_id;
+        let user = crate::profile::SlotUser {
+            user_id,
+            username: tokens.user.username.clone(),
+            slot: KeySlot::seal(
+                &new,
+                password,
+                secret,
+                user_id,
+                device_id,
+                slot_version,
+                KdfParams::DEFAULT,
+            )?,
+            role: Some(tokens.user.role),
+            last_online: Some(now),
+            units: tokens.user.units.clone(),
+        };
+        self.profile.stage_key_rotation(
+            &user,
+            &EscrowSlot::seal(&new, escrow_key, secret, device_id),
+            Some(&RecoverySlot::seal(&new, &recovery, device_id)?),
+            now,
+        )?;
+        crash_point("dek:staged");
+        let store = store.rotate_key(new, self.store_options)?;
+        crash_point("dek:moved");
+        let dropped = self.profile.commit_key_rotation()?;
+        Ok((store, dropped))
     }
 
     /// Moves what happened while the database was closed (failed logins, refused keyrings) into the
@@ -604,6 +739,10 @@ impl LockedVault {
         let user = self.profile.slot_for(username)?.ok_or(StationError::UnknownUser)?;
         let secret = self.keystore.load(self.device.device_id)?;
         let dek = user.slot.open(password, &secret, user.user_id, self.device.device_id)?;
+        let dek = self.settle_rotation(dek, || match self.profile.pending_slot_for(username)? {
+            Some(slot) => Ok(Some(slot.open(password, &secret, user.user_id, self.device.device_id)?)),
+            None => Ok(None),
+        })?;
         let store = self.open_store(dek)?;
         Ok(UnlockedVault {
             locked: self.clone(),

@@ -202,6 +202,85 @@ impl Store {
         conn.close().map_err(|(_, e)| StoreError::from(e))
     }
 
+    /// Whether the database at `path` opens with `dek` (an interrupted key rotation: which key is it
+    /// under?). Reads page 1 only; changes nothing.
+    pub fn key_opens(path: &Path, dek: &DataKey) -> Result<bool> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA cipher_log_level = NONE")?;
+        conn.execute_batch(&dek.sqlcipher_key_statement())?;
+        Ok(conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).is_ok())
+    }
+
+    /// Re-keys this store under `new` (a data key rotation) and reopens it: a complete copy is
+    /// written beside the file under the new key, with every patient key re-wrapped and every MRN
+    /// index recomputed under it, synced, and renamed over the old file — so a crash leaves the
+    /// database wholly under one key or the other, never between.
+    pub fn rotate_key(self, new: DataKey, options: StoreOptions) -> Result<Store> {
+        let path = self.path.clone();
+        let copy_path = with_suffix(&path, ".rekey");
+        let _ = std::fs::remove_file(&copy_path);
+        // The store's connection may not create files: the copy is made here, private.
+        let mut create = std::fs::OpenOptions::new();
+        create.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut create, 0o600);
+        drop(create.open(&copy_path)?);
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let attach = zeroize::Zeroizing::new(format!(
+            "ATTACH DATABASE '{}' AS rekeyed KEY {};",
+            copy_path.display().to_string().replace('\'', "''"),
+            new.sqlcipher_key_statement().trim_start_matches("PRAGMA key = ").trim_end_matches(';')
+        ));
+        self.conn.execute_batch(&attach)?;
+        self.conn.query_row("SELECT sqlcipher_export('rekeyed')", [], |_| Ok(()))?;
+        let version: i64 = self.conn.query_row("PRAGMA main.user_version", [], |r| r.get(0))?;
+        self.conn.execute_batch(&format!("PRAGMA rekeyed.user_version = {version};"))?;
+        let Store { conn, mut keys, .. } = self;
+        {
+            let tx = conn.unchecked_transaction()?;
+            let wrapped: Vec<(Vec<u8>, Vec<u8>)> = tx
+                .prepare("SELECT patient_id, wrapped FROM rekeyed.patient_keys")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, old_wrapped) in wrapped {
+                let patient_id = Uuid::from_slice(&id).map_err(|_| StoreError::Damaged)?;
+                let key = keys.dek.unwrap_patient_key(patient_id, &old_wrapped)?;
+                tx.prepare_cached("UPDATE rekeyed.patient_keys SET wrapped = ?2 WHERE patient_id = ?1")?
+                    .execute(params![id, new.wrap_patient_key(patient_id, &key)])?;
+            }
+            let bodies: Vec<(Vec<u8>, Vec<u8>)> = tx
+                .prepare("SELECT id, body FROM rekeyed.patients")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, body) in bodies {
+                let patient_id = Uuid::from_slice(&id).map_err(|_| StoreError::Damaged)?;
+                let patient: Patient = keys.open(&tx, patient_id, patient_id, PATIENT_FIELD, &body)?;
+                tx.prepare_cached("UPDATE rekeyed.patients SET mrn_index = ?2 WHERE id = ?1")?
+                    .execute(params![id, &new.blind_index(MRN_INDEX_DOMAIN, patient.mrn.trim())[..]])?;
+            }
+            tx.commit()?;
+        }
+        conn.execute_batch("DETACH DATABASE rekeyed;")?;
+        conn.close().map_err(|(_, e)| StoreError::from(e))?;
+        drop(keys);
+        std::fs::File::open(&copy_path)?.sync_all()?;
+        for suffix in ["-wal", "-shm"] {
+            match std::fs::remove_file(with_suffix(&path, suffix)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        std::fs::rename(&copy_path, &path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Store::open(&path, new, options)
+    }
+
     /// Reads every page and checks its HMAC (SQLCipher) and the b-tree structure (SQLite).
     pub fn integrity_check(&self) -> Result<()> {
         let mut problems = 0usize;

@@ -206,7 +206,12 @@ pub async fn login(
     on_blocking_pool(move || {
         match crate::auth::login(state.storage.as_ref(), &state.escrow_root, &req, state.clock.now(), &origin)
         {
-            Ok(tokens) => Json(tokens).into_response(),
+            Ok(mut tokens) => {
+                if !tokens.escrow_key.is_empty() {
+                    tokens.recovery_public_key = crate::hex::encode(state.recovery.public().as_bytes());
+                }
+                Json(tokens).into_response()
+            }
             Err(e) => e.into_response(),
         }
     })
