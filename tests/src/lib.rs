@@ -110,8 +110,14 @@ pub struct Serving {
 
 impl Serving {
     pub fn start(dir: &std::path::Path) -> Serving {
+        Serving::start_with_env(dir, &[])
+    }
+
+    /// [`Serving::start`] with extra environment variables (an HSM's configuration).
+    pub fn start_with_env(dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Serving {
         use std::io::BufRead;
         let mut child = server_command()
+            .envs(env.iter().copied())
             .args(["serve", "--data-dir", &dir.display().to_string(), "--listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

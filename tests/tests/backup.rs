@@ -293,3 +293,103 @@ fn postgres_master_key_rotation_survives_a_crash_at_every_step() {
     let Some(url) = fresh_postgres() else { return };
     rotation_story(Some(url));
 }
+
+/// A SoftHSM2 token for one test: its configuration file (for `SOFTHSM2_CONF`) and the URIs of a
+/// master wrapping key and a checkpoint signing key on it. `None` without SoftHSM2 (CI has it).
+fn softhsm(dir: &Path) -> Option<(std::path::PathBuf, String, String)> {
+    let module = "/usr/lib/softhsm/libsofthsm2.so";
+    if !Path::new(module).exists() {
+        assert!(std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none(), "SoftHSM2 is required in CI");
+        eprintln!("skipped: no SoftHSM2");
+        return None;
+    }
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "chartroom", "--pin", "4321", "--so-pin", "87654321"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pin = dir.join("hsm.pin");
+    std::fs::write(&pin, "4321\n").unwrap();
+    let uri = |object: &str| {
+        format!(
+            "pkcs11:token=chartroom;object={object}?module-path={module}&pin-source=file:{}",
+            pin.display()
+        )
+    };
+    Some((conf, uri("chartroom-master"), uri("chartroom-checkpoint")))
+}
+
+/// The master key wrapped by a key inside an HSM and the checkpoint signing key generated there:
+/// no key file on disk, every key use in the trail, checkpoints that verify, a master key rotation
+/// through the HSM, and a server that refuses to start — with a clear message — when the HSM is
+/// unavailable (wrong PIN, token gone).
+#[test]
+fn hsm_holds_the_master_key_and_the_checkpoint_signing_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((conf, master_uri, signing_uri)) = softhsm(tmp.path()) else { return };
+    let data = tmp.path().join("server");
+    let d = data.to_str().unwrap();
+    let hsm = |args: &[&str]| server_command().env("SOFTHSM2_CONF", &conf).args(args).output().unwrap();
+    let ok = |args: &[&str]| {
+        let out = hsm(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["init", "--data-dir", d, "--master-key", &master_uri, "--signing-key", &signing_uri]);
+    assert!(!data.join("keys/master.key").exists() && !data.join("keys/signing.key").exists());
+    assert!(data.join("keys/master.wrapped").exists());
+    ok(&["seed", "--data-dir", d, "--patients", "5"]);
+    assert!(ok(&["audit", "verify", "--data-dir", d]).starts_with("audit ok"));
+    {
+        let server = chartroom_tests::Serving::start_with_env(&data, &[("SOFTHSM2_CONF", conf.as_os_str())]);
+        assert!(server.url.starts_with("https://"));
+    }
+    let wrapped = std::fs::read(data.join("keys/master.wrapped")).unwrap();
+    assert!(ok(&["keys", "rotate", "--data-dir", d]).contains("master key rotated: 5 of 5"));
+    assert_ne!(
+        std::fs::read(data.join("keys/master.wrapped")).unwrap(),
+        wrapped,
+        "the new key, wrapped by the HSM"
+    );
+    assert!(ok(&["audit", "verify", "--data-dir", d]).starts_with("audit ok"));
+    let trail = ok(&["audit", "export", "--data-dir", d, "--format", "jsonl"]);
+    assert!(trail.contains("chartroom-master: open chartroom master key"), "master key uses are audited");
+    assert!(trail.contains("chartroom-checkpoint: sign audit checkpoint"), "signatures are audited");
+    assert!(trail.contains("chartroom-master: seal chartroom master key"), "the rotation's new key too");
+
+    // The HSM unavailable at start: the server refuses to serve and says why, on one line.
+    let refused = |out: std::process::Output, why: &str| {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the HSM is unavailable") && err.contains(why) && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+    };
+    std::fs::write(tmp.path().join("hsm.pin"), "0000\n").unwrap();
+    refused(hsm(&["serve", "--data-dir", d, "--listen", "127.0.0.1:0"]), "PIN");
+    std::fs::write(tmp.path().join("hsm.pin"), "4321\n").unwrap();
+    let empty = tmp.path().join("no-tokens.conf");
+    std::fs::create_dir_all(tmp.path().join("none")).unwrap();
+    std::fs::write(&empty, format!("directories.tokendir = {}\n", tmp.path().join("none").display()))
+        .unwrap();
+    let out = server_command()
+        .env("SOFTHSM2_CONF", &empty)
+        .args(["serve", "--data-dir", d, "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    refused(out, "no token labelled `chartroom`");
+}

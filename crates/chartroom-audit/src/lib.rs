@@ -327,12 +327,27 @@ impl Checkpoint {
         head: Digest32,
         at: Timestamp,
     ) -> Checkpoint {
+        match Checkpoint::sign_with(|m| Ok::<_, std::convert::Infallible>(key.sign(m)), prev, count, head, at)
+        {
+            Ok(c) => c,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Checkpoint::sign`] with a signer that may fail (a key in an HSM).
+    pub fn sign_with<E>(
+        sign: impl FnOnce(&[u8]) -> Result<Signature, E>,
+        prev: Option<&Checkpoint>,
+        count: u64,
+        head: Digest32,
+        at: Timestamp,
+    ) -> Result<Checkpoint, E> {
         let (number, prev_digest) = match prev {
             Some(p) => (p.number + 1, p.digest()),
             None => (1, Digest32::GENESIS),
         };
-        let signature = key.sign(&Checkpoint::message(number, count, &head, at, &prev_digest)).to_bytes();
-        Checkpoint { number, count, head, at, prev: prev_digest, signature }
+        let signature = sign(&Checkpoint::message(number, count, &head, at, &prev_digest))?.to_bytes();
+        Ok(Checkpoint { number, count, head, at, prev: prev_digest, signature })
     }
 
     /// Whether the signature is valid for `key`.

@@ -51,10 +51,64 @@ pub fn admin_action(
     storage.append_events(&[e])
 }
 
+/// The key that signs audit checkpoints: a seed in `keys/signing.key`, or an Ed25519 key pair in
+/// an HSM (`init --signing-key pkcs11:…`), whose every signature is recorded in the trail.
+pub enum CheckpointKey {
+    Local(SigningKey),
+    Hsm { key: crate::hsm::HsmKey, public: VerifyingKey },
+}
+
+impl std::fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointKey::Local(_) => f.write_str("CheckpointKey::Local(***)"),
+            CheckpointKey::Hsm { key, .. } => write!(f, "CheckpointKey::Hsm({key:?})"),
+        }
+    }
+}
+
+impl From<SigningKey> for CheckpointKey {
+    fn from(key: SigningKey) -> Self {
+        CheckpointKey::Local(key)
+    }
+}
+
+impl CheckpointKey {
+    pub fn verifying_key(&self) -> VerifyingKey {
+        match self {
+            CheckpointKey::Local(k) => k.verifying_key(),
+            CheckpointKey::Hsm { public, .. } => *public,
+        }
+    }
+
+    /// Signs `message` (the purge base).
+    fn sign_message(&self, message: &[u8], purpose: &str) -> Result<ed25519_dalek::Signature, ServerError> {
+        match self {
+            CheckpointKey::Local(k) => Ok(ed25519_dalek::Signer::sign(k, message)),
+            CheckpointKey::Hsm { key, .. } => key.sign(message, purpose),
+        }
+    }
+
+    fn sign(
+        &self,
+        prev: Option<&Checkpoint>,
+        count: u64,
+        head: Digest32,
+        at: Timestamp,
+    ) -> Result<Checkpoint, ServerError> {
+        match self {
+            CheckpointKey::Local(k) => Ok(Checkpoint::sign(k, prev, count, head, at)),
+            CheckpointKey::Hsm { key, .. } => {
+                Checkpoint::sign_with(|m| key.sign(m, "sign audit checkpoint"), prev, count, head, at)
+            }
+        }
+    }
+}
+
 /// Signs a checkpoint over the current trail if one is due; returns it.
 pub fn checkpoint_if_due(
     storage: &dyn Storage,
-    key: &SigningKey,
+    key: &CheckpointKey,
     now: Timestamp,
 ) -> Result<Option<Checkpoint>, ServerError> {
     let (count, head) = storage.audit_head()?;
@@ -68,8 +122,19 @@ pub fn checkpoint_if_due(
     if !due {
         return Ok(None);
     }
-    let checkpoint = Checkpoint::sign(key, last.as_ref(), count, head, now);
-    Ok(storage.add_checkpoint(&checkpoint)?.then_some(checkpoint))
+    let checkpoint = key.sign(last.as_ref(), count, head, now)?;
+    let added = storage.add_checkpoint(&checkpoint)?;
+    record_hsm_uses(storage)?;
+    Ok(added.then_some(checkpoint))
+}
+
+/// Puts the HSM key uses made since the last call into the trail.
+pub fn record_hsm_uses(storage: &dyn Storage) -> Result<(), ServerError> {
+    let uses = crate::hsm::take_uses();
+    if uses.is_empty() {
+        return Ok(());
+    }
+    storage.append_events(&uses)
 }
 
 /// What a clean verification covered.
@@ -206,7 +271,7 @@ pub struct Purged {
 /// point is signed as a checkpoint and recorded as the base later verifications start from.
 pub fn purge(
     storage: &dyn Storage,
-    key: &SigningKey,
+    key: &CheckpointKey,
     before: Timestamp,
     retention_days: u64,
     now: Timestamp,
@@ -249,7 +314,7 @@ pub fn purge(
         return Ok(Purged { entries: 0, remaining: total - start });
     }
     let last = storage.checkpoints()?.pop();
-    let checkpoint = Checkpoint::sign(key, last.as_ref(), server.seq, server.hash, now);
+    let checkpoint = key.sign(last.as_ref(), server.seq, server.hash, now)?;
     if !storage.add_checkpoint(&checkpoint)? {
         return Err(ServerError::RetentionRefused(
             "another process is writing checkpoints; try again".into(),
@@ -265,7 +330,8 @@ pub fn purge(
         purged_before: before,
         signature: String::new(),
     };
-    base.signature = crate::hex::encode(&ed25519_dalek::Signer::sign(key, &base_message(&base)).to_bytes());
+    base.signature =
+        crate::hex::encode(&key.sign_message(&base_message(&base), "sign audit purge base")?.to_bytes());
     let entries = storage.purge_audit(&base)?;
     let mut e = event(now, "audit_purge", "audit", "ok", &Origin::default());
     e.resource_id = Some(format!("{entries} entries before {before}"));

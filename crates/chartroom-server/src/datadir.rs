@@ -9,7 +9,10 @@
 //!                       directory, so backups of the database need not include it). With
 //!                       `--master-key keyring` it lives in the OS keyring instead (service
 //!                       `chartroom-server`, user `master-key:<server id>`) and this file is absent.
-//! DIR/keys/signing.key  Ed25519 seed for signed audit checkpoints (0600)
+//!                       With `--master-key pkcs11:…` it is kept wrapped by an AES key inside an
+//!                       HSM instead: DIR/keys/master.wrapped (see `hsm`).
+//! DIR/keys/signing.key  Ed25519 seed for signed audit checkpoints (0600); absent when
+//!                       `--signing-key pkcs11:…` keeps the key pair in an HSM
 //! DIR/keys/recovery.key X25519 private key (0600) that opens stations' recovery slots after an
 //!                       administrator approved a recovery. Data directories made before it existed
 //!                       get one at their first `serve` (or `device recover`); stations enrolled
@@ -50,6 +53,9 @@ pub struct ServerConfig {
     /// Where the master key is kept.
     #[serde(default)]
     pub master_key: MasterKeyStore,
+    /// Where the checkpoint signing key is kept.
+    #[serde(default)]
+    pub signing_key: SigningKeyStore,
     /// The anomaly rule: factor over the user's own hourly average, floor, baseline window.
     #[serde(default)]
     pub anomaly: crate::oversight::AnomalyRule,
@@ -88,7 +94,23 @@ pub enum MasterKeyStore {
     File,
     /// The OS keyring, under an entry named by this server's id.
     Keyring { server_id: uuid::Uuid },
+    /// `keys/master.wrapped`, sealed by the AES key a PKCS#11 URI names (an HSM).
+    Pkcs11 { uri: String },
 }
+
+/// Where the key that signs audit checkpoints lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "store", rename_all = "lowercase")]
+pub enum SigningKeyStore {
+    /// `keys/signing.key`, 0600.
+    #[default]
+    File,
+    /// An Ed25519 key pair in an HSM, named by a PKCS#11 URI.
+    Pkcs11 { uri: String },
+}
+
+/// What `keys/master.wrapped` is sealed for (the AES-GCM additional data in the HSM).
+const MASTER_PURPOSE: &str = "chartroom master key";
 
 const KEYRING_SERVICE: &str = "chartroom-server";
 
@@ -127,6 +149,10 @@ pub struct InitOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Keep the master key in the OS keyring instead of `keys/master.key`.
     pub master_key_in_keyring: bool,
+    /// Keep the master key wrapped by this HSM key (a PKCS#11 URI) instead.
+    pub master_key_hsm: Option<String>,
+    /// Keep the checkpoint signing key in this HSM (a PKCS#11 URI) instead of `keys/signing.key`.
+    pub signing_key_hsm: Option<String>,
     /// Use this PostgreSQL database (a `postgres://` URL) instead of the embedded one.
     pub database_url: Option<String>,
 }
@@ -139,6 +165,8 @@ impl std::fmt::Debug for InitOptions {
             .field("names", &self.names)
             .field("tls", &self.tls)
             .field("master_key_in_keyring", &self.master_key_in_keyring)
+            .field("master_key_hsm", &self.master_key_hsm)
+            .field("signing_key_hsm", &self.signing_key_hsm)
             .field("database_url", &self.database_url.as_ref().map(|_| "***"))
             .finish()
     }
@@ -151,6 +179,8 @@ impl Default for InitOptions {
             names: vec!["localhost".into(), "127.0.0.1".into()],
             tls: None,
             master_key_in_keyring: false,
+            master_key_hsm: None,
+            signing_key_hsm: None,
             database_url: None,
         }
     }
@@ -267,8 +297,20 @@ impl DataDir {
             MasterKeyStore::Keyring { server_id } => keyring()?
                 .read(KEYRING_SERVICE, &MasterKeyStore::keyring_user(&server_id))
                 .map_err(|e| ServerError::Keyring(e.to_string()))?,
+            MasterKeyStore::Pkcs11 { uri } => {
+                let wrapped = fs::read(self.wrapped_master_path())
+                    .map_err(|_| ServerError::Damaged("keys/master.wrapped"))?;
+                crate::hsm::HsmKey::parse(&uri)?.open(&wrapped, MASTER_PURPOSE)?
+            }
         };
         Ok(Zeroizing::new(bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.key"))?))
+    }
+
+    fn wrapped_master_path(&self) -> PathBuf {
+        self.dir.join("keys").join("master.wrapped")
+    }
+    fn wrapped_next_master_path(&self) -> PathBuf {
+        self.dir.join("keys").join("master.next.wrapped")
     }
 
     fn rotation_marker_path(&self) -> PathBuf {
@@ -334,6 +376,11 @@ impl DataDir {
                     Err(e) => return Err(ServerError::Keyring(e.to_string())),
                 }
             }
+            MasterKeyStore::Pkcs11 { uri } => match fs::read(self.wrapped_next_master_path()) {
+                Ok(wrapped) => crate::hsm::HsmKey::parse(&uri)?.open(&wrapped, MASTER_PURPOSE)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
         };
         let key: [u8; 32] =
             bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/master.next"))?;
@@ -352,6 +399,11 @@ impl DataDir {
             MasterKeyStore::Keyring { server_id } => keyring()?
                 .write(KEYRING_SERVICE, &MasterKeyStore::next_keyring_user(&server_id), new)
                 .map_err(|e| ServerError::Keyring(e.to_string()))?,
+            MasterKeyStore::Pkcs11 { uri } => {
+                let path = self.wrapped_next_master_path();
+                let _ = fs::remove_file(&path);
+                write_new(&path, &crate::hsm::HsmKey::parse(&uri)?.seal(new, MASTER_PURPOSE)?, 0o600)?;
+            }
         }
         if !self.rotation_marker_path().exists() {
             write_new(&self.rotation_marker_path(), b"", 0o600)?;
@@ -377,6 +429,11 @@ impl DataDir {
                 let err = |e: chartroom_keyring::KeystoreError| ServerError::Keyring(e.to_string());
                 k.write(KEYRING_SERVICE, &MasterKeyStore::keyring_user(&server_id), new).map_err(err)?;
                 k.remove(KEYRING_SERVICE, &MasterKeyStore::next_keyring_user(&server_id)).map_err(err)?;
+            }
+            MasterKeyStore::Pkcs11 { .. } => {
+                if self.wrapped_next_master_path().exists() {
+                    fs::rename(self.wrapped_next_master_path(), self.wrapped_master_path())?;
+                }
             }
         }
         sync_dir(&self.dir.join("keys"))?;
@@ -417,18 +474,26 @@ impl DataDir {
     /// [`DataDir::open_storage`], also saying which migrations it applied (`migrate`).
     pub fn open_storage_migrated(&self) -> Result<(std::sync::Arc<dyn Storage>, Migrated), ServerError> {
         let master = self.master_key()?;
-        open_database(self, &master, &self.read_config()?.database_pool)
+        let (storage, migrated) = open_database(self, &master, &self.read_config()?.database_pool)?;
+        // Opening the master key in an HSM is a key use: it goes in the trail.
+        crate::audit::record_hsm_uses(&*storage)?;
+        Ok((storage, migrated))
     }
 
     /// The key that signs audit checkpoints (`keys/signing.key`, never in the database).
-    pub fn signing_key(&self) -> Result<ed25519_dalek::SigningKey, ServerError> {
+    pub fn signing_key(&self) -> Result<crate::audit::CheckpointKey, ServerError> {
+        if let SigningKeyStore::Pkcs11 { uri } = self.read_config()?.signing_key {
+            let key = crate::hsm::HsmKey::parse(&uri)?;
+            let public = key.verifying_key()?;
+            return Ok(crate::audit::CheckpointKey::Hsm { key, public });
+        }
         let bytes = Zeroizing::new(
             fs::read(self.signing_key_path()).map_err(|_| ServerError::Damaged("keys/signing.key"))?,
         );
         let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
             bytes.as_slice().try_into().map_err(|_| ServerError::Damaged("keys/signing.key"))?,
         );
-        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed).into())
     }
 
     /// The recovery key pair (`keys/recovery.key`). An initialised data directory made before
@@ -478,6 +543,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerEr
         dir.cert_path(),
         dir.key_path(),
         dir.master_key_path(),
+        dir.wrapped_master_path(),
         dir.signing_key_path(),
         dir.recovery_key_path(),
         dir.database_path(),
@@ -487,10 +553,10 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, ServerEr
         return Err(ServerError::AlreadyInitialised);
     }
     let server_id = uuid::Uuid::new_v4();
-    let store = if options.master_key_in_keyring {
-        MasterKeyStore::Keyring { server_id }
-    } else {
-        MasterKeyStore::File
+    let store = match (&options.master_key_hsm, options.master_key_in_keyring) {
+        (Some(uri), _) => MasterKeyStore::Pkcs11 { uri: uri.clone() },
+        (None, true) => MasterKeyStore::Keyring { server_id },
+        (None, false) => MasterKeyStore::File,
     };
     let result = init_files(dir, options, &store);
     if result.is_err() {
@@ -528,16 +594,32 @@ fn init_files(
         MasterKeyStore::Keyring { server_id } => chartroom_keyring::OsKeyring::connect()
             .and_then(|k| k.write(KEYRING_SERVICE, &MasterKeyStore::keyring_user(server_id), master.as_ref()))
             .map_err(|e| ServerError::Keyring(e.to_string()))?,
+        MasterKeyStore::Pkcs11 { uri } => {
+            let hsm = crate::hsm::HsmKey::parse(uri)?;
+            hsm.ensure_wrapping_key()?;
+            write_new(&dir.wrapped_master_path(), &hsm.seal(master.as_ref(), MASTER_PURPOSE)?, 0o600)?;
+        }
     }
-    let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    write_new(&dir.signing_key_path(), signing.as_bytes(), 0o600)?;
+    let signing_store = match &options.signing_key_hsm {
+        Some(uri) => {
+            crate::hsm::HsmKey::parse(uri)?.ensure_signing_key()?;
+            SigningKeyStore::Pkcs11 { uri: uri.clone() }
+        }
+        None => {
+            let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            write_new(&dir.signing_key_path(), signing.as_bytes(), 0o600)?;
+            SigningKeyStore::File
+        }
+    };
     let recovery = chartroom_crypto::RecoveryKeyPair::generate();
     write_new(&dir.recovery_key_path(), recovery.secret_bytes().as_ref(), 0o600)?;
 
     if let Some(url) = &options.database_url {
         write_new(&dir.database_url_path(), url.as_bytes(), 0o600)?;
     }
-    drop(open_database(dir, &master, &DatabasePool::default())?);
+    let (storage, _) = open_database(dir, &master, &DatabasePool::default())?;
+    crate::audit::record_hsm_uses(&*storage)?;
+    drop(storage);
     #[cfg(unix)]
     if options.database_url.is_none() {
         use std::os::unix::fs::PermissionsExt;
@@ -548,6 +630,7 @@ fn init_files(
         listen: options.listen,
         allow_tls12: false,
         master_key: store.clone(),
+        signing_key: signing_store,
         anomaly: crate::oversight::AnomalyRule::default(),
         audit_retention_days: crate::audit::MIN_RETENTION_DAYS,
         database_pool: DatabasePool::default(),

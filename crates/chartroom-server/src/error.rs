@@ -47,6 +47,8 @@ pub enum ServerError {
     Backup(String),
     #[error("update refused: {0}")]
     Release(String),
+    #[error("{0}")]
+    Hsm(String),
     #[error("a master key rotation is unfinished; run `chartroom-server keys rotate` to finish it (nothing else runs until then)")]
     RotationUnfinished,
     #[error("the server is running on this data directory; stop it first")]
@@ -85,6 +87,7 @@ impl ServerError {
             ServerError::Database(_) => "server.database",
             ServerError::Busy => "server.busy",
             ServerError::Release(_) => "update.invalid",
+            ServerError::Hsm(_) => "server.hsm",
             ServerError::RotationUnfinished => "server.rotation_unfinished",
             ServerError::ServerRunning => "server.running",
             ServerError::Backup(_) => "server.backup",

@@ -17,6 +17,7 @@ pub mod devices;
 mod error;
 pub mod fhir;
 mod hex;
+pub mod hsm;
 mod http;
 pub mod oversight;
 pub mod phi;
@@ -58,7 +59,7 @@ pub fn wall_now() -> chartroom_domain::Timestamp {
 /// `audit::CHECKPOINT_INTERVAL`), checking twice a minute for the life of the runtime.
 fn spawn_checkpointer(
     storage: Arc<dyn storage::Storage>,
-    key: Arc<ed25519_dalek::SigningKey>,
+    key: Arc<audit::CheckpointKey>,
     clock: Arc<dyn chartroom_domain::Clock>,
 ) {
     tokio::spawn(async move {

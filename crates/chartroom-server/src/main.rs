@@ -38,9 +38,15 @@ enum Command {
         /// The private key (PEM) of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// Where to keep the master key: `file` (keys/master.key, 0600) or `keyring` (the OS keyring).
-        #[arg(long, default_value = "file", value_parser = ["file", "keyring"])]
+        /// Where to keep the master key: `file` (keys/master.key, 0600), `keyring` (the OS keyring),
+        /// or an HSM: `pkcs11:token=…;object=…?module-path=…&pin-source=file:…` (the key stays
+        /// wrapped by an AES key inside the HSM).
+        #[arg(long, default_value = "file", value_parser = master_key_store)]
         master_key: String,
+        /// Keep the audit checkpoint signing key in an HSM (an Ed25519 key pair generated there):
+        /// `pkcs11:token=…;object=…?module-path=…&pin-source=file:…`.
+        #[arg(long)]
+        signing_key: Option<String>,
         /// Use PostgreSQL instead of the embedded database: a libpq URL with
         /// `sslmode=verify-full&sslrootcert=CA.pem` (kept in keys/database.url, 0600). Or
         /// CHARTROOM_DATABASE_URL, which keeps a password off the command line.
@@ -324,12 +330,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir, listen, tls_cert, tls_key, master_key, database_url } => {
+        Command::Init { data_dir, listen, tls_cert, tls_key, master_key, signing_key, database_url } => {
             let database_url = database_url.or_else(database_url_from_env);
             let options = InitOptions {
                 listen,
                 tls: tls_cert.zip(tls_key),
                 master_key_in_keyring: master_key == "keyring",
+                master_key_hsm: master_key.starts_with("pkcs11:").then_some(master_key.clone()),
+                signing_key_hsm: signing_key,
                 database_url,
                 ..InitOptions::default()
             };
@@ -438,6 +446,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--master-key`: `file`, `keyring` or a PKCS#11 URI.
+fn master_key_store(s: &str) -> Result<String, String> {
+    if s == "file" || s == "keyring" || s.starts_with("pkcs11:") {
+        Ok(s.to_owned())
+    } else {
+        Err("expected file, keyring or a pkcs11: URI".into())
+    }
 }
 
 /// `CHARTROOM_DATABASE_URL`, for a URL with a password that should not sit on a command line (other

@@ -317,7 +317,7 @@ pub fn audit_search(
 /// verification and its result are recorded.
 pub fn audit_verify(
     r: Reader<'_>,
-    key: &ed25519_dalek::SigningKey,
+    key: &crate::audit::CheckpointKey,
 ) -> Result<AuditVerifySummary, ReadFailure> {
     require_audit_reader(r, "audit")?;
     crate::audit::checkpoint_if_due(r.storage, key, r.now)?;

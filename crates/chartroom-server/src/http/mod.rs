@@ -47,7 +47,7 @@ pub struct AppState {
     /// The anomaly rule (from `config.json`).
     pub anomaly: crate::oversight::AnomalyRule,
     /// Signs audit checkpoints (`keys/signing.key`); an auditor's verification signs one first.
-    pub signing: Arc<ed25519_dalek::SigningKey>,
+    pub signing: Arc<crate::audit::CheckpointKey>,
     /// Where the signed release the stations may update to lives (`DATA/updates/`).
     pub updates: Arc<std::path::PathBuf>,
 }
