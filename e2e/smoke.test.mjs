@@ -3,7 +3,7 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startApp, startStation } from "./harness.mjs";
 
@@ -81,6 +81,58 @@ test("the lock screen also renders under the C locale", async () => {
     assert.match(canonical, /^en\b/, `the C locale should give English, got ${JSON.stringify(lang)}`);
     await app.shot("lock-screen");
     await app.assertNoPhi(env.backend.patients, { where: "the lock screen (C locale)" });
+  } finally {
+    await app.stop();
+  }
+});
+
+// IT's machine policy: a file that exists but is wrong stops the app at a screen that names the
+// file and the bad key; nothing can be logged into (never a fallback to defaults).
+test("an invalid machine policy stops the app and names the bad key", async () => {
+  const dir = join(env.dir, "bad-policy");
+  await mkdir(dir, { recursive: true });
+  const policy = join(dir, "policy.toml");
+  await writeFile(policy, 'idle_timeout = "5m"\nidle_timout = "10m"\n');
+  const profileDir = await env.backend.enrollStation({ profileDir: join(dir, "station"), name: "e2e-bad-policy" });
+  const app = await startApp({
+    dir,
+    profileDir,
+    suite: "smoke-bad-policy",
+    env: { CHARTROOM_POLICY_FILE: policy },
+    knownPatients: env.backend.patients,
+  });
+  try {
+    const error = await app.byTestId("error", { timeoutMs: 6000 });
+    const text = await error.text();
+    assert.match(text, /Chartroom cannot start/);
+    assert.match(text, /`idle_timout` is not a policy key/);
+    assert.match(text, /policy\.invalid/);
+    assert.equal((await app.session.findAll('[data-testid="login-form"]')).length, 0);
+    await app.shot("policy-invalid");
+  } finally {
+    await app.stop();
+  }
+});
+
+// A lost laptop: IT revokes it, and at its next contact with the server the station wipes its
+// profile (database, key slots, keyring entry) and says so on the enrollment screen.
+test("a revoked station wipes itself at its next login and says so", async () => {
+  const dir = join(env.dir, "revoked");
+  await mkdir(dir, { recursive: true });
+  const profileDir = await env.backend.enrollStation({ profileDir: join(dir, "station"), name: "e2e-revoked" });
+  const nurse = env.backend.users.nurse;
+  await env.backend.stationCli(profileDir, nurse, ["sync"]);
+  assert.ok((await readdir(profileDir)).includes("cache.db"));
+  await env.backend.serverCli(["device", "revoke", "--name", "e2e-revoked"]);
+  const app = await startApp({ dir, profileDir, suite: "smoke-revoked", knownPatients: env.backend.patients });
+  try {
+    await app.login(nurse);
+    const notice = await app.byTestId("revoked", { timeoutMs: 15_000 });
+    assert.match(await notice.text(), /IT revoked this station's enrollment/);
+    await app.byTestId("enroll-form");
+    assert.deepEqual(await readdir(profileDir), [], "the profile directory is empty");
+    await app.assertNoPhi(env.backend.patients, { where: "the revoked station" });
+    await app.shot("revoked");
   } finally {
     await app.stop();
   }
