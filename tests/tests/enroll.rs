@@ -210,9 +210,13 @@ async fn disabled_users_lose_their_slot_and_revoked_devices_wipe_themselves() {
     );
 
     storage.set_disabled("kim.rn", false).unwrap();
+    // A session opened before the revocation: its tokens stop working at once, so its next sync
+    // (push, audit upload) is refused, and the station wipes itself.
+    let mut open = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap();
     storage.revoke_device("icu-9", wall_now()).unwrap();
-    let err = locked.login_online(&client, "kim.rn", &pw, wall_now()).await.unwrap_err();
-    assert_eq!(err.code(), "device.revoked");
+    let err = open.sync(&client, wall_now()).await.unwrap_err();
+    assert_eq!(err.code(), "device.revoked", "{err}");
+    open.lock();
     let left: Vec<_> = std::fs::read_dir(&profile_dir).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "the profile is wiped: {left:?}");
     assert!(ks.load(locked.device_id()).is_err(), "and its keyring entry");
