@@ -101,6 +101,67 @@ pub fn admin(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// Whether the real OS keyring is reachable for the binaries' tests. Without one they skip —
+/// unless `CHARTROOM_REQUIRE_KEYRING` is set (as in CI), where that is a failure.
+pub fn os_keyring_or_skip() -> bool {
+    if OsKeyring::connect().is_ok() {
+        return true;
+    }
+    assert!(std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none(), "the OS keyring is required");
+    eprintln!("skipped: no OS keyring");
+    false
+}
+
+/// A server set up through its command line in `DIR/server` and serving: `users` (username, role,
+/// password; unit ICU), `patients` synthetic patients on ICU, and a one-time token for a station
+/// named `device` on ICU.
+#[derive(Debug)]
+pub struct CliServer {
+    pub data: std::path::PathBuf,
+    pub fingerprint: String,
+    pub token: String,
+    pub serving: Serving,
+}
+
+impl CliServer {
+    pub fn start(
+        dir: &std::path::Path,
+        users: &[(&str, &str, &str)],
+        patients: u64,
+        device: &str,
+    ) -> CliServer {
+        let data = dir.join("server");
+        let d = data.to_str().expect("a UTF-8 temp path");
+        let init = admin(&["init", "--data-dir", d], None);
+        let fingerprint = init
+            .lines()
+            .find_map(|l| l.strip_prefix("fingerprint: "))
+            .expect("a fingerprint")
+            .trim()
+            .to_owned();
+        for (name, role, password) in users {
+            let args = ["user", "add", "--data-dir", d, "--username", name, "--role", role, "--unit", "ICU"];
+            admin(&[&args[..], &["--password-stdin"]].concat(), Some(&format!("{password}\n")));
+        }
+        if patients > 0 {
+            admin(&["seed", "--data-dir", d, "--patients", &patients.to_string(), "--units", "ICU"], None);
+        }
+        let token = admin(
+            &["device", "token", "--data-dir", d, "--name", device, "--profile", "station", "--unit", "ICU"],
+            None,
+        )
+        .trim()
+        .to_owned();
+        let serving = Serving::start(&data);
+        CliServer { data, fingerprint, token, serving }
+    }
+
+    /// The data directory, for `--data-dir`.
+    pub fn dir(&self) -> &str {
+        self.data.to_str().expect("a UTF-8 temp path")
+    }
+}
+
 /// A `chartroom-server serve` process, stopped when dropped.
 #[derive(Debug)]
 pub struct Serving {

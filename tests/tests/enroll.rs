@@ -306,41 +306,15 @@ async fn an_expired_session_is_renewed_and_a_refused_renewal_ends_it() {
 /// and `chartroom-server device revoke` makes the station wipe itself at its next contact.
 #[test]
 fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
-    if chartroom_station::OsKeyring::connect().is_err() {
-        assert!(std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none(), "the OS keyring is required");
-        eprintln!("skipped: no OS keyring");
+    use chartroom_tests::{admin, os_keyring_or_skip, run_with_stdin, station_command, CliServer};
+    if !os_keyring_or_skip() {
         return;
     }
-    use chartroom_tests::{admin, run_with_stdin, station_command, Serving};
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().join("server");
-    let d = d.to_str().unwrap();
-    let init = admin(&["init", "--data-dir", d], None);
-    let fingerprint = init.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().trim().to_owned();
-    for (name, role) in [("kim.rn", "nurse"), ("bo.billing", "billing")] {
-        admin(
-            &[
-                "user",
-                "add",
-                "--data-dir",
-                d,
-                "--username",
-                name,
-                "--role",
-                role,
-                "--unit",
-                "ICU",
-                "--password-stdin",
-            ],
-            Some(&format!("{role}-long-passphrase\n")),
-        );
-    }
-    admin(&["seed", "--data-dir", d, "--patients", "6", "--units", "ICU"], None);
-    let token = admin(
-        &["device", "token", "--data-dir", d, "--name", "icu-7", "--profile", "station", "--unit", "ICU"],
-        None,
-    );
-    let server = Serving::start(Path::new(d));
+    let users =
+        [("kim.rn", "nurse", "nurse-long-passphrase"), ("bo.billing", "billing", "billing-long-passphrase")];
+    let world = CliServer::start(tmp.path(), &users, 6, "icu-7");
+    let (d, fingerprint, token, server) = (world.dir(), &world.fingerprint, &world.token, &world.serving);
     let profile = tmp.path().join("station");
     let p = profile.to_str().unwrap();
     let policy = tmp.path().join("policy.toml");
@@ -354,7 +328,7 @@ fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
     };
     let enroll = || {
         station(
-            &["enroll", "--server", &server.url, "--fingerprint", &fingerprint, "--token", token.trim()],
+            &["enroll", "--server", &server.url, "--fingerprint", fingerprint, "--token", token.trim()],
             "",
         )
     };
@@ -443,41 +417,14 @@ fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
 /// the server, the chain verifies, and every step is in the trail.
 #[test]
 fn station_data_key_rotation_survives_a_crash_at_every_step() {
-    if chartroom_station::OsKeyring::connect().is_err() {
-        assert!(std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none(), "the OS keyring is required");
-        eprintln!("skipped: no OS keyring");
+    use chartroom_tests::{admin, os_keyring_or_skip, run_with_stdin, station_command, CliServer};
+    if !os_keyring_or_skip() {
         return;
     }
-    use chartroom_tests::{admin, run_with_stdin, station_command, Serving};
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().join("server");
-    let d = d.to_str().unwrap();
-    let init = admin(&["init", "--data-dir", d], None);
-    let fingerprint = init.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().trim().to_owned();
-    for name in ["kim.rn", "lee.rn"] {
-        admin(
-            &[
-                "user",
-                "add",
-                "--data-dir",
-                d,
-                "--username",
-                name,
-                "--role",
-                "nurse",
-                "--unit",
-                "ICU",
-                "--password-stdin",
-            ],
-            Some(&format!("ward-{}-passphrase\n", &name[..3])),
-        );
-    }
-    admin(&["seed", "--data-dir", d, "--patients", "12", "--units", "ICU"], None);
-    let token = admin(
-        &["device", "token", "--data-dir", d, "--name", "icu-9", "--profile", "station", "--unit", "ICU"],
-        None,
-    );
-    let server = Serving::start(Path::new(d));
+    let users = [("kim.rn", "nurse", "ward-kim-passphrase"), ("lee.rn", "nurse", "ward-lee-passphrase")];
+    let world = CliServer::start(tmp.path(), &users, 12, "icu-9");
+    let (d, fingerprint, token, server) = (world.dir(), &world.fingerprint, &world.token, &world.serving);
     let profile = tmp.path().join("station");
     let p = profile.to_str().unwrap().to_owned();
     let run = |name: &str, args: &[&str], crash: Option<&str>| {
@@ -515,7 +462,7 @@ fn station_data_key_rotation_survives_a_crash_at_every_step() {
         "--server",
         &server.url,
         "--fingerprint",
-        &fingerprint,
+        fingerprint,
         "--token",
         token.trim(),
     ]);

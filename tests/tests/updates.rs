@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chartroom_tests::{admin, run_with_stdin, station_command, Serving};
+use chartroom_tests::{admin, run_with_stdin, station_command, CliServer};
 use rand::RngCore;
 
 fn tool_available(name: &str) -> bool {
@@ -61,19 +61,13 @@ fn release(dir: &Path, version: &str, key: &Path) -> PathBuf {
 
 #[test]
 fn signed_updates_are_offered_and_everything_else_is_refused() {
-    if chartroom_station::OsKeyring::connect().is_err() || !tool_available("minisign") {
-        assert!(std::env::var_os("CHARTROOM_REQUIRE_KEYRING").is_none(), "the OS keyring is required");
-        eprintln!("skipped: no OS keyring or no minisign");
+    if !chartroom_tests::os_keyring_or_skip() || !tool_available("minisign") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let d = data.to_str().unwrap();
-    let init = admin(&["init", "--data-dir", d], None);
-    let fingerprint = init.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap().trim().to_owned();
-    let token =
-        admin(&["device", "token", "--data-dir", d, "--name", "ward-3", "--profile", "station"], None);
-    let server = Serving::start(&data);
+    let world = CliServer::start(tmp.path(), &[], 0, "ward-3");
+    let (data, d, fingerprint, token, server) =
+        (&world.data, world.dir(), &world.fingerprint, &world.token, &world.serving);
     let profile = tmp.path().join("station");
     let policy = tmp.path().join("policy.toml");
     let (trusted, trusted_secret) = keypair(tmp.path(), "release");
@@ -98,7 +92,7 @@ fn signed_updates_are_offered_and_everything_else_is_refused() {
         assert!(err.contains(why) && err.lines().count() == 1, "{args:?}: {err}");
     };
     let (code, _, err) =
-        station(&["enroll", "--server", &server.url, "--fingerprint", &fingerprint, "--token", token.trim()]);
+        station(&["enroll", "--server", &server.url, "--fingerprint", fingerprint, "--token", token.trim()]);
     assert_eq!(code, Some(0), "{err}");
     let publish =
         |dir: &Path| admin(&["updates", "publish", "--data-dir", d, "--from", dir.to_str().unwrap()], None);
