@@ -156,7 +156,8 @@ fn rotation_story(database_url: Option<String>) {
     let d = data.to_str().unwrap();
     // 450 patients: more than two re-wrap batches, so that a crash can fall between two.
     let charts = chartroom_tests::charts_with_canary(11, 450);
-    let storage = dir.open_storage().unwrap();
+    // Opened through its own DataDir, so that its lock on the data directory goes with it.
+    let storage = DataDir::new(&data).open_storage().unwrap();
     chartroom_server::records::load_charts(&*storage, &dir.record_keys().unwrap(), &charts).unwrap();
     let pw = chartroom_crypto::Password::new("a-long-passphrase-for-kim".into());
     let units: Vec<String> = charts

@@ -391,6 +391,21 @@ fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
     assert_eq!(code, Some(1), "{err}");
     assert!(!err.contains("wiped"), "{err}");
 
+    // A policy that sends the station to another server (which does not know it): refused, and
+    // never taken for a revocation — nothing is wiped.
+    let elsewhere = CliServer::start(&tmp.path().join("elsewhere"), &[], 0, "unused");
+    std::fs::write(
+        &policy,
+        format!(
+            "server_url = \"{}\"\nfingerprints = [\"{}\"]\n",
+            elsewhere.serving.url, elsewhere.fingerprint
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = as_user("kim.rn", &["sync", "--retries", "0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("wiped") && profile.join("cache.db").exists(), "{err}");
+
     // Revoked by IT: at its next contact the station wipes its profile and keyring entry.
     std::fs::remove_file(&policy).unwrap();
     let device_id = Profile::new(&profile).read_device().unwrap().device_id;
@@ -492,6 +507,15 @@ fn station_data_key_rotation_survives_a_crash_at_every_step() {
     ok("kim.rn", &["census"]);
     ok("lee.rn", &["census"]);
 
+    // Another process has the database open: a forced rotation is refused and changes nothing.
+    let held = std::fs::OpenOptions::new().write(true).open(profile.join("cache.db.lock")).unwrap();
+    held.lock_shared().unwrap();
+    let (success, _, err) = run("kim.rn", &["keys", "rotate"], None);
+    assert!(!success && err.contains("open in another Chartroom process"), "{err}");
+    drop(held);
+    ok("lee.rn", &["census"]);
+    assert!(slots().contains("\"pending\": null"));
+
     // A rotation that runs to the end; then the offline change reaches the server.
     assert!(ok("kim.rn", &["keys", "rotate"]).contains("data key rotated"));
     let synced = ok("kim.rn", &["sync"]);
@@ -506,7 +530,7 @@ fn station_data_key_rotation_survives_a_crash_at_every_step() {
     ok("kim.rn", &["sync"]);
     let trail = admin(&["audit", "export", "--data-dir", d, "--format", "jsonl"], None);
     assert_eq!(trail.matches("\"key_rotate\"").count(), 2, "the finished and the whole rotation");
-    assert_eq!(trail.matches("\"key_rotate_abandoned\"").count(), 1);
+    assert_eq!(trail.matches("\"key_rotate_abandoned\"").count(), 2, "the killed one and the refused one");
 }
 
 /// The policy's `key_rotation`: an online login once the data key is older than that rotates it

@@ -21,7 +21,7 @@ pub struct Manifest {
 pub struct Package {
     pub format: PackageFormat,
     pub arch: String,
-    /// The file name on the server (`/v1/updates/files/<file>`).
+    /// The file name on the server (`/v1/updates/<file>`).
     pub file: String,
     pub size: u64,
     /// Hex SHA-256 of the file.

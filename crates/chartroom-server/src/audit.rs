@@ -81,11 +81,22 @@ impl CheckpointKey {
         }
     }
 
+    /// Records in the trail that the HSM key is about to sign (`purpose`), so that what it signs
+    /// covers the record. Nothing for a local key.
+    fn record_use(&self, storage: &dyn Storage, purpose: &str) -> Result<(), ServerError> {
+        match self {
+            CheckpointKey::Local(_) => Ok(()),
+            CheckpointKey::Hsm { key, .. } => {
+                storage.append_events(&[crate::hsm::use_event(key.label(), purpose)])
+            }
+        }
+    }
+
     /// Signs `message` (the purge base).
-    fn sign_message(&self, message: &[u8], purpose: &str) -> Result<ed25519_dalek::Signature, ServerError> {
+    fn sign_message(&self, message: &[u8]) -> Result<ed25519_dalek::Signature, ServerError> {
         match self {
             CheckpointKey::Local(k) => Ok(ed25519_dalek::Signer::sign(k, message)),
-            CheckpointKey::Hsm { key, .. } => key.sign(message, purpose),
+            CheckpointKey::Hsm { key, .. } => key.sign(message),
         }
     }
 
@@ -98,9 +109,7 @@ impl CheckpointKey {
     ) -> Result<Checkpoint, ServerError> {
         match self {
             CheckpointKey::Local(k) => Ok(Checkpoint::sign(k, prev, count, head, at)),
-            CheckpointKey::Hsm { key, .. } => {
-                Checkpoint::sign_with(|m| key.sign(m, "sign audit checkpoint"), prev, count, head, at)
-            }
+            CheckpointKey::Hsm { key, .. } => Checkpoint::sign_with(|m| key.sign(m), prev, count, head, at),
         }
     }
 }
@@ -122,10 +131,12 @@ pub fn checkpoint_if_due(
     if !due {
         return Ok(None);
     }
+    // An HSM signature is a key use: recorded first, so that this checkpoint covers it.
+    key.record_use(storage, "sign audit checkpoint")?;
+    let (count, head) =
+        if matches!(key, CheckpointKey::Hsm { .. }) { storage.audit_head()? } else { (count, head) };
     let checkpoint = key.sign(last.as_ref(), count, head, now)?;
-    let added = storage.add_checkpoint(&checkpoint)?;
-    record_hsm_uses(storage)?;
-    Ok(added.then_some(checkpoint))
+    Ok(storage.add_checkpoint(&checkpoint)?.then_some(checkpoint))
 }
 
 /// Puts the HSM key uses made since the last call into the trail.
@@ -314,6 +325,7 @@ pub fn purge(
         return Ok(Purged { entries: 0, remaining: total - start });
     }
     let last = storage.checkpoints()?.pop();
+    key.record_use(storage, "sign audit purge point")?;
     let checkpoint = key.sign(last.as_ref(), server.seq, server.hash, now)?;
     if !storage.add_checkpoint(&checkpoint)? {
         return Err(ServerError::RetentionRefused(
@@ -330,8 +342,7 @@ pub fn purge(
         purged_before: before,
         signature: String::new(),
     };
-    base.signature =
-        crate::hex::encode(&key.sign_message(&base_message(&base), "sign audit purge base")?.to_bytes());
+    base.signature = crate::hex::encode(&key.sign_message(&base_message(&base))?.to_bytes());
     let entries = storage.purge_audit(&base)?;
     let mut e = event(now, "audit_purge", "audit", "ok", &Origin::default());
     e.resource_id = Some(format!("{entries} entries before {before}"));

@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// PostgreSQL connection pool of each server process.
     #[serde(default)]
     pub database_pool: DatabasePool,
+    /// Set by the first master key rotation: the escrow root is in `keys/escrow-root.sealed` from
+    /// then on, and a data directory without that file is damaged (never re-derived).
+    #[serde(default)]
+    pub escrow_root_sealed: bool,
 }
 
 /// Connections each server process keeps to PostgreSQL, and how long a request waits for one before
@@ -270,6 +274,15 @@ impl DataDir {
         }
     }
 
+    /// Replaces `config.json` atomically.
+    fn write_config(&self, config: &ServerConfig) -> Result<(), ServerError> {
+        let json = serde_json::to_vec_pretty(config).map_err(|_| ServerError::Internal("config encoding"))?;
+        let tmp = self.config_path().with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        write_new(&tmp, &json, 0o600)?;
+        fs::rename(&tmp, self.config_path())?;
+        sync_dir(&self.dir)
+    }
+
     pub fn read_config(&self) -> Result<ServerConfig, ServerError> {
         let bytes = match fs::read(self.config_path()) {
             Ok(b) => b,
@@ -330,18 +343,20 @@ impl DataDir {
         self.dir.join("serve.lock")
     }
 
-    /// A shared lock on the data directory, held by every serving process.
-    pub(crate) fn lock_serving(&self) -> Result<fs::File, ServerError> {
+    /// A shared lock on the data directory, held by every serving process and, for as long as it
+    /// runs, every `chartroom-server` command on it: a key rotation cannot start meanwhile.
+    pub fn lock_serving(&self) -> Result<fs::File, ServerError> {
         let file =
             fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.serve_lock_path())?;
         match file.try_lock_shared() {
             Ok(()) => Ok(file),
-            Err(fs::TryLockError::WouldBlock) => Err(ServerError::RotationUnfinished),
+            Err(fs::TryLockError::WouldBlock) => Err(ServerError::RotationRunning),
             Err(fs::TryLockError::Error(e)) => Err(e.into()),
         }
     }
 
-    /// The exclusive lock a key rotation holds: refused while a server on this data directory runs.
+    /// The exclusive lock a key rotation holds: refused while a server, or another command, has this
+    /// data directory's database open.
     pub(crate) fn lock_exclusive(&self) -> Result<fs::File, ServerError> {
         let file =
             fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.serve_lock_path())?;
@@ -418,6 +433,11 @@ impl DataDir {
         if self.escrow_root_next_path().exists() {
             fs::rename(self.escrow_root_next_path(), self.escrow_root_path())?;
         }
+        let mut config = self.read_config()?;
+        if !config.escrow_root_sealed {
+            config.escrow_root_sealed = true;
+            self.write_config(&config)?;
+        }
         match self.read_config()?.master_key {
             MasterKeyStore::File => {
                 if self.next_master_key_path().exists() {
@@ -448,8 +468,11 @@ impl DataDir {
             Ok(sealed) => escrow_seal_key(master)
                 .open_secret(ESCROW_ROOT_LABEL, &sealed)
                 .map_err(|_| ServerError::Damaged("keys/escrow-root.sealed")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.read_config()?.escrow_root_sealed => {
                 Ok(chartroom_crypto::escrow_key_for(master, uuid::Uuid::nil()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ServerError::Damaged("keys/escrow-root.sealed"))
             }
             Err(e) => Err(e.into()),
         }
@@ -474,10 +497,7 @@ impl DataDir {
     /// [`DataDir::open_storage`], also saying which migrations it applied (`migrate`).
     pub fn open_storage_migrated(&self) -> Result<(std::sync::Arc<dyn Storage>, Migrated), ServerError> {
         let master = self.master_key()?;
-        let (storage, migrated) = open_database(self, &master, &self.read_config()?.database_pool)?;
-        // Opening the master key in an HSM is a key use: it goes in the trail.
-        crate::audit::record_hsm_uses(&*storage)?;
-        Ok((storage, migrated))
+        open_database(self, &master, &self.read_config()?.database_pool)
     }
 
     /// The key that signs audit checkpoints (`keys/signing.key`, never in the database).
@@ -617,9 +637,7 @@ fn init_files(
     if let Some(url) = &options.database_url {
         write_new(&dir.database_url_path(), url.as_bytes(), 0o600)?;
     }
-    let (storage, _) = open_database(dir, &master, &DatabasePool::default())?;
-    crate::audit::record_hsm_uses(&*storage)?;
-    drop(storage);
+    drop(open_database(dir, &master, &DatabasePool::default())?);
     #[cfg(unix)]
     if options.database_url.is_none() {
         use std::os::unix::fs::PermissionsExt;
@@ -634,6 +652,7 @@ fn init_files(
         anomaly: crate::oversight::AnomalyRule::default(),
         audit_retention_days: crate::audit::MIN_RETENTION_DAYS,
         database_pool: DatabasePool::default(),
+        escrow_root_sealed: false,
     };
     let json = serde_json::to_vec_pretty(&config).map_err(|_| ServerError::Internal("config encoding"))?;
     // config.json last: its presence means "initialised".
@@ -641,8 +660,19 @@ fn init_files(
     Ok(InitReport { fingerprint })
 }
 
-/// Opens the embedded database or PostgreSQL, as the data directory says.
+/// Opens the embedded database or PostgreSQL, as the data directory says, and records the HSM key
+/// uses made so far (opening the master key in an HSM is a key use: it goes in the trail).
 fn open_database(
+    dir: &DataDir,
+    master: &[u8; 32],
+    pool: &DatabasePool,
+) -> Result<(std::sync::Arc<dyn Storage>, Migrated), ServerError> {
+    let (storage, migrated) = open_database_unrecorded(dir, master, pool)?;
+    crate::audit::record_hsm_uses(&*storage)?;
+    Ok((storage, migrated))
+}
+
+fn open_database_unrecorded(
     dir: &DataDir,
     master: &[u8; 32],
     pool: &DatabasePool,

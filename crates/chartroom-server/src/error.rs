@@ -51,8 +51,10 @@ pub enum ServerError {
     Hsm(String),
     #[error("a master key rotation is unfinished; run `chartroom-server keys rotate` to finish it (nothing else runs until then)")]
     RotationUnfinished,
-    #[error("the server is running on this data directory; stop it first")]
+    #[error("the server (or another command) is using this data directory; stop it first")]
     ServerRunning,
+    #[error("a master key rotation is running on this data directory; wait for it to finish")]
+    RotationRunning,
     #[error("the server is busy (every database connection is in use); try again")]
     Busy,
     #[error("file error: {0}")]
@@ -90,6 +92,7 @@ impl ServerError {
             ServerError::Hsm(_) => "server.hsm",
             ServerError::RotationUnfinished => "server.rotation_unfinished",
             ServerError::ServerRunning => "server.running",
+            ServerError::RotationRunning => "server.rotation_running",
             ServerError::Backup(_) => "server.backup",
             ServerError::Io(_) => "server.io",
             ServerError::Internal(_) => "server.internal",

@@ -115,16 +115,28 @@ impl HsmKey {
         Ok(AuthPin::from(pin.as_str()))
     }
 
-    /// A logged-in session on the key's token. Every failure says the HSM is unavailable and why.
-    fn session(&self) -> Result<(Pkcs11, Session), ServerError> {
+    /// Runs `f` with a logged-in session on the key's token. The library is loaded and
+    /// initialised once per process and HSM operations are serialised through it (a PKCS#11 library
+    /// may be initialised only once; the checkpoint signer and an auditor's verification may ask at
+    /// the same time). Every failure says the HSM is unavailable and why.
+    fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T, ServerError>) -> Result<T, ServerError> {
         let unavailable = |what: String| hsm_error(format!("the HSM is unavailable: {what}"));
-        if !self.module.exists() {
-            return Err(unavailable(format!("no PKCS#11 library at {}", self.module.display())));
-        }
-        let ctx = Pkcs11::new(&self.module)
-            .map_err(|e| unavailable(format!("cannot load the PKCS#11 library ({e})")))?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| unavailable(format!("the PKCS#11 library did not start ({e})")))?;
+        let mut contexts = CONTEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let index = match contexts.iter().position(|(module, _)| *module == self.module) {
+            Some(i) => i,
+            None => {
+                if !self.module.exists() {
+                    return Err(unavailable(format!("no PKCS#11 library at {}", self.module.display())));
+                }
+                let ctx = Pkcs11::new(&self.module)
+                    .map_err(|e| unavailable(format!("cannot load the PKCS#11 library ({e})")))?;
+                ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+                    .map_err(|e| unavailable(format!("the PKCS#11 library did not start ({e})")))?;
+                contexts.push((self.module.clone(), ctx));
+                contexts.len() - 1
+            }
+        };
+        let ctx = &contexts[index].1;
         let slots = ctx.get_slots_with_token().map_err(|e| unavailable(format!("no slots ({e})")))?;
         let slot = slots
             .into_iter()
@@ -132,10 +144,13 @@ impl HsmKey {
             .ok_or_else(|| unavailable(format!("no token labelled `{}`", self.token)))?;
         let session =
             ctx.open_rw_session(slot).map_err(|e| unavailable(format!("cannot open a session ({e})")))?;
-        session
-            .login(UserType::User, Some(&self.pin()?))
-            .map_err(|e| unavailable(format!("the token refused the PIN ({e})")))?;
-        Ok((ctx, session))
+        match session.login(UserType::User, Some(&self.pin()?)) {
+            // The login is the application's, not the session's: an earlier session made it.
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(unavailable(format!("the token refused the PIN ({e})"))),
+        }
+        f(&session)
     }
 
     fn find(&self, session: &Session, class: ObjectClass) -> Result<Option<ObjectHandle>, ServerError> {
@@ -148,52 +163,57 @@ impl HsmKey {
     /// Makes the AES-256 wrapping key on the token if it is not there yet (sensitive, never
     /// extractable).
     pub fn ensure_wrapping_key(&self) -> Result<(), ServerError> {
-        let (_ctx, session) = self.session()?;
-        if self.find(&session, ObjectClass::SECRET_KEY)?.is_none() {
-            session
-                .generate_key(
-                    &Mechanism::AesKeyGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Encrypt(true),
-                        Attribute::Decrypt(true),
-                        Attribute::ValueLen(32u64.into()),
-                        Attribute::Label(self.object.as_bytes().to_vec()),
-                    ],
-                )
-                .map_err(hsm_error)?;
-        }
-        Ok(())
+        self.with_session(|session| {
+            if self.find(session, ObjectClass::SECRET_KEY)?.is_none() {
+                session
+                    .generate_key(
+                        &Mechanism::AesKeyGen,
+                        &[
+                            Attribute::Token(true),
+                            Attribute::Private(true),
+                            Attribute::Sensitive(true),
+                            Attribute::Extractable(false),
+                            Attribute::Encrypt(true),
+                            Attribute::Decrypt(true),
+                            Attribute::ValueLen(32u64.into()),
+                            Attribute::Label(self.object.as_bytes().to_vec()),
+                        ],
+                    )
+                    .map_err(hsm_error)?;
+            }
+            Ok(())
+        })
     }
 
     /// Seals `secret` with the wrapping key, inside the HSM (AES-GCM; random IV first).
     pub fn seal(&self, secret: &[u8], purpose: &str) -> Result<Vec<u8>, ServerError> {
-        let (_ctx, session) = self.session()?;
-        let key = self.find(&session, ObjectClass::SECRET_KEY)?.ok_or_else(|| self.missing())?;
-        let mut iv = [0u8; GCM_IV];
-        session.generate_random_slice(&mut iv).map_err(hsm_error)?;
-        let mut iv_param = iv;
-        let params = GcmParams::new(&mut iv_param, purpose.as_bytes(), 128u64.into()).map_err(hsm_error)?;
-        let sealed = session.encrypt(&Mechanism::AesGcm(params), key, secret).map_err(hsm_error)?;
+        let sealed = self.with_session(|session| {
+            let key = self.find(session, ObjectClass::SECRET_KEY)?.ok_or_else(|| self.missing())?;
+            let mut iv = [0u8; GCM_IV];
+            session.generate_random_slice(&mut iv).map_err(hsm_error)?;
+            let mut iv_param = iv;
+            let params =
+                GcmParams::new(&mut iv_param, purpose.as_bytes(), 128u64.into()).map_err(hsm_error)?;
+            let sealed = session.encrypt(&Mechanism::AesGcm(params), key, secret).map_err(hsm_error)?;
+            Ok([&iv[..], &sealed].concat())
+        })?;
         record_use(&self.object, &format!("seal {purpose}"));
-        Ok([&iv[..], &sealed].concat())
+        Ok(sealed)
     }
 
     /// Opens what [`HsmKey::seal`] sealed for the same purpose, inside the HSM.
     pub fn open(&self, sealed: &[u8], purpose: &str) -> Result<Zeroizing<Vec<u8>>, ServerError> {
-        let (_ctx, session) = self.session()?;
-        let key = self.find(&session, ObjectClass::SECRET_KEY)?.ok_or_else(|| self.missing())?;
         if sealed.len() < GCM_IV + 16 {
             return Err(ServerError::Damaged("keys/master.wrapped"));
         }
-        let mut iv = [0u8; GCM_IV];
-        iv.copy_from_slice(&sealed[..GCM_IV]);
-        let params = GcmParams::new(&mut iv, purpose.as_bytes(), 128u64.into()).map_err(hsm_error)?;
-        let plain = session.decrypt(&Mechanism::AesGcm(params), key, &sealed[GCM_IV..]).map_err(|_| {
-            hsm_error(format!("the HSM key `{}` does not open this wrapped {purpose}", self.object))
+        let plain = self.with_session(|session| {
+            let key = self.find(session, ObjectClass::SECRET_KEY)?.ok_or_else(|| self.missing())?;
+            let mut iv = [0u8; GCM_IV];
+            iv.copy_from_slice(&sealed[..GCM_IV]);
+            let params = GcmParams::new(&mut iv, purpose.as_bytes(), 128u64.into()).map_err(hsm_error)?;
+            session.decrypt(&Mechanism::AesGcm(params), key, &sealed[GCM_IV..]).map_err(|_| {
+                hsm_error(format!("the HSM key `{}` does not open this wrapped {purpose}", self.object))
+            })
         })?;
         record_use(&self.object, &format!("open {purpose}"));
         Ok(Zeroizing::new(plain))
@@ -201,30 +221,31 @@ impl HsmKey {
 
     /// Makes the Ed25519 signing key pair on the token if it is not there yet; its public key.
     pub fn ensure_signing_key(&self) -> Result<ed25519_dalek::VerifyingKey, ServerError> {
-        let (_ctx, session) = self.session()?;
-        if self.find(&session, ObjectClass::PRIVATE_KEY)?.is_none() {
-            let label = Attribute::Label(self.object.as_bytes().to_vec());
-            session
-                .generate_key_pair(
-                    &Mechanism::EccEdwardsKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Verify(true),
-                        Attribute::EcParams(ED25519_OID.to_vec()),
-                        label.clone(),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        label,
-                    ],
-                )
-                .map_err(hsm_error)?;
-        }
-        self.public_key(&session)
+        self.with_session(|session| {
+            if self.find(session, ObjectClass::PRIVATE_KEY)?.is_none() {
+                let label = Attribute::Label(self.object.as_bytes().to_vec());
+                session
+                    .generate_key_pair(
+                        &Mechanism::EccEdwardsKeyPairGen,
+                        &[
+                            Attribute::Token(true),
+                            Attribute::Verify(true),
+                            Attribute::EcParams(ED25519_OID.to_vec()),
+                            label.clone(),
+                        ],
+                        &[
+                            Attribute::Token(true),
+                            Attribute::Private(true),
+                            Attribute::Sensitive(true),
+                            Attribute::Extractable(false),
+                            Attribute::Sign(true),
+                            label,
+                        ],
+                    )
+                    .map_err(hsm_error)?;
+            }
+            self.public_key(session)
+        })
     }
 
     fn public_key(&self, session: &Session) -> Result<ed25519_dalek::VerifyingKey, ServerError> {
@@ -246,22 +267,22 @@ impl HsmKey {
 
     /// The signing key pair's public key (the key must exist).
     pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, ServerError> {
-        let (_ctx, session) = self.session()?;
-        self.public_key(&session)
+        self.with_session(|session| self.public_key(session))
     }
 
-    /// Signs `message` with the Ed25519 key, inside the HSM.
-    pub fn sign(&self, message: &[u8], purpose: &str) -> Result<ed25519_dalek::Signature, ServerError> {
-        let (_ctx, session) = self.session()?;
-        let key = self.find(&session, ObjectClass::PRIVATE_KEY)?.ok_or_else(|| self.missing())?;
-        let signature = session
-            .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)
-            .map_err(hsm_error)?;
+    /// Signs `message` with the Ed25519 key, inside the HSM. The caller records the use in the
+    /// trail first (see `audit::CheckpointKey`), so that the checkpoint it signs covers it.
+    pub fn sign(&self, message: &[u8]) -> Result<ed25519_dalek::Signature, ServerError> {
+        let signature = self.with_session(|session| {
+            let key = self.find(session, ObjectClass::PRIVATE_KEY)?.ok_or_else(|| self.missing())?;
+            session
+                .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)
+                .map_err(hsm_error)
+        })?;
         let bytes: [u8; 64] = signature
             .as_slice()
             .try_into()
             .map_err(|_| hsm_error("the HSM's signature has an unexpected length"))?;
-        record_use(&self.object, purpose);
         Ok(ed25519_dalek::Signature::from_bytes(&bytes))
     }
 
@@ -289,14 +310,22 @@ fn percent_decode(s: &str) -> Result<String, ServerError> {
     String::from_utf8(out).map_err(|_| hsm_error("the PKCS#11 URI is not UTF-8"))
 }
 
+/// One initialised PKCS#11 context per library, for the whole process.
+static CONTEXTS: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+
 /// HSM key uses not yet in the audit trail (the master key is opened before the database is).
 static USES: Mutex<Vec<Event>> = Mutex::new(Vec::new());
 
-fn record_use(object: &str, what: &str) {
+/// The audit event of one use of an HSM key.
+pub fn use_event(object: &str, what: &str) -> Event {
     let mut e = Event::new(crate::wall_now(), "key_access", "hsm_key", "ok");
     e.resource_id = Some(format!("{object}: {what}"));
     e.username = Some("server".into());
-    USES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
+    e
+}
+
+fn record_use(object: &str, what: &str) {
+    USES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(use_event(object, what));
 }
 
 /// The HSM key uses since the last call, for the audit trail.

@@ -328,7 +328,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// The data directory a command works on, if the command may run beside a server (everything but
+/// `init`, which makes it, and `keys rotate`, which needs it to itself).
+fn shared_data_dir(command: &Command) -> Option<&PathBuf> {
+    match command {
+        Command::Init { .. } | Command::Keys { .. } | Command::Openapi => None,
+        Command::Backup { data_dir, .. }
+        | Command::Restore { data_dir, .. }
+        | Command::Migrate { data_dir, .. }
+        | Command::Seed { data_dir, .. }
+        | Command::ImportFhir { data_dir, .. }
+        | Command::ExportFhir { data_dir, .. }
+        | Command::Serve { data_dir, .. }
+        | Command::Updates { command: UpdatesCommand::Publish { data_dir, .. } }
+        | Command::Incidents { command: IncidentsCommand::List { data_dir, .. } } => Some(data_dir),
+        Command::User { command } => match command {
+            UserCommand::Add { data_dir, .. }
+            | UserCommand::Disable { data_dir, .. }
+            | UserCommand::Enable { data_dir, .. }
+            | UserCommand::List { data_dir, .. } => Some(data_dir),
+        },
+        Command::Device { command } => match command {
+            DeviceCommand::Token { data_dir, .. }
+            | DeviceCommand::Recover { data_dir, .. }
+            | DeviceCommand::Revoke { data_dir, .. }
+            | DeviceCommand::List { data_dir, .. } => Some(data_dir),
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { data_dir, .. }
+            | AuditCommand::Purge { data_dir, .. }
+            | AuditCommand::Export { data_dir, .. } => Some(data_dir),
+        },
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Held until the command ends, so that a key rotation cannot start under it (and this command
+    // cannot start during one).
+    let _shared = match shared_data_dir(&cli.command) {
+        Some(dir) if dir.join("config.json").exists() => Some(DataDir::new(dir).lock_serving()?),
+        _ => None,
+    };
     match cli.command {
         Command::Init { data_dir, listen, tls_cert, tls_key, master_key, signing_key, database_url } => {
             let database_url = database_url.or_else(database_url_from_env);

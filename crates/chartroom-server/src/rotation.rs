@@ -53,7 +53,7 @@ pub fn rotate_master_key(dir: &DataDir, now: Timestamp) -> Result<Rotated, Serve
         None if resumed => {
             // The new key already replaced the old one; only the last step was left.
             dir.finish_rotation(&old)?;
-            let storage = dir.open_storage()?;
+            let storage = crate::datadir::open_database_with(dir, &old)?;
             crate::audit::admin_action(&*storage, "key_rotate", "master_key", "finished", now)?;
             return Ok(Rotated { rewrapped: 0, patients: 0, resumed });
         }
@@ -115,7 +115,7 @@ pub fn rotate_master_key(dir: &DataDir, now: Timestamp) -> Result<Rotated, Serve
     }
     crash_point("rotate:database");
     dir.finish_rotation(&new)?;
-    let storage = dir.open_storage()?;
+    let storage = crate::datadir::open_database_with(dir, &new)?;
     crate::audit::admin_action(
         &*storage,
         "key_rotate",

@@ -41,8 +41,8 @@ pub struct Published {
 }
 
 /// Makes the release in `from` (what `scripts/release` wrote) the one the server offers: checks
-/// it, copies it beside the current one and swaps the two, so stations see the old release or
-/// the new one, never half of one. Audited.
+/// it, copies it beside the current one, records it in the trail, and switches the `updates` link
+/// to it. Stations see the old release or the new one, never half of one.
 pub fn publish(
     data: &DataDir,
     from: &Path,
@@ -69,21 +69,30 @@ pub fn publish(
         }
         files.push(p.file.clone());
     }
-    let live = dir(data);
-    let staging = data.path().join("updates.new");
-    let old = data.path().join("updates.old");
-    let _ = fs::remove_dir_all(&staging);
-    let _ = fs::remove_dir_all(&old);
-    fs::create_dir_all(&staging)?;
-    for f in &files {
-        fs::copy(from.join(f), staging.join(f))?;
-    }
-    if live.exists() {
-        fs::rename(&live, &old)?;
-    }
-    fs::rename(&staging, &live)?;
-    let _ = fs::remove_dir_all(&old);
+    // Recorded before it goes live: a release is never served without its entry in the trail.
     let storage = data.open_storage()?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let release = data.path().join(format!("updates-{id}"));
+    fs::create_dir(&release)?;
+    for f in &files {
+        fs::copy(from.join(f), release.join(f))?;
+        fs::File::open(release.join(f))?.sync_all()?;
+    }
     crate::audit::admin_action(&*storage, "update_publish", "release", &manifest.version, now)?;
+    // `updates` is a symbolic link to the live release; a new link renamed over it switches
+    // releases in one step, so a station sees the old release or the new one, never half of one.
+    let live = dir(data);
+    let link = data.path().join(format!(".updates-{id}.link"));
+    std::os::unix::fs::symlink(format!("updates-{id}"), &link)?;
+    let previous = fs::read_link(&live).ok().map(|target| data.path().join(target));
+    if previous.is_none() && live.is_dir() {
+        // A directory left by an older version of this command.
+        fs::rename(&live, data.path().join(format!("updates-old-{id}")))?;
+    }
+    fs::rename(&link, &live)?;
+    if let Some(previous) = previous.filter(|p| *p != release) {
+        let _ = fs::remove_dir_all(previous);
+    }
+    let _ = fs::remove_dir_all(data.path().join(format!("updates-old-{id}")));
     Ok(Published { version: manifest.version, packages: manifest.packages.len() })
 }

@@ -61,6 +61,8 @@ pub enum StationError {
     Policy(#[from] crate::policy::InvalidPolicy),
     #[error("your role may not log in on this device (machine policy); use another workstation or ask IT")]
     RoleNotAllowed,
+    #[error("this station's data key was just replaced; log in once while the server is reachable")]
+    NeedsOnlineLogin,
     #[error("the machine policy pins `{key}` to another value; enroll with what the policy names")]
     EnrollmentAgainstPolicy { key: &'static str },
     #[error("this device's enrollment was revoked by the server; its local data has been wiped")]
@@ -140,6 +142,7 @@ impl StationError {
             StationError::DeviceRevoked => "device.revoked",
             StationError::Policy(_) => "policy.invalid",
             StationError::RoleNotAllowed => "policy.role_not_allowed",
+            StationError::NeedsOnlineLogin => "auth.needs_online_login",
             StationError::EnrollmentAgainstPolicy { .. } => "policy.enrollment_mismatch",
             StationError::OfflineTooLong => "auth.offline_too_long",
             StationError::NoteFinal => "note.signed",

@@ -249,6 +249,9 @@ enum UpdateCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// As root (the app runs it through `pkexec`): download and verify the offered package into a
+    /// directory only root can write, then install it with the system's package manager.
+    Install,
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,6 +283,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether this process runs as root (reads `/proc/self/status`; no `unsafe`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
 }
 
 fn read_password() -> anyhow::Result<Password> {
@@ -317,7 +326,8 @@ fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
         (
             Err(
                 chartroom_station::StationError::UnknownUser
-                | chartroom_station::StationError::OfflineTooLong,
+                | chartroom_station::StationError::OfflineTooLong
+                | chartroom_station::StationError::NeedsOnlineLogin,
             ),
             Some(_),
         ) => {
@@ -403,9 +413,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     match &cli.command {
         Command::Enroll { server, fingerprint, token } => {
-            MachinePolicy::load_system()?.check_enrollment(server, fingerprint)?;
+            let policy = MachinePolicy::load_system()?;
+            policy.check_enrollment(server, fingerprint)?;
             let keystore = Arc::new(OsKeyring::connect()?);
-            let client = chartroom_client::ServerClient::new(server, fingerprint)?;
+            let client = policy.enrollment_client(server, fingerprint)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let locked = runtime.block_on(LockedVault::enroll(
                 Profile::new(&cli.profile_dir),
@@ -712,6 +723,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     if !notes.is_empty() {
                         writeln!(out, "{notes}")?;
                     }
+                }
+                (UpdateCommand::Install, Offer::Available { version, package, .. }) => {
+                    anyhow::ensure!(is_root(), "update install runs as root (the app asks through pkexec)");
+                    let bytes = runtime.block_on(update::download(&client, &key, &package))?;
+                    // Verified in memory and written where no user process can swap it before the
+                    // package manager reads it.
+                    let dir = std::env::temp_dir()
+                        .join(format!("chartroom-update-{}", uuid::Uuid::new_v4().simple()));
+                    let mut builder = std::fs::DirBuilder::new();
+                    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                    builder.create(&dir)?;
+                    let path = dir.join(&package.file);
+                    std::fs::write(&path, &bytes)?;
+                    let status = match package.format {
+                        update::PackageFormat::Deb => std::process::Command::new("apt-get")
+                            .args(["install", "-y"])
+                            .arg(&path)
+                            .env("DEBIAN_FRONTEND", "noninteractive")
+                            .status(),
+                        update::PackageFormat::Rpm => {
+                            std::process::Command::new("dnf").args(["install", "-y"]).arg(&path).status()
+                        }
+                    };
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let status = status.context("the package manager could not be started")?;
+                    anyhow::ensure!(
+                        status.success(),
+                        "the package manager failed ({status}); nothing was changed by Chartroom"
+                    );
+                    writeln!(out, "installed {version}; restart Chartroom")?;
                 }
                 (UpdateCommand::Download { out: dir }, Offer::Available { version, package, .. }) => {
                     let bytes = runtime.block_on(update::download(&client, &key, &package))?;

@@ -112,7 +112,7 @@ impl OversightSession {
                 self.refresh_token = Zeroizing::new(tokens.refresh_token.clone());
                 Ok(())
             }
-            Err(e) if e.code() == Some("device.unknown") => {
+            Err(e) if e.code() == Some("device.unknown") && self.locked.revocation_applies() => {
                 self.locked.wipe()?;
                 Err(StationError::DeviceRevoked)
             }

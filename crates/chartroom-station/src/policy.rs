@@ -329,6 +329,21 @@ impl MachinePolicy {
         chartroom_client::ServerClient::pinned(url, &pins)
     }
 
+    /// The client an enrollment uses: pinned to the policy's fingerprints when it names any (the
+    /// server's certificate may be either of two while it is replaced), else to `fingerprint`.
+    pub fn enrollment_client(
+        &self,
+        server_url: &str,
+        fingerprint: &str,
+    ) -> Result<chartroom_client::ServerClient, chartroom_client::ClientError> {
+        if self.fingerprints.is_empty() {
+            chartroom_client::ServerClient::new(server_url.trim(), fingerprint.trim())
+        } else {
+            let pins: Vec<&str> = self.fingerprints.iter().map(String::as_str).collect();
+            chartroom_client::ServerClient::pinned(server_url.trim(), &pins)
+        }
+    }
+
     /// Refuses an enrollment with another server or certificate than the policy pins.
     pub fn check_enrollment(&self, server_url: &str, fingerprint: &str) -> Result<(), crate::StationError> {
         if let Some(url) = &self.server_url {

@@ -472,6 +472,7 @@ impl Profile {
             PathBuf::from(format!("{}-wal", db.display())),
             PathBuf::from(format!("{}-shm", db.display())),
             PathBuf::from(format!("{}.rekey", db.display())),
+            PathBuf::from(format!("{}.lock", db.display())),
             db,
         ]
     }

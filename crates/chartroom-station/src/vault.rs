@@ -309,9 +309,14 @@ impl LockedVault {
         Ok(self)
     }
 
-    /// The machine policy in force.
-    pub fn machine_policy(&self) -> &MachinePolicy {
-        &self.machine
+    /// Whether the server that answered "unknown device" is the one this station enrolled with, so
+    /// that the answer means "revoked". A machine policy that sends the station to another server
+    /// (a mistake in `server_url`) must never make it wipe its data.
+    pub(crate) fn revocation_applies(&self) -> bool {
+        match (&self.machine.server_url, &self.device.server) {
+            (Some(policy), Some(link)) => policy.eq_ignore_ascii_case(link.url.trim_end_matches('/')),
+            _ => true,
+        }
     }
 
     /// When this device warns and locks, and how long offline logins last.
@@ -433,7 +438,7 @@ impl LockedVault {
             }
             // The server no longer knows this device: it was revoked (lost, stolen, retired). Its
             // local data must not outlive that.
-            Err(e) if e.code() == Some("device.unknown") => {
+            Err(e) if e.code() == Some("device.unknown") && self.revocation_applies() => {
                 self.wipe()?;
                 return Err(StationError::DeviceRevoked);
             }
@@ -505,9 +510,27 @@ impl LockedVault {
         let due = now.since(since) >= self.machine.key_rotation() && !tokens.recovery_public_key.is_empty();
         let (store, rotated) = if rotate || due {
             let holder = (user_id, slot_version.saturating_add(1));
-            let (store, dropped) =
-                self.rotate_key(store, secret, password, holder, tokens, &escrow_key, now)?;
-            (store, Some(dropped))
+            match self.rotate_key(store, secret, password, holder, tokens, &escrow_key, now) {
+                Ok((store, dropped)) => (store, Some(dropped)),
+                // A scheduled rotation that could not run (a full disk, the database open in
+                // another process) must not keep anyone from working: it is recorded, the
+                // database is opened under whichever key it is under, and the next login tries again.
+                Err(e) if !rotate => {
+                    self.profile.record_event(
+                        now,
+                        "key_rotate_failed",
+                        serde_json::json!({ "key": "data_key", "outcome": e.code() }),
+                    )?;
+                    let current = escrow.open(&escrow_key, secret, self.device.device_id)?;
+                    let dek =
+                        self.settle_rotation(current, || match self.profile.pending_escrow_slot()? {
+                            Some(slot) => Ok(Some(slot.open(&escrow_key, secret, self.device.device_id)?)),
+                            None => Ok(None),
+                        })?;
+                    (self.open_store(dek)?, None)
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             (store, None)
         };
@@ -570,7 +593,7 @@ impl LockedVault {
                 )?;
                 Ok(new)
             }
-            _ => Err(StationError::UnknownUser),
+            _ => Err(StationError::NeedsOnlineLogin),
         }
     }
 
@@ -696,10 +719,6 @@ impl LockedVault {
             {
                 return Err(StationError::OfflineTooLong);
             }
-            // The role the server last gave this user must be allowed on this device.
-            if let Some(role) = user.role {
-                self.check_role(&user.username, role, now)?;
-            }
         }
         let attempt = self.try_unlock(username, password);
         match &attempt {
@@ -720,6 +739,14 @@ impl LockedVault {
         }
         self.profile.write_throttle(&throttle)?;
         let mut vault = attempt?;
+        // The role the server last gave this user must be allowed on this device (checked after
+        // the password, so that a refusal says nothing about who has a slot here).
+        if let Some(role) = vault.role {
+            if let Err(e) = self.check_role(&vault.username, role, now) {
+                drop(vault);
+                return Err(e);
+            }
+        }
         // What happened while the database was closed, then this unlock, go into the chain before
         // anything can be read.
         let actor = vault.actor();
@@ -1103,7 +1130,7 @@ impl UnlockedVault {
                 let mut event = chartroom_audit::Event::new(now, "session_offline", "session", &code);
                 event.resource_id = Some("refresh refused".into());
                 self.store.record(&actor, event)?;
-                if code == "device.unknown" {
+                if code == "device.unknown" && self.locked.revocation_applies() {
                     self.locked.wipe()?;
                     return Err(StationError::DeviceRevoked);
                 }

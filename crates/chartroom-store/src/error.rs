@@ -20,6 +20,8 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("the disk is full; nothing was written")]
     DiskFull,
+    #[error("the station database is open in another Chartroom process; close it and try again")]
+    InUse,
     #[error("the database is read-only; nothing was written")]
     ReadOnly,
     #[error("patient not found on this station")]
@@ -54,6 +56,7 @@ impl StoreError {
             StoreError::SchemaTooNew { .. } => "store.schema_too_new",
             StoreError::DiskFull => "store.disk_full",
             StoreError::ReadOnly => "store.read_only",
+            StoreError::InUse => "store.in_use",
             StoreError::PatientNotFound => "store.patient_not_found",
             StoreError::PatientShredded => "store.patient_shredded",
             StoreError::NoConflict => "sync.no_conflict",

@@ -70,6 +70,9 @@ pub struct Store {
     pub(crate) conn: Connection,
     pub(crate) keys: Keys,
     path: PathBuf,
+    /// A shared lock on `<database>.lock` while the store is open: a key rotation (which replaces
+    /// the file) needs it exclusively, so it never runs under another process's open store.
+    lock: std::fs::File,
 }
 
 /// How many unwrapped patient keys a store keeps at most (see [`Keys::cache`]).
@@ -154,7 +157,11 @@ impl Store {
         // Clinical writes must survive power loss: FULL syncs the WAL on every commit.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "cache_size", -options.cache_kib)?;
-        let mut store = Store { conn, keys: Keys { dek, patients: HashMap::new() }, path: path.to_owned() };
+        let lock = open_lock(path)?;
+        // Waits out a key rotation in another process (seconds); shared with every other open store.
+        lock.lock_shared()?;
+        let mut store =
+            Store { conn, keys: Keys { dek, patients: HashMap::new() }, path: path.to_owned(), lock };
         store.migrate()?;
         Ok(store)
     }
@@ -219,6 +226,12 @@ impl Store {
     /// index recomputed under it, synced, and renamed over the old file — so a crash leaves the
     /// database wholly under one key or the other, never between.
     pub fn rotate_key(self, new: DataKey, options: StoreOptions) -> Result<Store> {
+        // Nobody else may have the database open while it is replaced.
+        match self.lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
         let path = self.path.clone();
         let copy_path = with_suffix(&path, ".rekey");
         let _ = std::fs::remove_file(&copy_path);
@@ -238,7 +251,7 @@ impl Store {
         self.conn.query_row("SELECT sqlcipher_export('rekeyed')", [], |_| Ok(()))?;
         let version: i64 = self.conn.query_row("PRAGMA main.user_version", [], |r| r.get(0))?;
         self.conn.execute_batch(&format!("PRAGMA rekeyed.user_version = {version};"))?;
-        let Store { conn, mut keys, .. } = self;
+        let Store { conn, mut keys, lock, .. } = self;
         {
             let tx = conn.unchecked_transaction()?;
             let wrapped: Vec<(Vec<u8>, Vec<u8>)> = tx
@@ -278,6 +291,7 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
+        drop(lock);
         Store::open(&path, new, options)
     }
 
@@ -574,6 +588,15 @@ impl Store {
     pub fn patient_count(&self) -> Result<u64> {
         Ok(self.conn.query_row("SELECT count(*) FROM patients", [], |r| r.get(0))?)
     }
+}
+
+/// `<database>.lock`, the file whose lock says who has the store open (0600).
+fn open_lock(path: &Path) -> Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    Ok(options.open(with_suffix(path, ".lock"))?)
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

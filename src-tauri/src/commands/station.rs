@@ -57,10 +57,11 @@ pub async fn enroll(
     state: State<'_, AppState>,
     request: EnrollRequest,
 ) -> AppResult<StationStatus> {
-    state.machine_policy()?.check_enrollment(&request.server_url, &request.fingerprint)?;
-    let client =
-        chartroom_station::client::ServerClient::new(request.server_url.trim(), request.fingerprint.trim())
-            .map_err(chartroom_station::StationError::from)?;
+    let policy = state.machine_policy()?;
+    policy.check_enrollment(&request.server_url, &request.fingerprint)?;
+    let client = policy
+        .enrollment_client(&request.server_url, &request.fingerprint)
+        .map_err(chartroom_station::StationError::from)?;
     let keystore: Arc<dyn chartroom_station::DeviceSecretStore> = state.keystore()?;
     chartroom_station::LockedVault::enroll(
         state.profile()?,
@@ -85,48 +86,59 @@ pub async fn update_check(app: tauri::AppHandle, state: State<'_, AppState>) -> 
         None => Ok(UpdateView::Off),
         Some(Err(UpdateError::NoRelease)) => Ok(UpdateView::None),
         Some(Err(e)) => Err(update_error(&e)),
-        Some(Ok((_, Offer::UpToDate { installed }))) => Ok(UpdateView::UpToDate { installed }),
-        Some(Ok((_, Offer::Available { version, notes, package }))) => {
+        Some(Ok(Offer::UpToDate { installed })) => Ok(UpdateView::UpToDate { installed }),
+        Some(Ok(Offer::Available { version, notes, package })) => {
             Ok(UpdateView::Available { version, notes, file: package.file })
         }
     }
 }
 
-/// Downloads the offered package, verifies its checksum and signature, and hands it to the system's
-/// package manager through `pkexec` (an administrator authenticates). Nothing that failed a check
-/// is ever written to disk or installed.
+/// Installs the offered update: `chartroom-station update install` runs as root through `pkexec`
+/// (an administrator authenticates), and downloads, verifies and installs the package itself, so
+/// nothing a user process could swap is ever handed to the package manager.
 #[tauri::command(rename_all = "snake_case")]
 pub async fn update_install(app: tauri::AppHandle, state: State<'_, AppState>) -> AppResult<String> {
-    let (client, offer) = match verified_offer(&app, &state).await? {
+    let offer = match verified_offer(&app, &state).await? {
         None => return Err(update_error(&UpdateError::Disabled)),
         Some(result) => result.map_err(|e| update_error(&e))?,
     };
-    let Offer::Available { version, package, .. } = offer else {
+    let Offer::Available { version, .. } = offer else {
         return Err(AppError::new("update.none", "This station is up to date."));
     };
-    let key = TrustedKey::built_in().map_err(|e| update_error(&e))?;
-    let bytes =
-        chartroom_station::update::download(&client, &key, &package).await.map_err(|e| update_error(&e))?;
-    let dir = std::env::temp_dir().join(format!("chartroom-update-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&dir)
-        .map_err(|e| AppError::new("update.io", format!("Cannot save the update ({}).", e.kind())))?;
-    let path = dir.join(&package.file);
-    std::fs::write(&path, bytes)
-        .map_err(|e| AppError::new("update.io", format!("Cannot save the update ({}).", e.kind())))?;
-    let installer: &[&str] = match package.format {
-        chartroom_station::update::PackageFormat::Deb => &["apt-get", "install", "-y"],
-        chartroom_station::update::PackageFormat::Rpm => &["dnf", "install", "-y"],
-    };
-    std::process::Command::new("pkexec").args(installer).arg(&path).spawn().map_err(|_| {
+    let station = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("chartroom-station")))
+        .filter(|p| p.exists())
+        .ok_or_else(|| {
+            AppError::new("update.install", "chartroom-station is not installed beside the app.")
+        })?;
+    let profile = state.profile()?;
+    let status = tauri::async_runtime::spawn_blocking(move || {
+        std::process::Command::new("pkexec")
+            .arg(station)
+            .arg("--profile-dir")
+            .arg(profile.dir())
+            .args(["update", "install"])
+            .status()
+    })
+    .await
+    .map_err(|_| AppError::new("update.install", "The installer stopped unexpectedly."))?
+    .map_err(|_| {
         AppError::new(
             "update.install",
             "The system installer (pkexec) could not be started; ask IT to install the update.",
         )
     })?;
-    Ok(format!("Installing Chartroom {version}; an administrator confirms it. Restart Chartroom afterwards."))
+    if !status.success() {
+        return Err(AppError::new(
+            "update.install",
+            "The update was not installed (cancelled, or the installer failed).",
+        ));
+    }
+    Ok(format!("Chartroom {version} is installed. Restart Chartroom to use it."))
 }
 
-type CheckedOffer = Result<(chartroom_station::client::ServerClient, Offer), UpdateError>;
+type CheckedOffer = Result<Offer, UpdateError>;
 
 /// `None` when the policy switched updates off; otherwise the verified offer (or why not).
 async fn verified_offer(app: &tauri::AppHandle, state: &AppState) -> AppResult<Option<CheckedOffer>> {
@@ -144,8 +156,7 @@ async fn verified_offer(app: &tauri::AppHandle, state: &AppState) -> AppResult<O
     let result = async {
         let key = TrustedKey::built_in()?;
         let format = chartroom_station::update::format_of_this_system();
-        let offer = chartroom_station::update::check(&client, &key, &installed, format).await?;
-        Ok((client.clone(), offer))
+        chartroom_station::update::check(&client, &key, &installed, format).await
     }
     .await;
     Ok(Some(result))
