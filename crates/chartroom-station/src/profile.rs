@@ -3,7 +3,8 @@
 //! ```text
 //! DIR/device.json            device id, device profile, keyring backend (no secrets)
 //! DIR/keyslots.json          per-user key slots and the recovery slot (sealed; useless without the keyring)
-//! DIR/cache.db (-wal, -shm)  the SQLCipher database
+//! DIR/cache.db (-wal, -shm)  the SQLCipher database (cache.db.lock: who has it open; cache.db.rekey:
+//!                            a data key rotation's copy, only while it is being written)
 //! DIR/login-attempts.json    failed-login counters per username (throttling survives restarts)
 //! DIR/security-events.jsonl  security-relevant events that happen while no database is open (failed
 //!                            logins, keyring changes; no PHI), moved into the audit chain at unlock

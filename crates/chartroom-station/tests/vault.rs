@@ -293,8 +293,15 @@ fn canary_is_in_no_profile_file() {
     locked.unlock("nurse.a", &Password::from(PW), NOW).unwrap().lock();
     check("after lock");
     let names: Vec<String> = snapshot(dir.path()).into_iter().map(|(n, _)| n).collect();
-    let known =
-        ["cache.db", "cache.db-wal", "cache.db-shm", "device.json", "keyslots.json", "login-attempts.json"];
+    let known = [
+        "cache.db",
+        "cache.db-wal",
+        "cache.db-shm",
+        "cache.db.lock",
+        "device.json",
+        "keyslots.json",
+        "login-attempts.json",
+    ];
     assert!(names.iter().all(|n| known.contains(&n.as_str())), "{names:?}");
 }
 
