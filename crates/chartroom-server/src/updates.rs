@@ -21,13 +21,17 @@ pub fn dir(data: &DataDir) -> PathBuf {
     data.path().join("updates")
 }
 
-/// A release file's bytes; `None` for an unknown name (or one that could name a path).
-pub fn read(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ServerError> {
+/// A release file, opened for streaming, and its length; `None` for an unknown name (or one that
+/// could name a path). Served in chunks: a package is never held in memory whole.
+pub fn open(dir: &Path, name: &str) -> Result<Option<(fs::File, u64)>, ServerError> {
     if !is_release_file_name(name) {
         return Ok(None);
     }
-    match fs::read(dir.join(name)) {
-        Ok(bytes) => Ok(Some(bytes)),
+    match fs::File::open(dir.join(name)) {
+        Ok(file) => {
+            let len = file.metadata()?.len();
+            Ok(Some((file, len)))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }

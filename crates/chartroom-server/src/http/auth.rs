@@ -35,16 +35,23 @@ pub async fn update_file(
     State(state): State<AppState>,
     axum::extract::Path(file): axum::extract::Path<String>,
 ) -> Response {
-    on_blocking_pool(move || match crate::updates::read(&state.updates, &file) {
-        Ok(Some(bytes)) => {
-            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+    match crate::updates::open(&state.updates, &file) {
+        Ok(Some((file, len))) => {
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (axum::http::header::CONTENT_LENGTH, len.to_string()),
+                ],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
         }
         Ok(None) => {
             failure(StatusCode::NOT_FOUND, "update.not_found", "no such file in the published release")
         }
         Err(e) => server_failure(&e),
-    })
-    .await
+    }
 }
 
 /// Registers a device's Ed25519 key with a one-time enrollment token.
