@@ -82,12 +82,13 @@ impl CheckpointKey {
     }
 
     /// Records in the trail that the HSM key is about to sign (`purpose`), so that what it signs
-    /// covers the record. Nothing for a local key.
-    fn record_use(&self, storage: &dyn Storage, purpose: &str) -> Result<(), ServerError> {
+    /// covers the record; says whether it appended anything (nothing for a local key).
+    fn record_use(&self, storage: &dyn Storage, purpose: &str) -> Result<bool, ServerError> {
         match self {
-            CheckpointKey::Local(_) => Ok(()),
+            CheckpointKey::Local(_) => Ok(false),
             CheckpointKey::Hsm { key, .. } => {
-                storage.append_events(&[crate::hsm::use_event(key.label(), purpose)])
+                storage.append_events(&[crate::hsm::use_event(key.label(), purpose)])?;
+                Ok(true)
             }
         }
     }
@@ -132,9 +133,8 @@ pub fn checkpoint_if_due(
         return Ok(None);
     }
     // An HSM signature is a key use: recorded first, so that this checkpoint covers it.
-    key.record_use(storage, "sign audit checkpoint")?;
     let (count, head) =
-        if matches!(key, CheckpointKey::Hsm { .. }) { storage.audit_head()? } else { (count, head) };
+        if key.record_use(storage, "sign audit checkpoint")? { storage.audit_head()? } else { (count, head) };
     let checkpoint = key.sign(last.as_ref(), count, head, now)?;
     Ok(storage.add_checkpoint(&checkpoint)?.then_some(checkpoint))
 }

@@ -291,6 +291,16 @@ fn is_root() -> bool {
         .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
 }
 
+/// `--username` and the password from standard input (`--password-stdin`).
+fn credentials(cli: &Cli) -> anyhow::Result<(&str, Password)> {
+    let username = cli.username.as_deref().context("--username is required")?;
+    anyhow::ensure!(
+        cli.password_stdin,
+        "--password-stdin is required (passwords are never taken as arguments)"
+    );
+    Ok((username, read_password()?))
+}
+
 fn read_password() -> anyhow::Result<Password> {
     let mut line = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
@@ -313,12 +323,7 @@ fn open_locked(
 }
 
 fn unlock(cli: &Cli) -> anyhow::Result<chartroom_station::UnlockedVault> {
-    let username = cli.username.as_deref().context("--username is required")?;
-    anyhow::ensure!(
-        cli.password_stdin,
-        "--password-stdin is required (passwords are never taken as arguments)"
-    );
-    let password = read_password()?;
+    let (username, password) = credentials(cli)?;
     let locked = open_locked(cli, Arc::new(OsKeyring::connect()?))?;
     // A user without a slot on this device logs in online once (enrolled stations only); after
     // that, offline.
@@ -377,9 +382,7 @@ fn parse_word<T: serde::de::DeserializeOwned>(word: &str, what: &str) -> anyhow:
 /// Logs in online and syncs; a retryable failure (server unreachable, restarting, busy) is tried
 /// again after an exponential, jittered delay, up to `retries` times.
 fn sync_with_retries(cli: &Cli, retries: u32) -> anyhow::Result<chartroom_station::sync::SyncReport> {
-    let username = cli.username.as_deref().context("--username is required")?;
-    anyhow::ensure!(cli.password_stdin, "--password-stdin is required");
-    let password = read_password()?;
+    let (username, password) = credentials(cli)?;
     let keystore: Arc<dyn chartroom_station::DeviceSecretStore> = Arc::new(OsKeyring::connect()?);
     let runtime = tokio::runtime::Runtime::new()?;
     let mut backoff = chartroom_station::sync::Backoff::new(
@@ -430,12 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(out, "enrolled as {name} (device {})", locked.device_id())?;
         }
         Command::Recover { token } => {
-            let username = cli.username.as_deref().context("--username is required")?;
-            anyhow::ensure!(
-                cli.password_stdin,
-                "--password-stdin is required (passwords are never taken as arguments)"
-            );
-            let password = read_password()?;
+            let (username, password) = credentials(&cli)?;
             let locked = open_locked(&cli, Arc::new(OsKeyring::connect()?))?;
             let server = locked.server().cloned().context("this profile is not enrolled with a server")?;
             let client = locked.server_client()?;
@@ -688,9 +686,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Keys { command: KeysCommand::Rotate } => {
-            let username = cli.username.as_deref().context("--username is required")?;
-            anyhow::ensure!(cli.password_stdin, "--password-stdin is required");
-            let password = read_password()?;
+            let (username, password) = credentials(&cli)?;
             let locked = open_locked(&cli, Arc::new(OsKeyring::connect()?))?;
             let client = locked.server_client()?;
             let runtime = tokio::runtime::Runtime::new()?;

@@ -480,10 +480,12 @@ impl LockedVault {
         let user_id: Uuid = tokens.user.id.parse().map_err(|_| StationError::ServerAnswer)?;
         let escrow = self.profile.escrow_slot()?.ok_or(StationError::ProfileDamaged("keyslots.json"))?;
         let dek = escrow.open(&escrow_key, secret, self.device.device_id)?;
-        let dek = self.settle_rotation(dek, || match self.profile.pending_escrow_slot()? {
+        // The data key of an interrupted rotation's pending escrow slot, if there is one.
+        let pending_dek = || match self.profile.pending_escrow_slot()? {
             Some(slot) => Ok(Some(slot.open(&escrow_key, secret, self.device.device_id)?)),
             None => Ok(None),
-        })?;
+        };
+        let dek = self.settle_rotation(dek, pending_dek)?;
         let slot_version = match self.profile.slot_for(&tokens.user.username)? {
             Some(existing) => existing.slot.slot_version().saturating_add(1),
             None => 1,
@@ -522,12 +524,7 @@ impl LockedVault {
                         serde_json::json!({ "key": "data_key", "outcome": e.code() }),
                     )?;
                     let current = escrow.open(&escrow_key, secret, self.device.device_id)?;
-                    let dek =
-                        self.settle_rotation(current, || match self.profile.pending_escrow_slot()? {
-                            Some(slot) => Ok(Some(slot.open(&escrow_key, secret, self.device.device_id)?)),
-                            None => Ok(None),
-                        })?;
-                    (self.open_store(dek)?, None)
+                    (self.open_store(self.settle_rotation(current, pending_dek)?)?, None)
                 }
                 Err(e) => return Err(e),
             }
@@ -742,10 +739,7 @@ impl LockedVault {
         // The role the server last gave this user must be allowed on this device (checked after
         // the password, so that a refusal says nothing about who has a slot here).
         if let Some(role) = vault.role {
-            if let Err(e) = self.check_role(&vault.username, role, now) {
-                drop(vault);
-                return Err(e);
-            }
+            self.check_role(&vault.username, role, now)?;
         }
         // What happened while the database was closed, then this unlock, go into the chain before
         // anything can be read.
