@@ -253,6 +253,7 @@ test("1. nurse: census, chart with allergies, records vitals (table + plot)", as
   });
 });
 
+// hipaa (a)(2)(iii): in the real window, idleness shows a countdown, then locks to a screen with no PHI
 test("2. idle: warning with countdown, lock (idle), no PHI, unlock", async (t) => {
   await step(t, [], async () => {
     await signedInAs(USERS.nurse);
@@ -274,6 +275,8 @@ test("2. idle: warning with countdown, lock (idle), no PHI, unlock", async (t) =
   });
 });
 
+// hipaa (a)(1) (a)(2)(i): in the real window, one user's draft is invisible to another user at the same
+//   station
 test("3. nurse drafts, locks; physician sees no draft and signs a note", async (t) => {
   await step(t, [], async () => {
     await signedInAs(USERS.nurse);
@@ -335,6 +338,7 @@ test("3. nurse drafts, locks; physician sees no draft and signs a note", async (
   });
 });
 
+// hipaa (a)(2)(i): switching user in the real window keeps each user's drafts their own
 test("4. physician locks; the nurse switches back and finds her draft", async (t) => {
   await step(t, ["my_drafts"], async () => {
     await signedInAs(USERS.physician);
@@ -357,6 +361,8 @@ test("4. physician locks; the nurse switches back and finds her draft", async (t
   });
 });
 
+// hipaa (a)(2)(ii): in the real window, a patient of another unit opens only through break-glass with a
+//   reason
 test("5. break-glass: an MRN from another unit opens with emergency access", async (t) => {
   await step(t, ["break_glass"], async () => {
     await signedInAs(USERS.nurse);
@@ -375,6 +381,7 @@ test("5. break-glass: an MRN from another unit opens with emergency access", asy
   });
 });
 
+// hipaa (a)(2)(iii): in the real window, suspend and the OS screen lock lock the app
 test("6. OS signals: suspend and screensaver lock the app", async (t) => {
   await step(t, [], async () => {
     await signedInAs(USERS.nurse);
@@ -397,6 +404,7 @@ test("6. OS signals: suspend and screensaver lock the app", async (t) => {
   });
 });
 
+// hipaa (b): in the real window, an auditor reads a user's trail, sees it verified and reviews break-glass
 test("7. auditor: the nurse's trail, chain verified, break-glass reviewed", async (t) => {
   await step(t, ["audit_search", "audit_verify", "break_glass_uses", "review_break_glass"], async () => {
     const who = await whoIsThere();

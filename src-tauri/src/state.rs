@@ -342,6 +342,7 @@ mod tests {
         (AppState::with_clock(Some("/tmp/p".into()), None, Box::new(Shared(clock.clone()))), clock)
     }
 
+    // hipaa (a)(2)(iii): the app's session state locks on idle and the user is no longer active
     #[test]
     fn idle_warns_then_locks_and_the_user_is_no_longer_active() {
         let (s, clock) = state();

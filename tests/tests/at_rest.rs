@@ -189,6 +189,7 @@ fn report(when: &str, s: &Scan) {
     }
 }
 
+// hipaa (a)(2)(iv): after a full workflow, no file of the station or the server holds PHI in clear
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_phi_in_any_file_of_the_station_or_the_server() {
     let t0 = Instant::now();

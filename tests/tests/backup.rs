@@ -128,6 +128,8 @@ fn story(databases: Option<[String; 3]>) {
     }
 }
 
+// hipaa (a)(2)(iv) (c)(2): backups are sealed, restore only under the right key, and a damaged backup
+//   restores nothing
 #[test]
 fn sqlite_backup_is_encrypted_and_restores_into_a_fresh_server() {
     story(None);
@@ -284,6 +286,7 @@ fn rotation_story(database_url: Option<String>) {
     assert_eq!(trail.matches("\"key_rotate_resume\"").count(), 4);
 }
 
+// hipaa (a)(2)(iv) (c)(1): the server master key rotates, and a crash at any step loses nothing
 #[test]
 fn sqlite_master_key_rotation_survives_a_crash_at_every_step() {
     rotation_story(None);
@@ -336,6 +339,7 @@ fn softhsm(dir: &Path) -> Option<(std::path::PathBuf, String, String)> {
 /// no key file on disk, every key use in the trail, checkpoints that verify, a master key rotation
 /// through the HSM, and a server that refuses to start — with a clear message — when the HSM is
 /// unavailable (wrong PIN, token gone).
+// hipaa (a)(2)(iv) (b): the master key and the checkpoint signing key can live in an HSM (PKCS#11)
 #[test]
 fn hsm_holds_the_master_key_and_the_checkpoint_signing_key() {
     let tmp = tempfile::tempdir().unwrap();

@@ -226,6 +226,7 @@ async fn disabled_users_lose_their_slot_and_revoked_devices_wipe_themselves() {
 /// An online session outlives its ten-minute access token: a sync renews it with the refresh token
 /// and goes on. When the server refuses the renewal (the account was disabled meanwhile), the
 /// session goes offline and says so, and the refusal is in the station's audit chain.
+// hipaa (a)(2)(iii) (d): short-lived access tokens expire; a refused renewal ends the session
 #[tokio::test]
 async fn an_expired_session_is_renewed_and_a_refused_renewal_ends_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -304,6 +305,8 @@ async fn an_expired_session_is_renewed_and_a_refused_renewal_ends_it() {
 /// IT's rollout with the real binaries: a machine policy decides which server and certificates a
 /// station trusts and who may log in there (an invalid one stops every command, naming the key),
 /// and `chartroom-server device revoke` makes the station wipe itself at its next contact.
+// hipaa (a)(1) (e)(1): machine policy limits roles and pins certificates (a wrong pin is refused); a revoked
+//   station wipes its data at next contact
 #[test]
 fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
     use chartroom_tests::{admin, os_keyring_or_skip, run_with_stdin, station_command, CliServer};
@@ -430,6 +433,7 @@ fn machine_policy_rules_the_station_cli_and_revocation_wipes_it() {
 /// slot still works) and after the database moved (the next unlock of the rotating user finishes
 /// it; other users log in online once). A change recorded offline before any of it still reaches
 /// the server, the chain verifies, and every step is in the trail.
+// hipaa (a)(2)(iv) (c)(1): the station data key rotates, and a crash at any step loses nothing
 #[test]
 fn station_data_key_rotation_survives_a_crash_at_every_step() {
     use chartroom_tests::{admin, os_keyring_or_skip, run_with_stdin, station_command, CliServer};

@@ -357,6 +357,8 @@ async fn break_glass_and_audit_story(mut env: Env) {
     env.finish().await;
 }
 
+// hipaa (a)(2)(ii): break-glass works on a shared ward station and offline, and reaches the auditor's queue
+//   after sync
 #[tokio::test]
 async fn break_glass_on_a_shared_ward_station_and_offline() {
     let mut env = Env::new().await;

@@ -266,6 +266,7 @@ async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) 
 /// A DBA reading every table with `psql`, or a `pg_dump` of the database (what backups hold), sees
 /// no patient's name or MRN — neither as text nor as the hex of a `bytea` — while the scan does see
 /// what is stored in the clear (a username).
+// hipaa (a)(2)(iv) (e)(2)(ii): a DBA reading every PostgreSQL table or a dump finds no PHI
 #[test]
 fn a_dba_reading_every_table_or_a_dump_finds_no_phi() {
     let Some(url) = fresh_postgres() else { return };

@@ -707,6 +707,7 @@ async fn upload_audit(vault: &mut UnlockedVault, link: Link<'_>, stats: &mut Fau
 /// uploads — while a colleague's station, connected directly, writes to the same patients.
 /// Afterwards each change is on the server exactly once, the outbox is empty, both stations hold
 /// exactly what the server holds, and the audit chains verify.
+// hipaa (c)(1) (e)(2)(i): connections cut at random byte offsets lose and duplicate nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_at_random_offsets_lose_and_duplicate_nothing() {
     let started = Instant::now();
@@ -809,6 +810,7 @@ async fn connections_cut_at_random_offsets_lose_and_duplicate_nothing() {
 /// with it), then starts again on the same data directory behind the same address (the proxy's);
 /// twice, at random points of the batch. The station pushes again: every change is on the server
 /// exactly once and settled once on the station.
+// hipaa (e)(2)(i) (c)(1): a server restarted mid-batch applies each change once
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_restarted_mid_batch_applies_each_change_once() {
     let started = Instant::now();

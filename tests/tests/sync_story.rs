@@ -85,6 +85,7 @@ impl Env {
     }
 }
 
+// hipaa (c)(1) (b): three stations converge; every conflict is surfaced and every chain verifies
 #[tokio::test]
 async fn three_stations_converge_with_every_conflict_surfaced_and_every_chain_verified() {
     converge(None).await;

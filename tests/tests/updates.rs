@@ -59,6 +59,8 @@ fn release(dir: &Path, version: &str, key: &Path) -> PathBuf {
     out_dir
 }
 
+// hipaa (e)(2)(i): only updates signed by the release key are offered; tampered, unsigned, foreign or older
+//   ones are refused
 #[test]
 fn signed_updates_are_offered_and_everything_else_is_refused() {
     if !chartroom_tests::os_keyring_or_skip() || !tool_available("minisign") {

@@ -92,6 +92,7 @@ fn a_clean_chain_verifies_and_breaks_are_named() {
     ));
 }
 
+// hipaa (b) (c)(2): checkpoints are Ed25519-signed and chained
 #[test]
 fn checkpoints_are_signed_and_chained() {
     let key = SigningKey::from_bytes(&[7; 32]);
@@ -118,6 +119,7 @@ proptest! {
     }
 
     /// Any single-byte change to any entry's canonical content is detected.
+    // hipaa (c)(2) (b): any byte edit of an audit entry breaks its hash
     #[test]
     fn any_byte_edit_is_detected(which in 0usize..8, byte in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let device = Uuid::from_u128(0xd0);

@@ -134,6 +134,7 @@ mod tests {
         assert!(!sealed.windows(9).any(|w| w == b"synthetic"));
     }
 
+    // hipaa (c)(2): a sealed value moved to another patient, record or field fails to open
     #[test]
     fn moving_a_sealed_value_fails_to_open() {
         let key = PatientKey::generate();
@@ -188,6 +189,7 @@ mod tests {
     }
 
     proptest! {
+        // hipaa (c)(2): any single byte flip of a sealed field is detected
         #[test]
         fn any_single_byte_flip_is_detected(data in proptest::collection::vec(any::<u8>(), 0..256), pos in any::<usize>(), bit in 0u8..8) {
             let key = PatientKey::generate();

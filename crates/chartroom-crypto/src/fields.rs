@@ -26,6 +26,7 @@ mod tests {
     use super::*;
     use crate::PatientKey;
 
+    // hipaa (e)(2)(ii): patient keys travel wrapped to the receiving device and open only there
     #[test]
     fn a_patient_key_wrapped_by_the_server_opens_only_on_that_device() {
         let escrow = [7u8; 32];

@@ -112,6 +112,7 @@ pub(crate) fn hkdf_32(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32
 mod tests {
     use super::*;
 
+    // hipaa (d): Argon2id parameters below the OWASP floor are refused
     #[test]
     fn params_below_owasp_floor_are_refused() {
         assert!(KdfParams::new(19 * 1024 - 1, 2, 1).is_err());

@@ -269,6 +269,7 @@ mod tests {
     /// `UnlockedVault::lock()` (drop the store, and with it the data key and the patient keys) a wipe.
     fn wipes_on_drop<T: ZeroizeOnDrop>() {}
 
+    // hipaa (a)(2)(iv): key material is wiped from memory when dropped
     #[test]
     fn key_types_zeroize_on_drop() {
         wipes_on_drop::<DataKey>();
@@ -314,6 +315,7 @@ mod tests {
         assert_ne!(a, DataKey::derive(b"t", &m, b"i").sqlcipher_key_statement());
     }
 
+    // hipaa (c)(2): a patient key unwraps only for its own patient
     #[test]
     fn patient_key_unwraps_only_for_its_patient() {
         let dek = DataKey::generate();

@@ -169,6 +169,7 @@ mod tests {
         }
     }
 
+    // hipaa (c)(2): a truncated, reordered or re-keyed sealed stream (backups) is refused
     #[test]
     fn truncation_reordering_other_keys_and_contexts_are_refused() {
         let k = key(1);

@@ -250,6 +250,7 @@ mod tests {
         assert!(!grant_covers("ehr.read:patient.notes", "malformed"));
     }
 
+    // hipaa (a)(1): each role reads only the chart sections it needs (billing sees no notes, admin no PHI)
     #[test]
     fn minimum_necessary_reads() {
         let icu = |role| readable_sections(&who(role, &["ICU"]), "ICU", false);
@@ -277,6 +278,7 @@ mod tests {
         }
     }
 
+    // hipaa (a)(1): patient actions are allowed only inside the user's units
     #[test]
     fn units_scope_patient_actions() {
         let nurse = who(Role::Nurse, &["ICU"]);
@@ -338,6 +340,7 @@ mod tests {
 
     proptest! {
         /// The admin never reads or writes patient data, whatever the unit or break-glass.
+        // hipaa (a)(1): the admin role administers accounts but is granted no patient data
         #[test]
         fn admin_never_touches_phi(action in any_action(), unit in "[A-Z]{1,4}", bg: bool, star: bool) {
             let units = if star { vec!["*".to_string()] } else { vec![unit.clone()] };
@@ -350,6 +353,7 @@ mod tests {
 
         /// Outside a user's units only break-glass can allow anything, and break-glass never allows
         /// more than the role's break-glass grants.
+        // hipaa (a)(2)(ii): out-of-scope reads are refused unless break-glass is granted
         #[test]
         fn out_of_scope_needs_break_glass(
             action in any_action(),

@@ -198,6 +198,7 @@ impl LockPolicy {
 mod tests {
     use super::*;
 
+    // hipaa (a)(2)(iii): no setting keeps a station unlocked for more than 15 idle minutes
     #[test]
     fn station_idle_is_capped_at_fifteen_minutes() {
         let p = LockPolicy::defaults(DeviceProfile::Station);

@@ -221,6 +221,7 @@ mod tests {
         SessionEvent::AuthSucceeded { user, username: name.into() }
     }
 
+    // hipaa (a)(2)(iii): an idle station warns, then locks at its timeout
     #[test]
     fn idle_station_warns_then_locks() {
         let mut s = Session::new(LockPolicy::defaults(DeviceProfile::Station), T0);
@@ -252,6 +253,7 @@ mod tests {
         assert!(matches!(s.state(T0.plus(secs(560))), SessionState::Warning { .. }));
     }
 
+    // hipaa (a)(2)(iii): time asleep counts: a laptop closed overnight wakes locked
     #[test]
     fn laptop_closed_overnight_wakes_locked() {
         let mut s = Session::new(LockPolicy::defaults(DeviceProfile::Laptop), T0);
@@ -265,6 +267,7 @@ mod tests {
         assert_eq!(s.state(T0.plus(secs(9 * 3600))), SessionState::Locked { owner: Some(doc) });
     }
 
+    // hipaa (a)(2)(iii): even a busy session locks at the absolute limit
     #[test]
     fn absolute_limit_locks_a_busy_session() {
         let mut s = Session::new(LockPolicy::defaults(DeviceProfile::Station), T0);
@@ -279,6 +282,7 @@ mod tests {
         assert_eq!(last, Transition::Locked { reason: LockReason::AbsoluteLimit });
     }
 
+    // hipaa (a)(2)(i) (a)(2)(iii): switching user ends the locked session instead of sharing it
     #[test]
     fn another_user_switches_and_ends_the_locked_session() {
         let mut s = Session::new(LockPolicy::defaults(DeviceProfile::Station), T0);

@@ -99,6 +99,7 @@ impl Fixture {
 
 use chartroom_domain::Clock;
 
+// hipaa (d) (a)(2)(i): a token works only from the device it was issued to
 #[tokio::test]
 async fn tokens_work_only_from_the_device_they_were_issued_to() {
     let f = Fixture::new().await;
@@ -160,6 +161,7 @@ async fn tokens_work_only_from_the_device_they_were_issued_to() {
     f.server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
 
+// hipaa (d) (e)(2)(i): a login challenge works once and the device signature is checked
 #[tokio::test]
 async fn a_login_nonce_works_once_and_signatures_are_checked() {
     let f = Fixture::new().await;
@@ -188,6 +190,7 @@ async fn a_login_nonce_works_once_and_signatures_are_checked() {
     assert_eq!(f.client.challenge(&ghost).await.unwrap_err().code(), Some("device.unknown"));
 }
 
+// hipaa (d) (b): server logins are throttled then locked out; each failure is audited; an admin can unlock
 #[tokio::test]
 async fn failed_logins_are_throttled_locked_out_audited_and_unlockable() {
     let f = Fixture::new().await;
@@ -250,6 +253,7 @@ async fn guessing_from_one_device_locks_that_device() {
     f.login(&b, "nurse.d").await;
 }
 
+// hipaa (a)(1) (d): a disabled user or revoked device is refused at the next request
 #[tokio::test]
 async fn disabled_users_and_revoked_devices_lose_access_at_once() {
     let f = Fixture::new().await;
@@ -329,6 +333,8 @@ const MATRIX: &[(&str, Scope, Act, Expect)] = &[
     ("admin.it", Scope::Out, Act::Chart, Expect::Denied("access.forbidden")),
 ];
 
+// hipaa (a)(1) (b): every role × in/out of unit × census and chart read over HTTPS gives its expected
+//   outcome; refusals carry no PHI and each is an audit entry
 #[tokio::test]
 async fn access_matrix_role_by_scope_by_action() {
     let f = Fixture::new().await;
@@ -415,6 +421,7 @@ async fn access_matrix_role_by_scope_by_action() {
     }
 }
 
+// hipaa (a)(1): a ward station serves only its ward, even to a user who works two units
 #[tokio::test]
 async fn a_station_restricted_to_its_ward_serves_only_that_ward() {
     let f = Fixture::new().await;
@@ -468,6 +475,7 @@ async fn census_pages_through_a_unit_by_bed_without_gaps() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+// hipaa (a)(2)(iv): the server database without the master key holds no PHI
 #[tokio::test]
 async fn the_database_without_the_master_key_holds_no_phi() {
     let f = Fixture::new().await;
@@ -595,6 +603,8 @@ async fn openapi_document_is_served_and_checked_in() {
     );
 }
 
+// hipaa (a)(2)(ii) (b): break-glass needs a reason, opens one out-of-scope patient for one hour, is audited
+//   and reviewed by an auditor
 #[tokio::test]
 async fn break_glass_opens_one_patient_for_an_hour_and_auditors_review_it() {
     use chartroom_protocol::{BreakGlassGrant, BreakGlassUse};
@@ -695,6 +705,7 @@ async fn break_glass_opens_one_patient_for_an_hour_and_auditors_review_it() {
     assert_eq!(f.status(&dev, &nurse, &chart_path(med[0])).await.0, StatusCode::FORBIDDEN);
 }
 
+// hipaa (b): a burst of reads disables the account and raises an incident
 #[tokio::test]
 async fn a_burst_of_reads_disables_the_account_and_raises_an_incident() {
     use chartroom_protocol::IncidentInfo;
@@ -782,6 +793,8 @@ async fn a_canary_patient_leaves_no_phi_in_exports_or_output() {
 
 /// Pushed changes: applied once (a retry is a duplicate), checked against role, authorship and
 /// version; a stale edit is a conflict; observations and signed notes are never rewritten.
+// hipaa (c)(1): a change applies once and only on its base version; otherwise it is a conflict, never a
+//   silent overwrite
 #[tokio::test]
 async fn pushed_changes_apply_once_with_versions_and_conflicts() {
     use chartroom_domain::{Note, NoteKind, NoteStatus, Observation, Timestamp, VitalSign};
@@ -913,6 +926,7 @@ async fn pushed_changes_apply_once_with_versions_and_conflicts() {
 
 /// A signed note takes one change only: its author marking it entered-in-error, everything else
 /// as it was. A draft is not marked; another user cannot; the text cannot change on the way.
+// hipaa (c)(1): a signed note is never edited; only its author marks it entered-in-error
 #[tokio::test]
 async fn a_signed_note_is_only_marked_entered_in_error_by_its_author() {
     use chartroom_domain::{Note, NoteKind, NoteStatus, Timestamp};

@@ -126,6 +126,7 @@ async fn serve_and_enroll(
     (server, client, device)
 }
 
+// hipaa (b) (c)(2): every edit, deletion, reordering or truncation of the server's stored trail is detected
 #[test]
 fn every_tampering_of_stored_entries_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
@@ -264,6 +265,7 @@ fn cli_audit_verify_and_export() {
     assert!(err.contains("stored entry 200"), "{err}");
 }
 
+// hipaa (b) (e)(2)(i): stations upload their chains; the server verifies continuity on upload
 #[tokio::test]
 async fn devices_upload_their_chains_over_https() {
     use chartroom_protocol::{AuditUpload, AuditUploadResponse};
@@ -332,6 +334,7 @@ async fn devices_upload_their_chains_over_https() {
 
 /// Retention: entries younger than six years are never purged; an allowed purge leaves a trail that
 /// still verifies (from a signed purge point), still detects tampering, and keeps growing.
+// hipaa (b): purge refuses entries younger than the retention period and keeps the trail verifiable
 #[test]
 fn purging_old_entries_keeps_the_trail_verifiable() {
     let tmp = tempfile::tempdir().unwrap();
@@ -423,6 +426,7 @@ fn purging_old_entries_keeps_the_trail_verifiable() {
 
 /// Auditors search and verify the trail over HTTPS: filters and limits are checked, clinicians are
 /// refused, and an entry an insider edited in the database shows as a failed verification.
+// hipaa (b): auditors search and verify the trail over HTTPS and are shown tampering
 #[tokio::test]
 async fn auditors_search_and_verify_over_https_and_see_tampering() {
     use chartroom_client::StatusCode;

@@ -64,6 +64,8 @@ async fn request(
     Ok(response)
 }
 
+// hipaa (e)(1) (e)(2)(ii): the server speaks TLS 1.3 only; TLS 1.2 and another certificate than the pinned
+//   one are refused
 #[tokio::test]
 async fn health_over_pinned_tls13_only() {
     let tmp = tempfile::tempdir().unwrap();
@@ -235,6 +237,8 @@ fn cli_init_then_serve_then_sigterm() {
     }
 }
 
+// hipaa (a)(2)(i): usernames are unique (a second account with the same name is refused) and passwords are
+//   policy-checked
 #[test]
 fn accounts_are_unique_and_policed() {
     use chartroom_crypto::Password;
@@ -424,6 +428,7 @@ fn device_tokens_are_one_line_hashed_and_revocable() {
     assert!(!bad_profile.status.success());
 }
 
+// hipaa (d): device enrollment tokens work once and expire
 #[tokio::test]
 async fn enrollment_tokens_are_single_use_and_expire() {
     use chartroom_domain::{DeviceProfile, Timestamp};

@@ -283,6 +283,7 @@ fn rejected(outcome: &ChangeOutcome) -> Option<&str> {
 
 /// Malformed batches are refused whole, before any change in them is looked at: not one of the
 /// valid changes that travel with the broken one is applied.
+// hipaa (e)(2)(i): a malformed push is refused whole and applies nothing
 #[tokio::test]
 async fn malformed_push_bodies_are_refused_whole() {
     let f = Fixture::new().await;
@@ -542,6 +543,7 @@ async fn per_change_refusals_apply_nothing() {
 
 /// A change id another device has used is never applied for this one — even for a different,
 /// otherwise valid record.
+// hipaa (a)(1) (c)(1): a change id of another device is refused and applies nothing (IDOR)
 #[tokio::test]
 async fn foreign_change_ids_apply_nothing() {
     let f = Fixture::new().await;
@@ -573,6 +575,7 @@ async fn foreign_change_ids_apply_nothing() {
 
 /// Audit uploads that are not the device's own unbroken chain are refused whole: the entries the
 /// server holds do not change and the trail still verifies.
+// hipaa (e)(2)(i) (b): an uploaded chain that is foreign or broken is refused
 #[tokio::test]
 async fn audit_uploads_of_foreign_or_broken_chains_are_refused() {
     let f = Fixture::new().await;
@@ -769,6 +772,7 @@ async fn a_reused_change_id_for_another_record_is_refused_not_reported_as_a_dupl
 /// Was a bug: any user who may write notes on the unit can overwrite another user's *draft* note and make
 /// it theirs: nurse.b pushes nurse.a's draft (right `base_version`) with `author_id` = nurse.b and
 /// new text; it applies as version 2, and nurse.a's text and authorship are gone from the server.
+// hipaa (a)(1): another user's draft id in a push is refused (IDOR)
 #[tokio::test]
 async fn another_user_cannot_take_over_a_draft_note() {
     let f = Fixture::new().await;
@@ -793,6 +797,7 @@ async fn another_user_cannot_take_over_a_draft_note() {
 /// observation, or an id that does not exist — all three apply. The domain says an addendum amends
 /// a signed note (`Note::addendum_to`: "the signed note it amends"); a dangling or cross-patient
 /// link corrupts the chart (an addendum shown under the wrong note, or under none).
+// hipaa (c)(1): an addendum amends only a signed note of the same patient
 #[tokio::test]
 async fn an_addendum_amends_only_a_signed_note_of_the_same_patient() {
     let f = Fixture::new().await;

@@ -427,6 +427,7 @@ mod tests {
         assert!(!p.updates_enabled());
     }
 
+    // hipaa (e)(1): enrollment goes only to the policy's server and certificate
     #[test]
     fn enrollment_must_use_the_pinned_server_and_certificate() {
         let p = parse(&format!(

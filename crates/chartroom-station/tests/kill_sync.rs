@@ -369,6 +369,7 @@ fn writes_by(storage: &dyn Storage, device: Uuid) -> BTreeMap<Uuid, usize> {
     }
 }
 
+// hipaa (c)(1): a sync killed at random moments loses and duplicates nothing
 #[test]
 fn sync_killed_at_random_moments_loses_and_duplicates_nothing() {
     if !keyring_available() {

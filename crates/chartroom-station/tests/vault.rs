@@ -84,6 +84,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+// hipaa (d): a wrong password never opens a station; the right one does
 #[test]
 fn lock_unlock_and_wrong_passwords() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,6 +121,7 @@ fn lock_unlock_and_wrong_passwords() {
     let _locked: LockedVault = vault.lock();
 }
 
+// hipaa (a)(2)(i): each user of a station has their own key slot and password
 #[test]
 fn second_user_gets_own_slot() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,6 +138,7 @@ fn second_user_gets_own_slot() {
     assert!(matches!(locked.unlock("nurse.b", &Password::from(PW), NOW), Err(StationError::WrongPassword)));
 }
 
+// hipaa (c)(2) (d): key slots swapped between users or copied are refused
 #[test]
 fn swapped_and_copied_slots_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,6 +382,7 @@ fn creation_is_all_or_nothing_and_never_overwrites() {
     assert_eq!(std::fs::read(half.path().join("keyslots.json")).unwrap(), b"{}");
 }
 
+// hipaa (d): offline password guessing is throttled and locked out, also across restarts
 #[test]
 fn guessing_is_throttled_and_locked_out_across_restarts() {
     use chartroom_domain::{LockPolicy, Throttled};
@@ -417,6 +421,8 @@ fn guessing_is_throttled_and_locked_out_across_restarts() {
 
 /// Reads, failed logins, unlocks and locks land in the station's hash chain, in order; an edit of
 /// a stored entry is found and named.
+// hipaa (a)(2)(i) (b) (c)(2): every read and login is an entry naming the user and device; an edit of the
+//   stored chain is detected
 #[test]
 fn the_audit_chain_records_reads_and_logins_and_detects_edits() {
     let dir = tempfile::tempdir().unwrap();
@@ -471,6 +477,7 @@ fn the_audit_chain_records_reads_and_logins_and_detects_edits() {
 
 /// The station applies the same policy engine: a billing clerk cannot record vitals, and the
 /// refusal is in the chain.
+// hipaa (a)(1) (b): the station refuses writes a role lacks and records each refusal
 #[test]
 fn writes_follow_the_role_and_refusals_are_recorded() {
     let dir = tempfile::tempdir().unwrap();

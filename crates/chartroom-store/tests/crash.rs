@@ -61,6 +61,7 @@ fn crash_child_writer() {
     }
 }
 
+// hipaa (c)(1) (b): a writer killed at random never leaves a change without its audit entry
 #[test]
 fn killed_writers_never_leave_a_change_without_its_entry() {
     let tmp = tempfile::tempdir().unwrap();

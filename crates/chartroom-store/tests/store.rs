@@ -118,6 +118,7 @@ fn a_large_census_leaves_a_bounded_number_of_patient_keys_in_memory() {
     }
 }
 
+// hipaa (a)(2)(iv) (c)(2): the station database opens only with its key; a wrong key changes nothing
 #[test]
 fn wrong_key_is_refused_and_the_file_is_untouched() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,6 +147,7 @@ fn intact(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<Chart>, impl Fn() -> Dat
     (path, bytes, bundles, move || slot.open(&Password::from("test passphrase"), &dev, u, d).unwrap())
 }
 
+// hipaa (c)(2): damaged database files give clear errors, never wrong data
 #[test]
 fn damaged_files_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,6 +181,7 @@ fn damaged_files_give_clear_errors() {
     assert!(damage_reported > 0, "the damaged page belongs to some chart");
 }
 
+// hipaa (a)(2)(iv): a canary patient's name and MRN appear in no station database file (SQLCipher)
 #[test]
 fn canary_never_appears_in_database_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -2200,6 +2200,7 @@ impl AppliedRows {
 mod tests {
     use super::*;
 
+    // hipaa (e)(1) (e)(2)(ii): server to PostgreSQL over the network must use TLS with a verified certificate
     #[test]
     fn network_connections_must_verify_the_server() {
         for url in [
