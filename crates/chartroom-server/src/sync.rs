@@ -64,8 +64,29 @@ pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailur
             change_id: change.change_id.clone(),
             outcome: outcome.unwrap_or_else(|| rejected("server.internal", "no outcome")),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    for (change, result) in batch.changes.iter().zip(&results) {
+        if let ChangeOutcome::Rejected { code, .. } = &result.outcome {
+            if is_denial(code) {
+                let record = &change.change;
+                let subject = Subject {
+                    resource_type: meta(record).kind.map_or("patient", RecordKind::as_str),
+                    resource_id: record.record_id().to_string(),
+                    patient_ids: vec![record.patient_id()],
+                };
+                r.record("denied", code, subject)?;
+            }
+        }
+    }
     Ok(PushResponse { results })
+}
+
+/// Refusals that are an attempt to reach what the user may not (a role or scope refusal, another
+/// user's record, another device's change id, a record id of another patient): each is audited as
+/// `denied`. Mistakes that reach nothing (invalid records, conflicts) are not.
+fn is_denial(code: &str) -> bool {
+    code.starts_with("access.")
+        || matches!(code, "sync.not_author" | "sync.foreign_change" | "sync.record_mismatch")
 }
 
 /// What deciding a batch reads, read for the whole batch at once: record versions first, then
@@ -172,12 +193,6 @@ fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Dec
     if let Err(denied) =
         decide(&who, record.action(), Target::Patient { unit: &patient.unit, break_glass: *break_glass })
     {
-        let subject = Subject {
-            resource_type: kind_name,
-            resource_id: record_id.to_string(),
-            patient_ids: vec![patient_id],
-        };
-        r.record("denied", denied.code(), subject)?;
         return Ok(Decision::Done(rejected(denied.code(), &Denied::to_string(&denied))));
     }
     // A station writes in the name of the user who is logged in, never someone else.

@@ -286,142 +286,296 @@ const USERS: &[(&str, Role, &[&str])] = &[
     ("admin.it", Role::Admin, &[]),
 ];
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Scope {
     In,
     Out,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Act {
     Census,
     /// A chart, by patient id (the IDOR vector: ids of other units' patients).
     Chart,
+    /// Push a heart rate for the patient.
+    WriteVitals,
+    /// Push a signed nursing note, or a signed progress note.
+    SignNursingNote,
+    SignProgressNote,
+    /// Search the audit trail for the patient's MRN.
+    ReadAudit,
+    /// The anomaly incidents (not about a patient: both scopes ask the same).
+    Incidents,
 }
 
-/// The expected outcome: the sections visible, or the error code.
+const ACTS: [Act; 7] =
+    [Act::Census, Act::Chart, Act::WriteVitals, Act::SignNursingNote, Act::SignProgressNote, Act::ReadAudit, Act::Incidents];
+
+/// The expected outcome: the sections visible, a census, a write applied, a list, or the error code.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Expect {
     Sections(&'static [&'static str]),
     Census,
+    Applied,
+    Listed,
     Denied(&'static str),
 }
 
 const ALL: &[&str] = &["demographics", "allergies", "problems", "medications", "vitals", "notes"];
+const OUT: Expect = Expect::Denied("access.out_of_scope");
+const NO: Expect = Expect::Denied("access.forbidden");
 
 /// The matrix: every role × in/out of scope × action, and what must happen.
 const MATRIX: &[(&str, Scope, Act, Expect)] = &[
     ("nurse.icu", Scope::In, Act::Census, Expect::Census),
-    ("nurse.icu", Scope::Out, Act::Census, Expect::Denied("access.out_of_scope")),
+    ("nurse.icu", Scope::Out, Act::Census, OUT),
     ("nurse.icu", Scope::In, Act::Chart, Expect::Sections(ALL)),
-    ("nurse.icu", Scope::Out, Act::Chart, Expect::Denied("access.out_of_scope")),
+    ("nurse.icu", Scope::Out, Act::Chart, OUT),
+    ("nurse.icu", Scope::In, Act::WriteVitals, Expect::Applied),
+    ("nurse.icu", Scope::Out, Act::WriteVitals, OUT),
+    ("nurse.icu", Scope::In, Act::SignNursingNote, Expect::Applied),
+    ("nurse.icu", Scope::Out, Act::SignNursingNote, OUT),
+    ("nurse.icu", Scope::In, Act::SignProgressNote, NO),
+    ("nurse.icu", Scope::Out, Act::SignProgressNote, NO),
+    ("nurse.icu", Scope::In, Act::ReadAudit, NO),
+    ("nurse.icu", Scope::Out, Act::ReadAudit, NO),
+    ("nurse.icu", Scope::In, Act::Incidents, NO),
+    ("nurse.icu", Scope::Out, Act::Incidents, NO),
     ("doc.icu", Scope::In, Act::Census, Expect::Census),
-    ("doc.icu", Scope::Out, Act::Census, Expect::Denied("access.out_of_scope")),
+    ("doc.icu", Scope::Out, Act::Census, OUT),
     ("doc.icu", Scope::In, Act::Chart, Expect::Sections(ALL)),
-    ("doc.icu", Scope::Out, Act::Chart, Expect::Denied("access.out_of_scope")),
+    ("doc.icu", Scope::Out, Act::Chart, OUT),
+    ("doc.icu", Scope::In, Act::WriteVitals, Expect::Applied),
+    ("doc.icu", Scope::Out, Act::WriteVitals, OUT),
+    ("doc.icu", Scope::In, Act::SignNursingNote, Expect::Applied),
+    ("doc.icu", Scope::Out, Act::SignNursingNote, OUT),
+    ("doc.icu", Scope::In, Act::SignProgressNote, Expect::Applied),
+    ("doc.icu", Scope::Out, Act::SignProgressNote, OUT),
+    ("doc.icu", Scope::In, Act::ReadAudit, NO),
+    ("doc.icu", Scope::Out, Act::ReadAudit, NO),
+    ("doc.icu", Scope::In, Act::Incidents, NO),
+    ("doc.icu", Scope::Out, Act::Incidents, NO),
     ("billing.icu", Scope::In, Act::Census, Expect::Census),
-    ("billing.icu", Scope::Out, Act::Census, Expect::Denied("access.out_of_scope")),
+    ("billing.icu", Scope::Out, Act::Census, OUT),
     ("billing.icu", Scope::In, Act::Chart, Expect::Sections(&["demographics", "problems"])),
-    ("billing.icu", Scope::Out, Act::Chart, Expect::Denied("access.out_of_scope")),
-    ("auditor.all", Scope::In, Act::Census, Expect::Denied("access.forbidden")),
-    ("auditor.all", Scope::Out, Act::Census, Expect::Denied("access.forbidden")),
+    ("billing.icu", Scope::Out, Act::Chart, OUT),
+    ("billing.icu", Scope::In, Act::WriteVitals, NO),
+    ("billing.icu", Scope::Out, Act::WriteVitals, NO),
+    ("billing.icu", Scope::In, Act::SignNursingNote, NO),
+    ("billing.icu", Scope::Out, Act::SignNursingNote, NO),
+    ("billing.icu", Scope::In, Act::SignProgressNote, NO),
+    ("billing.icu", Scope::Out, Act::SignProgressNote, NO),
+    ("billing.icu", Scope::In, Act::ReadAudit, NO),
+    ("billing.icu", Scope::Out, Act::ReadAudit, NO),
+    ("billing.icu", Scope::In, Act::Incidents, NO),
+    ("billing.icu", Scope::Out, Act::Incidents, NO),
+    ("auditor.all", Scope::In, Act::Census, NO),
+    ("auditor.all", Scope::Out, Act::Census, NO),
     ("auditor.all", Scope::In, Act::Chart, Expect::Sections(&["demographics"])),
     ("auditor.all", Scope::Out, Act::Chart, Expect::Sections(&["demographics"])),
-    ("admin.it", Scope::In, Act::Census, Expect::Denied("access.forbidden")),
-    ("admin.it", Scope::Out, Act::Census, Expect::Denied("access.forbidden")),
-    ("admin.it", Scope::In, Act::Chart, Expect::Denied("access.forbidden")),
-    ("admin.it", Scope::Out, Act::Chart, Expect::Denied("access.forbidden")),
+    ("auditor.all", Scope::In, Act::WriteVitals, NO),
+    ("auditor.all", Scope::Out, Act::WriteVitals, NO),
+    ("auditor.all", Scope::In, Act::SignNursingNote, NO),
+    ("auditor.all", Scope::Out, Act::SignNursingNote, NO),
+    ("auditor.all", Scope::In, Act::SignProgressNote, NO),
+    ("auditor.all", Scope::Out, Act::SignProgressNote, NO),
+    ("auditor.all", Scope::In, Act::ReadAudit, Expect::Listed),
+    ("auditor.all", Scope::Out, Act::ReadAudit, Expect::Listed),
+    ("auditor.all", Scope::In, Act::Incidents, Expect::Listed),
+    ("auditor.all", Scope::Out, Act::Incidents, Expect::Listed),
+    ("admin.it", Scope::In, Act::Census, NO),
+    ("admin.it", Scope::Out, Act::Census, NO),
+    ("admin.it", Scope::In, Act::Chart, NO),
+    ("admin.it", Scope::Out, Act::Chart, NO),
+    ("admin.it", Scope::In, Act::WriteVitals, NO),
+    ("admin.it", Scope::Out, Act::WriteVitals, NO),
+    ("admin.it", Scope::In, Act::SignNursingNote, NO),
+    ("admin.it", Scope::Out, Act::SignNursingNote, NO),
+    ("admin.it", Scope::In, Act::SignProgressNote, NO),
+    ("admin.it", Scope::Out, Act::SignProgressNote, NO),
+    ("admin.it", Scope::In, Act::ReadAudit, NO),
+    ("admin.it", Scope::Out, Act::ReadAudit, NO),
+    ("admin.it", Scope::In, Act::Incidents, NO),
+    ("admin.it", Scope::Out, Act::Incidents, NO),
 ];
 
-// hipaa (a)(1) (b): every role × in/out of unit × census and chart read over HTTPS gives its expected
-//   outcome; refusals carry no PHI and each is an audit entry
+/// Account and device management are not on the HTTP API at all (they are `chartroom-server user …`
+/// and `device …` on the server host); every role gets the same 404 for where they might be.
+const NO_ADMIN_OVER_HTTP: &[(&str, &str)] =
+    &[("POST", "/v1/users"), ("POST", "/v1/devices/revoke"), ("POST", "/v1/users/disable"), ("GET", "/v1/devices")];
+
+// hipaa (a)(1) (b): every role × in/out of unit × action (census, chart, write vitals, sign nursing and
+//   progress notes, read audit, incidents) over HTTPS gives its expected outcome; refusals carry no PHI
+//   and each is one audit entry; no account or device management is reachable over HTTP
 #[tokio::test]
 async fn access_matrix_role_by_scope_by_action() {
+    use chartroom_domain::{Note, NoteKind, NoteStatus, Observation, Timestamp, VitalSign};
+    use chartroom_protocol::{Change, ChangeOutcome, ChangeRecord, IncidentInfo};
     let f = Fixture::new().await;
-    let charts = f.seed(8);
-    let icu = charts.iter().find(|c| c.patient.unit == "ICU").unwrap();
-    let med = charts.iter().find(|c| c.patient.unit == "MED").unwrap();
+    let charts = f.seed(12);
+    let on = |unit: &'static str| charts.iter().filter(move |c| c.patient.unit == unit);
+    // Reads look at one patient per unit, writes go to another, so reads compare with the seed.
+    let (icu, icu_writes) = (on("ICU").next().unwrap(), on("ICU").nth(1).unwrap());
+    let (med, med_writes) = (on("MED").next().unwrap(), on("MED").nth(1).unwrap());
     let device = f.device("roaming-laptop", &[]).await;
     let mut tokens = std::collections::HashMap::new();
     for (name, role, units) in USERS {
         f.add_user(name, *role, units);
-        tokens.insert(*name, f.login(&device, name).await.access_token);
+        let t = f.login(&device, name).await;
+        tokens.insert(*name, (t.access_token, t.user.id.parse::<uuid::Uuid>().unwrap()));
     }
     // Every (role, scope, action) cell is in the table exactly once.
     for (name, ..) in USERS {
         for scope in [Scope::In, Scope::Out] {
-            for act in [Act::Census, Act::Chart] {
-                let n = MATRIX
-                    .iter()
-                    .filter(|(u, s, a, _)| u == name && format!("{s:?}{a:?}") == format!("{scope:?}{act:?}"))
-                    .count();
+            for act in ACTS {
+                let n = MATRIX.iter().filter(|(u, s, a, _)| u == name && *s == scope && *a == act).count();
                 assert_eq!(n, 1, "{name} {scope:?} {act:?}");
             }
         }
     }
+    let denials = || f.events().iter().filter(|e| e.action == "denied").count();
     for (user, scope, act, expect) in MATRIX {
-        let target = match scope {
-            Scope::In => icu,
-            Scope::Out => med,
+        let (target, write_target) = match scope {
+            Scope::In => (icu, icu_writes),
+            Scope::Out => (med, med_writes),
         };
-        let path = match act {
-            Act::Census => format!("/v1/units/{}/census", target.patient.unit),
-            Act::Chart => format!("/v1/patients/{}/chart", target.patient.id),
-        };
-        let denials_before = f.events().iter().filter(|e| e.action == "denied").count();
-        let (status, body) = f.status(&device, &tokens[user], &path).await;
+        let (token, me) = &tokens[user];
         let cell = format!("{user} {scope:?} {act:?}");
-        match expect {
-            Expect::Denied(code) => {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{cell}: {body}");
-                assert!(body.contains(code), "{cell}: {body}");
-                // No PHI in the refusal, and the denial is recorded.
-                assert!(!body.contains(&target.patient.name.family), "{cell}");
-                let after = f.events().iter().filter(|e| e.action == "denied").count();
-                assert_eq!(after, denials_before + 1, "{cell}: denial not recorded");
+        let denials_before = denials();
+        let now = Timestamp(f.clock.now().0);
+        let note = |kind: NoteKind| Note {
+            id: uuid::Uuid::now_v7(),
+            patient_id: write_target.patient.id,
+            author_id: *me,
+            kind,
+            text: "Settled, observations stable".into(),
+            created_at: now,
+            status: NoteStatus::Signed { signed_at: now },
+            addendum_to: None,
+            version: 0,
+        };
+        let write = match act {
+            Act::WriteVitals => Some(ChangeRecord::Observation(Observation {
+                id: uuid::Uuid::now_v7(),
+                patient_id: write_target.patient.id,
+                vital: VitalSign::HeartRate,
+                value: 84.0,
+                effective_at: now,
+                recorded_by: *me,
+                version: 0,
+            })),
+            Act::SignNursingNote => Some(ChangeRecord::Note(note(NoteKind::Nursing))),
+            Act::SignProgressNote => Some(ChangeRecord::Note(note(NoteKind::Progress))),
+            _ => None,
+        };
+        if let Some(record) = write {
+            let change = Change { change_id: uuid::Uuid::now_v7().to_string(), base_version: 0, change: record };
+            let outcome = push(&f.client, &device, token, vec![change]).await.remove(0);
+            match (expect, &outcome) {
+                (Expect::Applied, ChangeOutcome::Applied { version: 1 }) => {}
+                (Expect::Denied(code), ChangeOutcome::Rejected { code: got, message }) => {
+                    assert_eq!(got, code, "{cell}");
+                    assert!(!message.contains(&write_target.patient.name.family), "{cell}");
+                }
+                _ => panic!("{cell}: expected {expect:?}, got {outcome:?}"),
             }
-            Expect::Census => {
-                assert_eq!(status, StatusCode::OK, "{cell}: {body}");
-                let page: CensusPage = serde_json::from_str(&body).unwrap();
-                assert!(!page.patients.is_empty(), "{cell}");
-                assert!(page.patients.iter().all(|p| p.unit == target.patient.unit), "{cell}");
+        } else {
+            let path = match act {
+                Act::Census => format!("/v1/units/{}/census", target.patient.unit),
+                Act::Chart => format!("/v1/patients/{}/chart", target.patient.id),
+                Act::ReadAudit => format!("/v1/audit/entries?mrn={}", target.patient.mrn),
+                _ => "/v1/incidents".to_string(),
+            };
+            let (status, body) = f.status(&device, token, &path).await;
+            match expect {
+                Expect::Denied(code) => {
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{cell}: {body}");
+                    assert!(body.contains(code), "{cell}: {body}");
+                    assert!(!body.contains(&target.patient.name.family), "{cell}");
+                    assert!(!body.contains(&target.patient.mrn), "{cell}");
+                }
+                Expect::Census => {
+                    assert_eq!(status, StatusCode::OK, "{cell}: {body}");
+                    let page: CensusPage = serde_json::from_str(&body).unwrap();
+                    assert!(!page.patients.is_empty(), "{cell}");
+                    assert!(page.patients.iter().all(|p| p.unit == target.patient.unit), "{cell}");
+                }
+                Expect::Listed if *act == Act::Incidents => {
+                    assert_eq!(status, StatusCode::OK, "{cell}: {body}");
+                    let _: Vec<IncidentInfo> = serde_json::from_str(&body).unwrap();
+                }
+                Expect::Listed => {
+                    assert_eq!(status, StatusCode::OK, "{cell}: {body}");
+                    let entries: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+                    // The patient's chart was read above: the search finds those reads.
+                    assert!(!entries.is_empty(), "{cell}");
+                    assert!(!body.contains(&target.patient.name.family), "{cell}: names in a search");
+                }
+                Expect::Sections(sections) => {
+                    assert_eq!(status, StatusCode::OK, "{cell}: {body}");
+                    let chart: ChartResponse = serde_json::from_str(&body).unwrap();
+                    let got: Vec<&str> = chart.sections.iter().map(|s| s.as_str()).collect();
+                    assert_eq!(&got, sections, "{cell}");
+                    let c = &chart.chart;
+                    assert_eq!(c.patient.mrn, target.patient.mrn, "{cell}");
+                    // Sections not granted carry nothing; granted ones carry what was stored.
+                    let has = |s: &str| sections.contains(&s);
+                    assert_eq!(c.notes.len(), if has("notes") { target.notes.len() } else { 0 }, "{cell}");
+                    assert_eq!(
+                        c.conditions.len(),
+                        if has("problems") { target.conditions.len() } else { 0 },
+                        "{cell}"
+                    );
+                    assert_eq!(
+                        c.medications.is_empty(),
+                        !has("medications") || target.medications.is_empty(),
+                        "{cell}"
+                    );
+                    assert_eq!(
+                        c.observations.is_empty(),
+                        !has("vitals") || target.observations.is_empty(),
+                        "{cell}"
+                    );
+                    assert_eq!(
+                        c.allergies.len(),
+                        if has("allergies") { target.allergies.len() } else { 0 },
+                        "{cell}"
+                    );
+                }
+                Expect::Applied => unreachable!("{cell}: reads are not applied"),
             }
-            Expect::Sections(sections) => {
-                assert_eq!(status, StatusCode::OK, "{cell}: {body}");
-                let chart: ChartResponse = serde_json::from_str(&body).unwrap();
-                let got: Vec<&str> = chart.sections.iter().map(|s| s.as_str()).collect();
-                assert_eq!(&got, sections, "{cell}");
-                let c = &chart.chart;
-                assert_eq!(c.patient.mrn, target.patient.mrn, "{cell}");
-                // Sections not granted carry nothing; granted ones carry what was stored.
-                let has = |s: &str| sections.contains(&s);
-                assert_eq!(c.notes.len(), if has("notes") { target.notes.len() } else { 0 }, "{cell}");
-                assert_eq!(
-                    c.conditions.len(),
-                    if has("problems") { target.conditions.len() } else { 0 },
-                    "{cell}"
-                );
-                assert_eq!(
-                    c.medications.is_empty(),
-                    !has("medications") || target.medications.is_empty(),
-                    "{cell}"
-                );
-                assert_eq!(
-                    c.observations.is_empty(),
-                    !has("vitals") || target.observations.is_empty(),
-                    "{cell}"
-                );
-                assert_eq!(
-                    c.allergies.len(),
-                    if has("allergies") { target.allergies.len() } else { 0 },
-                    "{cell}"
-                );
-            }
+        }
+        // Every refusal is one audit entry; nothing else is.
+        let recorded = denials() - denials_before;
+        assert_eq!(recorded, usize::from(matches!(expect, Expect::Denied(_))), "{cell}: denials recorded");
+    }
+    // What reached the patients is exactly what the matrix allowed: the applied writes in scope, and
+    // nothing out of scope.
+    f.add_user("nurse.both", Role::Nurse, &["ICU", "MED"]);
+    let both = f.login(&device, "nurse.both").await.access_token;
+    for (scope, patient) in [(Scope::In, icu_writes), (Scope::Out, med_writes)] {
+        let allowed = |act: Act| {
+            MATRIX.iter().filter(|(_, s, a, e)| *s == scope && *a == act && *e == Expect::Applied).count()
+        };
+        let (_, body) = f.status(&device, &both, &format!("/v1/patients/{}/chart", patient.patient.id)).await;
+        let chart: ChartResponse = serde_json::from_str(&body).unwrap();
+        let notes = allowed(Act::SignNursingNote) + allowed(Act::SignProgressNote);
+        assert_eq!(chart.chart.notes.len(), patient.notes.len() + notes, "{scope:?} notes");
+        assert_eq!(
+            chart.chart.observations.len(),
+            patient.observations.len() + allowed(Act::WriteVitals),
+            "{scope:?} vitals"
+        );
+    }
+    for (user, ..) in USERS {
+        for (method, path) in NO_ADMIN_OVER_HTTP {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let (status, _) = f.client.send_signed(&device, &tokens[user].0, method, path).await.unwrap();
+            assert!(matches!(status.as_u16(), 404 | 405), "{user} {path}: {status}");
         }
     }
 }
 
-// hipaa (a)(1): a ward station serves only its ward, even to a user who works two units
 #[tokio::test]
 async fn a_station_restricted_to_its_ward_serves_only_that_ward() {
     let f = Fixture::new().await;
