@@ -64,8 +64,10 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Annotation>, String> {
             continue;
         };
         let at = format!("{file}:{}", i + 1);
-        let (ids, proves) = rest.split_once(':').ok_or(format!("{at}: expected `// hipaa (x)(y): what it proves`"))?;
-        let clauses: Vec<String> = ids.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let (ids, proves) =
+            rest.split_once(':').ok_or(format!("{at}: expected `// hipaa (x)(y): what it proves`"))?;
+        let clauses: Vec<String> =
+            ids.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_string).collect();
         if clauses.is_empty() {
             return Err(format!("{at}: no clause named"));
         }

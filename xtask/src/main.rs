@@ -158,7 +158,11 @@ fn render(rows: &[(&Annotation, Outcome)], run: Option<&str>) -> String {
     match run {
         Some(run) => {
             let passed = rows.iter().filter(|(_, o)| *o == Outcome::Passed).count();
-            let _ = writeln!(s, "Results from the run on {run}: {passed} of {} annotated tests passed.\n", rows.len());
+            let _ = writeln!(
+                s,
+                "Results from the run on {run}: {passed} of {} annotated tests passed.\n",
+                rows.len()
+            );
         }
         None => {
             let _ = writeln!(s, "No run's logs were given: results read \"not run\".\n");

@@ -150,7 +150,13 @@ mod tests {
     use super::*;
 
     fn annotation(file: &str, test: &str) -> Annotation {
-        Annotation { file: file.into(), line: 1, test: test.into(), clauses: vec!["(b)".into()], proves: "x".into() }
+        Annotation {
+            file: file.into(),
+            line: 1,
+            test: test.into(),
+            clauses: vec!["(b)".into()],
+            proves: "x".into(),
+        }
     }
 
     const CARGO: &str = "\
@@ -170,13 +176,29 @@ test session::tests::idle_station_warns_then_locks ... FAILED
     fn cargo_results_are_found_by_package_module_and_name() {
         let mut r = Results::default();
         r.add_cargo_log(CARGO);
-        let domain = |f: &str, t: &str| r.outcome(&annotation(f, t), "crates/chartroom-domain", "chartroom_domain");
-        assert_eq!(domain("crates/chartroom-domain/src/session.rs", "idle_station_warns_then_locks"), Outcome::Passed);
-        assert_eq!(domain("crates/chartroom-domain/src/access.rs", "units_scope_patient_actions"), Outcome::Failed);
+        let domain =
+            |f: &str, t: &str| r.outcome(&annotation(f, t), "crates/chartroom-domain", "chartroom_domain");
+        assert_eq!(
+            domain("crates/chartroom-domain/src/session.rs", "idle_station_warns_then_locks"),
+            Outcome::Passed
+        );
+        assert_eq!(
+            domain("crates/chartroom-domain/src/access.rs", "units_scope_patient_actions"),
+            Outcome::Failed
+        );
         // Same name in another module, or another test file: not this result.
-        assert_eq!(domain("crates/chartroom-domain/src/policy.rs", "idle_station_warns_then_locks"), Outcome::NotRun);
+        assert_eq!(
+            domain("crates/chartroom-domain/src/policy.rs", "idle_station_warns_then_locks"),
+            Outcome::NotRun
+        );
         assert_eq!(domain("crates/chartroom-domain/tests/other.rs", "access_matrix"), Outcome::NotRun);
-        let server = |t: &str| r.outcome(&annotation("crates/chartroom-server/tests/api.rs", t), "crates/chartroom-server", "chartroom_server");
+        let server = |t: &str| {
+            r.outcome(
+                &annotation("crates/chartroom-server/tests/api.rs", t),
+                "crates/chartroom-server",
+                "chartroom_server",
+            )
+        };
         assert_eq!(server("access_matrix"), Outcome::Passed);
         assert_eq!(server("slow_one"), Outcome::Ignored);
         assert_eq!(server("missing"), Outcome::NotRun);

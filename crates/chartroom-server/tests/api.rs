@@ -161,6 +161,90 @@ async fn tokens_work_only_from_the_device_they_were_issued_to() {
     f.server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
 
+/// A request proof signs one request (method, path and query, time, token): captured, it opens
+/// nothing else, and it goes stale after two minutes. A token edited by one character is no token.
+// hipaa (d) (e)(2)(i): a request signature is good for its own method, path, token and two minutes
+//   only; forged and expired tokens are refused
+#[tokio::test]
+async fn request_proofs_cannot_be_replayed_elsewhere_or_later() {
+    let f = Fixture::new().await;
+    f.seed(4);
+    f.add_user("nurse.p", Role::Nurse, &["ICU"]);
+    f.add_user("nurse.q", Role::Nurse, &["ICU"]);
+    let a = f.device("station-a", &[]).await;
+    let token = f.login(&a, "nurse.p").await.access_token;
+    let other = f.login(&a, "nurse.q").await.access_token;
+    let now_ms = f.clock.now().0;
+    let proof = |method: &str, path: &str, at: i64, token: &str| {
+        let sig = a.sign_hex(&chartroom_protocol::request_proof_message(method, path, at, token));
+        format!("t={at},sig={sig}")
+    };
+    let send = |method: Method, path: &'static str, token: String, proof: String| {
+        let request =
+            f.client.raw(method, path).bearer_auth(token).header(chartroom_protocol::PROOF_HEADER, proof);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let census = "/v1/units/ICU/census";
+    // The genuine request works.
+    let (status, body) = send(Method::GET, census, token.clone(), proof("GET", census, now_ms, &token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refused = |(status, body): (StatusCode, String), code: &str, case: &str| {
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}: {body}");
+        assert!(body.contains(code), "{case}: {body}");
+    };
+    let captured = proof("GET", census, now_ms, &token);
+    refused(
+        send(Method::GET, "/v1/units/MED/census", token.clone(), captured.clone()).await,
+        "auth.bad_proof",
+        "another path",
+    );
+    refused(
+        send(Method::GET, "/v1/units/ICU/census?limit=1", token.clone(), captured.clone()).await,
+        "auth.bad_proof",
+        "another query",
+    );
+    refused(
+        send(Method::POST, "/v1/auth/logout", token.clone(), captured.clone()).await,
+        "auth.bad_proof",
+        "another method and path",
+    );
+    refused(
+        send(Method::GET, census, other.clone(), captured.clone()).await,
+        "auth.bad_proof",
+        "another user's token",
+    );
+    let late = now_ms - 121_000;
+    refused(
+        send(Method::GET, census, token.clone(), proof("GET", census, late, &token)).await,
+        "auth.bad_proof",
+        "two minutes old",
+    );
+    let early = now_ms + 121_000;
+    refused(
+        send(Method::GET, census, token.clone(), proof("GET", census, early, &token)).await,
+        "auth.bad_proof",
+        "two minutes ahead",
+    );
+    let garbled = captured.replace("sig=", "sig=00");
+    refused(send(Method::GET, census, token.clone(), garbled).await, "auth.bad_proof", "a garbled signature");
+    // A token with one character changed, properly signed, is not a token.
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'a' { b'b' } else { b'a' };
+    let forged = String::from_utf8(forged).unwrap();
+    refused(
+        send(Method::GET, census, forged.clone(), proof("GET", census, now_ms, &forged)).await,
+        "auth.invalid_token",
+        "forged token",
+    );
+    // After all that, the genuine session still works (refusals are not a lockout of the real user).
+    let (status, _) = send(Method::GET, census, token.clone(), proof("GET", census, now_ms, &token)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 // hipaa (d) (e)(2)(i): a login challenge works once and the device signature is checked
 #[tokio::test]
 async fn a_login_nonce_works_once_and_signatures_are_checked() {
@@ -308,8 +392,15 @@ enum Act {
     Incidents,
 }
 
-const ACTS: [Act; 7] =
-    [Act::Census, Act::Chart, Act::WriteVitals, Act::SignNursingNote, Act::SignProgressNote, Act::ReadAudit, Act::Incidents];
+const ACTS: [Act; 7] = [
+    Act::Census,
+    Act::Chart,
+    Act::WriteVitals,
+    Act::SignNursingNote,
+    Act::SignProgressNote,
+    Act::ReadAudit,
+    Act::Incidents,
+];
 
 /// The expected outcome: the sections visible, a census, a write applied, a list, or the error code.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -401,8 +492,12 @@ const MATRIX: &[(&str, Scope, Act, Expect)] = &[
 
 /// Account and device management are not on the HTTP API at all (they are `chartroom-server user …`
 /// and `device …` on the server host); every role gets the same 404 for where they might be.
-const NO_ADMIN_OVER_HTTP: &[(&str, &str)] =
-    &[("POST", "/v1/users"), ("POST", "/v1/devices/revoke"), ("POST", "/v1/users/disable"), ("GET", "/v1/devices")];
+const NO_ADMIN_OVER_HTTP: &[(&str, &str)] = &[
+    ("POST", "/v1/users"),
+    ("POST", "/v1/devices/revoke"),
+    ("POST", "/v1/users/disable"),
+    ("GET", "/v1/devices"),
+];
 
 // hipaa (a)(1) (b): every role × in/out of unit × action (census, chart, write vitals, sign nursing and
 //   progress notes, read audit, incidents) over HTTPS gives its expected outcome; refusals carry no PHI
@@ -469,7 +564,8 @@ async fn access_matrix_role_by_scope_by_action() {
             _ => None,
         };
         if let Some(record) = write {
-            let change = Change { change_id: uuid::Uuid::now_v7().to_string(), base_version: 0, change: record };
+            let change =
+                Change { change_id: uuid::Uuid::now_v7().to_string(), base_version: 0, change: record };
             let outcome = push(&f.client, &device, token, vec![change]).await.remove(0);
             match (expect, &outcome) {
                 (Expect::Applied, ChangeOutcome::Applied { version: 1 }) => {}

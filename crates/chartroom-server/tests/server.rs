@@ -97,6 +97,56 @@ async fn health_over_pinned_tls13_only() {
     server.shutdown(Duration::from_secs(2)).await.unwrap();
 }
 
+/// What an independent TLS implementation (the `openssl` command) can negotiate with the server:
+/// TLS 1.3 with its three AEAD suites and nothing else — not TLS 1.0, 1.1 or 1.2 with any cipher
+/// (even at OpenSSL's most permissive security level), nor the CCM suites.
+// hipaa (e)(1) (e)(2)(ii): probed by OpenSSL, the server accepts only TLS 1.3 with AES-GCM or
+//   ChaCha20-Poly1305; TLS 1.0–1.2 and weaker suites are refused
+#[tokio::test]
+async fn an_independent_tls_client_negotiates_only_tls13_aead_suites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::new(tmp.path().join("server"));
+    init(&dir, &InitOptions::default()).unwrap();
+    let server = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let port = server.addr.port();
+    let probe = move |args: Vec<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("openssl")
+                .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("the openssl command (scripts/setup-debian installs it)");
+            let text =
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            // "New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384" on success, "Cipher is (NONE)" on refusal.
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix("New, "))
+                .filter(|l| !l.contains("(NONE)"))
+                .map(str::to_string)
+        })
+    };
+    let weak = "DEFAULT:@SECLEVEL=0";
+    for version in ["-tls1", "-tls1_1", "-tls1_2"] {
+        let got = probe(vec![version, "-cipher", weak]).await.unwrap();
+        assert_eq!(got, None, "{version} was accepted");
+    }
+    for (suite, accepted) in [
+        ("TLS_AES_256_GCM_SHA384", true),
+        ("TLS_AES_128_GCM_SHA256", true),
+        ("TLS_CHACHA20_POLY1305_SHA256", true),
+        ("TLS_AES_128_CCM_SHA256", false),
+        ("TLS_AES_128_CCM_8_SHA256", false),
+    ] {
+        let got = probe(vec!["-tls1_3", "-ciphersuites", suite]).await.unwrap();
+        match accepted {
+            true => assert_eq!(got.as_deref(), Some(format!("TLSv1.3, Cipher is {suite}").as_str())),
+            false => assert_eq!(got, None, "{suite} was accepted"),
+        }
+    }
+    server.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
 #[test]
 fn init_refuses_an_initialised_directory_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();

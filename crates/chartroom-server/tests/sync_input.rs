@@ -533,7 +533,9 @@ async fn per_change_refusals_apply_nothing() {
     let attempts = cases
         .iter()
         .filter(|(_, _, want)| {
-            want.is_ok_and(|c| c.starts_with("access.") || c == "sync.not_author" || c == "sync.record_mismatch")
+            want.is_ok_and(|c| {
+                c.starts_with("access.") || c == "sync.not_author" || c == "sync.record_mismatch"
+            })
         })
         .count();
     assert_eq!(attempts, 9);
