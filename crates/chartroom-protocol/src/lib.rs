@@ -488,6 +488,19 @@ pub enum ChangeRecord {
     Patient(chartroom_domain::Patient),
 }
 
+impl chartroom_domain::Validate for ChangeRecord {
+    fn validate(&self) -> Result<(), chartroom_domain::ValidationError> {
+        match self {
+            ChangeRecord::Observation(r) => r.validate(),
+            ChangeRecord::Note(r) => r.validate(),
+            ChangeRecord::Allergy(r) => r.validate(),
+            ChangeRecord::Condition(r) => r.validate(),
+            ChangeRecord::Medication(r) => r.validate(),
+            ChangeRecord::Patient(r) => r.validate(),
+        }
+    }
+}
+
 impl ChangeRecord {
     /// The changed record's id (the patient's own id for demographics).
     pub fn record_id(&self) -> uuid::Uuid {

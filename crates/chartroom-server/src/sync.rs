@@ -161,17 +161,6 @@ fn meta(change: &ChangeRecord) -> Meta {
     }
 }
 
-fn validate(change: &ChangeRecord) -> Result<(), chartroom_domain::ValidationError> {
-    match change {
-        ChangeRecord::Observation(r) => r.validate(),
-        ChangeRecord::Note(r) => r.validate(),
-        ChangeRecord::Allergy(r) => r.validate(),
-        ChangeRecord::Condition(r) => r.validate(),
-        ChangeRecord::Medication(r) => r.validate(),
-        ChangeRecord::Patient(r) => r.validate(),
-    }
-}
-
 fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Decision, ServerError> {
     let Ok(change_id) = change.change_id.parse::<Uuid>() else {
         return Ok(Decision::Done(rejected("request.invalid", "change_id must be a UUID")));
@@ -183,7 +172,7 @@ fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Dec
     }
     let (record_id, patient_id, m) = (record.record_id(), record.patient_id(), meta(record));
     let kind_name = m.kind.map_or("patient", RecordKind::as_str);
-    if let Err(e) = validate(record) {
+    if let Err(e) = record.validate() {
         return Ok(Decision::Done(rejected("request.invalid", &e.to_string())));
     }
     let Some((patient, break_glass)) = view.patients.get(&patient_id) else {
