@@ -92,6 +92,10 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e.kind().to_string())
+        match e.kind() {
+            std::io::ErrorKind::StorageFull => StoreError::DiskFull,
+            std::io::ErrorKind::ReadOnlyFilesystem => StoreError::ReadOnly,
+            kind => StoreError::Io(kind.to_string()),
+        }
     }
 }

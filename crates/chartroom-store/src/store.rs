@@ -107,6 +107,9 @@ impl Store {
         if path.exists() {
             return Err(StoreError::AlreadyExists);
         }
+        // Made here first (empty, never overwriting), so that a read-only or full file system is
+        // named as such rather than as SQLite's "cannot open".
+        std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -132,6 +135,9 @@ impl Store {
         if meta.len() == 0 || !meta.len().is_multiple_of(PAGE_SIZE) {
             return Err(StoreError::Truncated);
         }
+        // SQLite would fall back to read-only, or fail to open the write-ahead log, with a vaguer
+        // error: a read-only file system is named as such.
+        std::fs::OpenOptions::new().read(true).write(true).open(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
         Store::init(conn, dek, options, path)
