@@ -231,3 +231,69 @@ pub fn assert_no_phi(text: &str, charts: &[chartroom_domain::Chart], place: &str
         }
     }
 }
+
+/// A tmpfs of a given size mounted on a fresh directory, unmounted on drop: a real small or
+/// read-only file system for I/O fault tests. Mounting needs root (CI runs as root); elsewhere
+/// [`Tmpfs::mount`] says the test was skipped, unless `CHARTROOM_REQUIRE_MOUNT=1` makes that fail.
+#[derive(Debug)]
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(kib: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(Tmpfs { dir });
+        }
+        assert!(
+            std::env::var_os("CHARTROOM_REQUIRE_MOUNT").is_none(),
+            "mounting a tmpfs failed (I/O fault tests need root)"
+        );
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CHARTROOM_REQUIRE_MOUNT=1 makes this a failure)");
+        None
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// `ro` or `rw`.
+    pub fn remount(&self, mode: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.path())
+            .output()
+            .expect("mount");
+        assert!(out.status.success(), "remount {mode}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Fills the file system at `dir` to the last byte; returns the filler file (remove it to free
+/// the space).
+pub fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("a filler file");
+    let block = vec![0u8; 4096];
+    loop {
+        match f.write_all(&block).and_then(|()| f.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    while f.write_all(&[0]).is_ok() {}
+    path
+}

@@ -338,6 +338,11 @@ impl World {
 
     /// Enrolls a new ICU station through `client` (whose URL the station keeps).
     async fn enroll(&self, name: &str, client: &ServerClient) -> LockedVault {
+        self.enroll_at(self.profile_dir(name), name, client).await
+    }
+
+    /// Enrolls a new ICU station with its profile in `profile`.
+    async fn enroll_at(&self, profile: PathBuf, name: &str, client: &ServerClient) -> LockedVault {
         let token = chartroom_server::devices::issue_token(
             &*self.storage,
             name,
@@ -347,16 +352,9 @@ impl World {
             wall_now(),
         )
         .unwrap();
-        LockedVault::enroll(
-            Profile::new(self.profile_dir(name)),
-            keystore(),
-            client,
-            &self.fingerprint,
-            &token,
-            wall_now(),
-        )
-        .await
-        .unwrap()
+        LockedVault::enroll(Profile::new(profile), keystore(), client, &self.fingerprint, &token, wall_now())
+            .await
+            .unwrap()
     }
 
     /// A patient's chart as the server holds it (every record, opened).
@@ -959,6 +957,68 @@ async fn the_vault_is_free_while_a_sync_waits_for_the_server() {
     );
     assert_exactly_once_on_server(&world, &[(&ledger, device)]);
     assert_station_matches_server(&mut vault, &world);
+    let _ = keystore().delete(device);
+}
+
+/// The station's disk fills up mid-shift (a real 16 MiB tmpfs under its profile): a vitals entry,
+/// a pull and even opening a chart (its audit entry cannot be written) are refused with
+/// `store.disk_full`; nothing half-written is left (the outbox and the pull cursor are as before),
+/// and once space returns the chart is as it was and the same entry, pull and push complete.
+// hipaa (c)(1): a full disk during writes and sync is a clear error with nothing lost or
+//   half-written; the retry completes once space returns
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_during_writes_and_sync_is_a_clear_error_and_the_retry_completes() {
+    let Some(fs) = chartroom_tests::Tmpfs::mount(16 * 1024) else { return };
+    let world = World::new(12).await;
+    let client = world.direct_client();
+    let link = Link { client: &client, proxy: None };
+    let locked = world.enroll_at(fs.path().join("station"), "icu-full-disk", &client).await;
+    let device = locked.device_id();
+    let mut vault = login(&locked, link, &mut FaultStats::default()).await;
+    vault.sync(&client, wall_now()).await.unwrap();
+    let mrn = world.icu[0].patient.mrn.clone();
+    let chart_before = vault.chart_by_mrn(&mrn, usize::MAX, wall_now()).unwrap();
+
+    // The server gains patients while the station's disk is full.
+    let config = chartroom_synth::SynthConfig::new(99, wall_now());
+    let arriving: Vec<Chart> = (1000..1040)
+        .map(|i| chartroom_synth::patient(&config, i))
+        .filter(|c| c.patient.unit == "ICU")
+        .collect();
+    chartroom_server::records::load_charts(&*world.storage, &world.keys, &arriving).unwrap();
+    let filler = chartroom_tests::fill(fs.path());
+    let state_before = vault.store().sync_state().unwrap();
+
+    let vitals = [(VitalSign::HeartRate, 88.0), (VitalSign::Spo2, 97.0)];
+    let err = vault.record_vitals(&mrn, &vitals, wall_now()).unwrap_err();
+    assert_eq!(err.code(), "store.disk_full", "{err}");
+    assert!(vault.outbox().unwrap().is_empty(), "a refused entry queued nothing");
+    let err = vault.pull(&client, wall_now()).await.unwrap_err();
+    assert_eq!(err.code(), "store.disk_full", "{err}");
+    assert_eq!(
+        vault.store().sync_state().unwrap(),
+        state_before,
+        "the cursor did not move past what was not stored"
+    );
+    // Opening a chart is audited, and an access that cannot be recorded is not given: refused too.
+    let err = vault.chart_by_mrn(&mrn, usize::MAX, wall_now()).unwrap_err();
+    assert_eq!(err.code(), "store.disk_full", "{err}");
+
+    std::fs::remove_file(filler).unwrap();
+    // What was there reads back unchanged.
+    let chart_now = vault.chart_by_mrn(&mrn, usize::MAX, wall_now()).unwrap();
+    assert_eq!(chart_now.observations, chart_before.observations);
+    let mut ledger = Ledger::default();
+    ledger.record_vitals(&mut vault, &mrn, &vitals);
+    let report = vault.sync(&client, wall_now()).await.unwrap();
+    assert!(vault.outbox().unwrap().is_empty(), "{report:?}");
+    for chart in &arriving {
+        let local = vault.chart_by_mrn(&chart.patient.mrn, usize::MAX, wall_now()).unwrap();
+        assert_eq!(local.patient, chart.patient);
+    }
+    assert_exactly_once_on_server(&world, &[(&ledger, device)]);
+    assert_station_matches_server(&mut vault, &world);
+    vault.store().integrity_check().unwrap();
     let _ = keystore().delete(device);
 }
 

@@ -1,20 +1,17 @@
-//! I/O faults under a station database, on real size-limited and read-only filesystems (tmpfs,
-//! which needs root: CI runs as root; elsewhere the tests say they were skipped unless
-//! `CHARTROOM_REQUIRE_MOUNT=1`). A full disk refuses the write with `store.disk_full`, loses
-//! nothing that was committed, and the same write succeeds once space returns; a read-only profile
-//! is refused with `store.read_only` and nothing is changed.
+//! I/O faults under a station database, on real size-limited and read-only file systems
+//! ([`Tmpfs`]). A full disk refuses the write with `store.disk_full`, loses nothing that was
+//! committed, and the same write succeeds once space returns; a read-only profile is refused with
+//! `store.read_only` and nothing is changed. (A full disk during a sync: `sync_faults.rs`.)
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chartroom_crypto::DataKey;
 use chartroom_domain::{Chart, Timestamp};
 use chartroom_store::{Store, StoreError, StoreOptions};
 use chartroom_synth::{patient, SynthConfig};
+use chartroom_tests::{fill, Tmpfs};
 
 fn key() -> DataKey {
     DataKey::derive(b"io-fault-test", &[3; 32], b"station")
@@ -35,64 +32,6 @@ fn charts(n: u64, from: u64) -> Vec<Chart> {
 fn everything(store: &mut Store) -> HashMap<uuid::Uuid, Chart> {
     let rows = store.census(None).unwrap();
     rows.iter().map(|r| (r.patient_id, store.chart(r.patient_id, 10_000).unwrap())).collect()
-}
-
-/// A tmpfs of `kib` KiB mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(kib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(Tmpfs { dir });
-        }
-        assert!(
-            std::env::var_os("CHARTROOM_REQUIRE_MOUNT").is_none(),
-            "mounting a tmpfs failed (these tests need root)"
-        );
-        eprintln!("SKIPPED: mounting a tmpfs needs root (set CHARTROOM_REQUIRE_MOUNT=1 to make this fail)");
-        None
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn remount(&self, mode: &str) {
-        let out =
-            Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(self.path()).output().unwrap();
-        assert!(out.status.success(), "remount {mode}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
-/// Fills the filesystem at `dir` to the last byte; returns the filler file.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0u8; 4096];
-    loop {
-        match f.write_all(&block).and_then(|()| f.flush()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("filling: {e}"),
-        }
-    }
-    // The last partial block, byte by byte.
-    while f.write_all(&[0]).is_ok() {}
-    path
 }
 
 // hipaa (c)(1): a full disk refuses a write with a clear error, loses nothing committed, keeps the
