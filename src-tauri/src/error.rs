@@ -59,6 +59,8 @@ impl From<chartroom_station::StationError> for AppError {
             ) => Some(u32::try_from(retry_after.as_secs().max(1)).unwrap_or(u32::MAX)),
             _ => None,
         };
+        // Codes only: they name what failed, never what it was about.
+        log::debug!("command failed: {}", e.code());
         match &e {
             E::Server(chartroom_station::client::ClientError::Api { error, retry_after_s, .. }) => AppError {
                 code: error.code.clone(),

@@ -20,6 +20,7 @@ use crate::state::{AppState, PROFILE_DIR_ENV};
 
 /// Builds and runs the application; returns when the last window is closed.
 pub fn run() {
+    chartroom_station::protocol::logging::init();
     let result = tauri::Builder::default()
         .setup(|app| {
             let env_override = std::env::var_os(PROFILE_DIR_ENV).map(Into::into);

@@ -176,12 +176,21 @@ impl Serving {
 
     /// [`Serving::start`] with extra environment variables (an HSM's configuration).
     pub fn start_with_env(dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Serving {
+        Serving::start_logged(dir, env, std::process::Stdio::null())
+    }
+
+    /// [`Serving::start_with_env`] with the server's standard error (its log) going to `stderr`.
+    pub fn start_logged(
+        dir: &std::path::Path,
+        env: &[(&str, &std::ffi::OsStr)],
+        stderr: std::process::Stdio,
+    ) -> Serving {
         use std::io::BufRead;
         let mut child = server_command()
             .envs(env.iter().copied())
             .args(["serve", "--data-dir", &dir.display().to_string(), "--listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("serve starts");
         let mut line = String::new();

@@ -16,8 +16,11 @@ use chartroom_domain::Validate;
 use chartroom_protocol::{AuditUpload, PullPage, PushBatch};
 use uuid::Uuid;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// The targets by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("sync_push", sync_push),
     ("sync_pull", sync_pull),
     ("fhir_bundle", fhir_bundle),

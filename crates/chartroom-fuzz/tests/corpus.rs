@@ -21,7 +21,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
     files.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
-fn target(name: &str) -> fn(&[u8]) {
+fn target(name: &str) -> chartroom_fuzz::Target {
     TARGETS.iter().find(|(n, _)| *n == name).unwrap().1
 }
 

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod logging;
 pub mod update;
 
 use chartroom_domain::{Chart, ChartSection, Date, HumanName, Role, Sex, Timestamp};

@@ -313,6 +313,7 @@ enum DeviceCommand {
 }
 
 fn main() -> ExitCode {
+    chartroom_protocol::logging::init();
     // A panic message may quote a value (and values can be PHI): print where, never what. The HTTP
     // layer already answers such a request with a fixed 500.
     std::panic::set_hook(Box::new(|info| {
@@ -676,7 +677,9 @@ async fn serve(dir: DataDir, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         stop(Duration::from_secs(10));
     });
     println!("listening on https://{}", server.addr);
+    log::info!("serving on {} (log level {})", server.addr, log::max_level());
     server.wait().await?;
+    log::info!("stopped");
     Ok(())
 }
 

@@ -274,6 +274,7 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    chartroom_station::protocol::logging::init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -196,6 +196,18 @@ pub async fn sync(
         let pull = pull(access, client, now).await?;
         let audit_uploaded = upload_audit(access, client).await?;
         access.with(|v| Ok(v.store.set_last_sync(now)?)).await?;
+        log::debug!(
+            "sync: pushed {} applied, {} conflicts, {} refused, {} pending; pulled {} charts, {} records \
+             ({} conflicts, {} shredded); {audit_uploaded} audit entries uploaded",
+            push.applied,
+            push.conflicts,
+            push.rejected,
+            push.pending,
+            pull.charts,
+            pull.changes,
+            pull.conflicts,
+            pull.shredded
+        );
         Ok(SyncReport { push, pull, audit_uploaded })
     })
 }
@@ -321,6 +333,7 @@ pub async fn pull(
         report.conflicts += applied.conflicts;
         report.shredded += applied.shredded;
         report.quarantined += applied.quarantined;
+        log::debug!("pull: page applied ({rows} rows so far, next page limit {limit})");
     }
     Ok(report)
 }

@@ -82,7 +82,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync/pull", get(records::pull))
         .route("/v1/units/{unit}/census", get(records::census))
         .route("/v1/patients/{id}/chart", get(records::chart))
-        .fallback(|| async { failure(StatusCode::NOT_FOUND, "request.not_found", "no such endpoint") })
+        .route_layer(axum::middleware::from_fn(log_request))
+        .fallback(|method: axum::http::Method| async move {
+            log::debug!("{method} (no such route) 404");
+            failure(StatusCode::NOT_FOUND, "request.not_found", "no such endpoint")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -91,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         // A panic in a handler answers 500 with a fixed message: the panic text (which could name a
         // value) never reaches the client.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            log::error!("a request handler failed; answered 500 (the panic's location is logged above)");
             failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server.internal",
@@ -98,6 +103,23 @@ pub fn router(state: AppState) -> Router {
             )
         }))
         .with_state(state)
+}
+
+/// Logs each request at `debug` (and failures of the server at `warn`) by its route template — the
+/// matched path (`/v1/patients/{id}/chart`), never the request's own path or query, which can carry
+/// patient ids and MRNs.
+async fn log_request(request: Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let level = if status.is_server_error() { log::Level::Warn } else { log::Level::Debug };
+    log::log!(level, "{method} {route} {} {} ms", status.as_u16(), started.elapsed().as_millis());
+    response
 }
 
 /// An error response: status, stable code, a message without PHI or internals.
