@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startApp, startStation } from "./harness.mjs";
+import { waitUntil } from "./webdriver.mjs";
 
 let env;
 
@@ -136,4 +137,99 @@ test("a revoked station wipes itself at its next login and says so", async () =>
   } finally {
     await app.stop();
   }
+});
+
+// The webview's own defences, probed from inside the page as an injected script would: the content
+// security policy refuses inline script, remote script and eval; the IPC bridge answers only the
+// commands Chartroom declares (no plugins, no window control); a note whose text is HTML and script
+// (written at another station and synced here) is shown as text and runs nothing.
+// hipaa (a)(1) (c)(1): in the real webview, CSP blocks inline and remote script and eval, only
+//   declared commands are callable, and a note holding HTML and script renders as inert text
+test("the webview blocks injected script, undeclared commands and HTML in notes", async () => {
+  const { app, backend } = env;
+  const nurse = backend.users.nurse;
+  const patient = backend.patients.find((p) => p.unit === "ICU");
+  const crafted =
+    `<img src=x onerror="window.__xss='img'"><b id="xss-bold">bold</b>` +
+    `<script>window.__xss='script'</script><a href="javascript:window.__xss='link'">link</a>`;
+  // Another station writes and signs the note; this one pulls it at login.
+  const profileDir = await backend.enrollStation({ profileDir: join(env.dir, "xss-writer"), name: "e2e-xss-writer" });
+  await backend.stationCli(profileDir, nurse, ["sync"]);
+  await backend.stationCli(profileDir, nurse, ["note", "--mrn", patient.mrn, "--text-stdin", "--sign"], { input: `${crafted}\n` });
+  await backend.stationCli(profileDir, nurse, ["sync"]);
+
+  // CSP, before login (the page is the same document throughout).
+  const csp = await app.session.executeAsync(`
+    const done = arguments[arguments.length - 1];
+    const violations = [];
+    document.addEventListener("securitypolicyviolation", (e) => violations.push(e.effectiveDirective || e.violatedDirective));
+    const inline = document.createElement("script");
+    inline.textContent = "window.__inline = 'ran'";
+    document.head.appendChild(inline);
+    const remote = document.createElement("script");
+    remote.src = "https://cdn.chartroom.invalid/x.js";
+    document.head.appendChild(remote);
+    let evaluated = "ran";
+    try { evaluated = eval("'ran'"); } catch (e) { evaluated = e.name; }
+    let fn = "ran";
+    try { fn = new Function("return 'ran'")(); } catch (e) { fn = e.name; }
+    setTimeout(() => done({ inline: window.__inline ?? null, evaluated, fn, violations }), 500);
+  `);
+  assert.equal(csp.inline, null, "an inline script ran");
+  assert.equal(csp.evaluated, "EvalError", "eval ran");
+  assert.equal(csp.fn, "EvalError", "new Function ran");
+  assert.ok(csp.violations.filter((d) => d.startsWith("script-src")).length >= 2, `violations: ${JSON.stringify(csp.violations)}`);
+
+  // The IPC bridge: declared commands answer, anything else is refused before it reaches Rust code.
+  const ipc = await app.session.executeAsync(`
+    const done = arguments[arguments.length - 1];
+    const invoke = window.__TAURI_INTERNALS__.invoke;
+    const attempt = (cmd, args) => invoke(cmd, args ?? {}).then((v) => ({ ok: true, v }), (e) => ({ ok: false, e: String(e?.message ?? e) }));
+    Promise.all([
+      attempt("vital_ranges"),
+      attempt("not_a_chartroom_command"),
+      attempt("plugin:fs|read_text_file", { path: "/etc/passwd" }),
+      attempt("plugin:shell|execute", { program: "sh", args: ["-c", "id"] }),
+      attempt("plugin:window|close"),
+      attempt("plugin:webview|create_webview_window", { options: { label: "evil", url: "https://chartroom.invalid" } }),
+    ]).then(done);
+  `);
+  assert.equal(ipc[0].ok, true, `a declared command failed: ${JSON.stringify(ipc[0])}`);
+  assert.ok(Array.isArray(ipc[0].v) && ipc[0].v.length > 0);
+  for (const r of ipc.slice(1)) assert.equal(r.ok, false, `an undeclared command answered: ${JSON.stringify(r)}`);
+
+  // The crafted note, on the chart.
+  await app.login(nurse);
+  await app.byTestId("topbar-user", { timeoutMs: 15_000 });
+  if (!(await app.hasTestId("census"))) await app.click("nav-census");
+  // The first sync brings the note: wait for the whole ward.
+  const icuCount = backend.patients.filter((p) => p.unit === "ICU").length;
+  await waitUntil(`${icuCount} census rows`, async () =>
+    (await app.session.findAll('[data-testid="census-row"]')).length === icuCount, { timeoutMs: 20_000 });
+  await app.fill("census-search", patient.mrn);
+  const open = await app.byTestId("census-open", { timeoutMs: 15_000 });
+  await open.click();
+  await app.byTestId("chart");
+  await app.click("tab-notes");
+  const shown = await waitUntil("the crafted note on the chart", async () => {
+    const texts = await app.session.execute(
+      `return [...document.querySelectorAll('[data-testid="note-item"]')].map((n) => n.textContent)`,
+    );
+    return texts.find((t) => t.includes('<b id="xss-bold">')) ?? null;
+  }, { timeoutMs: 20_000 });
+  assert.ok(shown.includes("<script>window.__xss='script'</script>"), shown);
+  const dom = await app.session.execute(`return {
+    bold: document.querySelector("#xss-bold") !== null,
+    img: [...document.images].some((i) => i.getAttribute("src") === "x"),
+    link: [...document.links].some((a) => a.href.startsWith("javascript:")),
+    xss: window.__xss ?? null,
+  }`);
+  assert.deepEqual(dom, { bold: false, img: false, link: false, xss: null });
+  await app.session.execute(
+    `[...document.querySelectorAll('[data-testid="note-item"]')].find((n) => n.textContent.includes("xss-bold"))?.scrollIntoView({ block: "center" })`,
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  await app.shot("note-as-text");
+  await app.click("lock-button");
+  await app.byTestId("lock-screen");
 });
