@@ -31,7 +31,7 @@ use utoipa::{Modify, OpenApi};
         super::records::push,
         super::records::pull,
     ),
-    modifiers(&Security)
+    modifiers(&Security, &CommonErrors)
 )]
 struct ApiDoc;
 
@@ -49,6 +49,61 @@ impl Modify for Security {
                 "`t=<unix ms>,sig=<hex>`: Ed25519 signature by the device key over the request (see chartroom-protocol)",
             ))),
         );
+    }
+}
+
+/// The answers any operation can give besides its own, declared on every operation they apply to,
+/// so that a client (and the API scan, `scripts/api-scan`) finds every status in the document.
+struct CommonErrors;
+
+impl CommonErrors {
+    fn error(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+        let content = utoipa::openapi::ContentBuilder::new()
+            .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
+            .build();
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build()
+            .into()
+    }
+}
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let shared_parameters = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let has_parameters =
+                    shared_parameters || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let mut add = |status: &str, description: &str| {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.into())
+                        .or_insert_with(|| Self::error(description));
+                };
+                if has_body || has_parameters {
+                    add("400", "`request.malformed`, `request.invalid` or a more specific code");
+                }
+                if has_body {
+                    add("413", "`request.too_large`: the body exceeds the request limit");
+                    add(
+                        "415",
+                        "`request.content_type`: the body must be JSON (Content-Type: application/json)",
+                    );
+                }
+                add("500", "`server.internal`: the server failed to handle the request");
+                add("503", "`server.db`, `server.busy`, …: the server could not complete it now; try again");
+                operation.responses.responses.entry("408".into()).or_insert_with(|| {
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("The request took longer than 30 s (no body)")
+                        .build()
+                        .into()
+                });
+            }
+        }
     }
 }
 
