@@ -1041,6 +1041,103 @@ async fn a_canary_patient_leaves_no_phi_in_exports_or_output() {
     }
 }
 
+/// SQL injection and path traversal, where the API takes text: unit names, MRNs, audit filters,
+/// release file names, record ids and cursors. Each probe is refused or finds nothing; no probe
+/// returns a patient, a file of the host, or a 5xx; the database is intact afterwards.
+// hipaa (a)(1) (c)(1): SQL-injection and path-traversal probes in every text the API takes are
+//   refused or find nothing, and the data is intact afterwards
+#[tokio::test]
+async fn injection_and_traversal_probes_find_nothing() {
+    let f = Fixture::new().await;
+    let charts = f.seed(6);
+    f.add_user("nurse.inj", Role::Nurse, &["ICU"]);
+    f.add_user("auditor.inj", Role::Auditor, &["*"]);
+    let dev = f.device("station-inj", &[]).await;
+    let nurse = f.login(&dev, "nurse.inj").await.access_token;
+    let auditor = f.login(&dev, "auditor.inj").await.access_token;
+    let icu_before = f.status(&dev, &nurse, "/v1/units/ICU/census").await.1;
+    let sql = [
+        "' OR '1'='1",
+        "ICU' OR '1'='1' --",
+        "ICU'; DROP TABLE patients; --",
+        "%",
+        "_",
+        "*",
+        "\\x00",
+        "1) UNION SELECT * FROM users --",
+    ];
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect()
+    };
+    let names: Vec<&str> = charts.iter().map(|c| c.patient.name.family.as_str()).collect();
+    let clean = |body: &str, case: &str| {
+        for n in &names {
+            assert!(!body.contains(n), "{case}: a patient in the answer: {body}");
+        }
+    };
+    for probe in sql {
+        // A unit is matched exactly against the user's units: a probe is another unit.
+        let (status, body) = f.status(&dev, &nurse, &format!("/v1/units/{}/census", enc(probe))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "unit {probe:?}: {body}");
+        clean(&body, probe);
+        // Audit filters are exact: nothing matches.
+        for field in ["user", "action"] {
+            let (status, body) =
+                f.status(&dev, &auditor, &format!("/v1/audit/entries?{field}={}", enc(probe))).await;
+            assert_eq!(status, StatusCode::OK, "{field} {probe:?}: {body}");
+            assert_eq!(body, "[]", "{field} {probe:?} matched entries");
+        }
+        let (status, body) = f.status(&dev, &auditor, &format!("/v1/audit/entries?mrn={}", enc(probe))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "mrn {probe:?}: {body}");
+        // An MRN lookup finds no patient.
+        let lookup = chartroom_protocol::PatientLookupRequest { mrn: probe.into() };
+        let r = f.client.raw(Method::POST, "/v1/patients/lookup").json(&lookup).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "an unsigned lookup");
+        let (status, body) = {
+            let r: Result<chartroom_protocol::PatientLookup, _> =
+                f.client.post_signed(&dev, &nurse, "/v1/patients/lookup", &lookup).await;
+            match r {
+                Ok(found) => panic!("lookup {probe:?} found {found:?}"),
+                Err(e) => (e.code().map(str::to_owned), format!("{e}")),
+            }
+        };
+        assert!(
+            matches!(status.as_deref(), Some("patient.not_found" | "request.invalid")),
+            "{probe:?}: {body}"
+        );
+        // Record ids and cursors are typed: a probe is a bad request.
+        let (status, _) = f.status(&dev, &nurse, &format!("/v1/patients/{}/chart", enc(probe))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "chart id {probe:?}");
+        let (status, _) = f.status(&dev, &nurse, &format!("/v1/sync/pull?after={}", enc(probe))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "cursor {probe:?}");
+    }
+    // Release file names are names, never paths: traversal finds nothing of the host.
+    for probe in [
+        "..",
+        "../../../../etc/passwd",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "%2Fetc%2Fpasswd",
+        "manifest.json%00.deb",
+        "..%5C..%5Cconfig.json",
+        "keys%2Fmaster.key",
+    ] {
+        let r = f.client.raw(Method::GET, &format!("/v1/updates/{probe}")).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(matches!(status.as_u16(), 400 | 404), "updates/{probe}: {status}");
+        assert!(!body.contains("root:") && !body.contains("master_key"), "updates/{probe}: {body}");
+    }
+    // Everything is as it was.
+    assert_eq!(f.status(&dev, &nurse, "/v1/units/ICU/census").await.1, icu_before);
+    assert_eq!(
+        f.storage.census("ICU", None, 1000).unwrap().len(),
+        charts.iter().filter(|c| c.patient.unit == "ICU").count()
+    );
+}
+
 /// Pushed changes: applied once (a retry is a duplicate), checked against role, authorship and
 /// version; a stale edit is a conflict; observations and signed notes are never rewritten.
 // hipaa (c)(1): a change applies once and only on its base version; otherwise it is a conflict, never a
