@@ -692,6 +692,81 @@ pub fn typescript() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value: what a compromised or buggy webview could send as a command argument.
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "\\PC{0,24}".prop_map(serde_json::Value::from),
+            prop_oneof![
+                Just("heart_rate"),
+                Just("spo2"),
+                Just("keep_mine"),
+                Just("merge"),
+                Just("choice"),
+                Just("emergency_care")
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("vital".to_owned()),
+                        Just("value".to_owned()),
+                        Just("choice".to_owned()),
+                        Just("text".to_owned()),
+                        Just("limit".to_owned()),
+                        Just("user".to_owned()),
+                        Just("server_url".to_owned()),
+                        Just("token".to_owned()),
+                        "[a-z_]{1,10}".prop_map(|s| s),
+                    ],
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Tauri decodes each command argument from the IPC message's JSON with serde: any value
+        /// decodes or is refused as an error (which Tauri answers the webview with), never a panic.
+        #[test]
+        fn command_arguments_decode_or_are_refused(v in any_json()) {
+            let _ = serde_json::from_value::<EnrollRequest>(v.clone());
+            let _ = serde_json::from_value::<Vec<VitalInput>>(v.clone());
+            let _ = serde_json::from_value::<BreakGlassReasonView>(v.clone());
+            let _ = serde_json::from_value::<Resolution>(v.clone());
+            let _ = serde_json::from_value::<AuditFilter>(v.clone());
+            let _ = serde_json::from_value::<Option<Uuid>>(v.clone());
+            let _ = serde_json::from_value::<String>(v.clone());
+            if let Ok(values) = serde_json::from_value::<Vec<VitalInput>>(v) {
+                // What decodes goes on to the records' own validation: any value is plausible or refused.
+                use chartroom_station::domain::{Observation, Timestamp, Validate};
+                for input in values {
+                    let o = Observation {
+                        id: Uuid::nil(),
+                        patient_id: Uuid::nil(),
+                        vital: input.vital.into(),
+                        value: input.value,
+                        effective_at: Timestamp(0),
+                        recorded_by: Uuid::nil(),
+                        version: 0,
+                    };
+                    let _ = o.validate();
+                }
+            }
+        }
+    }
 
     /// The UI's copy of these types must be the generated one: a change here without regenerating
     /// fails this test (CI), so the webview never disagrees with the commands about a shape.

@@ -91,6 +91,15 @@ mod tests {
         assert_eq!(t("yesterday"), None);
         assert_eq!(t("2026-11-27T08:05+02:00"), None);
     }
+
+    proptest::proptest! {
+        /// The filter form's times are typed text from the webview: any string is a time or `None`.
+        #[test]
+        fn any_filter_text_parses_or_is_refused(s in "\\PC{0,40}", digits in "[0-9T:Z+-]{0,30}") {
+            let _ = super::parse_time(&s);
+            let _ = super::parse_time(&digits);
+        }
+    }
 }
 
 /// Re-verifies the whole trail on the server.
