@@ -220,8 +220,10 @@ export async function startBackend({
   const roster = readRoster ? await exportRoster(server, dataDir, join(dir, "fhir-export")) : [];
 
   const logDir = dir;
+  // Debug logging, so that the PHI scan of the logs (startStation's teardown) reads the most there is.
   const svc = await spawnService("server", server, ["serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
     logDir,
+    env: { ...process.env, CHARTROOM_LOG: process.env.CHARTROOM_LOG ?? "debug" },
   });
   let url;
   try {
@@ -378,6 +380,7 @@ export async function startApp({ dir, profileDir, suite, bin = BIN_DIR, env = {}
       DISPLAY: xvfb.display,
       DBUS_SYSTEM_BUS_ADDRESS: bus.address,
       CHARTROOM_PROFILE_DIR: profileDir,
+      CHARTROOM_LOG: process.env.CHARTROOM_LOG ?? "debug",
       ...env,
     };
     // `env: { NAME: undefined }` removes NAME from the app's environment.
@@ -643,7 +646,10 @@ export async function startStation({ suite, patients = 48, units = ["ICU"], env 
   const teardown = async () => {
     await app?.stop();
     await backend?.stop();
+    // Every log the run wrote (the server's and the app's, at debug level) is searched for patients.
+    const leaks = backend ? await phiInLogs(tmp.dir, backend.patients) : [];
     await tmp.cleanup();
+    if (leaks.length > 0) throw new Error(`patient data in the logs:\n${leaks.join("\n")}`);
   };
   try {
     backend = await startBackend({ dir: tmp.dir, patients });
@@ -660,6 +666,24 @@ export async function startStation({ suite, patients = 48, units = ["ICU"], env 
     if (logs) e.message += `\n--- logs ---\n${logs}`;
     throw e;
   }
+}
+
+/** `file: label` for each patient name or MRN found in a `*.log` file under `dir`. */
+async function phiInLogs(dir, patients) {
+  const needles = phiNeedles(patients);
+  const found = [];
+  const walk = async (d) => {
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.name.endsWith(".log")) {
+        const text = await readFile(p, "utf8");
+        for (const n of needles) if (n.re.test(text)) found.push(`${p}: ${n.label}`);
+      }
+    }
+  };
+  await walk(dir);
+  return found;
 }
 
 async function collectLogs(dir) {
