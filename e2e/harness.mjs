@@ -662,7 +662,10 @@ export async function startStation({ suite, patients = 48, units = ["ICU"], env 
   } catch (e) {
     // Keep the logs in the error: the directory is removed by teardown.
     const logs = await collectLogs(tmp.dir);
-    await teardown();
+    // A leak found while tearing down is reported with, not instead of, the startup error.
+    await teardown().catch((t) => {
+      e.message += `\n--- teardown ---\n${t.message}`;
+    });
     if (logs) e.message += `\n--- logs ---\n${logs}`;
     throw e;
   }

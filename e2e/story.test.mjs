@@ -87,10 +87,30 @@ async function scrollTo(el) {
   await app.session.execute("arguments[0].scrollIntoView({ block: 'center' })", [{ [ELEMENT_KEY]: el.id }]);
 }
 
+/**
+ * Waits for `condition` like a nurse waiting on a slow first sync: not idle. A Shift press every few
+ * seconds keeps the session active (the story's idle timeout is 20 s with the warning from 10 s,
+ * which would hide the census).
+ */
+async function waitActive(what, condition, { timeoutMs = 30_000 } = {}) {
+  let lastPress = Date.now();
+  return waitUntil(
+    what,
+    async () => {
+      if (Date.now() - lastPress > 4000) {
+        await app.session.pressKeys(Key.SHIFT);
+        lastPress = Date.now();
+      }
+      return condition();
+    },
+    { timeoutMs },
+  );
+}
+
 /** Waits for the census with at least one row (the first sync runs in the background). */
-async function censusRows({ timeoutMs = 15_000 } = {}) {
+async function censusRows({ timeoutMs = 30_000 } = {}) {
   await app.byTestId("census");
-  return waitUntil("census rows", async () => (await all("census-row")).length, { timeoutMs });
+  return waitActive("census rows", async () => (await all("census-row")).length, { timeoutMs });
 }
 
 /** From the census: searches an MRN and opens that chart; waits for the banner. */
@@ -215,7 +235,7 @@ test("1. nurse: census, chart with allergies, records vitals (table + plot)", as
     await censusRows();
     // Every ICU patient, once the first sync is through (the census may start partial).
     const icuCount = backend.patients.filter((p) => p.unit === "ICU").length;
-    await waitUntil(`${icuCount} census rows`, async () => (await all("census-row")).length === icuCount, { timeoutMs: 15_000 });
+    await waitActive(`${icuCount} census rows`, async () => (await all("census-row")).length === icuCount);
     await app.shot("nurse-census");
     // Only ICU patients on an ICU station for an ICU nurse.
     const mrns = await app.session.execute(

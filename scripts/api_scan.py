@@ -60,8 +60,11 @@ if __name__ != "__main__" and "CHARTROOM_SCAN_SESSION" in os.environ:
     import schemathesis
 
     _SESSION = json.loads(os.environ["CHARTROOM_SCAN_SESSION"])
+    import re
+
     with open(os.environ["CHARTROOM_SCAN_PHI"], encoding="utf-8") as f:
-        _PHI = [line.strip() for line in f if len(line.strip()) >= 6]
+        # Whole words, any case (as the e2e harness searches): short given names count too.
+        _PHI = [(v, re.compile(r"\b" + re.escape(v) + r"\b", re.IGNORECASE)) for v in {l.strip() for l in f} if len(v) >= 3]
 
     @schemathesis.hook
     def before_call(context, case, kwargs):
@@ -72,8 +75,8 @@ if __name__ != "__main__" and "CHARTROOM_SCAN_SESSION" in os.environ:
         if response.status_code < 400:
             return None
         text = response.text
-        for value in _PHI:
-            if value.lower() in text.lower():
+        for value, pattern in _PHI:
+            if pattern.search(text):
                 raise AssertionError(f"an error response ({response.status_code}) names a patient: {value!r}")
         return None
 

@@ -242,18 +242,39 @@ pub fn assert_no_phi(text: &str, charts: &[chartroom_domain::Chart], place: &str
 }
 
 /// A tmpfs of a given size mounted on a fresh directory, unmounted on drop: a real small or
-/// read-only file system for I/O fault tests. Mounting needs root (CI runs as root); elsewhere
-/// [`Tmpfs::mount`] says the test was skipped, unless `CHARTROOM_REQUIRE_MOUNT=1` makes that fail.
+/// read-only file system for I/O fault tests. Mounting needs root (CI runs as root) or passwordless
+/// sudo (the mount is then owned by the user); without either, [`Tmpfs::mount`] says the test was
+/// skipped, unless `CHARTROOM_REQUIRE_MOUNT=1` makes that a failure.
 #[derive(Debug)]
 pub struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
+/// `mount`/`umount` as root: directly, or through `sudo -n` for another user.
+fn as_root(program: &str) -> std::process::Command {
+    if id("-u") == "0" {
+        std::process::Command::new(program)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
+
+fn id(flag: &str) -> String {
+    std::process::Command::new("id")
+        .arg(flag)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
 impl Tmpfs {
     pub fn mount(kib: u64) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700"), "tmpfs"])
+        let options = format!("size={kib}k,mode=0700,uid={},gid={}", id("-u"), id("-g"));
+        let ok = as_root("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
             .arg(dir.path())
             .output()
             .is_ok_and(|o| o.status.success());
@@ -261,10 +282,10 @@ impl Tmpfs {
             return Some(Tmpfs { dir });
         }
         assert!(
-            std::env::var_os("CHARTROOM_REQUIRE_MOUNT").is_none(),
-            "mounting a tmpfs failed (I/O fault tests need root)"
+            std::env::var("CHARTROOM_REQUIRE_MOUNT").as_deref() != Ok("1"),
+            "mounting a tmpfs failed (I/O fault tests need root or passwordless sudo)"
         );
-        eprintln!("SKIPPED: mounting a tmpfs needs root (CHARTROOM_REQUIRE_MOUNT=1 makes this a failure)");
+        eprintln!("SKIPPED: mounting a tmpfs needs root or passwordless sudo");
         None
     }
 
@@ -274,7 +295,7 @@ impl Tmpfs {
 
     /// `ro` or `rw`.
     pub fn remount(&self, mode: &str) {
-        let out = std::process::Command::new("mount")
+        let out = as_root("mount")
             .args(["-o", &format!("remount,{mode}")])
             .arg(self.path())
             .output()
@@ -285,7 +306,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = as_root("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
 

@@ -78,7 +78,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Annotation>, String> {
         let mut j = i + 1;
         // Continuation lines, then attributes, then the test itself.
         while let Some(next) = lines.get(j).map(|l| l.trim()) {
-            if let Some(more) = next.strip_prefix("//").filter(|_| !next.starts_with(MARK)) {
+            let doc = next.starts_with("///") || next.starts_with("//!");
+            if let Some(more) = next.strip_prefix("//").filter(|_| !next.starts_with(MARK) && !doc) {
                 proves.push(' ');
                 proves.push_str(more.trim());
             } else if !next.starts_with("#[") {

@@ -1,8 +1,8 @@
 //! Repository tasks. `cargo run -p xtask -- compliance --logs DIR --out FILE [--check]` writes the
 //! HIPAA §164.312 evidence report: each clause, the controls that implement it, and the annotated
 //! tests that prove it with their result in the run whose logs are in DIR (`cargo-test.log`,
-//! `e2e.tap`). With `--check` it fails when a clause has no passing test, or an annotated test
-//! failed or did not run.
+//! `e2e.tap`, `require.env`). With `--check` it fails when a clause has no passing test, an
+//! annotated test failed, was skipped or did not run, or the run let tests skip themselves.
 
 #![forbid(unsafe_code)]
 
@@ -63,7 +63,10 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         Some(path) => std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?,
         None => print!("{report}"),
     }
-    let problems = problems(&rows);
+    let mut problems = problems(&rows);
+    if let Some(dir) = logs.as_ref().filter(|_| check) {
+        problems.extend(missing_requirements(dir));
+    }
     for p in &problems {
         eprintln!("compliance: {p}");
     }
@@ -87,11 +90,32 @@ fn problems(rows: &[(&Annotation, Outcome)]) -> Vec<String> {
         }
     }
     for (a, o) in rows {
-        if matches!(o, Outcome::Failed | Outcome::NotRun) {
+        if matches!(o, Outcome::Failed | Outcome::NotRun | Outcome::Ignored) {
             found.push(format!("{}:{} `{}` {}", a.file, a.line, a.test, o.label().trim_matches('*')));
         }
     }
     found
+}
+
+/// What the run's tests needed in order not to skip themselves. A test that finds no OS keyring,
+/// PostgreSQL or tmpfs mount returns early and reports `ok` unless told to require it; the run records
+/// what it required (`require.env`, written by `scripts/test`), and evidence from a run that let
+/// tests skip is refused.
+const REQUIRED: &[(&str, &str)] = &[
+    ("CHARTROOM_REQUIRE_KEYRING", "the OS keyring tests"),
+    ("CHARTROOM_REQUIRE_POSTGRES", "the PostgreSQL tests"),
+    ("CHARTROOM_REQUIRE_MOUNT", "the disk-full and read-only tests (tmpfs: root or passwordless sudo)"),
+];
+
+fn missing_requirements(dir: &Path) -> Vec<String> {
+    let recorded = std::fs::read_to_string(dir.join("require.env")).unwrap_or_default();
+    REQUIRED
+        .iter()
+        .filter(|(var, _)| !recorded.lines().any(|l| l.trim() == format!("{var}=1")))
+        .map(|(var, what)| {
+            format!("{var} was not 1 in this run: {what} may have skipped, so their `ok` proves nothing")
+        })
+        .collect()
 }
 
 /// The directory of the package that holds `file` (nearest `Cargo.toml`) and its library's crate name.

@@ -92,7 +92,12 @@ impl Results {
                 continue;
             };
             if let Some((_number, title)) = rest.split_once(" - ") {
-                let title = title.split(" # ").next().unwrap_or(title);
+                let (title, directive) = title.split_once(" # ").unwrap_or((title, ""));
+                // `ok 3 - title # SKIP reason` (or TODO) did not run: it proves nothing.
+                let upper = directive.to_ascii_uppercase();
+                if upper.starts_with("SKIP") || upper.starts_with("TODO") {
+                    continue;
+                }
                 self.node.push((title.replace("\\#", "#").replace("\\\\", "\\"), passed));
             }
         }
@@ -208,11 +213,12 @@ test session::tests::idle_station_warns_then_locks ... FAILED
     fn tap_results_are_found_by_title() {
         let mut r = Results::default();
         r.add_tap_log(
-            "TAP version 13\n# Subtest: e2e/story.test.mjs\n    ok 1 - 2. idle: warning \\# countdown\n    not ok 2 - 3. nurse drafts\nok 1 - e2e/story.test.mjs\n",
+            "TAP version 13\n# Subtest: e2e/story.test.mjs\n    ok 1 - 2. idle: warning \\# countdown\n    not ok 2 - 3. nurse drafts\n    ok 3 - 5. skipped # SKIP no display\nok 1 - e2e/story.test.mjs\n",
         );
         let get = |t: &str| r.outcome(&annotation("e2e/story.test.mjs", t), "", "");
         assert_eq!(get("2. idle: warning # countdown"), Outcome::Passed);
         assert_eq!(get("3. nurse drafts"), Outcome::Failed);
         assert_eq!(get("4. never ran"), Outcome::NotRun);
+        assert_eq!(get("5. skipped"), Outcome::NotRun, "a skipped test is not a pass");
     }
 }

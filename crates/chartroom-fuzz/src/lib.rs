@@ -82,11 +82,16 @@ pub fn sync_pull(data: &[u8]) {
         return;
     };
     let k = keys();
+    let mut unwrapped = std::collections::HashMap::new();
     for wrapped in &page.keys {
-        let _ = k.data.unwrap_patient_key(wrapped.patient_id, &wrapped.wrapped);
+        if let Ok(key) = k.data.unwrap_patient_key(wrapped.patient_id, &wrapped.wrapped) {
+            unwrapped.insert(wrapped.patient_id, key);
+        }
     }
+    // Each body opens with its patient's key from the page, as a station opens it.
     for record in &page.records {
-        let _ = k.patient.open(&body_place(record.patient_id, record.id), &record.body);
+        let key = unwrapped.get(&record.patient_id).unwrap_or(&k.patient);
+        let _ = key.open(&body_place(record.patient_id, record.id), &record.body);
     }
     let again = serde_json::to_vec(&page).expect("a decoded page encodes");
     let back: PullPage = serde_json::from_slice(&again).expect("an encoded page decodes");

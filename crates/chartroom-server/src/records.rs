@@ -106,6 +106,11 @@ impl Reader<'_> {
     pub(crate) fn record(&self, action: &str, outcome: &str, subject: Subject) -> Result<(), ServerError> {
         record(self.storage, self.owner, action, outcome, subject, self.now, self.origin)
     }
+
+    /// The audit event [`Reader::record`] would append, for callers that append several at once.
+    pub(crate) fn event(&self, action: &str, outcome: &str, subject: Subject) -> chartroom_audit::Event {
+        event_for(self.owner, action, outcome, subject, self.now, self.origin)
+    }
 }
 
 /// One page of a unit's census, if the caller may see that unit.
@@ -218,11 +223,22 @@ pub fn record(
     now: Timestamp,
     origin: &Origin,
 ) -> Result<(), ServerError> {
+    storage.append_events(&[event_for(owner, action, outcome, subject, now, origin)])
+}
+
+fn event_for(
+    owner: &SessionOwner,
+    action: &str,
+    outcome: &str,
+    subject: Subject,
+    now: Timestamp,
+    origin: &Origin,
+) -> chartroom_audit::Event {
     let mut e = crate::audit::event(now, action, subject.resource_type, outcome, origin);
     e.user_id = Some(owner.user.id);
     e.username = Some(owner.user.username.clone());
     e.origin_device = Some(owner.device.record.id);
     e.resource_id = Some(subject.resource_id);
     e.patient_ids = subject.patient_ids;
-    storage.append_events(&[e])
+    e
 }

@@ -45,16 +45,34 @@ pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailur
             }
         }
     }
+    // Refusals that reached for what the user may not are audited in one append, before anything is
+    // written: if recording fails, nothing of the batch is applied and the station retries it whole.
+    let denied: Vec<Event> = batch
+        .changes
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(change, outcome)| denial_event(r, &view, change, outcome.as_ref()?))
+        .collect();
+    if !denied.is_empty() {
+        r.storage.append_events(&denied)?;
+    }
     let stored = r.storage.apply_changes(&writes)?;
+    let mut late_denials = Vec::new();
     for ((i, (incoming, _)), stored) in at.iter().zip(&writes).zip(stored) {
-        outcomes[*i] = Some(match stored {
+        let outcome = match stored {
             Stored::Applied => ChangeOutcome::Applied { version: incoming.record.version() },
             // Another request got there first (a retry racing itself, or another station).
             Stored::AlreadyApplied(seen) => already_applied(seen, device_id, incoming.record.id()),
             Stored::Moved { current_version } => {
                 ChangeOutcome::Conflict { current_version: current_version.unwrap_or(0) }
             }
-        });
+        };
+        late_denials.extend(denial_event(r, &view, &batch.changes[*i], &outcome));
+        outcomes[*i] = Some(outcome);
+    }
+    // Another device's change id that raced this batch (rare): nothing of it was applied for us.
+    if !late_denials.is_empty() {
+        r.storage.append_events(&late_denials)?;
     }
     let results = batch
         .changes
@@ -64,29 +82,40 @@ pub fn push(r: Reader<'_>, batch: &PushBatch) -> Result<PushResponse, ReadFailur
             change_id: change.change_id.clone(),
             outcome: outcome.unwrap_or_else(|| rejected("server.internal", "no outcome")),
         })
-        .collect::<Vec<_>>();
-    for (change, result) in batch.changes.iter().zip(&results) {
-        if let ChangeOutcome::Rejected { code, .. } = &result.outcome {
-            if is_denial(code) {
-                let record = &change.change;
-                let subject = Subject {
-                    resource_type: meta(record).kind.map_or("patient", RecordKind::as_str),
-                    resource_id: record.record_id().to_string(),
-                    patient_ids: vec![record.patient_id()],
-                };
-                r.record("denied", code, subject)?;
-            }
-        }
-    }
+        .collect();
     Ok(PushResponse { results })
 }
 
+/// The audit entry of a refused change, if the refusal is a denial. The patient is named only when
+/// the server holds it (a change id refused as another device's is refused before its patient is
+/// looked at, and the id it names may be anything).
+fn denial_event(r: Reader<'_>, view: &BatchView, change: &Change, outcome: &ChangeOutcome) -> Option<Event> {
+    let ChangeOutcome::Rejected { code, .. } = outcome else {
+        return None;
+    };
+    if !is_denial(code) {
+        return None;
+    }
+    let record = &change.change;
+    let patient = record.patient_id();
+    let subject = Subject {
+        resource_type: meta(record).kind.map_or("patient", RecordKind::as_str),
+        resource_id: record.record_id().to_string(),
+        patient_ids: if view.patients.contains_key(&patient) { vec![patient] } else { vec![] },
+    };
+    Some(r.event("denied", code, subject))
+}
+
 /// Refusals that are an attempt to reach what the user may not (a role or scope refusal, another
-/// user's record, another device's change id, a record id of another patient): each is audited as
-/// `denied`. Mistakes that reach nothing (invalid records, conflicts) are not.
+/// user's record, another device's change id, a record id of another patient, a patient the server
+/// does not hold — as a chart read of one is): each is audited as `denied`. Mistakes that reach
+/// nothing (invalid records, conflicts) are not.
 fn is_denial(code: &str) -> bool {
     code.starts_with("access.")
-        || matches!(code, "sync.not_author" | "sync.foreign_change" | "sync.record_mismatch")
+        || matches!(
+            code,
+            "sync.not_author" | "sync.foreign_change" | "sync.record_mismatch" | "patient.not_found"
+        )
 }
 
 /// What deciding a batch reads, read for the whole batch at once: record versions first, then

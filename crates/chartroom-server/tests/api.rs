@@ -663,6 +663,16 @@ async fn access_matrix_role_by_scope_by_action() {
             "{scope:?} vitals"
         );
     }
+    // The API's own list of operations has no account or device management (devices only enroll
+    // and recover themselves), and guessed paths for it answer 404 or 405 to every role.
+    let doc: serde_json::Value = serde_json::from_str(&chartroom_server::openapi_json()).unwrap();
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert!(paths.len() >= 20, "{paths:?}");
+    for p in &paths {
+        let admin = p.contains("/users")
+            || (p.contains("/devices") && !p.ends_with("/enroll") && !p.ends_with("/recover"));
+        assert!(!admin, "an administration endpoint over HTTP: {p}");
+    }
     for (user, ..) in USERS {
         for (method, path) in NO_ADMIN_OVER_HTTP {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
@@ -1063,7 +1073,7 @@ async fn injection_and_traversal_probes_find_nothing() {
         "%",
         "_",
         "*",
-        "\\x00",
+        "\0",
         "1) UNION SELECT * FROM users --",
     ];
     let enc = |s: &str| -> String {
@@ -1113,21 +1123,32 @@ async fn injection_and_traversal_probes_find_nothing() {
         let (status, _) = f.status(&dev, &nurse, &format!("/v1/sync/pull?after={}", enc(probe))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "cursor {probe:?}");
     }
-    // Release file names are names, never paths: traversal finds nothing of the host.
+    // Release file names are names, never paths. A published file is served (the control); encoded
+    // traversals toward files that exist (the server's config and master key, the host's passwd) reach
+    // the handler and are refused as unknown release files. (A bare `..` or `%2E%2E` segment never
+    // leaves a URL library: clients resolve it away before sending.)
+    let updates = f.dir.path().join("updates");
+    std::fs::create_dir_all(&updates).unwrap();
+    std::fs::write(updates.join("manifest.json"), b"{\"release\":\"control\"}").unwrap();
+    let r = f.client.raw(Method::GET, "/v1/updates/manifest.json").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "{\"release\":\"control\"}");
+    assert!(f.dir.path().join("config.json").exists() && f.dir.path().join("keys/master.key").exists());
     for probe in [
-        "..",
-        "../../../../etc/passwd",
-        "..%2F..%2Fetc%2Fpasswd",
-        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "..%2Fconfig.json",
+        "%2E%2E%2Fconfig.json",
+        "..%2Fkeys%2Fmaster.key",
+        "..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
         "%2Fetc%2Fpasswd",
+        "..%5Cconfig.json",
         "manifest.json%00.deb",
-        "..%5C..%5Cconfig.json",
-        "keys%2Fmaster.key",
+        ".manifest.json",
     ] {
         let r = f.client.raw(Method::GET, &format!("/v1/updates/{probe}")).send().await.unwrap();
         let status = r.status();
         let body = r.text().await.unwrap();
-        assert!(matches!(status.as_u16(), 400 | 404), "updates/{probe}: {status}");
+        assert_eq!(status, StatusCode::NOT_FOUND, "updates/{probe}: {body}");
+        assert!(body.contains("update.not_found"), "updates/{probe} did not reach the handler: {body}");
         assert!(!body.contains("root:") && !body.contains("master_key"), "updates/{probe}: {body}");
     }
     // Everything is as it was.

@@ -529,16 +529,14 @@ async fn per_change_refusals_apply_nothing() {
     }
     assert_eq!(f.snapshot(), before, "a refused change was applied");
     // Attempts to reach what the user may not are audited (role and scope, another author, a record
-    // id of another patient or kind); mistakes that reach nothing (invalid input, conflicts) are not.
+    // id of another patient or kind, an unknown patient); mistakes that reach nothing (invalid input,
+    // conflicts) are not.
+    let denials_codes = ["sync.not_author", "sync.record_mismatch", "patient.not_found"];
     let attempts = cases
         .iter()
-        .filter(|(_, _, want)| {
-            want.is_ok_and(|c| {
-                c.starts_with("access.") || c == "sync.not_author" || c == "sync.record_mismatch"
-            })
-        })
+        .filter(|(_, _, want)| want.is_ok_and(|c| c.starts_with("access.") || denials_codes.contains(&c)))
         .count();
-    assert_eq!(attempts, 9);
+    assert_eq!(attempts, 10);
     assert_eq!(denials(), denials_before + attempts, "each attempt is recorded once");
     // None of the refused change ids is remembered: the station may fix and resend them.
     for (_, c, _) in &cases {

@@ -109,7 +109,16 @@ impl Store {
         }
         // Made here first (empty, never overwriting), so that a read-only or full file system is
         // named as such rather than as SQLite's "cannot open".
-        std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::AlreadyExists)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;

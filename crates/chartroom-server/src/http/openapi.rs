@@ -73,7 +73,17 @@ impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
             let shared_parameters = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
-            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            let methods = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in methods.into_iter().flatten() {
                 let has_body = operation.request_body.is_some();
                 let has_parameters =
                     shared_parameters || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
