@@ -104,7 +104,7 @@ impl std::fmt::Debug for Reader<'_> {
 impl Reader<'_> {
     /// Records a read or a denial in the audit trail.
     pub(crate) fn record(&self, action: &str, outcome: &str, subject: Subject) -> Result<(), ServerError> {
-        record(self.storage, self.owner, action, outcome, subject, self.now, self.origin)
+        self.storage.append_events(&[self.event(action, outcome, subject)])
     }
 
     /// The audit event [`Reader::record`] would append, for callers that append several at once.
@@ -213,20 +213,8 @@ pub struct Subject {
     pub patient_ids: Vec<Uuid>,
 }
 
-/// Records an action of a logged-in user in the audit trail.
-pub fn record(
-    storage: &dyn Storage,
-    owner: &SessionOwner,
-    action: &str,
-    outcome: &str,
-    subject: Subject,
-    now: Timestamp,
-    origin: &Origin,
-) -> Result<(), ServerError> {
-    storage.append_events(&[event_for(owner, action, outcome, subject, now, origin)])
-}
-
-fn event_for(
+/// The audit event of an action of a logged-in user (append it with `Storage::append_events`).
+pub fn event_for(
     owner: &SessionOwner,
     action: &str,
     outcome: &str,

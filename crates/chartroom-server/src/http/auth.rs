@@ -257,15 +257,9 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Response {
     };
     on_blocking_pool(move || {
         let result = state.storage.end_session(caller.owner.session_id).and_then(|()| {
-            crate::records::record(
-                state.storage.as_ref(),
-                &caller.owner,
-                "logout",
-                "ok",
-                subject,
-                now,
-                &caller.origin,
-            )
+            let event =
+                crate::records::event_for(&caller.owner, "logout", "ok", subject, now, &caller.origin);
+            state.storage.append_events(&[event])
         });
         match result {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
