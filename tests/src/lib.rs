@@ -92,6 +92,13 @@ pub fn run_with_stdin(mut command: std::process::Command, stdin: &str) -> std::p
     child.wait_with_output().expect("runs")
 }
 
+/// Runs `chartroom-server init` with `args` (at least `--data-dir`); the certificate fingerprint it
+/// prints.
+pub fn init_server(args: &[&str]) -> String {
+    let out = admin(&[&["init"], args].concat(), None);
+    out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).expect("a fingerprint").trim().to_owned()
+}
+
 /// Runs a `chartroom-server` command that must succeed; its standard output.
 pub fn admin(args: &[&str], stdin: Option<&str>) -> String {
     let mut command = server_command();
@@ -132,13 +139,7 @@ impl CliServer {
     ) -> CliServer {
         let data = dir.join("server");
         let d = data.to_str().expect("a UTF-8 temp path");
-        let init = admin(&["init", "--data-dir", d], None);
-        let fingerprint = init
-            .lines()
-            .find_map(|l| l.strip_prefix("fingerprint: "))
-            .expect("a fingerprint")
-            .trim()
-            .to_owned();
+        let fingerprint = init_server(&["--data-dir", d]);
         for (name, role, password) in users {
             let args = ["user", "add", "--data-dir", d, "--username", name, "--role", role, "--unit", "ICU"];
             admin(&[&args[..], &["--password-stdin"]].concat(), Some(&format!("{password}\n")));

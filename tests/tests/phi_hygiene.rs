@@ -76,12 +76,7 @@ fn a_canary_patient_leaves_no_phi_in_logs_errors_or_file_names() {
     let env = [("CHARTROOM_LOG", std::ffi::OsStr::new("debug")), ("TMPDIR", scratch.as_os_str())];
 
     // The server: set up through its CLI, the canary among 30 patients.
-    let fingerprint = admin(&["init", "--data-dir", d], None)
-        .lines()
-        .find_map(|l| l.strip_prefix("fingerprint: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let fingerprint = chartroom_tests::init_server(&["--data-dir", d]);
     let charts = charts_with_canary(77, 30);
     let canary = &charts[0];
     let secrets = secrets(canary);

@@ -63,8 +63,7 @@ async fn three_server_processes_behave_as_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| tmp.path().join(n)).collect();
     let a = dirs[0].to_str().unwrap().to_string();
-    let fingerprint = admin(&["init", "--data-dir", &a, "--database-url", &url], None);
-    let fingerprint = fingerprint.trim().strip_prefix("fingerprint: ").unwrap().to_string();
+    let fingerprint = chartroom_tests::init_server(&["--data-dir", &a, "--database-url", &url]);
     admin(&["seed", "--data-dir", &a, "--patients", "12", "--units", "ICU"], None);
     for user in ["kim.rn", "ana.rn", "bo.rn", "lee.rn"] {
         let pw = format!("{}\n", secret(user));

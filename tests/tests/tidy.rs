@@ -7,28 +7,11 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if path.is_dir() {
-            if !matches!(name.as_str(), "target" | "node_modules" | "gen" | ".git") {
-                rust_files(&path, out);
-            }
-        } else if name.ends_with(".rs") {
-            out.push(path);
-        }
-    }
-}
-
 fn all_rust_files() -> Vec<PathBuf> {
     let root = repo_root();
     let mut files = Vec::new();
     for dir in ["crates", "src-tauri/src", "tests"] {
-        rust_files(&root.join(dir), &mut files);
+        xtask::source_files(&root.join(dir), &[".rs"], &mut files);
     }
     assert!(files.len() > 10, "found only {} Rust files under {}", files.len(), root.display());
     files

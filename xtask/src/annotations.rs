@@ -2,7 +2,7 @@
 //! (continued on following `//` lines) directly above a Rust test (`#[test] fn name`) or a Node test
 //! (`test("title", …)`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One annotated test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ const MARK: &str = "// hipaa";
 pub fn scan(root: &Path) -> Result<Vec<Annotation>, String> {
     let mut files = Vec::new();
     for dir in ["crates", "src-tauri/src", "src-tauri/tests", "tests", "e2e"] {
-        walk(&root.join(dir), &mut files);
+        xtask::source_files(&root.join(dir), &[".rs", ".mjs"], &mut files);
     }
     files.sort();
     let mut found = Vec::new();
@@ -33,23 +33,6 @@ pub fn scan(root: &Path) -> Result<Vec<Annotation>, String> {
         found.extend(parse(&rel, &text)?);
     }
     Ok(found)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if path.is_dir() {
-            if !matches!(name.as_str(), "target" | "node_modules" | "gen" | ".git") {
-                walk(&path, out);
-            }
-        } else if name.ends_with(".rs") || name.ends_with(".mjs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The annotations in one file's text.

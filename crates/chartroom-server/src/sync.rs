@@ -99,7 +99,7 @@ fn denial_event(r: Reader<'_>, view: &BatchView, change: &Change, outcome: &Chan
     let record = &change.change;
     let patient = record.patient_id();
     let subject = Subject {
-        resource_type: meta(record).kind.map_or("patient", RecordKind::as_str),
+        resource_type: meta(record).kind_name(),
         resource_id: record.record_id().to_string(),
         patient_ids: if view.patients.contains_key(&patient) { vec![patient] } else { vec![] },
     };
@@ -168,6 +168,13 @@ struct Meta {
     append_only: bool,
 }
 
+impl Meta {
+    /// The record's kind as the audit trail names it.
+    fn kind_name(&self) -> &'static str {
+        self.kind.map_or("patient", RecordKind::as_str)
+    }
+}
+
 fn meta(change: &ChangeRecord) -> Meta {
     let plain = |kind| Meta { kind: Some(kind), author: None, sort_key: 0, append_only: false };
     match change {
@@ -200,7 +207,7 @@ fn decide_change(r: Reader<'_>, change: &Change, view: &BatchView) -> Result<Dec
         return Ok(Decision::Done(already_applied(*seen, device_id, record.record_id())));
     }
     let (record_id, patient_id, m) = (record.record_id(), record.patient_id(), meta(record));
-    let kind_name = m.kind.map_or("patient", RecordKind::as_str);
+    let kind_name = m.kind_name();
     if let Err(e) = record.validate() {
         return Ok(Decision::Done(rejected("request.invalid", &e.to_string())));
     }
